@@ -1,0 +1,40 @@
+# Briefing — two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv and installs what it needs on its own.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= out/demo
+PERSONS ?= 20000
+SEED   ?= 7
+
+.PHONY: demo test bench venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## demo: build a synthetic county, link it, and print the evaluation
+demo: $(STAMP)
+	$(BIN)/briefing synth --persons $(PERSONS) --seed $(SEED) --out $(DEMO)/county
+	$(BIN)/briefing link $(DEMO)/county/records.csv --model models/matcher.json --out $(DEMO)/link
+	$(BIN)/briefing eval linkage --clusters $(DEMO)/link/clusters.csv --truth $(DEMO)/county/truth.csv \
+		--demographics $(DEMO)/county/demographics.csv --json $(DEMO)/linkage.json
+	@echo
+	@echo "Files: $(DEMO)/county (synthetic county), $(DEMO)/link (clusters, pairs, summary), $(DEMO)/linkage.json"
+
+## test: the whole suite except benchmarks marked slow
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## bench: the benchmarks behind BENCHMARKS.md (slow: tens of minutes)
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow -s tests/bench
+
+clean:
+	rm -rf out .pytest_cache

@@ -1,0 +1,236 @@
+"""The `briefing` command line.
+
+Each subcommand parses its arguments, calls the library (matching / evaluation), and turns
+bad input into exit status 2 with a `file:line:column: message` on stderr, never a traceback.
+Long steps report progress on stderr; results go to files or stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as is, exit status 2."""
+
+
+class Stages:
+    """One line per stage on stderr with its elapsed time: progress for steps that are not loops."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.started = time.perf_counter()
+        self.current: str | None = None
+        self.stage_started = self.started
+
+    def __call__(self, label: str) -> None:
+        self.finish()
+        self.current, self.stage_started = label, time.perf_counter()
+        if not self.quiet:
+            print(f"  … {label}", file=sys.stderr, flush=True)
+
+    def finish(self) -> None:
+        if self.current and not self.quiet:
+            print(f"    done in {time.perf_counter() - self.stage_started:.1f}s", file=sys.stderr, flush=True)
+        self.current = None
+
+
+def _read_table(path: str, required: Sequence[str], what: str):
+    """A small CSV (truth, clusters, demographics) with the required columns, as strings."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"{path}: no such file ({what})")
+    try:
+        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CliError(f"{path}: not a readable CSV ({what}): {exc}") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise CliError(f"{path}:1: {what} needs column(s) {', '.join(missing)}; found {', '.join(frame.columns) or 'none'}")
+    return frame
+
+
+def _load_records(path: str):
+    from matching.record import RecordsFileError, read_records
+
+    try:
+        return read_records(path)
+    except RecordsFileError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _load_model(path: str):
+    from matching.model import MatcherModel
+
+    try:
+        return MatcherModel.load(path)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from evaluation.synth.county import generate_county
+
+    summary = generate_county(args.persons, args.seed, Path(args.out), progress=not args.quiet)
+    print(json.dumps({"persons": summary.n_persons, "records": summary.n_records, "seconds": round(summary.seconds, 1),
+                      "out": str(args.out)}))
+    return 0
+
+
+def _train(records_file, args, stages: Stages, truth=None, floor: float = 0.01):
+    """Train a matcher and link with it; with truth, re-choose thresholds from measured precision/recall and re-cluster."""
+    from matching.link import link_records, recluster
+    from matching.train import Matcher
+
+    matcher = Matcher(max_pairs_u=args.max_pairs_u, seed=args.seed)
+    result = link_records(records_file.frame, matcher=matcher, floor=floor, progress=stages, warnings=records_file.warnings)
+    if truth is not None:
+        from evaluation.thresholds import choose_thresholds
+
+        stages("choosing thresholds from measured precision / recall")
+        result.model.thresholds = choose_thresholds(result.clustering.clusters["record_id"], result.pairs, truth)
+        recluster(result, progress=stages)
+    return result
+
+
+def cmd_train_matcher(args: argparse.Namespace) -> int:
+    records_file = _load_records(args.records)
+    truth = _read_table(args.truth, ("record_id", "person_key"), "truth") if args.truth else None
+    stages = Stages(args.quiet)
+    result = _train(records_file, args, stages, truth)
+    stages.finish()
+    result.model.training["impossible_dates"] = records_file.impossible_dates
+    result.model.save(args.out)
+    print(json.dumps({"model": str(args.out), "version": result.model.version, "thresholds": {
+        k: getattr(result.model.thresholds, k) for k in ("link", "review_low", "certain", "probable", "possible")}}))
+    return 0
+
+
+def cmd_link(args: argparse.Namespace) -> int:
+    from matching.link import link_records, recluster, write_link_outputs
+
+    records_file = _load_records(args.records)
+    model = _load_model(args.model) if args.model else None
+    previous = _read_table(args.previous, ("record_id", "person_id"), "previous clusters") if args.previous else None
+    truth = _read_table(args.truth, ("record_id", "person_key"), "truth") if args.truth else None
+    stages = Stages(args.quiet)
+    if model is None:
+        result = _train(records_file, args, stages, truth, floor=args.floor)
+        if args.threshold is not None or previous is not None:
+            recluster(result, threshold=args.threshold, previous=previous, progress=stages)
+    else:
+        result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
+                              previous=previous, progress=stages, warnings=records_file.warnings)
+    stages.finish()
+    result.summary["impossible_dates"] = records_file.impossible_dates
+    result.summary["input"] = {"file": str(args.records), "columns_present": records_file.present_columns}
+    write_link_outputs(result, args.out)
+    print(json.dumps({k: result.summary[k] for k in ("records", "persons", "pairs_linked", "pairs_in_review_band", "seconds")}))
+    return 0
+
+
+def cmd_eval_linkage(args: argparse.Namespace) -> int:
+    from evaluation.report_linkage import linkage_report, render_text
+
+    clusters = _read_table(args.clusters, ("record_id", "person_id"), "clusters")
+    truth = _read_table(args.truth, ("record_id", "person_key"), "truth")
+    demographics = _read_table(args.demographics, ("person_key",), "demographics") if args.demographics else None
+    try:
+        report = linkage_report(clusters, truth, demographics)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    print(render_text(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="briefing", description="Briefing: who responders are about to meet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic county (records, truth, demographics)")
+    p.add_argument("--persons", type=_positive_int, required=True, help="persons with records")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    def training_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-pairs-u", type=float, default=5e6, help="random pairs sampled to estimate u (default 5e6)")
+        p.add_argument("--seed", type=int, default=42, help="seed for u sampling")
+        p.add_argument("--truth", help="truth.csv (record_id, person_key): choose thresholds from measured precision/recall")
+        p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("train-matcher", help="train the Splink matcher on a records file")
+    p.add_argument("records", help="records.csv (canonical columns; only record_id required)")
+    p.add_argument("--out", required=True, help="model file to write (JSON)")
+    training_options(p)
+    p.set_defaults(func=cmd_train_matcher)
+
+    p = sub.add_parser("link", help="deduplicate all records into persons")
+    p.add_argument("records")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", help="trained matcher (default: train on the input first)")
+    p.add_argument("--threshold", type=_probability, help="link probability (default: the model's)")
+    p.add_argument("--floor", type=_probability, default=0.01, help="lowest probability written to pairs.csv (default 0.01)")
+    p.add_argument("--previous", help="clusters.csv of an earlier run: keep person ids stable")
+    training_options(p)
+    p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("eval", help="evaluate against truth")
+    eval_sub = p.add_subparsers(dest="what", required=True)
+    q = eval_sub.add_parser("linkage", help="pairwise / B-cubed accuracy, and error rates by group")
+    q.add_argument("--clusters", required=True)
+    q.add_argument("--truth", required=True)
+    q.add_argument("--demographics")
+    q.add_argument("--json", help="write every figure as JSON here")
+    q.set_defaults(func=cmd_eval_linkage)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"briefing: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("briefing: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

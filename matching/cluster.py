@@ -1,0 +1,102 @@
+"""Turn scored pairs into persons, and keep person ids stable across runs.
+
+Clustering is connected components over the pairs at or above the link threshold (scipy's
+sparse graph routines: a million records cluster in about a second). Person ids are derived
+from the cluster's smallest record id, so a clustering is reproducible, and with a previous
+clustering a person keeps the id of the earlier person it overlaps most; merges and splits are
+reported as events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass
+class Clustering:
+    """`clusters`: record_id, person_id for every record. `events`: merges and splits against a previous run."""
+
+    clusters: pd.DataFrame
+    events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["event", "person_id", "related_person_ids", "records"]))
+
+    @property
+    def n_persons(self) -> int:
+        return int(self.clusters["person_id"].nunique())
+
+
+def components(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float) -> np.ndarray:
+    """Component label per record (in `record_ids` order) joining pairs with match_probability >= threshold."""
+    index = pd.Index(record_ids.astype(str))
+    if not index.is_unique:
+        raise ValueError("record ids must be unique to cluster")
+    edges = pairs[pairs["match_probability"] >= threshold]
+    left = index.get_indexer(edges["record_id_l"].astype(str))
+    right = index.get_indexer(edges["record_id_r"].astype(str))
+    keep = (left >= 0) & (right >= 0)
+    n = len(index)
+    graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (left[keep], right[keep])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    return labels
+
+
+def _fresh_id(seed: str, taken: set[str]) -> str:
+    """A person id derived from a record id: deterministic, and lengthened on the rare collision."""
+    digest = hashlib.sha1(seed.encode()).hexdigest()
+    for width in (10, 14, 20, 40):
+        candidate = f"P{digest[:width].upper()}"
+        if candidate not in taken:
+            return candidate
+    raise RuntimeError(f"cannot derive a unique person id from {seed!r}")  # sha1 prefixes all taken: not reachable in practice
+
+
+def assign_person_ids(record_ids: pd.Series, labels: np.ndarray, previous: pd.DataFrame | None = None) -> Clustering:
+    """Name the components. With `previous` (record_id, person_id), reuse its ids by greatest overlap.
+
+    Greedy by overlap size (ties: smaller previous id, then smaller component), each previous id
+    used once. A component that takes records from several previous persons is a merge; a previous
+    person whose records land in several components is a split.
+    """
+    frame = pd.DataFrame({"record_id": record_ids.astype(str).to_numpy(), "component": labels})
+    seeds = frame.groupby("component")["record_id"].min()
+    names: dict[int, str] = {}
+    events: list[dict] = []
+    taken: set[str] = set()
+    if previous is not None and len(previous):
+        prev = previous[["record_id", "person_id"]].astype(str)
+        overlap = frame.merge(prev, on="record_id", how="inner").groupby(["component", "person_id"]).size()
+        overlap = overlap.rename("n").reset_index().sort_values(["n", "person_id", "component"], ascending=[False, True, True])
+        used: set[str] = set()
+        for row in overlap.itertuples(index=False):
+            if row.component not in names and row.person_id not in used:
+                names[row.component] = row.person_id
+                used.add(row.person_id)
+        taken = set(prev["person_id"])
+        for component, group in overlap.groupby("component"):
+            if group["person_id"].nunique() > 1:
+                events.append({"event": "merge", "person_id": names.get(component, ""),
+                               "related_person_ids": "|".join(sorted(group["person_id"])), "records": int(group["n"].sum())})
+        for person_id, group in overlap.groupby("person_id"):
+            if group["component"].nunique() > 1:
+                events.append({"event": "split", "person_id": person_id,
+                               "related_person_ids": "", "records": int(group["n"].sum()), "_components": list(group["component"])})
+    taken |= set(names.values())
+    for component in seeds.sort_values().index:
+        if component not in names:
+            names[component] = _fresh_id(seeds[component], taken)
+            taken.add(names[component])
+    for event in events:
+        if "_components" in event:
+            event["related_person_ids"] = "|".join(sorted(names[c] for c in event.pop("_components")))
+    clusters = pd.DataFrame({"record_id": frame["record_id"], "person_id": frame["component"].map(names)})
+    return Clustering(clusters=clusters, events=pd.DataFrame(events, columns=["event", "person_id", "related_person_ids", "records"]))
+
+
+def cluster(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, previous: pd.DataFrame | None = None) -> Clustering:
+    """Connected components at `threshold`, named stably (see `assign_person_ids`)."""
+    return assign_person_ids(record_ids, components(record_ids, pairs, threshold), previous)

@@ -1,0 +1,237 @@
+"""The Splink model's comparisons and blocking rules, built from the fields the data actually has.
+
+Every comparison level is one of a small set of SQL shapes (null checks, equality, Jaro-Winkler,
+(Damerau-)Levenshtein, array intersection / membership, absolute difference), written through
+Splink's dialect-aware level creators or as DuckDB SQL that Splink transpiles. Keeping to this
+set is deliberate: the real-time resolver evaluates the same conditions natively, and a model
+must run on DuckDB and Spark alike.
+
+The output column names are the *fields* a responder or steward sees in an explanation:
+given_name, family_name, middle_name, name_suffix, dob, sex, phone, email, address, ssn_last4.
+"""
+
+from __future__ import annotations
+
+import splink.comparison_level_library as cll
+import splink.comparison_library as cl
+from splink import block_on
+from splink.internals.blocking_rule_creator import BlockingRuleCreator
+from splink.internals.blocking_rule_creator_utils import to_blocking_rule_creator
+from splink.internals.comparison_creator import ComparisonCreator
+
+
+_SWAPPED = '"given_name_l" = "family_name_r" AND "family_name_l" = "given_name_r"'
+_CROSSED = '"given_name_l" = "family_name_r" OR "family_name_l" = "given_name_r"'
+
+
+def _custom(sql: str, label: str) -> cll.CustomLevel:
+    return cll.CustomLevel(sql, label_for_charts=label, base_dialect_str="duckdb")
+
+
+def _either_null(*cols: str) -> str:
+    return " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in cols)
+
+
+def _given_name(fields: set[str]) -> ComparisonCreator:
+    levels = [
+        cll.NullLevel("given_name"),
+        cll.ExactMatchLevel("given_name", term_frequency_adjustments=True),
+        cll.ArrayIntersectLevel("given_variants", 1).configure(label_for_charts="Nickname-compatible"),
+        cll.JaroWinklerLevel("given_name", 0.92),
+        _custom('"given_phonetic_l" = "given_phonetic_r"', "Sounds alike (metaphone)"),
+    ]
+    if "alias_names" in fields:
+        levels.append(
+            _custom(
+                'array_contains("alias_names_r", "given_name_l") OR array_contains("alias_names_l", "given_name_r")',
+                "Matches a known alias",
+            )
+        )
+    if "family_name" in fields:
+        levels += [
+            _custom(_SWAPPED, "Given and family names swapped"),
+            # One-sided: only here, not in the family comparison, so the evidence counts once.
+            _custom(_CROSSED, "Given name recorded as the other's family name"),
+        ]
+    levels += [cll.JaroWinklerLevel("given_name", 0.80), cll.ElseLevel()]
+    return cl.CustomComparison(levels, output_column_name="given_name", comparison_description="Given name")
+
+
+def _family_name(fields: set[str]) -> ComparisonCreator:
+    levels = [
+        cll.NullLevel("family_name"),
+        cll.ExactMatchLevel("family_name", term_frequency_adjustments=True),
+        _custom('"family_first_l" = "family_first_r"', "First surname of a compound matches"),
+        cll.JaroWinklerLevel("family_name", 0.92),
+        _custom('"family_phonetic_l" = "family_phonetic_r"', "Sounds alike (metaphone)"),
+    ]
+    if "alias_names" in fields:
+        levels.append(
+            _custom(
+                'array_contains("alias_names_r", "family_name_l") OR array_contains("alias_names_l", "family_name_r")',
+                "Matches a known alias or former name",
+            )
+        )
+    if "given_name" in fields:
+        # The swap's evidence is counted once, under given_name; here it is neutral (m = u, fixed).
+        levels.append(
+            _custom(_SWAPPED, "Swapped with given name (counted under given_name)").configure(
+                m_probability=0.001, u_probability=0.001, fix_m_probability=True, fix_u_probability=True
+            )
+        )
+    levels += [cll.JaroWinklerLevel("family_name", 0.80), cll.ElseLevel()]
+    return cl.CustomComparison(levels, output_column_name="family_name", comparison_description="Family name")
+
+
+def _middle_name() -> ComparisonCreator:
+    levels = [
+        cll.NullLevel("middle_name"),
+        cll.ExactMatchLevel("middle_name"),
+        _custom('"middle_initial_l" = "middle_initial_r"', "Same initial"),
+        cll.ElseLevel(),
+    ]
+    return cl.CustomComparison(levels, output_column_name="middle_name", comparison_description="Middle name")
+
+
+def _date_of_birth(fields: set[str]) -> ComparisonCreator:
+    has_dob = "dob" in fields
+    null_sql = _either_null("dob", "birth_year") if has_dob else _either_null("birth_year")
+    levels = [_custom(null_sql, "No date or year of birth on one side").configure(is_null_level=True)]
+    one_side_year_only = _either_null("dob") + " AND " if has_dob else ""
+    if has_dob:
+        levels += [
+            cll.ExactMatchLevel("dob"),
+            _custom('"dob_swap_l" = "dob_r"', "Day and month transposed"),
+            _custom('"dob_md_l" = "dob_md_r" AND abs("birth_year_l" - "birth_year_r") = 1', "Year off by one"),
+            cll.DamerauLevenshteinLevel("dob", 1).configure(label_for_charts="One-character typo"),
+        ]
+    if "birth_year_only" in fields or not has_dob:
+        levels += [
+            _custom(one_side_year_only + '"birth_year_l" = "birth_year_r"', "Same birth year (no full date on one side)"),
+            _custom(one_side_year_only + 'abs("birth_year_l" - "birth_year_r") <= 3', "Birth years within 3 (approximate age)"),
+        ]
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="dob", comparison_description="Date of birth")
+
+
+def _address(fields: set[str]) -> ComparisonCreator:
+    levels: list = []
+    if "street" in fields:
+        null_sql = _either_null("street", "postcode") if "postcode" in fields else _either_null("street")
+        levels += [
+            _custom(null_sql, "No address on one side").configure(is_null_level=True),
+            cll.ExactMatchLevel("address_key", term_frequency_adjustments=True).configure(label_for_charts="Same address"),
+        ]
+        if "postcode" in fields:
+            levels.append(
+                _custom(
+                    'jaro_winkler_similarity("street_l", "street_r") >= 0.9 AND "postcode_l" = "postcode_r"',
+                    "Similar street, same postcode",
+                )
+            )
+        levels.append(_custom('jaro_winkler_similarity("street_l", "street_r") >= 0.9', "Similar street, different or no postcode"))
+    else:
+        levels.append(cll.NullLevel("postcode"))
+    if "postcode" in fields:
+        levels += [
+            cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode, different street"),
+            cll.DamerauLevenshteinLevel("postcode", 1).configure(label_for_charts="Postcode one typo away"),
+        ]
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name="address", comparison_description="Address")
+
+
+def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False) -> ComparisonCreator:
+    levels = [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
+    if typo:
+        levels.append(cll.DamerauLevenshteinLevel(col, 1).configure(label_for_charts="One-character typo"))
+    levels.append(cll.ElseLevel())
+    return cl.CustomComparison(levels, output_column_name=col, comparison_description=description)
+
+
+def build_comparisons(fields: set[str]) -> list[ComparisonCreator]:
+    """Comparisons for the standardised fields present in the data (see `standardise.available_fields`)."""
+    comparisons: list[ComparisonCreator] = []
+    if "given_name" in fields:
+        comparisons.append(_given_name(fields))
+    if "family_name" in fields:
+        comparisons.append(_family_name(fields))
+    if "middle_name" in fields:
+        comparisons.append(_middle_name())
+    if "name_suffix" in fields:
+        comparisons.append(_exact_fuzzy("name_suffix", "Generational suffix"))
+    if "birth_year" in fields:
+        comparisons.append(_date_of_birth(fields))
+    if "sex" in fields:
+        comparisons.append(_exact_fuzzy("sex", "Sex"))
+    if "phone" in fields:
+        comparisons.append(_exact_fuzzy("phone", "Phone", tf=True, typo=True))
+    if "email" in fields:
+        comparisons.append(_exact_fuzzy("email", "E-mail", typo=True))
+    if "street" in fields or "postcode" in fields:
+        comparisons.append(_address(fields))
+    if "ssn_last4" in fields:
+        comparisons.append(_exact_fuzzy("ssn_last4", "Last four of SSN", typo=True))
+    if len(comparisons) < 2:
+        raise ValueError(
+            "records need at least two comparable fields (e.g. given_name and dob); found: "
+            + (", ".join(sorted(fields)) or "none")
+        )
+    return comparisons
+
+
+def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[BlockingRuleCreator]:
+    return [block_on(*cols) for cols in candidates if set(cols) <= fields]
+
+
+def prediction_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
+    """Rules that generate candidate pairs for prediction: wide enough for messy data, tight enough for 1M records.
+
+    Each rule recovers a kind of pair the others miss: full DOB (name variants), name keys
+    (DOB errors), phone (crisis-line and CAD records with little else), family phonetic +
+    birth year (approximate ages), SSN digits, shared address + name, and swapped names.
+    """
+    rules = _rules(
+        fields,
+        [
+            ("dob",),
+            ("given_canon", "family_first"),
+            ("phone",),
+            ("family_phonetic", "birth_year"),
+            ("given_canon", "birth_year"),
+            ("ssn_last4", "birth_year"),
+            ("ssn_last4", "family_first"),
+            ("ssn_last4", "postcode"),
+            ("ssn_last4", "given_canon"),
+            ("ssn_last4", "street"),
+            ("address_key", "given_canon"),
+            ("address_key", "family_first"),
+            ("email",),
+        ],
+    )
+    if "dob" in fields:
+        rules.append(to_blocking_rule_creator({"blocking_rule": "l.dob_swap = r.dob", "sql_dialect": "duckdb"}))
+    if {"given_name", "family_name"} <= fields:
+        rules.append(
+            to_blocking_rule_creator(
+                {"blocking_rule": "l.given_name = r.family_name AND l.family_name = r.given_name", "sql_dialect": "duckdb"}
+            )
+        )
+    return rules
+
+
+def training_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
+    """At least two EM rounds, each blocking on fields the other round estimates."""
+    rules = _rules(fields, [("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
+    if len(rules) < 2:
+        rules = _rules(fields, [("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
+    return rules[:3]
+
+
+def deterministic_rules(fields: set[str]) -> list[BlockingRuleCreator]:
+    """Near-certain match rules used to estimate the prior probability that two records match."""
+    rules = _rules(
+        fields,
+        [("dob", "given_canon", "family_first"), ("ssn_last4", "dob"), ("phone", "given_canon", "family_first")],
+    )
+    return rules or _rules(fields, [("given_canon", "family_first", "birth_year")])

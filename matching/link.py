@@ -1,0 +1,163 @@
+"""Batch linking: standardise, (train,) predict, cluster, and write the run's files.
+
+`link_records` is the library entry point (DataFrames in, a `LinkResult` out); `write_link_outputs`
+writes the run directory atomically: everything is first written to a temporary sibling and
+moved into place only when complete, so a failed run leaves nothing half-written under --out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from matching.cluster import Clustering, cluster
+from matching.model import MatcherModel
+from matching.standardise import available_fields, standardise
+from matching.train import Matcher, predict_pairs
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LinkResult:
+    """The outcome of one batch link."""
+
+    clustering: Clustering
+    pairs: pd.DataFrame
+    model: MatcherModel
+    summary: dict = field(default_factory=dict)
+
+
+def _model_fields(model: MatcherModel) -> set[str]:
+    return {c["output_column_name"] for c in model.splink.get("comparisons", [])}
+
+
+def link_records(
+    records: pd.DataFrame,
+    model: MatcherModel | None = None,
+    threshold: float | None = None,
+    floor: float = 0.01,
+    previous: pd.DataFrame | None = None,
+    matcher: Matcher | None = None,
+    progress: Progress | None = None,
+    warnings: list[str] | None = None,
+) -> LinkResult:
+    """Deduplicate `records` (canonical columns) across all agencies into persons.
+
+    Without `model`, trains one on these records first (`matcher` sets the training parameters).
+    `threshold` overrides the model's link threshold; `floor` is the lowest probability kept in
+    the returned pairs; `previous` (record_id, person_id) keeps person ids stable.
+    """
+    step = progress or (lambda label: None)
+    timings: dict[str, float] = {}
+    notes = list(warnings or [])
+
+    started = time.perf_counter()
+    step("standardising")
+    std = standardise(records)
+    timings["standardise"] = time.perf_counter() - started
+
+    linker = None
+    if model is None:
+        t0 = time.perf_counter()
+        fitted = (matcher or Matcher()).fit(std, progress=step)
+        model, linker = fitted.model_, fitted.linker_
+        timings["train"] = time.perf_counter() - t0
+    else:
+        missing = sorted(_model_fields(model) - _compared_fields(available_fields(std)))
+        if missing:
+            notes.append(f"the model compares {', '.join(missing)} but the input has no values for them (treated as missing)")
+
+    link_at = model.thresholds.link if threshold is None else threshold
+    floor = min(floor, model.thresholds.review_low, link_at)
+    t0 = time.perf_counter()
+    step("scoring candidate pairs")
+    pairs = predict_pairs(std, model, floor=floor, linker=linker)
+    timings["predict"] = time.perf_counter() - t0
+    result = LinkResult(clustering=Clustering(clusters=pd.DataFrame()), pairs=pairs, model=model,
+                        summary={"records": int(len(std)), "agencies": int(std["agency"].nunique(dropna=True)),
+                                 "model_trained_here": "train" in timings, "warnings": notes})
+    result.summary["seconds"] = timings
+    recluster(result, record_ids=std["unique_id"], threshold=link_at, previous=previous, progress=step)
+    timings["total"] = time.perf_counter() - started
+    result.summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    return result
+
+
+def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold: float | None = None,
+              previous: pd.DataFrame | None = None, progress: Progress | None = None) -> LinkResult:
+    """Cluster `result.pairs` (again) at `threshold` (default: the model's link threshold) and refresh the summary.
+
+    Used after thresholds are re-chosen: the pairs are already scored down to the floor, so
+    only clustering is repeated.
+    """
+    link_at = result.model.thresholds.link if threshold is None else threshold
+    if not 0.0 < link_at < 1.0:
+        raise ValueError(f"threshold must be strictly between 0 and 1, got {link_at}")
+    ids = record_ids if record_ids is not None else result.clustering.clusters["record_id"]
+    t0 = time.perf_counter()
+    (progress or (lambda label: None))("clustering")
+    result.clustering = cluster(ids, result.pairs, link_at, previous=previous)
+    pairs, thresholds = result.pairs, result.model.thresholds
+    sizes = result.clustering.clusters.groupby("person_id").size()
+    floor = float(pairs["match_probability"].min()) if len(pairs) else None
+    result.summary.update({
+        "persons": int(len(sizes)),
+        "singleton_persons": int((sizes == 1).sum()),
+        "largest_person_records": int(sizes.max()) if len(sizes) else 0,
+        "pairs_scored_at_or_above_floor": int(len(pairs)),
+        "pairs_linked": int((pairs["match_probability"] >= link_at).sum()),
+        "pairs_in_review_band": int(pairs["match_probability"].between(thresholds.review_low, link_at, inclusive="left").sum()),
+        "thresholds": {"link": link_at, "lowest_pair_kept": floor, "review_band": [thresholds.review_low, link_at],
+                       "certain": thresholds.certain, "probable": thresholds.probable,
+                       "possible": thresholds.possible, "chosen_by": thresholds.chosen_by},
+        "model_version": result.model.version,
+        "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},
+    })
+    seconds = result.summary.setdefault("seconds", {})
+    seconds["cluster"] = round(seconds.get("cluster", 0.0) + time.perf_counter() - t0, 2)
+    return result
+
+
+def _compared_fields(fields: set[str]) -> set[str]:
+    """Map standardised fields to comparison output names (address covers street and postcode; dob covers birth_year)."""
+    out = set(fields)
+    if fields & {"street", "postcode"}:
+        out.add("address")
+    if "birth_year" in fields:
+        out.add("dob")
+    return out
+
+
+def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
+    """Write clusters.csv, pairs.csv, model.json, summary.json (and events.csv with a previous run) atomically."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        result.clustering.clusters.to_csv(staging / "clusters.csv", index=False)
+        pairs = result.pairs.sort_values(["match_probability", "record_id_l", "record_id_r"], ascending=[False, True, True])
+        pairs.to_csv(staging / "pairs.csv", index=False, float_format="%.10g")
+        result.model.save(staging / "model.json")
+        if len(result.clustering.events):
+            result.clustering.events.to_csv(staging / "events.csv", index=False)
+        (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+        if not out.exists():
+            os.replace(staging, out)
+        else:
+            for item in staging.iterdir():
+                os.replace(item, out / item.name)
+            stale = out / "events.csv"
+            if not len(result.clustering.events) and stale.exists():
+                stale.unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out

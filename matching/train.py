@@ -1,0 +1,160 @@
+"""Train the Splink matcher (unsupervised) and score candidate pairs.
+
+`Matcher` follows scikit-learn's conventions: parameters in `__init__`, `fit` learns
+`model_` (a `MatcherModel`) and `fields_`, `predict` scores the blocked pairs of a set of
+standardised records. The Splink backend is DuckDB (in memory) here; the model JSON is the
+same whichever backend trains it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import warnings
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from matching.comparisons import build_comparisons, deterministic_rules, prediction_blocking_rules, training_blocking_rules
+from matching.model import MatcherModel, Thresholds
+from matching.standardise import available_fields
+
+log = logging.getLogger(__name__)
+
+_LIST_COLUMNS = ("given_variants", "alias_names")
+SPLINK_LOG_LEVEL = logging.ERROR
+
+
+def to_arrow(standardised: pd.DataFrame) -> pa.Table:
+    """Standardised records as an Arrow table with explicit types (lists as list<string>)."""
+    columns = {}
+    for name in standardised.columns:
+        series = standardised[name]
+        if name in _LIST_COLUMNS:
+            columns[name] = pa.array(series.tolist(), type=pa.list_(pa.string()))
+        elif name == "birth_year":
+            columns[name] = pa.array(series.astype("Int64"), type=pa.int64(), from_pandas=True)
+        else:
+            columns[name] = pa.array(series.tolist(), type=pa.string())
+    return pa.table(columns)
+
+
+def data_hash(standardised: pd.DataFrame) -> str:
+    """SHA-256 (first 16 hex) of the record ids in order: identifies the training data in the model card."""
+    digest = hashlib.sha256()
+    for chunk_start in range(0, len(standardised), 100_000):
+        chunk = standardised["unique_id"].iloc[chunk_start : chunk_start + 100_000]
+        digest.update("\n".join(chunk.astype(str)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _duckdb_api(threads: int | None = None):
+    import duckdb
+    from splink import DuckDBAPI
+
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET preserve_insertion_order = false")
+    return DuckDBAPI(con)
+
+
+def linker_for(standardised: pd.DataFrame, settings: Any):
+    """A DuckDB-backed Splink Linker over `standardised` records with `settings` (creator, dict or path)."""
+    from splink import Linker
+
+    db = _duckdb_api()
+    sdf = db.register(to_arrow(standardised), table_name="records_std")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        linker = Linker(sdf, settings, log_level=None)
+    # Splink logs a warning per untrainable level in each EM round (expected: a round cannot
+    # estimate the fields it blocks on); the model card records what was trained.
+    logging.getLogger("splink").setLevel(SPLINK_LOG_LEVEL)
+    return linker
+
+
+class Matcher:
+    """Unsupervised Splink model over whichever standardised fields the data has.
+
+    Parameters
+    ----------
+    max_pairs_u : random pairs sampled to estimate u probabilities.
+    em_max_pairs : cap on pairs per EM round (None: all blocked pairs).
+    prior_recall : assumed recall of the deterministic rules that estimate the match prior.
+    seed : makes u sampling reproducible.
+    """
+
+    def __init__(self, max_pairs_u: float = 5e6, em_max_pairs: float | None = 2e6, prior_recall: float = 0.6, seed: int = 42):
+        self.max_pairs_u = max_pairs_u
+        self.em_max_pairs = em_max_pairs
+        self.prior_recall = prior_recall
+        self.seed = seed
+
+    def settings_for(self, fields: set[str]):
+        from splink import SettingsCreator
+
+        return SettingsCreator(
+            link_type="dedupe_only",
+            unique_id_column_name="unique_id",
+            comparisons=build_comparisons(fields),
+            blocking_rules_to_generate_predictions=prediction_blocking_rules(fields),
+            retain_matching_columns=False,
+            retain_intermediate_calculation_columns=False,
+            em_convergence=0.001,
+            max_iterations=25,
+        )
+
+    def fit(self, standardised: pd.DataFrame, progress=None) -> "Matcher":
+        """Estimate the prior, u (random sampling) and m (EM over several blocking rules)."""
+        started = time.perf_counter()
+        fields = available_fields(standardised)
+        linker = linker_for(standardised, self.settings_for(fields))
+        step = progress or (lambda label: None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            step("estimating the match prior")
+            linker.training.estimate_probability_two_random_records_match(deterministic_rules(fields), recall=self.prior_recall)
+            step("estimating u by random sampling")
+            linker.training.estimate_u_using_random_sampling(max_pairs=self.max_pairs_u, seed=self.seed)
+            for rule in training_blocking_rules(fields):
+                step("expectation maximisation")
+                kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
+                linker.training.estimate_parameters_using_expectation_maximisation(rule, **kwargs)
+        self.fields_ = fields
+        self.linker_ = linker
+        self.model_ = MatcherModel(
+            splink=linker.misc.save_model_to_json(),
+            thresholds=Thresholds(),
+            training={
+                "records": int(len(standardised)),
+                "fields": sorted(fields),
+                "data_hash": data_hash(standardised),
+                "seed": self.seed,
+                "max_pairs_u": self.max_pairs_u,
+                "em_blocking_rules": [r.get_blocking_rule("duckdb").blocking_rule_sql for r in training_blocking_rules(fields)],
+                "seconds": round(time.perf_counter() - started, 2),
+            },
+        )
+        return self
+
+
+def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float = 0.01, linker=None) -> pd.DataFrame:
+    """Score every blocked pair of `standardised` with `model`; pairs with probability >= floor.
+
+    Returns `record_id_l, record_id_r, match_weight, match_probability` (ids as in the input,
+    the lower id on the left as Splink orders them).
+    """
+    linker = linker or linker_for(standardised, model.splink)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predictions = linker.inference.predict(threshold_match_probability=floor)
+    sql = f"""
+        SELECT unique_id_l AS record_id_l, unique_id_r AS record_id_r, match_weight, match_probability
+        FROM {predictions.physical_name}
+    """
+    pairs = linker.misc.query_sql(sql, output_type="pandas")
+    predictions.drop_table_from_database_and_remove_from_cache()
+    return pairs
