@@ -36,7 +36,9 @@ import pandas as pd
 
 __all__ = [
     "AGE_BANDS",
+    "MISSING_GROUP",
     "LinkageMetrics",
+    "age_band",
     "error_rate_ratio",
     "group_error_rates",
     "linkage_metrics",
@@ -130,7 +132,8 @@ def _contingency(clusters: pd.DataFrame, truth: pd.DataFrame) -> _Contingency:
     _check_frame(truth, "truth", ("record_id", "person_key"))
     predicted = clusters.set_index("record_id")["person_id"]
     true = truth.set_index("record_id")["person_key"]
-    if len(predicted) != len(true) or not predicted.index.isin(true.index).all():
+    position = true.index.get_indexer(predicted.index)  # ids are unique (checked above)
+    if len(predicted) != len(true) or (position < 0).any():
         only_predicted = predicted.index[~predicted.index.isin(true.index)]
         only_true = true.index[~true.index.isin(predicted.index)]
         parts = []
@@ -143,9 +146,8 @@ def _contingency(clusters: pd.DataFrame, truth: pd.DataFrame) -> _Contingency:
         raise ValueError("clusters and truth must cover the same records: " + "; ".join(parts))
     if len(true) == 0:
         raise ValueError("no records to evaluate")
-    true = true.reindex(predicted.index)
     cluster, _ = pd.factorize(predicted.to_numpy(), sort=False)
-    person, person_keys = pd.factorize(true.to_numpy(), sort=False)
+    person, person_keys = pd.factorize(true.to_numpy()[position], sort=False)
     cluster = cluster.astype(np.int64)
     person = person.astype(np.int64)
     n_persons = int(person.max()) + 1

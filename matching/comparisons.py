@@ -1,4 +1,4 @@
-"""The Splink model's comparisons and blocking rules, built from the fields the data actually has.
+"""The Splink model's comparisons, built from the fields the data actually has.
 
 Every comparison level is one of a small set of SQL shapes (null checks, equality, Jaro-Winkler,
 (Damerau-)Levenshtein, array intersection / membership, absolute difference), written through
@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
-from splink import block_on
-from splink.internals.blocking_rule_creator import BlockingRuleCreator
-from splink.internals.blocking_rule_creator_utils import to_blocking_rule_creator
 from splink.internals.comparison_creator import ComparisonCreator
 
 
@@ -110,7 +107,8 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
             _custom(one_side_year_only + '"birth_year_l" = "birth_year_r"', "Same birth year (no full date on one side)"),
             _custom(one_side_year_only + 'abs("birth_year_l" - "birth_year_r") <= 3', "Birth years within 3 (approximate age)"),
         ]
-    levels.append(cll.ElseLevel())
+    # A generation apart: parent and child sharing a name and an address (Jr / Sr) land here.
+    levels += [_custom('abs("birth_year_l" - "birth_year_r") >= 15', "Born 15 or more years apart"), cll.ElseLevel()]
     return cl.CustomComparison(levels, output_column_name="dob", comparison_description="Date of birth")
 
 
@@ -141,6 +139,21 @@ def _address(fields: set[str]) -> ComparisonCreator:
     return cl.CustomComparison(levels, output_column_name="address", comparison_description="Address")
 
 
+def _suffix() -> ComparisonCreator:
+    """Generational suffix. Jr against Sr is a different person (up to a recording error), which EM cannot
+    learn: father and son agree on everything else, so EM takes them for one person. Its m is fixed."""
+    levels = [
+        cll.NullLevel("name_suffix"),
+        cll.ExactMatchLevel("name_suffix"),
+        _custom(
+            "(\"name_suffix_l\" = 'JR' AND \"name_suffix_r\" = 'SR') OR (\"name_suffix_l\" = 'SR' AND \"name_suffix_r\" = 'JR')",
+            "Jr against Sr",
+        ).configure(m_probability=0.002, fix_m_probability=True),
+        cll.ElseLevel(),
+    ]
+    return cl.CustomComparison(levels, output_column_name="name_suffix", comparison_description="Generational suffix")
+
+
 def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False) -> ComparisonCreator:
     levels = [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
     if typo:
@@ -159,7 +172,7 @@ def build_comparisons(fields: set[str]) -> list[ComparisonCreator]:
     if "middle_name" in fields:
         comparisons.append(_middle_name())
     if "name_suffix" in fields:
-        comparisons.append(_exact_fuzzy("name_suffix", "Generational suffix"))
+        comparisons.append(_suffix())
     if "birth_year" in fields:
         comparisons.append(_date_of_birth(fields))
     if "sex" in fields:
@@ -178,60 +191,3 @@ def build_comparisons(fields: set[str]) -> list[ComparisonCreator]:
             + (", ".join(sorted(fields)) or "none")
         )
     return comparisons
-
-
-def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[BlockingRuleCreator]:
-    return [block_on(*cols) for cols in candidates if set(cols) <= fields]
-
-
-def prediction_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
-    """Rules that generate candidate pairs for prediction: wide enough for messy data, tight enough for 1M records.
-
-    Each rule recovers a kind of pair the others miss: full DOB (name variants), name keys
-    (DOB errors), phone (crisis-line and CAD records with little else), family phonetic +
-    birth year (approximate ages), SSN digits, shared address + name, and swapped names.
-    """
-    rules = _rules(
-        fields,
-        [
-            ("dob",),
-            ("given_canon", "family_first"),
-            ("phone",),
-            ("family_phonetic", "birth_year"),
-            ("given_canon", "birth_year"),
-            ("ssn_last4", "birth_year"),
-            ("ssn_last4", "family_first"),
-            ("ssn_last4", "postcode"),
-            ("ssn_last4", "given_canon"),
-            ("ssn_last4", "street"),
-            ("address_key", "given_canon"),
-            ("address_key", "family_first"),
-            ("email",),
-        ],
-    )
-    if "dob" in fields:
-        rules.append(to_blocking_rule_creator({"blocking_rule": "l.dob_swap = r.dob", "sql_dialect": "duckdb"}))
-    if {"given_name", "family_name"} <= fields:
-        rules.append(
-            to_blocking_rule_creator(
-                {"blocking_rule": "l.given_name = r.family_name AND l.family_name = r.given_name", "sql_dialect": "duckdb"}
-            )
-        )
-    return rules
-
-
-def training_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
-    """At least two EM rounds, each blocking on fields the other round estimates."""
-    rules = _rules(fields, [("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
-    if len(rules) < 2:
-        rules = _rules(fields, [("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
-    return rules[:3]
-
-
-def deterministic_rules(fields: set[str]) -> list[BlockingRuleCreator]:
-    """Near-certain match rules used to estimate the prior probability that two records match."""
-    rules = _rules(
-        fields,
-        [("dob", "given_canon", "family_first"), ("ssn_last4", "dob"), ("phone", "given_canon", "family_first")],
-    )
-    return rules or _rules(fields, [("given_canon", "family_first", "birth_year")])

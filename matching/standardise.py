@@ -74,11 +74,11 @@ def street(value: str | None) -> str | None:
     """Street line in USPS-like abbreviations, without the unit ("12 North Main Street, Apt 4" -> "12 N MAIN ST")."""
     if value is None:
         return None
-    text = nm.fold(value).replace("#", " # ")
+    text = nm.fold(value).replace("#", " APT ")
     text = _NON_ALNUM.sub(" ", text.replace(",", " "))
     tokens: list[str] = []
     for token in text.split():
-        if token in _UNIT_MARKERS or token == "#":
+        if token in _UNIT_MARKERS:
             break
         tokens.append(_STREET_TOKENS.get(token, token))
     return " ".join(tokens) or None

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from matching.comparisons import build_comparisons, deterministic_rules, prediction_blocking_rules, training_blocking_rules
+from matching.blocking import BlockingBudget, as_creators, choose_prediction_rules, deterministic_rules, training_blocking_rules
+from matching.comparisons import build_comparisons
 from matching.model import MatcherModel, Thresholds
 from matching.standardise import available_fields
 
@@ -85,22 +86,25 @@ class Matcher:
     em_max_pairs : cap on pairs per EM round (None: all blocked pairs).
     prior_recall : assumed recall of the deterministic rules that estimate the match prior.
     seed : makes u sampling reproducible.
+    blocking_budget : how many candidate pairs prediction may generate (see `matching.blocking`).
     """
 
-    def __init__(self, max_pairs_u: float = 5e6, em_max_pairs: float | None = 2e6, prior_recall: float = 0.6, seed: int = 42):
+    def __init__(self, max_pairs_u: float = 5e6, em_max_pairs: float | None = 2e6, prior_recall: float = 0.6,
+                 seed: int = 42, blocking_budget: BlockingBudget | None = None):
         self.max_pairs_u = max_pairs_u
         self.em_max_pairs = em_max_pairs
         self.prior_recall = prior_recall
         self.seed = seed
+        self.blocking_budget = blocking_budget
 
-    def settings_for(self, fields: set[str]):
+    def settings_for(self, fields: set[str], prediction_rules: list[dict]):
         from splink import SettingsCreator
 
         return SettingsCreator(
             link_type="dedupe_only",
             unique_id_column_name="unique_id",
             comparisons=build_comparisons(fields),
-            blocking_rules_to_generate_predictions=prediction_blocking_rules(fields),
+            blocking_rules_to_generate_predictions=as_creators(prediction_rules),
             retain_matching_columns=False,
             retain_intermediate_calculation_columns=False,
             em_convergence=0.001,
@@ -111,7 +115,8 @@ class Matcher:
         """Estimate the prior, u (random sampling) and m (EM over several blocking rules)."""
         started = time.perf_counter()
         fields = available_fields(standardised)
-        linker = linker_for(standardised, self.settings_for(fields))
+        kept, dropped = choose_prediction_rules(standardised, fields, self.blocking_budget)
+        linker = linker_for(standardised, self.settings_for(fields, kept))
         step = progress or (lambda label: None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -123,10 +128,11 @@ class Matcher:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
                 linker.training.estimate_parameters_using_expectation_maximisation(rule, **kwargs)
+        splink_model, neutralised = neutralise_unobserved_levels(linker.misc.save_model_to_json())
         self.fields_ = fields
-        self.linker_ = linker
+        self.linker_ = linker_for(standardised, splink_model) if neutralised else linker
         self.model_ = MatcherModel(
-            splink=linker.misc.save_model_to_json(),
+            splink=splink_model,
             thresholds=Thresholds(),
             training={
                 "records": int(len(standardised)),
@@ -134,11 +140,33 @@ class Matcher:
                 "data_hash": data_hash(standardised),
                 "seed": self.seed,
                 "max_pairs_u": self.max_pairs_u,
+                "prediction_blocking_rules": kept,
+                "blocking_rules_dropped_for_size": dropped,
                 "em_blocking_rules": [r.get_blocking_rule("duckdb").blocking_rule_sql for r in training_blocking_rules(fields)],
+                "levels_made_neutral": neutralised,
                 "seconds": round(time.perf_counter() - started, 2),
             },
         )
         return self
+
+
+def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
+    """Give levels that training never observed m = u (weight 0) instead of Splink's default or zero.
+
+    A level EM never saw (say, a DOB typo in data with no DOB typos) would otherwise carry an
+    arbitrary default m, or m = 0, i.e. a weight of minus infinity on real data where it occurs.
+    Returns the model and the "field: level" labels changed.
+    """
+    changed = []
+    for comparison in splink_model["comparisons"]:
+        for level in comparison["comparison_levels"]:
+            if level.get("is_null_level") or level.get("fix_m_probability"):
+                continue
+            m, u = level.get("m_probability"), level.get("u_probability")
+            if u and (m is None or m <= 0):
+                level["m_probability"] = u
+                changed.append(f"{comparison['output_column_name']}: {level.get('label_for_charts')}")
+    return splink_model, changed
 
 
 def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float = 0.01, linker=None) -> pd.DataFrame:

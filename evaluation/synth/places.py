@@ -27,9 +27,10 @@ _ORDINALS = tuple(f"{i}{'th' if 10 <= i % 100 <= 20 else {1: 'st', 2: 'nd', 3: '
 
 # Street rendering styles (index -> description), used by sources.py.
 STYLE_UPPER_ABBR = 0   # 123 MAPLE AVE APT 4
-STYLE_TITLE_FULL = 1   # 123 Maple Avenue Apt 4
+STYLE_TITLE_ABBR = 1   # 123 Maple Ave Apt 4
 STYLE_TITLE_HASH = 2   # 123 Maple Ave #4
 STYLE_UPPER_FULL = 3   # 123 MAPLE AVENUE UNIT 4
+STYLE_TITLE_FULL = 4   # 123 Maple Avenue Apt 4
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Places:
             k = suf[s]
             if st == STYLE_UPPER_ABBR:
                 line = f"{num[a]} {up_base[s]} {_ABBR[k].upper()}" + (f" APT {u}" if u else "")
+            elif st == STYLE_TITLE_ABBR:
+                line = f"{num[a]} {base[s]} {_ABBR[k]}" + (f" Apt {u}" if u else "")
             elif st == STYLE_TITLE_FULL:
                 line = f"{num[a]} {base[s]} {_FULL[k]}" + (f" Apt {u}" if u else "")
             elif st == STYLE_TITLE_HASH:
@@ -120,13 +123,13 @@ def build_places(seed: int, n_streets: int = 3000, n_cities: int = 9) -> Places:
         c = fake.city()
         if c not in cities:
             cities.append(c)
-    bases: list[str] = list(_TREES) + list(_ORDINALS)
-    seen = set(bases)
-    while len(bases) < n_streets:
-        b = fake.last_name() if len(bases) % 3 else fake.first_name()
-        if b not in seen and b.isalpha():
-            seen.add(b)
-            bases.append(b)
+    # street names: Faker's en_US name lists (read once) plus trees and ordinals
+    from faker.providers.person.en_US import Provider as _Person
+
+    pool = sorted({n for n in list(_Person.last_names) + list(_Person.first_names) if n.isalpha()} - set(_TREES))
+    pick = rng.permutation(len(pool))[: max(n_streets - len(_TREES) - len(_ORDINALS), 0)]
+    bases = list(_TREES) + list(_ORDINALS) + [pool[i] for i in sorted(pick)]
+    n_streets = len(bases)
     # each city gets 1-4 postcodes (a made-up block of 5-digit codes)
     zip_pool = rng.choice(np.arange(43001, 43999), size=n_cities * 4, replace=False)
     city_weight = rng.dirichlet(np.full(n_cities, 2.0))

@@ -29,9 +29,9 @@ ADDR_KIND_NAMES = ("home", "shelter", "street", "group_home")
 UTIL_NAMES = ("low", "medium", "high")
 
 RATES = {  # person-level rates (documented in SYNTH.md)
-    "stranger_share": 0.10, "twin_persons": 0.015, "jr_sr_persons": 0.015, "group_home_persons": 0.008,
-    "family_persons": 0.10, "sex_x": 0.004, "has_middle": 0.88, "compound_hispanic": 0.35,
-    "compound_hyphen": 0.30, "married_before": 0.18, "married_during": 0.07, "married_hyphenated": 0.10,
+    "stranger_share": 0.10, "twin_persons": 0.006, "jr_sr_persons": 0.006, "group_home_persons": 0.005,
+    "family_persons": 0.06, "sex_x": 0.004, "has_middle": 0.93, "compound_hispanic": 0.35,
+    "compound_hyphen": 0.30, "married_before": 0.18, "married_during": 0.10, "married_hyphenated": 0.10,
     "other_suffix_male": 0.008, "preferred_name_bh": 0.35, "has_email": 0.65,
 }
 
@@ -183,7 +183,7 @@ def build_population(n_with_records: int, seed: int) -> Population:
     second = sp.sample("hispanic", rng.random(nt))
     sep = np.where(rng.random(nt) < RATES["compound_hyphen"], "-", " ")
     fam = np.where(comp & (second != fam), fam + sep + second, fam)
-    shares = (kind >= 2) | ((kind == 1) & ((pos != 1) | (rng.random(nt) < 0.7)))
+    shares = (kind == 2) | (kind == 3) | ((kind == 1) & ((pos != 1) | (rng.random(nt) < 0.7)))
     fam = np.where(shares, fam[head], fam)
     compound = np.array([(" " in f) or ("-" in f) for f in fam])
     # ---- marriage name changes ----
@@ -220,7 +220,9 @@ def build_population(n_with_records: int, seed: int) -> Population:
     stranger[rng.choice(single_idx, n_str, replace=False)] = True
     has_records = ~stranger
     util = rng.choice(3, size=nt, p=[0.85, 0.125, 0.025])
-    util[kind == 4] = rng.choice(3, size=(kind == 4).sum(), p=[0.45, 0.40, 0.15])
+    util[kind == 4] = rng.choice(3, size=(kind == 4).sum(), p=[0.75, 0.20, 0.05])
+    pair_kind = (kind == 2) | (kind == 3)  # twins, Jr/Sr: mostly low utilisers
+    util[pair_kind] = rng.choice(3, size=pair_kind.sum(), p=[0.95, 0.05, 0.0])
     n_rec = np.where(util == 0, rng.choice([1, 2, 3], size=nt, p=[0.61, 0.26, 0.13]),
                      np.where(util == 1, rng.integers(4, 10, nt), 10 + (rng.beta(1.0, 2.2, nt) * 31).astype(int)))
     n_rec[stranger] = 0
@@ -228,7 +230,7 @@ def build_population(n_with_records: int, seed: int) -> Population:
     homeless_from = np.full(nt, NEVER, dtype=np.int64)
     homeless_from[homeless] = np.where(rng.random(homeless.sum()) < 0.6, ALWAYS,
                                        rng.integers(T_START, T_END - 60 * 24 * 365, homeless.sum()))
-    bh = rng.random(nt) < np.array([0.18, 0.40, 0.75])[util] + 0.3 * homeless + 0.4 * (kind == 4) + 0.5 * is_x
+    bh = rng.random(nt) < np.array([0.25, 0.45, 0.70])[util] + 0.3 * homeless + 0.4 * (kind == 4) + 0.5 * is_x
     reg = rng.random(nt) < np.array([0.10, 0.18, 0.30])[util] + 0.75 * (kind == 4)
     # preferred names (BH aliases)
     preferred = np.full(nt, "", dtype=object)

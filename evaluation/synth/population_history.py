@@ -13,10 +13,10 @@ from evaluation.synth.population import (
 
 HIST_RATES = {  # documented in SYNTH.md
     "moves_per_8y_single": 0.8, "moves_per_8y_household": 0.45, "unit_rate": 0.3,
-    "has_mobile": 0.93, "has_mobile_homeless": 0.6, "has_mobile_group_home": 0.4,
-    "phone_changes_per_8y": 0.45, "phone_changes_per_8y_homeless": 1.5,
-    "landline_household": 0.35, "landline_single": 0.08, "homeless_spells_extra": 1.2,
-    "shelter_spell": 0.7, "usual_shelter": 0.6,
+    "has_mobile": 0.93, "has_mobile_homeless": 0.75, "has_mobile_group_home": 0.4,
+    "phone_changes_per_8y": 0.4, "phone_changes_per_8y_homeless": 2.0,
+    "landline_household": 0.25, "landline_single": 0.05, "homeless_spells_extra": 1.2,
+    "shelter_spell": 0.7, "caller_is_family_member": 0.3, "usual_shelter": 0.6,
 }
 
 
@@ -113,7 +113,7 @@ def build_histories(rng: np.random.Generator, places: Places, v: dict) -> Popula
     other = np.minimum(np.where(pos == 0, first[hh] + 1, first[hh]), nt - 1)
     multi = (hsize[hh] >= 2) & (kind != 4)
     fam_phone = np.where(first_mobile[other] >= 0, first_mobile[other], landline)
-    use = multi & (fam_phone >= 0)
+    use = multi & (fam_phone >= 0) & (rng.random(nt) < HIST_RATES["caller_is_family_member"])
     caller1[use] = fam_phone[use]
     caller1[in_gh] = landline[in_gh]
     # ---- frequent incident locations (CAD) ----

@@ -1,0 +1,184 @@
+"""Orchestration: population -> record skeletons -> agency records -> files.
+
+``generate_county(persons, seed, out_dir)`` writes ``records.csv``, ``truth.csv``
+and ``demographics.csv`` (formats in evaluation/DATA.md) atomically and returns
+a :class:`CountySummary` that also carries the latent tables in memory.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evaluation.synth.population import T_END, T_START, Population, build_population
+from evaluation.synth.population_history import (
+    address_history_frame, person_keys, persons_frame, phone_history_frame,
+)
+from evaluation.synth.places import unique_phones
+from evaluation.synth.sources import AGENCIES, BH, CRISIS, SHARE, VR, make_records
+
+RECORD_COLUMNS = (
+    "record_id", "agency", "source_system", "given_name", "middle_name", "family_name", "name_suffix",
+    "aliases", "dob", "birth_year", "sex", "phone", "email", "street", "city", "state", "postcode",
+    "ssn_last4", "recorded_at",
+)
+CHUNK_PERSONS = 20_000
+
+
+@dataclass
+class CountySummary:
+    n_persons: int                      # persons with at least one record
+    n_records: int
+    seconds: float
+    paths: dict[str, Path]
+    n_persons_without_records: int = 0
+    agency_counts: dict[str, int] = field(default_factory=dict)
+    persons: pd.DataFrame | None = field(default=None, repr=False)          # latent, one row per person
+    address_history: pd.DataFrame | None = field(default=None, repr=False)  # person_key, valid_from, ...
+    phone_history: pd.DataFrame | None = field(default=None, repr=False)    # own mobile numbers over time
+    population: Population | None = field(default=None, repr=False)        # arrays + lookups (address_at...)
+
+
+def agency_probabilities(pop: Population, n_iter: int = 60) -> np.ndarray:
+    """Per-person agency probabilities: BH only for BH clients, VR only for
+    registry enrollees, the crisis line mostly for low utilisers; per-agency scales
+    calibrated so the record-weighted shares match ``SHARE``."""
+    a = pop.a
+    w = np.tile(SHARE, (pop.n, 1))
+    w[:, BH] *= a["bh"]
+    w[:, VR] *= a["reg"]
+    w[:, CRISIS] *= np.array([3.0, 1.0, 0.3])[a["util"]]  # crisis callers: mostly people with few other records
+    nrec = a["n_rec"].astype(float)
+    scale = np.ones(len(SHARE))
+    for _ in range(n_iter):
+        p = w * scale
+        p /= p.sum(1, keepdims=True)
+        share = (p * nrec[:, None]).sum(0) / max(nrec.sum(), 1.0)
+        scale *= np.where(share > 0, SHARE / np.maximum(share, 1e-12), 1.0)
+    p = w * scale
+    return p / p.sum(1, keepdims=True)
+
+
+def _dst_offsets(t: np.ndarray) -> np.ndarray:
+    """UTC offset in minutes for US Eastern time (DST: 2nd Sun Mar 07:00 UTC to 1st Sun Nov 06:00 UTC)."""
+    years = np.arange(2000, 2041)
+    def nth_sunday(y, month, nth):
+        first = np.array([f"{yy}-{month:02d}-01" for yy in y], dtype="datetime64[D]")
+        dow = (first.astype(np.int64) + 3) % 7  # 0 = Monday
+        return first + ((6 - dow) % 7 + 7 * (nth - 1)).astype("timedelta64[D]")
+    start = nth_sunday(years, 3, 2).astype("datetime64[m]").astype(np.int64) + 7 * 60
+    end = nth_sunday(years, 11, 1).astype("datetime64[m]").astype(np.int64) + 6 * 60
+    yi = t.astype("datetime64[m]").astype("datetime64[Y]").astype(np.int64) + 1970 - 2000
+    dst = (t >= start[yi]) & (t < end[yi])
+    return np.where(dst, -240, -300)
+
+
+def format_recorded_at(t: np.ndarray) -> np.ndarray:
+    off = _dst_offsets(t)
+    local = np.datetime_as_string((t + off).astype("datetime64[m]"), unit="m")
+    suffix = np.where(off == -240, ":00-04:00", ":00-05:00")
+    return np.char.add(local.astype("U16"), suffix).astype(object)
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        df.to_csv(tmp, index=False, lineterminator="\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True) -> CountySummary:
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    bar = tqdm(total=persons, desc="synth persons", unit="person", file=sys.stderr, disable=not progress)
+    pop = build_population(int(persons), int(seed))
+    a = pop.a
+    rng = np.random.default_rng([seed, 2])
+    rec_person = np.repeat(np.arange(pop.n), a["n_rec"])
+    n_rec = len(rec_person)
+    rec_t = rng.integers(T_START, T_END, n_rec)
+    cum = np.cumsum(agency_probabilities(pop), axis=1)
+    rec_agency = (rng.random(n_rec)[:, None] > cum[rec_person]).sum(1).clip(0, len(AGENCIES) - 1).astype(np.int8)
+    spare = unique_phones(np.random.default_rng([seed, 4]), int(0.06 * n_rec) + 1000)
+    spare = np.setdiff1d(spare, np.concatenate([a["caller1"], a["caller2"], a["caregiver"], a["landline"],
+                                                pop.phone_hist["phone"]]), assume_unique=False)
+    spare = np.random.default_rng([seed, 5]).permutation(spare)
+    parts: list[dict] = []
+    spare_at = 0
+    bounds = np.searchsorted(rec_person, np.arange(0, pop.n + CHUNK_PERSONS, CHUNK_PERSONS))
+    for c in range(len(bounds) - 1):
+        lo, hi = bounds[c], bounds[c + 1]
+        if hi > lo:
+            sl = slice(lo, hi)
+            part = make_records(pop, rec_person[sl], rec_t[sl], rec_agency[sl], np.random.default_rng([seed, 3, c]),
+                                random.Random(seed * 1_000_003 + c), spare[spare_at:])
+            spare_at += int(part.pop("_n_spare_used")[0])
+            parts.append(part)
+        p_lo, p_hi = c * CHUNK_PERSONS, min((c + 1) * CHUNK_PERSONS, pop.n)
+        bar.update(int(a["has_records"][p_lo:p_hi].sum()))
+    bar.close()
+    cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, dtype=object) for k in RECORD_COLUMNS[3:-1]}
+    # record ids: per agency, increasing with recorded_at, with gaps
+    order = np.lexsort((rec_t, rec_agency))
+    ids = np.empty(n_rec, dtype=object)
+    gaps = np.cumsum(rng.integers(1, 4, n_rec))
+    for k, (_, prefix) in enumerate(AGENCIES):
+        idx = order[rec_agency[order] == k]
+        g = gaps[: len(idx)]
+        ids[idx] = np.char.add(f"{prefix}-", np.char.zfill((10_000 + g).astype(str), 8)).astype(object)
+    agency_name = np.array([x[0] for x in AGENCIES], dtype=object)[rec_agency]
+    source = np.array([x[1] for x in AGENCIES], dtype=object)[rec_agency]
+    records = pd.DataFrame({"record_id": ids, "agency": agency_name, "source_system": source, **cols,
+                            "recorded_at": format_recorded_at(rec_t)}, columns=list(RECORD_COLUMNS))
+    keys = person_keys(pop.n)
+    truth = pd.DataFrame({"record_id": ids, "person_key": keys[rec_person]})
+    perm = rng.permutation(n_rec)
+    records = records.iloc[perm].reset_index(drop=True)
+    truth = truth.iloc[perm].reset_index(drop=True)
+    with_rec = np.flatnonzero(a["has_records"])
+    demo = pd.DataFrame({
+        "person_key": keys[with_rec], "race_ethnicity": a["race"][with_rec], "sex": a["sex"][with_rec],
+        "birth_year": a["dob"][with_rec].astype("datetime64[Y]").astype(np.int64) + 1970,
+    })
+    paths = {"records": out_dir / "records.csv", "truth": out_dir / "truth.csv", "demographics": out_dir / "demographics.csv"}
+    _write_csv(records, paths["records"])
+    _write_csv(truth, paths["truth"])
+    _write_csv(demo, paths["demographics"])
+    counts = {AGENCIES[k][0]: int((rec_agency == k).sum()) for k in range(len(AGENCIES))}
+    frames = persons_frame(pop), address_history_frame(pop), phone_history_frame(pop)
+    return CountySummary(
+        n_persons=int(len(with_rec)), n_records=int(n_rec), seconds=time.perf_counter() - t0, paths=paths,
+        n_persons_without_records=int(pop.n - len(with_rec)), agency_counts=counts,
+        persons=frames[0], address_history=frames[1], phone_history=frames[2], population=pop,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m evaluation.synth.county --persons N --seed S --out DIR``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics).")
+    ap.add_argument("--persons", type=int, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet)
+    print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records) "
+          f"in {s.seconds:.1f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Blocking: which record pairs the matcher scores at all.
+
+Candidate prediction rules are listed in priority order; each recovers a kind of true pair the
+others miss (full DOB for name variants, name keys for DOB errors, phone for crisis-line and CAD
+records, family phonetic + birth year for approximate ages, SSN digits with one other key,
+shared address + name, swapped names, day/month-swapped DOBs). Which of them a model keeps
+depends on the data: a rule is kept only while its pair count (computed exactly from key
+frequencies, sum of C(n, 2) per key) fits the budget, so a million-record county does not
+drown in pairs from, say, postcode + surname, while a small file gets every rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from splink import block_on
+from splink.internals.blocking_rule_creator import BlockingRuleCreator
+from splink.internals.blocking_rule_creator_utils import to_blocking_rule_creator
+
+PREDICTION_KEYS: tuple[tuple[str, ...], ...] = (
+    ("dob",),
+    ("given_canon", "family_first"),
+    ("phone",),
+    ("family_phonetic", "birth_year"),
+    ("given_canon", "birth_year"),
+    ("ssn_last4", "birth_year"),
+    ("ssn_last4", "family_first"),
+    ("ssn_last4", "given_canon"),
+    ("ssn_last4", "postcode"),
+    ("ssn_last4", "street"),
+    ("address_key", "given_canon"),
+    ("address_key", "family_first"),
+    ("street", "given_canon"),
+    ("postcode", "family_first"),
+    ("email",),
+)
+SWAPPED_NAMES_SQL = "l.given_name = r.family_name AND l.family_name = r.given_name"
+SWAPPED_DOB_SQL = "l.dob_swap = r.dob"
+
+
+@dataclass(frozen=True)
+class BlockingBudget:
+    """Pair budgets as multiples of the record count (with floors for small files)."""
+
+    per_rule: float = 15.0
+    total: float = 60.0
+    floor_per_rule: int = 2_000_000
+    floor_total: int = 10_000_000
+
+    def limits(self, n_records: int) -> tuple[int, int]:
+        return (max(self.floor_per_rule, int(self.per_rule * n_records)),
+                max(self.floor_total, int(self.total * n_records)))
+
+
+def pair_count(std: pd.DataFrame, columns: tuple[str, ...]) -> int:
+    """Exact number of pairs a block_on(columns) rule generates: sum over keys of C(n, 2), null keys excluded."""
+    keys = std[list(columns)].dropna()
+    if keys.empty:
+        return 0
+    sizes = keys.groupby(list(columns), sort=False).size().to_numpy(dtype="int64")
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+def choose_prediction_rules(std: pd.DataFrame, fields: set[str], budget: BlockingBudget | None = None) -> tuple[list[dict], list[dict]]:
+    """Pick prediction rules for this data. Returns (kept, dropped), each a list of {"rule", "pairs"} dicts.
+
+    Rules are taken in priority order; one is dropped when its own count exceeds the per-rule
+    budget or when the running total (an upper bound: pairs found by several rules count once
+    in Splink) would exceed the total budget. The swap rules are small and always kept.
+    """
+    per_rule, total = (budget or BlockingBudget()).limits(len(std))
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    running = 0
+    for columns in PREDICTION_KEYS:
+        if not set(columns) <= fields:
+            continue
+        rule = " AND ".join(f"l.{c} = r.{c}" for c in columns)
+        pairs = pair_count(std, columns)
+        if pairs > per_rule or running + pairs > total:
+            dropped.append({"rule": rule, "pairs": pairs})
+            continue
+        running += pairs
+        kept.append({"rule": rule, "pairs": pairs})
+    if {"given_name", "family_name"} <= fields:
+        kept.append({"rule": SWAPPED_NAMES_SQL, "pairs": None})
+    if "dob" in fields:
+        kept.append({"rule": SWAPPED_DOB_SQL, "pairs": None})
+    return kept, dropped
+
+
+def as_creators(rules: list[dict]) -> list[BlockingRuleCreator]:
+    """Splink blocking-rule creators for rules as returned by `choose_prediction_rules`."""
+    return [to_blocking_rule_creator({"blocking_rule": r["rule"], "sql_dialect": "duckdb"}) for r in rules]
+
+
+def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[BlockingRuleCreator]:
+    return [block_on(*cols) for cols in candidates if set(cols) <= fields]
+
+
+def training_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
+    """Two or three EM rounds, each blocking on fields the other rounds estimate."""
+    rules = _rules(fields, [("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
+    if len(rules) < 2:
+        rules = _rules(fields, [("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
+    return rules[:3]
+
+
+def deterministic_rules(fields: set[str]) -> list[BlockingRuleCreator]:
+    """Near-certain match rules used to estimate the prior probability that two records match."""
+    rules = _rules(
+        fields,
+        [("dob", "given_canon", "family_first"), ("ssn_last4", "dob"), ("phone", "given_canon", "family_first")],
+    )
+    return rules or _rules(fields, [("given_canon", "family_first", "birth_year")])
