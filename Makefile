@@ -9,7 +9,7 @@ DEMO   ?= out/demo
 PERSONS ?= 20000
 SEED   ?= 7
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench model venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ test: $(STAMP)
 ## bench: the benchmarks behind BENCHMARKS.md (slow: tens of minutes)
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow -s tests/bench
+
+## model: rebuild models/matcher.json and models/MATCHER.md (train on county seed 1, measure on held-out seed 101)
+MODEL_WORK := out/model
+model: $(STAMP)
+	$(BIN)/briefing synth --persons 38800 --seed 1 --out $(MODEL_WORK)/train --quiet
+	$(BIN)/briefing train-matcher $(MODEL_WORK)/train/records.csv --truth $(MODEL_WORK)/train/truth.csv --out models/matcher.json
+	$(BIN)/briefing synth --persons 38800 --seed 101 --out $(MODEL_WORK)/heldout --quiet
+	$(BIN)/briefing link $(MODEL_WORK)/heldout/records.csv --model models/matcher.json --out $(MODEL_WORK)/heldout/link --quiet
+	$(BIN)/briefing eval linkage --clusters $(MODEL_WORK)/heldout/link/clusters.csv --truth $(MODEL_WORK)/heldout/truth.csv \
+		--demographics $(MODEL_WORK)/heldout/demographics.csv --json $(MODEL_WORK)/heldout.json
+	$(BIN)/python -m evaluation.model_card --model models/matcher.json --eval $(MODEL_WORK)/heldout.json --out models/MATCHER.md
 
 clean:
 	rm -rf out .pytest_cache

@@ -111,6 +111,7 @@ def bench_febrl4(work: Path) -> dict:
 
 def bench_county(work: Path, records: int = 100_000, seed: int = 101) -> dict:
     """The committed matcher on a county it was not trained on (different seed)."""
+    from evaluation.bootstrap import fnmr_bootstrap
     from evaluation.linkage import error_rate_ratio, group_error_rates
 
     county = _county(work, records, seed)
@@ -124,6 +125,7 @@ def bench_county(work: Path, records: int = 100_000, seed: int = 101) -> dict:
     return {"figure": "county_linkage", "records": int(len(clusters)), **_metrics(clusters, truth),
             "targets": {"f1": ">= 0.97", "precision": ">= 0.995", "fnmr_ratio": "<= 1.25"},
             "fnmr_ratio_race_ethnicity": round(error_rate_ratio(table), 4),
+            "fnmr_bootstrap_over_persons": fnmr_bootstrap(clusters, truth, demographics, "race_ethnicity"),
             "fnmr_by_group": {r.group: {"fnmr": round(r.false_non_match_rate, 5), "persons": int(r.persons),
                                         "sufficient": bool(r.sufficient)} for r in table.itertuples()},
             "link_seconds": round(wall, 1), "peak_rss_gb": round(rss, 2)}

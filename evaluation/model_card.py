@@ -65,7 +65,7 @@ def render(model: MatcherModel, evaluation: dict | None, provenance: str) -> str
         provenance,
         "",
         f"- records: {tr.get('records', 'n/a'):,}" if isinstance(tr.get("records"), int) else "- records: n/a",
-        f"- fields compared: {', '.join(tr.get('fields', []))}",
+        f"- standardised fields available: {', '.join(tr.get('fields', []))}",
         f"- data hash (record ids): `{tr.get('data_hash', 'n/a')}`; u sampling: {tr.get('max_pairs_u')} pairs, seed {tr.get('seed')}",
         f"- EM blocking rules: {'; '.join(f'`{r}`' for r in tr.get('em_blocking_rules', []))}",
         f"- training time: {tr.get('seconds', 'n/a')} s",
@@ -74,7 +74,9 @@ def render(model: MatcherModel, evaluation: dict | None, provenance: str) -> str
         "Splink 5 (DuckDB), `dedupe_only`. Prediction blocking rules (chosen for the data's size, with their pair counts):",
         "",
     ]
-    lines += [f"- `{r['rule']}` ({'n/a' if r['pairs'] is None else f'{r['pairs']:,} pairs'})" for r in tr.get("prediction_blocking_rules", [])]
+    for rule in tr.get("prediction_blocking_rules", []):
+        count = "pair count not computed" if rule["pairs"] is None else f"{rule['pairs']:,} pairs"
+        lines.append(f"- `{rule['rule']}` ({count})")
     dropped = tr.get("blocking_rules_dropped_for_size", [])
     if dropped:
         lines += ["", "Dropped for size: " + "; ".join(f"`{r['rule']}` ({r['pairs']:,})" for r in dropped)]

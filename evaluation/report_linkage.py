@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from evaluation.bootstrap import fnmr_bootstrap
 from evaluation.linkage import error_rate_ratio, group_error_rates, linkage_metrics
 
 GROUPINGS = ("race_ethnicity", "sex", "age_band")
@@ -34,6 +35,8 @@ def linkage_report(clusters: pd.DataFrame, truth: pd.DataFrame, demographics: pd
             "false_match_rate_ratio": _clean(error_rate_ratio(table, "false_match_rate")),
             "min_persons_for_a_sufficient_group": min_persons,
         }
+        if grouping in demographics.columns:
+            report["by_group"][grouping]["fnmr_bootstrap"] = fnmr_bootstrap(clusters, truth, demographics, grouping, min_persons)
     return report
 
 
@@ -57,5 +60,7 @@ def render_text(report: dict) -> str:
             lines.append(f"{'':>{len(grouping) + 5}}{row['group']:<18} {row['persons']:>8,} {_pct(row['false_non_match_rate'])} "
                          f"{_pct(row['false_match_rate'])} {_pct(row['pairwise_precision']):>10}{flag}")
         ratio = block["false_non_match_rate_ratio"]
-        lines.append(f"{'':>{len(grouping) + 5}}FNMR max/min ratio: {'n/a' if ratio is None else f'{ratio:.3f}'}")
+        ci = (block.get("fnmr_bootstrap") or {}).get("ratio_ci95")
+        ci_text = f"  (95% CI over persons {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+        lines.append(f"{'':>{len(grouping) + 5}}FNMR max/min ratio: {'n/a' if ratio is None else f'{ratio:.3f}'}{ci_text}")
     return "\n".join(lines)

@@ -1,17 +1,17 @@
 """Synthetic county generator: formats, determinism, realism, messiness minimums."""
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.synth.county import RECORD_COLUMNS, generate_county
+from evaluation.synth.county import generate_county
+from matching.record import CANONICAL_COLUMNS as RECORD_COLUMNS
 from evaluation.synth.messiness import MINIMUMS, measure_messiness
 from evaluation.synth.names import surname_pool
 
-PERSONS, SEED = 3000, 1
+PERSONS, SEED = 5000, 1
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from matching.record import CANONICAL_COLUMNS
+
 from evaluation.synth.population import T_END, T_START, Population, build_population
 from evaluation.synth.population_history import (
     address_history_frame, person_keys, persons_frame, phone_history_frame,
@@ -23,12 +25,12 @@ from evaluation.synth.population_history import (
 from evaluation.synth.places import unique_phones
 from evaluation.synth.sources import AGENCIES, BH, CRISIS, SHARE, VR, make_records
 
-RECORD_COLUMNS = (
-    "record_id", "agency", "source_system", "given_name", "middle_name", "family_name", "name_suffix",
-    "aliases", "dob", "birth_year", "sex", "phone", "email", "street", "city", "state", "postcode",
-    "ssn_last4", "recorded_at",
-)
+
 CHUNK_PERSONS = 20_000
+
+
+#: Records per person with records, measured on 400,000 persons (see SYNTH.md): to size a county by records.
+MEAN_RECORDS_PER_PERSON = 2.58
 
 
 @dataclass
@@ -129,19 +131,21 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
         p_lo, p_hi = c * CHUNK_PERSONS, min((c + 1) * CHUNK_PERSONS, pop.n)
         bar.update(int(a["has_records"][p_lo:p_hi].sum()))
     bar.close()
-    cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, dtype=object) for k in RECORD_COLUMNS[3:-1]}
+    cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, dtype=object) for k in CANONICAL_COLUMNS[3:-1]}
     # record ids: per agency, increasing with recorded_at, with gaps
     order = np.lexsort((rec_t, rec_agency))
     ids = np.empty(n_rec, dtype=object)
     gaps = np.cumsum(rng.integers(1, 4, n_rec))
     for k, (_, prefix) in enumerate(AGENCIES):
         idx = order[rec_agency[order] == k]
+        if len(idx) == 0:
+            continue
         g = gaps[: len(idx)]
         ids[idx] = np.char.add(f"{prefix}-", np.char.zfill((10_000 + g).astype(str), 8)).astype(object)
     agency_name = np.array([x[0] for x in AGENCIES], dtype=object)[rec_agency]
     source = np.array([x[1] for x in AGENCIES], dtype=object)[rec_agency]
     records = pd.DataFrame({"record_id": ids, "agency": agency_name, "source_system": source, **cols,
-                            "recorded_at": format_recorded_at(rec_t)}, columns=list(RECORD_COLUMNS))
+                            "recorded_at": format_recorded_at(rec_t)}, columns=list(CANONICAL_COLUMNS))
     keys = person_keys(pop.n)
     truth = pd.DataFrame({"record_id": ids, "person_key": keys[rec_person]})
     perm = rng.permutation(n_rec)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from evaluation.synth import names as N
-from evaluation.synth.places import Places, build_places, unique_phones
+from evaluation.synth.places import Places, build_places
 
 WINDOW_START = np.datetime64("2018-01-01T00:00", "m")
 WINDOW_END = np.datetime64("2026-01-01T00:00", "m")
@@ -30,7 +29,7 @@ UTIL_NAMES = ("low", "medium", "high")
 
 RATES = {  # person-level rates (documented in SYNTH.md)
     "stranger_share": 0.10, "twin_persons": 0.006, "jr_sr_persons": 0.006, "group_home_persons": 0.005,
-    "family_persons": 0.06, "sex_x": 0.004, "has_middle": 0.93, "compound_hispanic": 0.35,
+    "family_persons": 0.03, "sex_x": 0.004, "has_middle": 0.93, "compound_hispanic": 0.35,
     "compound_hyphen": 0.30, "married_before": 0.18, "married_during": 0.10, "married_hyphenated": 0.10,
     "other_suffix_male": 0.008, "preferred_name_bh": 0.35, "has_email": 0.65,
 }
@@ -53,6 +52,8 @@ class Population:
 def _lookup(hist_person: np.ndarray, hist_from: np.ndarray, person: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Row index of the history entry valid at ``t`` (-1 if none).  Histories are
     sorted by (person, valid_from); keys pack person and a clipped time band."""
+    if len(hist_person) == 0:
+        return np.full(len(person), -1, dtype=np.int64)
     band = 2**27
     key = hist_person.astype(np.int64) * 2**29 + (np.clip(hist_from - T_START, -band, band) + band)
     qkey = person.astype(np.int64) * 2**29 + (np.clip(t - T_START, -band, band) + band)
@@ -61,18 +62,24 @@ def _lookup(hist_person: np.ndarray, hist_from: np.ndarray, person: np.ndarray, 
     return np.where(ok, pos, -1)
 
 
+def _take(values: np.ndarray, i: np.ndarray, fill) -> np.ndarray:
+    if len(values) == 0:
+        return np.full(len(i), fill)
+    return np.where(i >= 0, values[np.maximum(i, 0)], fill)
+
+
 def address_at(pop: Population, person: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(address id, kind) of each person at minute ``t``; id -1 = no fixed address."""
     h = pop.addr_hist
     i = _lookup(h["person"], h["valid_from"], person, t)
-    return np.where(i >= 0, h["addr"][i], -1), np.where(i >= 0, h["kind"][i], ADDR_STREET)
+    return _take(h["addr"], i, -1), _take(h["kind"], i, ADDR_STREET)
 
 
 def mobile_at(pop: Population, person: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Own mobile number at ``t`` (int64, -1 = none)."""
     h = pop.phone_hist
     i = _lookup(h["person"], h["valid_from"], person, t)
-    return np.where(i >= 0, h["phone"][i], -1)
+    return _take(h["phone"], i, -1)
 
 
 def family_at(pop: Population, person: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -105,6 +112,8 @@ def _draw_ages(rng, n: int) -> np.ndarray:
 
 
 def build_population(n_with_records: int, seed: int) -> Population:
+    if n_with_records < 1:
+        raise ValueError("persons must be >= 1")
     rng = np.random.default_rng([seed, 1])
     places = build_places(seed)
     n_str = int(round(RATES["stranger_share"] * n_with_records))
@@ -112,12 +121,8 @@ def build_population(n_with_records: int, seed: int) -> Population:
     # ---- structures (in "structure order"; shuffled at the end) ----
     n_tw = int(round(RATES["twin_persons"] * nt / 2))
     n_js = int(round(RATES["jr_sr_persons"] * nt / 2))
-    gh_sizes: list[int] = []
-    while sum(gh_sizes) < RATES["group_home_persons"] * nt:
-        gh_sizes.append(int(rng.integers(4, 11)))
-    fam_sizes: list[int] = []
-    while sum(fam_sizes) < RATES["family_persons"] * nt:
-        fam_sizes.append(int(rng.choice([2, 3, 4], p=[0.5, 0.3, 0.2])))
+    gh_sizes = [int(x) for x in rng.integers(4, 11, int(round(RATES["group_home_persons"] * nt / 7)))]
+    fam_sizes = [int(x) for x in rng.choice([2, 3, 4], int(round(RATES["family_persons"] * nt / 2.7)), p=[0.5, 0.3, 0.2])]
     n_struct = 2 * n_tw + 2 * n_js + sum(gh_sizes) + sum(fam_sizes)
     n_single = nt - n_struct
     if n_single < n_str + 1:
