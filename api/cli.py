@@ -135,6 +135,8 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     from matching.link import link_records, recluster, write_link_outputs
 
+    if args.model and args.truth:
+        raise CliError("--truth chooses the thresholds of a model trained here; it cannot be combined with --model")
     records_file = _load_records(args.records)
     model = _load_model(args.model) if args.model else None
     previous = _read_table(args.previous, ("record_id", "person_id"), "previous clusters") if args.previous else None

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -45,12 +44,14 @@ def machine() -> dict:
 
 
 def run_child(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in GB of the largest child so far)."""
+    """Run a command; return (wall seconds, peak RSS in GB of that child alone, via wait4)."""
     started = time.perf_counter()
-    subprocess.run(args, check=True, cwd=REPO)
-    wall = time.perf_counter() - started
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, peak_kb / 2**20
+    child = subprocess.Popen(args, cwd=REPO, stdout=sys.stderr)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise subprocess.CalledProcessError(child.returncode, args)
+    return time.perf_counter() - started, usage.ru_maxrss / 2**20
 
 
 def _metrics(clusters: pd.DataFrame, truth: pd.DataFrame) -> dict:

@@ -31,6 +31,11 @@ def _custom(sql: str, label: str) -> cll.CustomLevel:
     return cll.CustomLevel(sql, label_for_charts=label, base_dialect_str="duckdb")
 
 
+def _alias_level(col: str, label: str) -> cll.CustomLevel:
+    """The name on one side is among the other record's aliases (preferred names, former names)."""
+    return _custom(f'array_contains("alias_names_r", "{col}_l") OR array_contains("alias_names_l", "{col}_r")', label)
+
+
 def _either_null(*cols: str) -> str:
     return " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in cols)
 
@@ -44,12 +49,7 @@ def _given_name(fields: set[str]) -> ComparisonCreator:
         _custom('"given_phonetic_l" = "given_phonetic_r"', "Sounds alike (metaphone)"),
     ]
     if "alias_names" in fields:
-        levels.append(
-            _custom(
-                'array_contains("alias_names_r", "given_name_l") OR array_contains("alias_names_l", "given_name_r")',
-                "Matches a known alias",
-            )
-        )
+        levels.append(_alias_level("given_name", "Matches a known alias"))
     if "family_name" in fields:
         levels += [
             _custom(_SWAPPED, "Given and family names swapped"),
@@ -69,12 +69,7 @@ def _family_name(fields: set[str]) -> ComparisonCreator:
         _custom('"family_phonetic_l" = "family_phonetic_r"', "Sounds alike (metaphone)"),
     ]
     if "alias_names" in fields:
-        levels.append(
-            _custom(
-                'array_contains("alias_names_r", "family_name_l") OR array_contains("alias_names_l", "family_name_r")',
-                "Matches a known alias or former name",
-            )
-        )
+        levels.append(_alias_level("family_name", "Matches a known alias or former name"))
     if "given_name" in fields:
         # The swap's evidence is counted once, under given_name; here it is neutral (m = u, fixed).
         levels.append(

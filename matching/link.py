@@ -75,6 +75,7 @@ def link_records(
         missing = sorted(_model_fields(model) - _compared_fields(available_fields(std)))
         if missing:
             notes.append(f"the model compares {', '.join(missing)} but the input has no values for them (treated as missing)")
+        model = model.for_population(len(std))
 
     link_at = model.thresholds.link if threshold is None else threshold
     floor = min(floor, model.thresholds.review_low, link_at)
@@ -85,7 +86,7 @@ def link_records(
     result = LinkResult(clustering=Clustering(clusters=pd.DataFrame()), pairs=pairs, model=model,
                         summary={"records": int(len(std)), "agencies": int(std["agency"].nunique(dropna=True)),
                                  "model_trained_here": "train" in timings, "warnings": notes})
-    result.summary["seconds"] = timings
+    result.summary["seconds"] = timings  # recluster adds its clustering time to this same dict
     recluster(result, record_ids=std["unique_id"], threshold=link_at, previous=previous, progress=step)
     timings["total"] = time.perf_counter() - started
     result.summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
@@ -120,6 +121,8 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
                        "certain": thresholds.certain, "probable": thresholds.probable,
                        "possible": thresholds.possible, "chosen_by": thresholds.chosen_by},
         "model_version": result.model.version,
+        "prior": result.model.splink.get("probability_two_random_records_match"),
+        "prior_rescaled": result.model.training.get("prior_rescaled"),
         "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},
     })
     seconds = result.summary.setdefault("seconds", {})

@@ -169,24 +169,6 @@ def _today() -> date:
     return date.today()
 
 
-# --------------------------------------------------------------------------- entry point
-
-
-def read_records(path: str | Path) -> RecordsFile:
-    """Read, validate and normalise a canonical records CSV.
-
-    Raises :class:`RecordsFileError` listing every problem found if the file is rejected.
-    """
-    path_str = str(path)
-    data = _read_bytes(Path(path), path_str)
-    return _Reader(path_str, data).run()
-
-
-def _today() -> date:
-    """Today's date; a function so tests can pin it."""
-    return date.today()
-
-
 # --------------------------------------------------------------------------- internals
 
 

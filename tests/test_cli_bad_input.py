@@ -55,3 +55,8 @@ def test_threshold_outside_zero_one_is_refused(tmp_path, capsys):
         main(["link", str(tmp_path / "r.csv"), "--out", str(tmp_path / "o"), "--threshold", "1.5"])
     assert exc.value.code == 2
     assert "strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_truth_with_a_given_model_is_refused_rather_than_ignored(tmp_path, capsys):
+    status = main(["link", str(tmp_path / "r.csv"), "--out", str(tmp_path / "o"), "--model", "m.json", "--truth", "t.csv"])
+    assert status == 2 and "cannot be combined with --model" in capsys.readouterr().err

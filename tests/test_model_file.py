@@ -39,3 +39,12 @@ def test_garbage_model_names_the_file(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
         MatcherModel.load(path)
+
+
+def test_prior_is_rescaled_to_the_population_linked():
+    model = MatcherModel(splink={"comparisons": [], "probability_two_random_records_match": 1e-4}, training={"records": 100_001})
+    bigger = model.for_population(1_000_001)
+    assert bigger.splink["probability_two_random_records_match"] == pytest.approx(1e-5)
+    assert bigger.training["prior_rescaled"]["base_version"] == model.version
+    assert model.splink["probability_two_random_records_match"] == 1e-4  # the original is untouched
+    assert model.for_population(100_001) is model
