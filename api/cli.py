@@ -106,10 +106,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _train(records_file, args, stages: Stages, truth=None, floor: float = 0.01):
     """Train a matcher and link with it; with truth, re-choose thresholds from measured precision/recall and re-cluster."""
     from matching.link import link_records, recluster
-    from matching.train import Matcher
+    from matching.train import Matcher, NotTrainable
 
     matcher = Matcher(max_pairs_u=args.max_pairs_u, seed=args.seed)
-    result = link_records(records_file.frame, matcher=matcher, floor=floor, progress=stages, warnings=records_file.warnings)
+    try:
+        result = link_records(records_file.frame, matcher=matcher, floor=floor, progress=stages, warnings=records_file.warnings)
+    except NotTrainable as exc:
+        raise CliError(f"{args.records}: {exc}") from exc
     if truth is not None:
         from evaluation.thresholds import choose_thresholds
 

@@ -13,7 +13,7 @@ import pandas as pd
 import splink.comparison_library as cl
 from splink import SettingsCreator, block_on
 
-from matching.train import linker_for
+from matching.train import linker_for, scored_pairs
 
 RAW_COLUMNS = ("given_name", "family_name", "dob", "phone", "street", "postcode", "ssn_last4", "sex", "email")
 
@@ -66,12 +66,8 @@ def plain_link(records: pd.DataFrame, max_pairs_u: float = 5e6, seed: int = 42) 
         for cols in (("dob",), ("given_name", "family_name")):
             if set(cols) <= present:
                 linker.training.estimate_parameters_using_expectation_maximisation(block_on(*cols), max_pairs=2e6)
-        timings["train"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        predictions = linker.inference.predict(threshold_match_probability=0.01)
-    pairs = linker.misc.query_sql(
-        f"SELECT unique_id_l AS record_id_l, unique_id_r AS record_id_r, match_weight, match_probability FROM {predictions.physical_name}",
-        output_type="pandas",
-    )
+    timings["train"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    pairs = scored_pairs(linker, floor=0.01)
     timings["predict"] = time.perf_counter() - t1
     return pairs, timings

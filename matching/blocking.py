@@ -101,11 +101,21 @@ def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[Blocking
     return [block_on(*cols) for cols in candidates if set(cols) <= fields]
 
 
-def training_blocking_rules(fields: set[str]) -> list[BlockingRuleCreator]:
-    """Two or three EM rounds, each blocking on fields the other rounds estimate."""
-    rules = _rules(fields, [("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
+MIN_EM_PAIRS = 1_000
+
+
+def training_blocking_rules(std: pd.DataFrame, fields: set[str]) -> list[tuple[str, ...]]:
+    """Two or three EM rounds, each blocking on fields the other rounds estimate.
+
+    A round whose rule yields fewer than MIN_EM_PAIRS pairs on this data is skipped: EM cannot
+    estimate anything from (almost) no comparisons.
+    """
+    def viable(candidates: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        return [c for c in candidates if set(c) <= fields and pair_count(std, c) >= MIN_EM_PAIRS]
+
+    rules = viable([("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
     if len(rules) < 2:
-        rules = _rules(fields, [("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
+        rules = viable([("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
     return rules[:3]
 
 

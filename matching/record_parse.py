@@ -121,7 +121,7 @@ def read_columns(body: memoryview, ncols: int, positions: dict[str, int],
                 quoted_strings_can_be_null=False,
             ),
         )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowException:  # any parse failure: the caller re-reads with the csv module
         return None
     raw = {name: table.column(f"c{i}") for name, i in positions.items()}
     return raw, table.num_rows, invalid

@@ -16,8 +16,15 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+from splink import block_on
 
-from matching.blocking import BlockingBudget, as_creators, choose_prediction_rules, deterministic_rules, training_blocking_rules
+from matching.blocking import (
+    BlockingBudget,
+    as_creators,
+    choose_prediction_rules,
+    deterministic_rules,
+    training_blocking_rules,
+)
 from matching.comparisons import build_comparisons
 from matching.model import MatcherModel, Thresholds
 from matching.standardise import available_fields
@@ -77,6 +84,10 @@ def linker_for(standardised: pd.DataFrame, settings: Any):
     return linker
 
 
+class NotTrainable(ValueError):
+    """The records cannot support unsupervised training (too few comparable pairs)."""
+
+
 class Matcher:
     """Unsupervised Splink model over whichever standardised fields the data has.
 
@@ -115,6 +126,13 @@ class Matcher:
         """Estimate the prior, u (random sampling) and m (EM over several blocking rules)."""
         started = time.perf_counter()
         fields = available_fields(standardised)
+        em_rules = training_blocking_rules(standardised, fields)
+        if not em_rules:
+            raise NotTrainable(
+                f"{len(standardised):,} records give too few comparable pairs to train a matcher "
+                "(no blocking rule yields enough pairs for expectation maximisation); "
+                "link them with a trained model instead (--model, e.g. models/matcher.json)"
+            )
         kept, dropped = choose_prediction_rules(standardised, fields, self.blocking_budget)
         linker = linker_for(standardised, self.settings_for(fields, kept))
         step = progress or (lambda label: None)
@@ -122,12 +140,13 @@ class Matcher:
             warnings.simplefilter("ignore")
             step("estimating the match prior")
             linker.training.estimate_probability_two_random_records_match(deterministic_rules(fields), recall=self.prior_recall)
+            _floor_prior(linker, len(standardised), self.prior_recall)
             step("estimating u by random sampling")
             linker.training.estimate_u_using_random_sampling(max_pairs=self.max_pairs_u, seed=self.seed)
-            for rule in training_blocking_rules(fields):
+            for columns in em_rules:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
-                linker.training.estimate_parameters_using_expectation_maximisation(rule, **kwargs)
+                linker.training.estimate_parameters_using_expectation_maximisation(block_on(*columns), **kwargs)
         splink_model, neutralised = neutralise_unobserved_levels(linker.misc.save_model_to_json())
         self.fields_ = fields
         self.linker_ = linker_for(standardised, splink_model) if neutralised else linker
@@ -142,12 +161,23 @@ class Matcher:
                 "max_pairs_u": self.max_pairs_u,
                 "prediction_blocking_rules": kept,
                 "blocking_rules_dropped_for_size": dropped,
-                "em_blocking_rules": [r.get_blocking_rule("duckdb").blocking_rule_sql for r in training_blocking_rules(fields)],
+                "em_blocking_rules": [" AND ".join(f"l.{c} = r.{c}" for c in columns) for columns in em_rules],
                 "levels_made_neutral": neutralised,
                 "seconds": round(time.perf_counter() - started, 2),
             },
         )
         return self
+
+
+def _floor_prior(linker, n_records: int, recall: float) -> None:
+    """If the deterministic rules found no match at all, use the prior they would give for one.
+
+    A prior of zero is a match weight of minus infinity: EM and every prediction would fail.
+    """
+    settings = linker._settings_obj
+    if settings._probability_two_random_records_match <= 0:
+        all_pairs = max(n_records * (n_records - 1) / 2, 1)
+        settings._probability_two_random_records_match = min(1.0 / (recall * all_pairs), 0.5)
 
 
 def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
@@ -173,9 +203,14 @@ def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float 
     """Score every blocked pair of `standardised` with `model`; pairs with probability >= floor.
 
     Returns `record_id_l, record_id_r, match_weight, match_probability` (ids as in the input,
-    the lower id on the left as Splink orders them).
+    the lower id on the left as Splink orders them). `linker` reuses one already built on
+    these records (as `Matcher.fit` leaves it).
     """
-    linker = linker or linker_for(standardised, model.splink)
+    return scored_pairs(linker or linker_for(standardised, model.splink), floor)
+
+
+def scored_pairs(linker, floor: float = 0.01) -> pd.DataFrame:
+    """Run the linker's `predict()` and return its pairs in Briefing's column names."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         predictions = linker.inference.predict(threshold_match_probability=floor)

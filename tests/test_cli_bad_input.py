@@ -60,3 +60,25 @@ def test_threshold_outside_zero_one_is_refused(tmp_path, capsys):
 def test_truth_with_a_given_model_is_refused_rather_than_ignored(tmp_path, capsys):
     status = main(["link", str(tmp_path / "r.csv"), "--out", str(tmp_path / "o"), "--model", "m.json", "--truth", "t.csv"])
     assert status == 2 and "cannot be combined with --model" in capsys.readouterr().err
+
+
+def _unique_people(path, n):
+    names = ["ANN", "BOB", "CARL", "DANA", "EVE", "FRED", "GINA", "HAL"]
+    rows = [f"r{i},{names[i % 8]}{i},FAM{i},19{50 + i % 40}-0{1 + i % 9}-1{i % 9}" for i in range(n)]
+    path.write_text("record_id,given_name,family_name,dob\n" + "\n".join(rows) + "\n")
+
+
+def test_records_without_evident_duplicates_train_and_link_instead_of_crashing(tmp_path, capsys):
+    _unique_people(tmp_path / "records.csv", 300)
+    status = main(["link", str(tmp_path / "records.csv"), "--out", str(tmp_path / "out"), "--max-pairs-u", "2e4", "--quiet"])
+    assert status == 0, capsys.readouterr().err
+    clusters = (tmp_path / "out" / "clusters.csv").read_text().splitlines()
+    assert len(clusters) == 301 and len({line.split(",")[1] for line in clusters[1:]}) == 300
+
+
+def test_too_few_records_to_train_is_a_clear_error_pointing_to_a_model(tmp_path, capsys):
+    _unique_people(tmp_path / "records.csv", 20)
+    status = main(["link", str(tmp_path / "records.csv"), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 2 and "--model" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
