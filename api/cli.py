@@ -177,6 +177,65 @@ def cmd_eval_linkage(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subject(text: str, where: str):
+    """Parse and validate one subject (JSON object); errors name `where` (a file:line or --query) and the column."""
+    from pydantic import ValidationError
+
+    from matching.query import Subject, field_messages
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{where}:{exc.colno}: not JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise CliError(f"{where}:1: a subject must be a JSON object")
+    try:
+        return Subject.model_validate(data)
+    except ValidationError as exc:
+        field, message = next(iter(field_messages(exc).items()))
+        column = text.find(f'"{field}"') + 1 or 1
+        raise CliError(f"{where}:{column}: {field}: {message}") from exc
+
+
+def cmd_resolve(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from matching.resolve import Resolver
+
+    if (args.query is None) == (args.queries is None):
+        raise CliError("give exactly one of --query JSON or --queries FILE.jsonl")
+    if args.query is not None:
+        subjects = [_subject(args.query, "--query")]
+    else:
+        path = Path(args.queries)
+        if not path.is_file():
+            raise CliError(f"{args.queries}: no such file (queries)")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        subjects = [_subject(line, f"{args.queries}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    model = _load_model(args.model)
+    records_file = _load_records(args.records)
+    clusters = _read_table(args.clusters, ("record_id", "person_id"), "clusters")
+    stages = Stages(args.quiet)
+    stages(f"indexing {len(records_file.frame):,} records")
+    try:
+        resolver = Resolver(model).fit(records_file.frame, clusters)
+    except ValueError as exc:
+        raise CliError(f"{args.clusters}: {exc}") from exc
+    stages.finish()
+    latencies = []
+    out = []
+    for subject in subjects:
+        started = time.perf_counter()
+        result = resolver.resolve(subject)
+        latencies.append(time.perf_counter() - started)
+        out.append(json.dumps(result.to_dict()))
+    print("\n".join(out))
+    if args.queries is not None:
+        p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+        print(f"{len(subjects)} queries: latency p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms", file=sys.stderr)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -212,6 +271,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--previous", help="clusters.csv of an earlier run: keep person ids stable")
     training_options(p)
     p.set_defaults(func=cmd_link)
+
+    p = sub.add_parser("resolve", help="resolve subjects against linked records (JSON out, one result per subject)")
+    p.add_argument("--model", required=True, help="trained matcher (models/matcher.json)")
+    p.add_argument("--records", required=True, help="records.csv")
+    p.add_argument("--clusters", required=True, help="clusters.csv from `briefing link` (record_id, person_id)")
+    p.add_argument("--query", help='one subject as JSON, e.g. \'{"given_name": "Bob", "approx_age": 40}\'')
+    p.add_argument("--queries", help="JSON lines, one subject per line: results in order on stdout, latency on stderr")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_resolve)
 
     p = sub.add_parser("eval", help="evaluate against truth")
     eval_sub = p.add_subparsers(dest="what", required=True)

@@ -96,7 +96,7 @@ def _agglomerate(n: int, left: list[int], right: list[int], min_density: float) 
     return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n)
 
 
-def _fresh_id(seed: str, taken: set[str]) -> str:
+def fresh_person_id(seed: str, taken: set[str]) -> str:
     """A person id derived from a record id: deterministic, and lengthened on the rare collision."""
     digest = hashlib.sha1(seed.encode()).hexdigest()
     for width in (10, 14, 20, 40):
@@ -139,7 +139,7 @@ def assign_person_ids(record_ids: pd.Series, labels: np.ndarray, previous: pd.Da
     taken |= set(names.values())
     for component in seeds.sort_values().index:
         if component not in names:
-            names[component] = _fresh_id(seeds[component], taken)
+            names[component] = fresh_person_id(seeds[component], taken)
             taken.add(names[component])
     for event in events:
         if "_components" in event:

@@ -1,0 +1,225 @@
+"""Real-time resolution: one subject -> the persons it most likely is, graded and explained.
+
+`Resolver` joins the candidate index (who could this be?) to the native scorer (how likely,
+under the trained Splink model?) and the model card's thresholds (what grade?). It answers
+in the shape the service returns as `resolution`:
+
+    {"status": "resolved" | "ambiguous" | "no_match",
+     "candidates": [{"person_id", "record_id", "match_probability", "match_weight", "grade",
+                     "explanation": [{"field", "level", "weight"}, ...]}, ...]}   # best first
+
+Only persons at `possible` grade or better are returned: a weaker candidate is somebody
+else's history. Status `ambiguous` means two persons are both at least `probable` and their
+best match weights are within `ambiguity_margin` bits (default 2: the runner-up is at least a
+quarter as likely), so a responder must not be shown either as *the* subject.
+
+The prior is rescaled to the number of records indexed, as batch linking does
+(`MatcherModel.for_population`), so probabilities mean the same at any index size.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from matching.cluster import fresh_person_id
+from matching.index import YEAR_SLACK, CandidateIndex, key_specs
+from matching.model import MatcherModel
+from matching.query import Subject, standardise_subject
+from matching.scorer import Scorer, Scores, probability
+from matching.standardise import standardise, standardise_row
+
+AMBIGUITY_MARGIN = 2.0
+MAX_CANDIDATES = 5
+GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2}
+
+
+@dataclass
+class Candidate:
+    person_id: str
+    record_id: str
+    match_probability: float
+    match_weight: float
+    grade: str
+    explanation: list[dict]
+
+
+@dataclass
+class Resolution:
+    status: str
+    candidates: list[Candidate]
+    candidates_scored: int = 0
+    skipped_keys: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON shape (`status`, `candidates`); diagnostics are left out."""
+        return {"status": self.status, "candidates": [asdict(c) for c in self.candidates]}
+
+
+@dataclass
+class AddOutcome:
+    """What adding a record did: the person it joined or started, and a review pair if one opened."""
+
+    record_id: str
+    person_id: str
+    joined: bool
+    best: Candidate | None = None
+    review_pair: dict | None = None
+
+
+class Resolver:
+    """Resolve subjects against an in-memory index of records and persons."""
+
+    def __init__(self, model: MatcherModel, ambiguity_margin: float = AMBIGUITY_MARGIN,
+                 max_candidates: int = MAX_CANDIDATES):
+        self.base_model = model
+        self.ambiguity_margin = ambiguity_margin
+        self.max_candidates = max_candidates
+        self.model_: MatcherModel | None = None
+        self.scorer_: Scorer | None = None
+        self.index_: CandidateIndex | None = None
+        self.review_pairs_: list[dict] = []
+        self.unusable_rules_: list[str] = []
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- building
+    def fit(self, records: pd.DataFrame, clusters: pd.DataFrame) -> "Resolver":
+        """Index canonical `records` (as `read_records` gives them) with `clusters` (record_id, person_id)."""
+        return self.fit_standardised(standardise(records), clusters)
+
+    def fit_standardised(self, standardised: pd.DataFrame, clusters: pd.DataFrame) -> "Resolver":
+        person = clusters.drop_duplicates("record_id").set_index("record_id")["person_id"]
+        ids = standardised["unique_id"].astype(str)
+        missing = ~ids.isin(person.index)
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} records have no person in the clustering "
+                             f"(first: {ids[missing].iloc[0]!r})")
+        self.model_ = self.base_model.for_population(len(standardised))
+        self.scorer_ = Scorer(self.model_.splink)
+        rules = [r["blocking_rule"] if isinstance(r, dict) else r
+                 for r in self.model_.splink.get("blocking_rules_to_generate_predictions", [])]
+        available = set(self.scorer_.columns_) | set(standardised.columns)
+        specs, self.unusable_rules_ = key_specs(rules, available)
+        index = CandidateIndex(specs, self.scorer_.columns_, self.scorer_.tf_columns_)
+        columns = {c: _column(standardised, c) for c in index.column_names}
+        index.build(columns, ids.to_numpy(dtype=object), person.loc[ids].to_numpy(dtype=object))
+        self.index_ = index
+        return self
+
+    # ---------------------------------------------------------------- queries
+    def resolve(self, subject: Subject | Mapping) -> Resolution:
+        """The persons `subject` may be, best first, with status (see module docstring)."""
+        if not isinstance(subject, Subject):
+            subject = Subject.model_validate(subject)
+        query, approximate = standardise_subject(subject)
+        with self._lock:
+            return self._resolve_standardised(query, YEAR_SLACK if approximate else 0)
+
+    def _resolve_standardised(self, query: Mapping[str, object], year_slack: int, exclude: int | None = None) -> Resolution:
+        index, scorer = self._ready()
+        found = index.candidates(query, year_slack)
+        slots = found.slots if exclude is None else found.slots[found.slots != exclude]
+        if len(slots) == 0:
+            return Resolution("no_match", [], 0, found.skipped_keys)
+        left = {c: _scalar(query.get(c)) for c in scorer.columns_}
+        scores = scorer.score(left, index.rows(slots), len(slots), index.tf)
+        candidates = self._best_per_person(slots, scores)
+        return Resolution(self._status(candidates), candidates, int(len(slots)), found.skipped_keys)
+
+    def _best_per_person(self, slots: np.ndarray, scores: Scores) -> list[Candidate]:
+        index, scorer = self._ready()
+        order = np.argsort(-scores.match_weight, kind="stable")
+        probs = probability(scores.match_weight)
+        seen: set[str] = set()
+        out: list[Candidate] = []
+        for row in order:
+            grade = self.model_.thresholds.grade(float(probs[row]))
+            if grade is None:
+                break
+            person = index.person_ids[slots[row]]
+            if person in seen:
+                continue
+            seen.add(person)
+            out.append(Candidate(person, index.record_ids[slots[row]], float(probs[row]), float(scores.match_weight[row]),
+                                 grade, scorer.explain(scores, row)))
+            if len(out) == self.max_candidates:
+                break
+        return out
+
+    def _status(self, candidates: list[Candidate]) -> str:
+        if not candidates:
+            return "no_match"
+        strong = [c for c in candidates if GRADE_ORDER[c.grade] <= GRADE_ORDER["probable"]]
+        if len(strong) >= 2 and strong[0].match_weight - strong[1].match_weight <= self.ambiguity_margin:
+            return "ambiguous"
+        return "resolved"
+
+    # ---------------------------------------------------------------- changes
+    def add_record(self, record: Mapping[str, object]) -> AddOutcome:
+        """Index a new record (canonical field names, `record_id` required).
+
+        It joins the person of its best-matching record when that match is `certain`;
+        otherwise it starts a new person, and if its best match is at least `possible` a
+        review pair is opened for a steward (`review_pairs_`).
+        """
+        std = standardise_row(record)
+        record_id = std["unique_id"]
+        if not record_id:
+            raise ValueError("a record needs a record_id")
+        with self._lock:
+            index, _ = self._ready()
+            if record_id in index.slot_of:
+                raise KeyError(f"record {record_id!r} is already indexed; update it instead")
+            result = self._resolve_standardised(std, 0)
+            best = result.candidates[0] if result.candidates else None
+            if best is not None and best.grade == "certain":
+                outcome = AddOutcome(record_id, best.person_id, True, best)
+            else:
+                person_id = fresh_person_id(record_id, index.person_id_set)
+                outcome = AddOutcome(record_id, person_id, False, best)
+                if best is not None:
+                    outcome.review_pair = {"record_id_l": record_id, "record_id_r": best.record_id,
+                                           "match_probability": best.match_probability, "reason": "new record joined no person"}
+                    self.review_pairs_.append(outcome.review_pair)
+            index.add(std, record_id, outcome.person_id)
+            return outcome
+
+    def update_record(self, record: Mapping[str, object]) -> AddOutcome:
+        """Replace an indexed record's values; it is re-matched as if newly added."""
+        with self._lock:
+            self.delete_record(str(record["record_id"]))
+            return self.add_record(record)
+
+    def delete_record(self, record_id: str) -> None:
+        """Remove a record from every later answer."""
+        with self._lock:
+            index, _ = self._ready()
+            if record_id not in index.slot_of:
+                raise KeyError(f"record {record_id!r} is not indexed")
+            index.delete(record_id)
+
+    def _ready(self) -> tuple[CandidateIndex, Scorer]:
+        if self.index_ is None or self.scorer_ is None:
+            raise RuntimeError("the resolver has no index yet: call fit() first")
+        return self.index_, self.scorer_
+
+
+def _scalar(value: object) -> np.ndarray:
+    """A length-1 object array holding `value` (even when it is a list)."""
+    out = np.empty(1, dtype=object)
+    out[0] = value
+    return out
+
+
+def _column(standardised: pd.DataFrame, name: str) -> np.ndarray:
+    """A standardised column as an object array with None for nulls (ints for birth_year)."""
+    if name not in standardised.columns:
+        return np.full(len(standardised), None, dtype=object)
+    series = standardised[name]
+    if name == "birth_year":
+        return np.array([None if pd.isna(v) else int(v) for v in series], dtype=object)
+    return series.astype(object).where(series.notna(), None).to_numpy(dtype=object)

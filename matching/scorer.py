@@ -1,0 +1,179 @@
+"""The trained Splink model, evaluated natively: match weights for a batch of pairs.
+
+Splink's `predict()` assigns each pair one level per comparison (the first level whose SQL
+condition is true, the null level first), adds the level's match weight, adds a
+term-frequency adjustment on levels that have one, and adds the prior's log-odds. `Scorer`
+does exactly that: the level conditions compiled by `matching.level_sql`, the weights taken
+from Splink's own parsed settings objects (so clamping and defaults are Splink's), and term
+frequencies computed the way Splink computes them (value count / non-null count over the
+records being linked). Tests hold its weights to Splink's within 1e-6.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from matching.level_sql import Pairs, Side, columns_used, compile_condition
+
+
+@dataclass(frozen=True)
+class Level:
+    """One comparison level: its condition, Splink weight and term-frequency settings."""
+
+    label: str
+    condition: Callable[[Pairs], np.ndarray] | None   # None: the ELSE level
+    weight: float
+    is_null: bool
+    tf_column: str | None = None
+    tf_weight: float = 0.0
+    tf_minimum_u: float = 0.0
+    log2_u_exact: float = 0.0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    field: str
+    levels: tuple[Level, ...]
+
+
+@dataclass
+class Scores:
+    """Per pair: total match weight, and per comparison the level index and its weight."""
+
+    match_weight: np.ndarray          # (n,)
+    levels: np.ndarray                # (n, comparisons) index into Comparison.levels
+    weights: np.ndarray               # (n, comparisons) weight incl. term-frequency adjustment
+
+    @property
+    def match_probability(self) -> np.ndarray:
+        return probability(self.match_weight)
+
+
+def probability(match_weight: np.ndarray | float) -> np.ndarray:
+    """Match probability from a match weight (log2 odds), as Splink computes it."""
+    w = np.asarray(match_weight, dtype=np.float64)
+    return 1.0 / (1.0 + np.exp2(-np.clip(w, -1000, 1000)))
+
+
+class TermFrequencies:
+    """Value counts of the term-frequency columns over the records being matched.
+
+    Splink's tf value is count(value) / count(non-null values) over the input table; kept as
+    counts so adding or deleting a record updates it in O(1).
+    """
+
+    def __init__(self, columns: Iterable[str]):
+        self.counts: dict[str, Counter] = {c: Counter() for c in columns}
+        self.totals: dict[str, int] = {c: 0 for c in self.counts}
+
+    def add(self, column: str, values: Iterable[object], sign: int = 1) -> None:
+        counts = self.counts[column]
+        n = 0
+        for value in values:
+            if value is not None:
+                counts[value] += sign
+                n += 1
+                if counts[value] <= 0:
+                    del counts[value]
+        self.totals[column] += sign * n
+
+    def add_frame_column(self, column: str, values: np.ndarray) -> None:
+        """Bulk version of `add` for index builds (counts via numpy, not a Python loop)."""
+        present = values[~np.equal(values, None)]
+        if len(present):
+            uniq, cnt = np.unique(present, return_counts=True)
+            self.counts[column].update(dict(zip(uniq.tolist(), cnt.tolist())))
+        self.totals[column] += len(present)
+
+    def value(self, column: str, value: object) -> float | None:
+        count = self.counts[column].get(value) if value is not None else None
+        total = self.totals[column]
+        return count / total if count and total else None
+
+
+class Scorer:
+    """Match weights of pairs under one trained Splink model (`MatcherModel.splink`)."""
+
+    def __init__(self, splink_settings: Mapping):
+        from splink.internals.misc import prob_to_match_weight
+        from splink.internals.settings_creator import SettingsCreator
+
+        settings = SettingsCreator.from_path_or_dict(dict(splink_settings)).get_settings("duckdb")
+        self.prior_weight_ = float(prob_to_match_weight(settings._probability_two_random_records_match))
+        comparisons = []
+        for comparison in settings.comparisons:
+            levels = []
+            for level in comparison.comparison_levels:
+                levels.append(_level(level, comparison.comparison_levels))
+            comparisons.append(Comparison(comparison.output_column_name, tuple(levels)))
+        self.comparisons_ = tuple(comparisons)
+        used: set[str] = set()
+        for comparison in settings.comparisons:
+            for level in comparison.comparison_levels:
+                if not level._is_else_level:
+                    used |= columns_used(level.sql_condition)
+        self.tf_columns_ = sorted({lv.tf_column for c in self.comparisons_ for lv in c.levels if lv.tf_column})
+        self.columns_ = sorted(used | set(self.tf_columns_))
+
+    def score(self, left: Side, right: Side, n: int, tf: TermFrequencies) -> Scores:
+        """Score `n` pairs: `left` and `right` map column -> object array (length n, or 1 to broadcast)."""
+        pairs = Pairs(left, right, n)
+        ncomp = len(self.comparisons_)
+        levels = np.zeros((n, ncomp), dtype=np.int16)
+        weights = np.zeros((n, ncomp), dtype=np.float64)
+        for j, comparison in enumerate(self.comparisons_):
+            open_ = np.ones(n, dtype=bool)
+            for i, level in enumerate(comparison.levels):
+                if not open_.any():
+                    break
+                hit = open_.copy() if level.condition is None else open_ & level.condition(pairs)
+                if not hit.any():
+                    continue
+                open_ &= ~hit
+                levels[hit, j] = i
+                weights[hit, j] = level.weight
+                if level.tf_column:
+                    weights[hit, j] += _tf_adjustment(level, pairs, np.flatnonzero(hit), tf)
+        return Scores(self.prior_weight_ + weights.sum(axis=1), levels, weights)
+
+    def explain(self, scores: Scores, row: int) -> list[dict]:
+        """Per-field explanation of one scored pair: field, comparison level label, weight."""
+        return [{"field": c.field, "level": c.levels[scores.levels[row, j]].label, "weight": round(float(scores.weights[row, j]), 6)}
+                for j, c in enumerate(self.comparisons_)]
+
+
+def _level(level, all_levels) -> Level:
+    """Freeze one Splink ComparisonLevel into what the scorer needs."""
+    condition = None if level._is_else_level else compile_condition(level.sql_condition)
+    if level.is_null_level:
+        return Level(level.label_for_charts, condition, 0.0, True)
+    weight = level._match_weight
+    if weight is None:
+        raise ValueError(f"level {level.label_for_charts!r} has no trained m/u probabilities")
+    tf_column = None
+    tf_weight = tf_min = log2_u = 0.0
+    if level._has_tf_adjustments and level._tf_adjustment_weight and not level._is_else_level:
+        tf_column = level._tf_adjustment_input_column_name
+        tf_weight = float(level._tf_adjustment_weight)
+        tf_min = float(level._tf_minimum_u_value)
+        log2_u = math.log2(level._u_probability_corresponding_to_exact_match(all_levels))
+    return Level(level.label_for_charts, condition, float(weight), False, tf_column, tf_weight, tf_min, log2_u)
+
+
+def _tf_adjustment(level: Level, pairs: Pairs, rows: np.ndarray, tf: TermFrequencies) -> np.ndarray:
+    """Splink's adjustment: weight * (log2 u_exact - log2 max(tf_l, tf_r, minimum)); 0 when neither side has a tf."""
+    left = np.broadcast_to(pairs.sides["l"][level.tf_column], (pairs.n,))[rows]
+    right = np.broadcast_to(pairs.sides["r"][level.tf_column], (pairs.n,))[rows]
+    out = np.zeros(len(rows), dtype=np.float64)
+    for k, (a, b) in enumerate(zip(left, right)):
+        ta, tb = tf.value(level.tf_column, a), tf.value(level.tf_column, b)
+        if ta is None and tb is None:
+            continue
+        u = max(x for x in (ta, tb, level.tf_minimum_u) if x is not None)
+        out[k] = level.tf_weight * (level.log2_u_exact - math.log2(u))
+    return out
