@@ -4,6 +4,8 @@
     python -m evaluation.bench county        # 100,000-record county: F1, precision, FNMR ratio by group
     python -m evaluation.bench link1m        # 1,000,000 records linked end to end: time, peak RSS, beside plain Splink
     python -m evaluation.bench synth1m       # 1,000,000 synthetic records generated: time
+    python -m evaluation.bench resolve100k   # real-time resolver on 100,000 records (evaluation/bench_resolve.py)
+    python -m evaluation.bench resolve1m     # ... and on 1,000,000 records
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone.
@@ -176,7 +178,20 @@ def bench_synth1m(work: Path, records: int = 1_000_000, seed: int = 303) -> dict
             "target": "<= 300 s", "peak_rss_gb": round(rss, 2)}
 
 
-BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m}
+def bench_resolve100k(work: Path) -> dict:
+    from evaluation.bench_resolve import bench_resolve
+
+    return bench_resolve(work, 100_000, 101)
+
+
+def bench_resolve1m(work: Path) -> dict:
+    from evaluation.bench_resolve import bench_resolve
+
+    return bench_resolve(work, 1_000_000, 202)
+
+
+BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
+           "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,6 +42,8 @@ PARTIAL_KEYS: tuple[tuple[str, ...], ...] = (
 #: Estimated birth years are looked up at every year within this many of the estimate.
 YEAR_SLACK = 3
 MAX_BUCKET = 2_000
+#: At most this many records are scored per query (most specific keys first): bounds latency.
+MAX_SCORED = 1_500
 _MIX = 0x100000001B3
 _MASK = (1 << 64) - 1
 
@@ -137,8 +139,10 @@ def _combine_scalars(hashes: list[int]) -> int:
 class CandidateIndex:
     """Records (standardised columns), their persons, key tables and term frequencies."""
 
-    def __init__(self, specs: list[KeySpec], columns: list[str], tf_columns: list[str], max_bucket: int = MAX_BUCKET):
+    def __init__(self, specs: list[KeySpec], columns: list[str], tf_columns: list[str], max_bucket: int = MAX_BUCKET,
+                 max_scored: int = MAX_SCORED):
         self.specs = specs
+        self.max_scored = max_scored
         self.column_names = sorted(set(columns) | {c for s in specs for c in s.left + s.right})
         self.max_bucket = max_bucket
         self.columns: dict[str, np.ndarray] = {c: np.empty(0, dtype=object) for c in self.column_names}
@@ -183,32 +187,49 @@ class CandidateIndex:
 
     # ---------------------------------------------------------------- lookup
     def candidates(self, query: Mapping[str, object], year_slack: int = 0) -> Candidates:
-        """Slots of live records sharing a key with `query` (standardised columns, None for null)."""
-        found: list[np.ndarray] = []
-        skipped: list[str] = []
-        hash_cache: dict[object, int] = {}
-        for spec, (keys, slots), delta in zip(self.specs, self._sorted, self._delta):
-            values = [query.get(c) for c in spec.left]
-            if any(v is None for v in values):
-                continue
-            for key in _query_keys(spec, values, year_slack, hash_cache):
-                probe = np.uint64(key)
-                lo, hi = np.searchsorted(keys, probe, "left"), np.searchsorted(keys, probe, "right")
-                extra = delta.get(key, ())
-                if hi - lo + len(extra) > self.max_bucket:
-                    skipped.append(spec.name)
-                    continue
-                if hi > lo:
-                    found.append(slots[lo:hi])
-                if extra:
-                    found.append(np.asarray(extra, dtype=np.int32))
-        if not found:
-            return Candidates(np.empty(0, dtype=np.int32), sorted(set(skipped)))
-        merged = np.unique(np.concatenate(found))
-        return Candidates(merged[self.alive[merged]], sorted(set(skipped)))
+        """Slots of live records sharing a key with `query` (standardised columns, None for null).
 
-    def rows(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        return {c: v[slots] for c, v in self.columns.items()}
+        Buckets are taken most specific (smallest) first until `max_scored` records are
+        gathered; a bucket that would pass it, or is over `max_bucket`, is skipped and named.
+        """
+        probes = []
+        for k, spec in enumerate(self.specs):
+            values = [query.get(c) for c in spec.left]
+            if all(v is not None for v in values):
+                probes.extend((k, combo) for combo in _expand(spec, values, year_slack))
+        if not probes:
+            return Candidates(np.empty(0, dtype=np.int32))
+        distinct = list({v for _, combo in probes for v in combo})
+        value_hash = dict(zip(distinct, hash_values(_objects(distinct))[0].tolist()))
+        buckets = []
+        for k, combo in probes:
+            key = _combine_scalars([value_hash[v] for v in combo])
+            keys, slots = self._sorted[k]
+            probe = np.uint64(key)
+            lo, hi = int(np.searchsorted(keys, probe, "left")), int(np.searchsorted(keys, probe, "right"))
+            extra = self._delta[k].get(key, ())
+            if hi > lo or extra:
+                buckets.append((hi - lo + len(extra), k, slots[lo:hi], extra))
+        buckets.sort(key=lambda b: b[0])
+        found: list[np.ndarray] = []
+        skipped: set[str] = set()
+        total = 0
+        for size, k, sorted_slots, extra in buckets:
+            if size > self.max_bucket or total + size > self.max_scored:
+                skipped.add(self.specs[k].name)
+                continue
+            total += size
+            found.append(sorted_slots)
+            if extra:
+                found.append(np.asarray(extra, dtype=np.int32))
+        if not found:
+            return Candidates(np.empty(0, dtype=np.int32), sorted(skipped))
+        merged = np.unique(np.concatenate(found))
+        return Candidates(merged[self.alive[merged]], sorted(skipped))
+
+    def rows(self, slots: np.ndarray) -> "Rows":
+        """The records at `slots`, column by column, fetched only when a comparison asks."""
+        return Rows(self.columns, slots)
 
     @property
     def n_records(self) -> int:
@@ -232,7 +253,7 @@ class CandidateIndex:
         for spec, delta in zip(self.specs, self._delta):
             values = [record.get(c) for c in spec.right]
             if all(v is not None for v in values):
-                delta.setdefault(_hash_key(values, {}), []).append(slot)
+                delta.setdefault(_hash_key(values), []).append(slot)
         self.slot_of[record_id] = slot
         self.alive[slot] = True
         self.size = slot + 1
@@ -268,29 +289,42 @@ def _as_object(values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
-def _hash_key(values: list[object], cache: dict[object, int]) -> int:
-    """The key hash of one record's or query's values (`cache`: value -> hash, per query)."""
-    hashed = []
-    for v in values:
-        h = cache.get(v)
-        if h is None:
-            h = cache[v] = int(hash_values(np.array([v], dtype=object))[0][0])
-        hashed.append(h)
-    return _combine_scalars(hashed)
+class Rows(Mapping):
+    """Columns of some index slots, sliced lazily and once (a query reads only what its levels need)."""
+
+    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray):
+        self._columns, self._slots, self._cache = columns, slots, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        out = self._cache.get(name)
+        if out is None:
+            out = self._cache[name] = self._columns[name][self._slots]
+        return out
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
-def _query_keys(spec: KeySpec, values: list[object], year_slack: int, cache: dict) -> list[int]:
-    """The key hashes of one query under one spec (several when a birth year is approximate)."""
-    options: list[list[object]] = [[v] for v in values]
-    if year_slack:
-        for i, c in enumerate(spec.left):
-            if c == "birth_year" and isinstance(values[i], int):
-                options[i] = [values[i] + d for d in range(-year_slack, year_slack + 1)]
-    return [_hash_key(combo, cache) for combo in _product(options)]
-
-
-def _product(options: list[list[object]]):
-    out: list[list[object]] = [[]]
-    for choice in options:
-        out = [prefix + [c] for prefix in out for c in choice]
+def _objects(values: list[object]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
     return out
+
+
+def _hash_key(values: list[object]) -> int:
+    """The key hash of one record's values."""
+    return _combine_scalars(hash_values(_objects(values))[0].tolist())
+
+
+def _expand(spec: KeySpec, values: list[object], year_slack: int) -> list[tuple]:
+    """The value combinations to look up for one spec (several when a birth year is approximate)."""
+    combos: list[tuple] = [()]
+    for column, value in zip(spec.left, values):
+        choices = [value]
+        if year_slack and column == "birth_year" and isinstance(value, int):
+            choices = [value + d for d in range(-year_slack, year_slack + 1)]
+        combos = [c + (v,) for c in combos for v in choices]
+    return combos

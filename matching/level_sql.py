@@ -75,6 +75,7 @@ _STRING_METRICS: dict[str, object] = {
     "levenshtein": Levenshtein.distance,
     "damerau_levenshtein": DamerauLevenshtein.distance,
 }
+_SIMILARITIES = (JaroWinkler.similarity, Jaro.similarity)
 _COMPARISONS = {exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge,
                 exp.LT: operator.lt, exp.LTE: operator.le}
 
@@ -89,6 +90,9 @@ def _string_metric(scorer, a: Vec, b: Vec) -> Vec:
         values = process.cdist(right, left, scorer=scorer, dtype=np.float64)[0]
     else:
         values = process.cpdist(left, right, scorer=scorer, dtype=np.float64)
+    if scorer in _SIMILARITIES:
+        # DuckDB scores two empty strings 0.0 (rapidfuzz: 1.0).
+        values = np.where((left == "") & (right == ""), 0.0, values)
     return Vec(values, null)
 
 
@@ -158,8 +162,15 @@ class _Compiler:
         def run(p: Pairs) -> Truth:
             xs, it = lists(p), item(p)
             null = xs.null | it.null
-            vals, elems, nulls = np.broadcast_arrays(xs.values, it.values, null)
-            hit = np.fromiter((not nl and e in v for v, e, nl in zip(vals, elems, nulls)), dtype=bool, count=vals.size)
+            if len(it.values) == 1 and len(xs.values) > 1:      # one query value against candidates' lists
+                e = it.values[0]
+                hit = np.fromiter((e is not None and v is not None and e in v for v in xs.values), dtype=bool, count=len(xs.values))
+            elif len(xs.values) == 1 and len(it.values) > 1:    # a query list against candidates' values
+                fixed = set(xs.values[0] or ())
+                hit = np.fromiter((e in fixed for e in it.values), dtype=bool, count=len(it.values)) & ~null
+            else:
+                vals, elems, nulls = np.broadcast_arrays(xs.values, it.values, null)
+                hit = np.fromiter((not nl and e in v for v, e, nl in zip(vals, elems, nulls)), dtype=bool, count=vals.size)
             return Truth(hit, ~hit & ~null)
         return run
 
@@ -189,6 +200,8 @@ class _Compiler:
             inner = self.value(node.this)
             return lambda p: (lambda v: Vec(np.abs(_to_float(v)), v.null))(inner(p))
         if isinstance(node, exp.ArraySize):
+            if _function_name(node.this) in ("list_intersect", "array_intersect"):
+                return self.intersection_size(node.this)
             inner = self.value(node.this)
             return lambda p: (lambda v: Vec(np.array([0 if n else len(x) for x, n in zip(v.values, v.null)], dtype=np.float64), v.null))(inner(p))
         name = _function_name(node)
@@ -214,6 +227,25 @@ class _Compiler:
             raise self.fail(node)
         a, b = self.value(args[0]), self.value(args[1])
         return lambda p: _string_metric(scorer, a(p), b(p))
+
+    def intersection_size(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
+        """array_length(list_intersect(a, b)) without building the lists: distinct common non-null elements."""
+        args = _arguments(node)
+        if len(args) != 2:
+            raise self.fail(node)
+        a, b = self.value(args[0]), self.value(args[1])
+
+        def run(p: Pairs) -> Vec:
+            x, y = a(p), b(p)
+            if len(x.values) == 1 or len(y.values) == 1:
+                one, many = (x.values[0], y.values) if len(x.values) == 1 else (y.values[0], x.values)
+                fixed = set(one or ()) - {None}
+                counts = [0 if v is None else len(fixed.intersection(v)) for v in many]
+            else:
+                counts = [0 if u is None or v is None else len(set(u).intersection(v) - {None}) for u, v in zip(x.values, y.values)]
+            n = max(len(x.values), len(y.values))
+            return Vec(np.array(counts, dtype=np.float64), np.zeros(n, dtype=bool))
+        return run
 
     def intersect(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
         args = _arguments(node)
@@ -271,7 +303,8 @@ def compile_condition(sql: str) -> Callable[[Pairs], np.ndarray]:
     truth = _Compiler(sql).truth(tree)
 
     def run(p: Pairs) -> np.ndarray:
-        return np.broadcast_to(truth(p).true, (p.n,))
+        true = truth(p).true
+        return true if true.shape == (p.n,) else np.broadcast_to(true, (p.n,))
     return run
 
 

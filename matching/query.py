@@ -3,7 +3,7 @@
 A subject is any subset of the record fields plus `approx_age` (years, relative to
 `received_at`, or today when absent). Unknown fields and malformed values are refused with a
 message per field (pydantic), so a typo such as `dob: "1980-13-01"` is an error, not a silent
-miss. `standardise_subject` gives the matcher's columns, with the birth year estimated from
+miss. An empty subject ("unknown person") is valid and resolves to `no_match`. `standardise_subject` gives the matcher's columns, with the birth year estimated from
 the approximate age the way agencies record it (year received minus age).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from matching.standardise import standardise_row
 
@@ -57,12 +57,6 @@ class Subject(BaseModel):
         if isinstance(value, str) and len(value.strip()) != 10:
             raise ValueError("must be a date as YYYY-MM-DD")
         return value
-
-    @model_validator(mode="after")
-    def _something_to_match(self):
-        if not any(getattr(self, f) is not None for f in SUBJECT_FIELDS + ("approx_age",)):
-            raise ValueError("the subject has no identifying field")
-        return self
 
     @property
     def reference_date(self) -> date:

@@ -34,6 +34,9 @@ from matching.scorer import Scorer, Scores, probability
 from matching.standardise import standardise, standardise_row
 
 AMBIGUITY_MARGIN = 2.0
+#: Comparisons whose disagreement is not held against a *query*: a CAD's subject phone is often
+#: the caller's number and its address the scene's, so a mismatch says little about identity.
+CONTEXT_COMPARISONS = ("phone", "address")
 MAX_CANDIDATES = 5
 GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2}
 
@@ -75,8 +78,9 @@ class Resolver:
     """Resolve subjects against an in-memory index of records and persons."""
 
     def __init__(self, model: MatcherModel, ambiguity_margin: float = AMBIGUITY_MARGIN,
-                 max_candidates: int = MAX_CANDIDATES):
+                 max_candidates: int = MAX_CANDIDATES, context_comparisons: tuple[str, ...] = CONTEXT_COMPARISONS):
         self.base_model = model
+        self.context_comparisons = context_comparisons
         self.ambiguity_margin = ambiguity_margin
         self.max_candidates = max_candidates
         self.model_: MatcherModel | None = None
@@ -117,9 +121,10 @@ class Resolver:
             subject = Subject.model_validate(subject)
         query, approximate = standardise_subject(subject)
         with self._lock:
-            return self._resolve_standardised(query, YEAR_SLACK if approximate else 0)
+            return self._resolve_standardised(query, YEAR_SLACK if approximate else 0, context=True)
 
-    def _resolve_standardised(self, query: Mapping[str, object], year_slack: int, exclude: int | None = None) -> Resolution:
+    def _resolve_standardised(self, query: Mapping[str, object], year_slack: int, context: bool = False,
+                              exclude: int | None = None) -> Resolution:
         index, scorer = self._ready()
         found = index.candidates(query, year_slack)
         slots = found.slots if exclude is None else found.slots[found.slots != exclude]
@@ -127,6 +132,8 @@ class Resolver:
             return Resolution("no_match", [], 0, found.skipped_keys)
         left = {c: _scalar(query.get(c)) for c in scorer.columns_}
         scores = scorer.score(left, index.rows(slots), len(slots), index.tf)
+        if context:
+            scores.drop_disagreement(j for j, c in enumerate(scorer.comparisons_) if c.field in self.context_comparisons)
         candidates = self._best_per_person(slots, scores)
         return Resolution(self._status(candidates), candidates, int(len(slots)), found.skipped_keys)
 

@@ -41,6 +41,10 @@ class Comparison:
     levels: tuple[Level, ...]
 
 
+NOT_COUNTED = -1
+NOT_COUNTED_LABEL = "Differs; not counted (may describe the caller or the scene, not the subject)"
+
+
 @dataclass
 class Scores:
     """Per pair: total match weight, and per comparison the level index and its weight."""
@@ -52,6 +56,18 @@ class Scores:
     @property
     def match_probability(self) -> np.ndarray:
         return probability(self.match_weight)
+
+    def drop_disagreement(self, columns: Iterable[int]) -> None:
+        """Treat a disagreement (negative weight) on these comparisons as a missing value.
+
+        The weight then is exactly Splink's for the same pair with that field left out. For
+        query fields that may describe someone else (a caller's phone, an incident's address).
+        """
+        for j in columns:
+            against = self.weights[:, j] < 0
+            self.match_weight[against] -= self.weights[against, j]
+            self.weights[against, j] = 0.0
+            self.levels[against, j] = NOT_COUNTED
 
 
 def probability(match_weight: np.ndarray | float) -> np.ndarray:
@@ -143,8 +159,12 @@ class Scorer:
 
     def explain(self, scores: Scores, row: int) -> list[dict]:
         """Per-field explanation of one scored pair: field, comparison level label, weight."""
-        return [{"field": c.field, "level": c.levels[scores.levels[row, j]].label, "weight": round(float(scores.weights[row, j]), 6)}
+        return [{"field": c.field, "level": _label(c, int(scores.levels[row, j])), "weight": round(float(scores.weights[row, j]), 6)}
                 for j, c in enumerate(self.comparisons_)]
+
+
+def _label(comparison: Comparison, level: int) -> str:
+    return NOT_COUNTED_LABEL if level == NOT_COUNTED else comparison.levels[level].label
 
 
 def _level(level, all_levels) -> Level:

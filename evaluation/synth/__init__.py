@@ -4,6 +4,7 @@ agencies hold about them (see evaluation/DATA.md and evaluation/SYNTH.md).
 Modules: ``names`` (name pools by race/ethnicity), ``places`` (streets, cities,
 phones), ``population`` / ``population_history`` (persons, households, address
 and phone histories), ``corrupt`` (typos, phonetic variants, nicknames, DOB
-errors), ``sources`` (how each agency records a person), ``county``
+errors), ``sources`` (how each agency records a person), ``incidents`` (911
+calls with partial subjects, and resolver queries from them), ``county``
 (orchestration, file writing), ``messiness`` (within-person variation rates).
 """

@@ -1,8 +1,9 @@
 """Orchestration: population -> record skeletons -> agency records -> files.
 
-``generate_county(persons, seed, out_dir)`` writes ``records.csv``, ``truth.csv``
-and ``demographics.csv`` (formats in evaluation/DATA.md) atomically and returns
-a :class:`CountySummary` that also carries the latent tables in memory.
+``generate_county(persons, seed, out_dir)`` writes ``records.csv``, ``truth.csv``,
+``demographics.csv`` and ``incidents.csv`` (formats in evaluation/DATA.md)
+atomically and returns a :class:`CountySummary` that also carries the latent
+tables in memory.
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ class CountySummary:
     paths: dict[str, Path]
     n_persons_without_records: int = 0
     agency_counts: dict[str, int] = field(default_factory=dict)
+    n_incidents: int = 0
     persons: pd.DataFrame | None = field(default=None, repr=False)          # latent, one row per person
     address_history: pd.DataFrame | None = field(default=None, repr=False)  # person_key, valid_from, ...
     phone_history: pd.DataFrame | None = field(default=None, repr=False)    # own mobile numbers over time
@@ -98,7 +100,11 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
             tmp.unlink()
 
 
-def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True) -> CountySummary:
+def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True,
+                    n_incidents: int | None = None) -> CountySummary:
+    """Generate the county; ``n_incidents`` defaults to ``max(1000, persons // 8)``."""
+    from evaluation.synth.incidents import default_n_incidents, make_incidents
+
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,15 +162,18 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
         "person_key": keys[with_rec], "race_ethnicity": a["race"][with_rec], "sex": a["sex"][with_rec],
         "birth_year": a["dob"][with_rec].astype("datetime64[Y]").astype(np.int64) + 1970,
     })
-    paths = {"records": out_dir / "records.csv", "truth": out_dir / "truth.csv", "demographics": out_dir / "demographics.csv"}
+    n_inc = default_n_incidents(persons) if n_incidents is None else int(n_incidents)
+    incidents = make_incidents(pop, keys, int(seed), n_inc, exclude_phones=spare)
+    paths = {name: out_dir / f"{name}.csv" for name in ("records", "truth", "demographics", "incidents")}
     _write_csv(records, paths["records"])
     _write_csv(truth, paths["truth"])
     _write_csv(demo, paths["demographics"])
+    _write_csv(incidents, paths["incidents"])
     counts = {AGENCIES[k][0]: int((rec_agency == k).sum()) for k in range(len(AGENCIES))}
     frames = persons_frame(pop), address_history_frame(pop), phone_history_frame(pop)
     return CountySummary(
         n_persons=int(len(with_rec)), n_records=int(n_rec), seconds=time.perf_counter() - t0, paths=paths,
-        n_persons_without_records=int(pop.n - len(with_rec)), agency_counts=counts,
+        n_persons_without_records=int(pop.n - len(with_rec)), agency_counts=counts, n_incidents=n_inc,
         persons=frames[0], address_history=frames[1], phone_history=frames[2], population=pop,
     )
 
@@ -173,15 +182,16 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m evaluation.synth.county --persons N --seed S --out DIR``."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics).")
+    ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics, incidents).")
     ap.add_argument("--persons", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--incidents", type=int, default=None, help="number of incidents (default max(1000, persons // 8))")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet)
-    print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records) "
-          f"in {s.seconds:.1f} s -> {args.out}")
+    s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet, n_incidents=args.incidents)
+    print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records), "
+          f"{s.n_incidents} incidents in {s.seconds:.1f} s -> {args.out}")
 
 
 if __name__ == "__main__":
