@@ -123,7 +123,7 @@ def _parity(resolver, pairs_path: Path) -> dict:
     left = np.array([index.slot_of[r] for r in pairs["record_id_l"]])
     right = np.array([index.slot_of[r] for r in pairs["record_id_r"]])
     started = time.perf_counter()
-    scores = scorer.score(index.rows(left), index.rows(right), len(pairs), index.tf)
+    scores = scorer.score(index.rows(left), index.rows(right), len(pairs), index.tf, index.vocab)
     diff = np.abs(scores.match_weight - pairs["match_weight"].to_numpy())
     # pairs.csv rounds weights to 8 decimals; the bound below allows for that rounding.
     return {"pairs": int(len(pairs)), "max_abs_diff": float(diff.max()), "pairs_over_1e-6": int((diff > 1e-6).sum()),
@@ -181,12 +181,13 @@ def _predict_between(resolver, std: pd.DataFrame, subjects) -> dict:
 
 
 def _weights_for(resolver, row: dict, record_ids: list[str]) -> np.ndarray:
-    from matching.resolve import _scalar
+    from matching.encoding import Extras
 
     index, scorer = resolver.index_, resolver.scorer_
     slots = np.array([index.slot_of[r] for r in record_ids])
-    left = {c: _scalar(row.get(c)) for c in scorer.columns_}
-    return scorer.score(left, index.rows(slots), len(slots), index.tf).match_weight
+    extras = Extras()
+    left = index.encode_query(row, extras)
+    return scorer.score(left, index.rows(slots), len(slots), index.tf, index.vocab, extras).match_weight
 
 
 if __name__ == "__main__":

@@ -3,16 +3,17 @@
 Candidates for a query are the records sharing at least one key with it. Keys come from the
 model's own prediction blocking rules (every rule that is a conjunction of equalities, in
 both orientations), plus partial-query keys for what a call-taker typically has: a
-nickname-canonical given name or a phonetic surname with an *approximate* birth year (looked
-up at every year within `year_slack` of the estimate), a phone number alone, a phonetic surname
-with a postcode.
+nickname-canonical or phonetic given name, or a phonetic surname, with an *approximate* birth
+year (looked up at every year within `YEAR_SLACK` of the estimate); a phone number alone; a
+surname alone; a phonetic surname or a canonical given name with a postcode.
 
-Storage is built for a million records in well under 2 GB: per key, a sorted array of 64-bit
-key hashes and the matching record slots (12 bytes per record per key), looked up by binary
-search; records added after the build go to a small hash map beside it. A hash collision can
-only add a candidate, which the scorer then rejects. Keys whose bucket holds more than
-`max_bucket` records (a shared shelter address, a very common name) are too unspecific to
-enumerate and are skipped for that query, reported in `Candidates.skipped_keys`.
+Records are stored integer-encoded (`matching.encoding`). Per key, a sorted array of 64-bit
+key hashes and the matching record slots (12 bytes per record per key) is searched by
+bisection; records added after the build go to a small hash map beside it, so an added
+record is a candidate for the very next query. A hash collision can only add a candidate,
+which the scorer then rejects. Buckets are used most specific first: a bucket over
+`max_bucket` records (a shelter's address, a very common surname) or one that would take the
+query past `max_scored` candidates is skipped and reported in `Candidates.skipped_keys`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
+from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
 from matching.scorer import TermFrequencies
 
 #: Keys for partial queries (same column on both sides); see module docstring.
@@ -44,8 +46,6 @@ YEAR_SLACK = 3
 MAX_BUCKET = 2_000
 #: At most this many records are scored per query (most specific keys first): bounds latency.
 MAX_SCORED = 1_500
-_MIX = 0x100000001B3
-_MASK = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -113,39 +113,34 @@ def key_specs(blocking_rules: Iterable[str], available: set[str]) -> tuple[list[
     return specs, unusable
 
 
-def hash_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable 64-bit hashes of a column's values (as text) and its null mask."""
-    null = np.equal(values, None)
-    text = np.where(null, "", values).astype(str).astype(object)
-    return pd.util.hash_array(text, categorize=len(text) > 1000), null
+def mix(h: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Fold one more key component into 64-bit key hashes (splitmix64 finaliser; wraps silently)."""
+    z = (h ^ x.astype(np.uint64)) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
-def combine(hashes: list[np.ndarray]) -> np.ndarray:
-    """One key hash from its columns' hashes (multiply-xor, wrapping at 64 bits)."""
-    out = hashes[0].copy()
-    for h in hashes[1:]:
-        out = (out * np.uint64(_MIX)) ^ h
-    return out
-
-
-def _combine_scalars(hashes: list[int]) -> int:
-    """`combine` for one key, in Python ints (same result, no numpy overflow warnings)."""
-    out = hashes[0]
-    for h in hashes[1:]:
-        out = ((out * _MIX) & _MASK) ^ h
-    return out
+def key_hashes(components: list[np.ndarray]) -> np.ndarray:
+    """64-bit hashes of keys given as integer components (string codes, or years), column by column."""
+    h = np.zeros(len(components[0]), dtype=np.uint64)
+    for component in components:
+        h = mix(h, component.astype(np.int64))
+    return h
 
 
 class CandidateIndex:
-    """Records (standardised columns), their persons, key tables and term frequencies."""
+    """Encoded records, their persons, key tables and term frequencies."""
 
     def __init__(self, specs: list[KeySpec], columns: list[str], tf_columns: list[str], max_bucket: int = MAX_BUCKET,
                  max_scored: int = MAX_SCORED):
         self.specs = specs
         self.max_scored = max_scored
-        self.column_names = sorted(set(columns) | {c for s in specs for c in s.left + s.right})
         self.max_bucket = max_bucket
-        self.columns: dict[str, np.ndarray] = {c: np.empty(0, dtype=object) for c in self.column_names}
+        self.column_names = sorted(set(columns) | set(tf_columns) | {c for s in specs for c in s.left + s.right})
+        self.kinds: dict[str, str] = {}
+        self.vocab = Vocabulary()
+        self.data: dict[str, np.ndarray] = {}
         self.record_ids = np.empty(0, dtype=object)
         self.person_ids = np.empty(0, dtype=object)
         self.alive = np.empty(0, dtype=bool)
@@ -153,15 +148,18 @@ class CandidateIndex:
         self.slot_of: dict[str, int] = {}
         self.person_id_set: set[str] = set()            # every person id ever used (new ids avoid them)
         self.tf = TermFrequencies(tf_columns)
-        self._sorted: list[tuple[np.ndarray, np.ndarray]] = []   # per spec: sorted hashes, slots
+        self._sorted: list[tuple[np.ndarray, np.ndarray]] = []   # per spec: sorted key hashes, slots
         self._delta: list[dict[int, list[int]]] = []
 
     # ---------------------------------------------------------------- building
     def build(self, standardised: Mapping[str, np.ndarray], record_ids: np.ndarray, person_ids: np.ndarray) -> None:
         """Load every record at once (`standardised`: column -> object array, nulls as None)."""
         n = len(record_ids)
-        self.columns = {c: _as_object(standardised[c]) if c in standardised else np.full(n, None, dtype=object)
-                        for c in self.column_names}
+        self.data = {}
+        for c in self.column_names:
+            values = _as_object(standardised[c]) if c in standardised else np.full(n, None, dtype=object)
+            self.kinds[c] = column_kind(values)
+            self.data[c] = self.vocab.encode(values, self.kinds[c])
         self.record_ids = _as_object(record_ids)
         self.person_ids = _as_object(person_ids)
         self.alive = np.ones(n, dtype=bool)
@@ -171,45 +169,56 @@ class CandidateIndex:
             raise ValueError("record ids are not unique")
         self.person_id_set = set(self.person_ids.tolist())
         for c in self.tf.counts:
-            self.tf.add_frame_column(c, self.columns[c])
-        hashed = {c: hash_values(self.columns[c]) for c in {c for s in self.specs for c in s.right}}
+            self.tf.add(c, self.data[c])
         self._sorted, self._delta = [], []
         for spec in self.specs:
             null = np.zeros(n, dtype=bool)
             for c in spec.right:
-                null |= hashed[c][1]
-            keys = combine([hashed[c][0] for c in spec.right])
+                null |= vec(self.kinds[c], self.data[c]).null
             slots = np.flatnonzero(~null).astype(np.int32)
-            keys = keys[slots]
+            keys = key_hashes([self.data[c][slots] for c in spec.right])
             order = np.argsort(keys, kind="stable")
             self._sorted.append((keys[order], slots[order]))
             self._delta.append({})
 
     # ---------------------------------------------------------------- lookup
-    def candidates(self, query: Mapping[str, object], year_slack: int = 0) -> Candidates:
-        """Slots of live records sharing a key with `query` (standardised columns, None for null).
+    def encode_query(self, query: Mapping[str, object], extras: Extras) -> dict[str, Vec]:
+        """A standardised query as encoded length-1 columns (query-only values go to `extras`)."""
+        return self.vocab.encode_query(query, self.kinds, extras)
+
+    def candidates(self, query: Mapping[str, Vec], year_slack: int = 0) -> Candidates:
+        """Slots of live records sharing a key with the encoded `query`.
 
         Buckets are taken most specific (smallest) first until `max_scored` records are
         gathered; a bucket that would pass it, or is over `max_bucket`, is skipped and named.
         """
-        probes = []
+        vocab_size = len(self.vocab)
+        probes_spec, probes = [], []
         for k, spec in enumerate(self.specs):
-            values = [query.get(c) for c in spec.left]
-            if all(v is not None for v in values):
-                probes.extend((k, combo) for combo in _expand(spec, values, year_slack))
+            values = []
+            for c in spec.left:
+                v = query[c]
+                if v.null[0] or (v.kind == STR and v.values[0] >= vocab_size):
+                    break                              # null, or a value no record has: nothing shares this key
+                values.append(v.values[0])
+            else:
+                for combo in _expand(spec, values, year_slack):
+                    probes_spec.append(k)
+                    probes.append(combo)
         if not probes:
             return Candidates(np.empty(0, dtype=np.int32))
-        distinct = list({v for _, combo in probes for v in combo})
-        value_hash = dict(zip(distinct, hash_values(_objects(distinct))[0].tolist()))
+        hashes = _probe_hashes(probes)
+        spec_of = np.asarray(probes_spec)
         buckets = []
-        for k, combo in probes:
-            key = _combine_scalars([value_hash[v] for v in combo])
+        for k in np.unique(spec_of).tolist():
             keys, slots = self._sorted[k]
-            probe = np.uint64(key)
-            lo, hi = int(np.searchsorted(keys, probe, "left")), int(np.searchsorted(keys, probe, "right"))
-            extra = self._delta[k].get(key, ())
-            if hi > lo or extra:
-                buckets.append((hi - lo + len(extra), k, slots[lo:hi], extra))
+            wanted = hashes[spec_of == k]
+            los, his = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
+            delta = self._delta[k]
+            for key, lo, hi in zip(wanted.tolist(), los.tolist(), his.tolist()):
+                extra = delta.get(key, ()) if delta else ()
+                if hi > lo or extra:
+                    buckets.append((hi - lo + len(extra), k, slots[lo:hi], extra))
         buckets.sort(key=lambda b: b[0])
         found: list[np.ndarray] = []
         skipped: set[str] = set()
@@ -228,8 +237,8 @@ class CandidateIndex:
         return Candidates(merged[self.alive[merged]], sorted(skipped))
 
     def rows(self, slots: np.ndarray) -> "Rows":
-        """The records at `slots`, column by column, fetched only when a comparison asks."""
-        return Rows(self.columns, slots)
+        """The records at `slots`, column by column, sliced only when a comparison asks."""
+        return Rows(self, slots)
 
     @property
     def n_records(self) -> int:
@@ -243,17 +252,19 @@ class CandidateIndex:
         slot = self.size
         if slot >= len(self.record_ids):
             self._grow(max(16, 2 * len(self.record_ids)))
-        for c, column in self.columns.items():
-            column[slot] = record.get(c)
+        for c, column in self.data.items():
+            value = np.empty(1, dtype=object)
+            value[0] = record.get(c)
+            column[slot] = self.vocab.encode(value, self.kinds[c])[0]
         self.record_ids[slot] = record_id
         self.person_ids[slot] = person_id
         self.person_id_set.add(person_id)
         for c in self.tf.counts:
-            self.tf.add(c, [record.get(c)])
+            self.tf.add(c, self.data[c][slot: slot + 1])
         for spec, delta in zip(self.specs, self._delta):
-            values = [record.get(c) for c in spec.right]
-            if all(v is not None for v in values):
-                delta.setdefault(_hash_key(values), []).append(slot)
+            parts = [self.data[c][slot: slot + 1] for c in spec.right]
+            if not any(vec(self.kinds[c], part).null[0] for c, part in zip(spec.right, parts)):
+                delta.setdefault(int(key_hashes(parts)[0]), []).append(slot)
         self.slot_of[record_id] = slot
         self.alive[slot] = True
         self.size = slot + 1
@@ -264,23 +275,38 @@ class CandidateIndex:
         slot = self.slot_of.pop(record_id)
         self.alive[slot] = False
         for c in self.tf.counts:
-            self.tf.add(c, [self.columns[c][slot]], sign=-1)
+            self.tf.add(c, self.data[c][slot: slot + 1], sign=-1)
         return slot
-
-    def persons(self, person_id: str) -> np.ndarray:
-        """Live slots of one person (linear scan: used by writes, not by queries)."""
-        live = np.flatnonzero(self.alive[: self.size])
-        return live[self.person_ids[live] == person_id]
 
     def _grow(self, capacity: int) -> None:
         def grown(a: np.ndarray, fill) -> np.ndarray:
             out = np.full(capacity, fill, dtype=a.dtype)
             out[: len(a)] = a
             return out
-        self.columns = {c: grown(v, None) for c, v in self.columns.items()}
+        self.data = {c: grown(v, np.nan if self.kinds[c] == NUM else NULL) for c, v in self.data.items()}
         self.record_ids = grown(self.record_ids, None)
         self.person_ids = grown(self.person_ids, None)
         self.alive = grown(self.alive, False)
+
+
+class Rows(Mapping):
+    """Encoded columns of some index slots, sliced lazily and once."""
+
+    def __init__(self, index: CandidateIndex, slots: np.ndarray):
+        self._index, self._slots, self._cache = index, slots, {}
+
+    def __getitem__(self, name: str) -> Vec:
+        out = self._cache.get(name)
+        if out is None:
+            kind = self._index.kinds[name]
+            out = self._cache[name] = vec(kind, self._index.data[name][self._slots])
+        return out
+
+    def __iter__(self):
+        return iter(self._index.data)
+
+    def __len__(self) -> int:
+        return len(self._index.data)
 
 
 def _as_object(values) -> np.ndarray:
@@ -289,42 +315,24 @@ def _as_object(values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
-class Rows(Mapping):
-    """Columns of some index slots, sliced lazily and once (a query reads only what its levels need)."""
-
-    def __init__(self, columns: dict[str, np.ndarray], slots: np.ndarray):
-        self._columns, self._slots, self._cache = columns, slots, {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        out = self._cache.get(name)
-        if out is None:
-            out = self._cache[name] = self._columns[name][self._slots]
-        return out
-
-    def __iter__(self):
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)
-
-
-def _objects(values: list[object]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
-
-
-def _hash_key(values: list[object]) -> int:
-    """The key hash of one record's values."""
-    return _combine_scalars(hash_values(_objects(values))[0].tolist())
-
-
-def _expand(spec: KeySpec, values: list[object], year_slack: int) -> list[tuple]:
-    """The value combinations to look up for one spec (several when a birth year is approximate)."""
+def _expand(spec: KeySpec, values: list, year_slack: int) -> list[tuple]:
+    """The key components to look up for one spec (several when a birth year is approximate)."""
     combos: list[tuple] = [()]
     for column, value in zip(spec.left, values):
         choices = [value]
-        if year_slack and column == "birth_year" and isinstance(value, int):
+        if year_slack and column == "birth_year":
             choices = [value + d for d in range(-year_slack, year_slack + 1)]
         combos = [c + (v,) for c in combos for v in choices]
     return combos
+
+
+def _probe_hashes(probes: list[tuple]) -> np.ndarray:
+    """Key hashes of many probes at once; probes of fewer components are hashed over their own length."""
+    out = np.empty(len(probes), dtype=np.uint64)
+    by_len: dict[int, list[int]] = {}
+    for i, combo in enumerate(probes):
+        by_len.setdefault(len(combo), []).append(i)
+    for length, rows in by_len.items():
+        columns = [np.array([probes[i][j] for i in rows], dtype=np.float64) for j in range(length)]
+        out[rows] = key_hashes(columns)
+    return out

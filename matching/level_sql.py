@@ -4,13 +4,15 @@ The real-time resolver must give exactly the answers Splink's `predict()` gives,
 generating SQL per query. Rather than re-implementing each comparison by hand (and drifting
 from the trained model), every level's `sql_condition` is parsed once with sqlglot (the parser
 Splink itself uses) and compiled into numpy operations with DuckDB's semantics: SQL
-three-valued logic, NULL propagation, `list_intersect` of a NULL list being empty, and the
-same string metrics (rapidfuzz's Jaro-Winkler and Damerau-Levenshtein are the algorithms
-DuckDB uses; tests check both against DuckDB itself).
+three-valued logic, NULL propagation, `list_intersect` of a NULL list being empty, two empty
+strings having Jaro-Winkler similarity 0, and the same string metrics (rapidfuzz's
+Jaro-Winkler and Damerau-Levenshtein are the algorithms DuckDB uses; tests check every level
+of the committed model against DuckDB itself).
 
-A side (`l` or `r`) is a mapping from column name (without the `_l`/`_r` suffix) to a numpy
-object array, `None` for null. Either side may have length 1 (one query) and the other length
-k (its candidates): numpy broadcasting does the rest.
+Values arrive integer-encoded (`matching.encoding`): equality is an integer comparison and
+string metrics are computed once per distinct value, not once per pair. A side (`l` or `r`)
+maps column names (without `_l`/`_r`) to `Vec`s; one side may have length 1 (the query) and
+the other length k (its candidates).
 """
 
 from __future__ import annotations
@@ -25,19 +27,13 @@ from rapidfuzz import process
 from rapidfuzz.distance import DamerauLevenshtein, Jaro, JaroWinkler, Levenshtein
 from sqlglot import exp
 
-Side = Mapping[str, np.ndarray]
+from matching.encoding import LIST, NUM, STR, Extras, Vec, Vocabulary
+
+Side = Mapping[str, Vec]
 
 
 class UnsupportedLevelSQL(ValueError):
     """A comparison level uses SQL the native scorer cannot evaluate exactly."""
-
-
-@dataclass
-class Vec:
-    """A column of SQL values: `values` (object or float array) with a NULL mask."""
-
-    values: np.ndarray
-    null: np.ndarray
 
 
 @dataclass
@@ -49,24 +45,23 @@ class Truth:
 
 
 class Pairs:
-    """The two sides of a batch of pairs, with per-batch caches of null masks and metrics."""
+    """The two sides of a batch of pairs, their vocabulary, and per-batch caches."""
 
-    def __init__(self, left: Side, right: Side, n: int):
+    def __init__(self, left: Side, right: Side, n: int, vocab: Vocabulary, extras: Extras | None = None):
         self.sides = {"l": left, "r": right}
         self.n = n
-        self.cache: dict[str, Vec | Truth] = {}
+        self.vocab = vocab
+        self.extras = extras or Extras()
+        self.cache: dict[str, Vec] = {}
 
     def column(self, name: str) -> Vec:
-        vec = self.cache.get(name)
-        if vec is None:
-            base, side = name[:-2], name[-1]
-            try:
-                values = self.sides[side][base]
-            except KeyError:
-                raise UnsupportedLevelSQL(f"column {name!r} is not in the index") from None
-            vec = Vec(values, np.equal(values, None))
-            self.cache[name] = vec
-        return vec
+        try:
+            return self.sides[name[-1]][name[:-2]]
+        except KeyError:
+            raise UnsupportedLevelSQL(f"column {name!r} is not in the index") from None
+
+    def strings(self, codes: np.ndarray) -> np.ndarray:
+        return self.vocab.decode(codes, self.extras)
 
 
 _STRING_METRICS: dict[str, object] = {
@@ -80,32 +75,51 @@ _COMPARISONS = {exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, 
                 exp.LT: operator.lt, exp.LTE: operator.le}
 
 
-def _string_metric(scorer, a: Vec, b: Vec) -> Vec:
+def _per_distinct(a: Vec, b: Vec, fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Apply `fn(codes_a, codes_b)` once per distinct non-null (a, b) pair; returns (values, null)."""
     null = a.null | b.null
-    left = np.where(a.null, "", a.values)
-    right = np.where(b.null, "", b.values)
-    if len(left) == 1:
-        values = process.cdist(left, right, scorer=scorer, dtype=np.float64)[0]
-    elif len(right) == 1:
-        values = process.cdist(right, left, scorer=scorer, dtype=np.float64)[0]
-    else:
-        values = process.cpdist(left, right, scorer=scorer, dtype=np.float64)
-    if scorer in _SIMILARITIES:
-        # DuckDB scores two empty strings 0.0 (rapidfuzz: 1.0).
-        values = np.where((left == "") & (right == ""), 0.0, values)
-    return Vec(values, null)
+    x, y = np.broadcast_arrays(a.values, b.values)
+    null = np.broadcast_to(null, x.shape)
+    out = np.zeros(x.shape, dtype=np.float64)
+    rows = np.flatnonzero(~null)
+    if len(rows) == 0:
+        return out, null
+    if len(a.values) == 1 or len(b.values) == 1:         # one query: distinct values of the other side only
+        one_left = len(a.values) == 1
+        uniq, inverse = np.unique((y if one_left else x)[rows], return_inverse=True)
+        fixed = np.full(len(uniq), (a if one_left else b).values[0])
+        out[rows] = (fn(fixed, uniq) if one_left else fn(uniq, fixed))[inverse]
+        return out, null
+    key = x[rows].astype(np.int64) * (1 << 32) + y[rows].astype(np.int64)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    out[rows] = fn(uniq >> 32, uniq & 0xFFFFFFFF)[inverse]
+    return out, null
 
 
-def _to_float(vec: Vec) -> np.ndarray:
-    if vec.values.dtype != object:
-        return vec.values.astype(np.float64)
-    return np.where(vec.null, 0, vec.values).astype(np.float64)
+def _metric(scorer, p: Pairs, a: Vec, b: Vec) -> Vec:
+    def run(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
+        if ca.min() == ca.max():            # one query against its candidates
+            left, right = p.strings(ca[:1]), p.strings(cb)
+            values = process.cdist(left, right, scorer=scorer, dtype=np.float64)[0]
+        elif cb.min() == cb.max():
+            left, right = p.strings(ca), p.strings(cb[:1])
+            values = process.cdist(right, left, scorer=scorer, dtype=np.float64)[0]
+        else:
+            left, right = p.strings(ca), p.strings(cb)
+            values = process.cpdist(left, right, scorer=scorer, dtype=np.float64)
+        if scorer in _SIMILARITIES:
+            # DuckDB scores two empty strings 0.0 (rapidfuzz: 1.0).
+            empty = p.vocab.find("", p.extras)
+            values = np.where((ca == empty) & (cb == empty), 0.0, values)
+        return values
+    values, null = _per_distinct(a, b, run)
+    return Vec(NUM, values, null)
 
 
-def _object(values: list, n: int) -> np.ndarray:
-    out = np.empty(n, dtype=object)
-    out[:] = values
-    return out
+def _num(vec: Vec, node: exp.Expression) -> np.ndarray:
+    if vec.kind != NUM:
+        raise UnsupportedLevelSQL(f"{node.sql('duckdb')!r}: arithmetic on a non-numeric column")
+    return np.where(vec.null, 0.0, vec.values)
 
 
 class _Compiler:
@@ -123,8 +137,21 @@ class _Compiler:
         if isinstance(node, (exp.And, exp.Or)):
             a, b = self.truth(node.left), self.truth(node.right)
             if isinstance(node, exp.And):
-                return lambda p: _and(a(p), b(p))
-            return lambda p: _or(a(p), b(p))
+                def conjunction(p: Pairs) -> Truth:
+                    x = a(p)
+                    if x.false.all():                 # decided: skip the right-hand side
+                        return x
+                    y = b(p)
+                    return Truth(x.true & y.true, x.false | y.false)
+                return conjunction
+
+            def disjunction(p: Pairs) -> Truth:
+                x = a(p)
+                if x.true.all():
+                    return x
+                y = b(p)
+                return Truth(x.true | y.true, x.false & y.false)
+            return disjunction
         if isinstance(node, exp.Not):
             inner = self.truth(node.this)
             return lambda p: (lambda t: Truth(t.false, t.true))(inner(p))
@@ -148,11 +175,12 @@ class _Compiler:
         def run(p: Pairs) -> Truth:
             x, y = a(p), b(p)
             null = x.null | y.null
-            if not ordered and x.values.dtype == object and y.values.dtype == object:
+            if x.kind == y.kind == STR and not ordered:
                 result = op(x.values, y.values)
+            elif x.kind == y.kind == NUM:
+                result = op(_num(x, node), _num(y, node))
             else:
-                result = op(_to_float(x), _to_float(y))
-            result = np.asarray(result, dtype=bool)
+                raise self.fail(node)
             return Truth(result & ~null, ~result & ~null)
         return run
 
@@ -161,16 +189,19 @@ class _Compiler:
 
         def run(p: Pairs) -> Truth:
             xs, it = lists(p), item(p)
-            null = xs.null | it.null
-            if len(it.values) == 1 and len(xs.values) > 1:      # one query value against candidates' lists
-                e = it.values[0]
-                hit = np.fromiter((e is not None and v is not None and e in v for v in xs.values), dtype=bool, count=len(xs.values))
-            elif len(xs.values) == 1 and len(it.values) > 1:    # a query list against candidates' values
-                fixed = set(xs.values[0] or ())
-                hit = np.fromiter((e in fixed for e in it.values), dtype=bool, count=len(it.values)) & ~null
+            if xs.kind != LIST or it.kind != STR:
+                raise self.fail(node)
+            null = np.broadcast_to(xs.null | it.null, (p.n,))
+            if len(it) == 1 and len(xs) == p.n:           # one value against many lists: inverted lookup
+                hit = _member_of(xs.values, p.vocab.containing(it.values[0])) if not it.null[0] else np.zeros(p.n, bool)
+            elif len(xs) == 1 and len(it) == p.n:         # one list against many values
+                members = sorted(p.vocab.members(int(xs.values[0]), p.extras)) if not xs.null[0] else []
+                hit = _member_of(it.values, np.asarray(members, dtype=np.int64))
             else:
-                vals, elems, nulls = np.broadcast_arrays(xs.values, it.values, null)
-                hit = np.fromiter((not nl and e in v for v, e, nl in zip(vals, elems, nulls)), dtype=bool, count=vals.size)
+                hit, _ = _per_distinct(xs, it, lambda lc, ic: np.array(
+                    [int(i) in p.vocab.members(int(c), p.extras) for c, i in zip(lc, ic)], dtype=np.float64))
+                hit = hit.astype(bool)
+            hit = hit & ~null
             return Truth(hit, ~hit & ~null)
         return run
 
@@ -183,32 +214,39 @@ class _Compiler:
                 raise self.fail(node)
             return lambda p: p.column(name)
         if isinstance(node, exp.Literal):
-            literal = node.this if node.is_string else (int(node.this) if node.this.lstrip("-").isdigit() else float(node.this))
-            const = Vec(np.array([literal], dtype=object if node.is_string else np.float64), np.zeros(1, dtype=bool))
+            if node.is_string:
+                text = node.this
+                return lambda p: Vec(STR, np.array([p.vocab.find(text, p.extras)]), np.zeros(1, dtype=bool))
+            const = Vec(NUM, np.array([float(node.this)]), np.zeros(1, dtype=bool))
             return lambda p: const
         if isinstance(node, exp.Null):
-            const = Vec(np.array([None], dtype=object), np.ones(1, dtype=bool))
+            const = Vec(NUM, np.array([np.nan]), np.ones(1, dtype=bool))
             return lambda p: const
         if isinstance(node, exp.Neg):
             inner = self.value(node.this)
-            return lambda p: (lambda v: Vec(-_to_float(v), v.null))(inner(p))
+            return lambda p: (lambda v: Vec(NUM, -_num(v, node), v.null))(inner(p))
         if isinstance(node, (exp.Sub, exp.Add)):
             op = operator.sub if isinstance(node, exp.Sub) else operator.add
             a, b = self.value(node.left), self.value(node.right)
-            return lambda p: (lambda x, y: Vec(op(_to_float(x), _to_float(y)), x.null | y.null))(a(p), b(p))
+            return lambda p: (lambda x, y: Vec(NUM, op(_num(x, node), _num(y, node)), x.null | y.null))(a(p), b(p))
         if isinstance(node, exp.Abs):
             inner = self.value(node.this)
-            return lambda p: (lambda v: Vec(np.abs(_to_float(v)), v.null))(inner(p))
+            return lambda p: (lambda v: Vec(NUM, np.abs(_num(v, node)), v.null))(inner(p))
         if isinstance(node, exp.ArraySize):
             if _function_name(node.this) in ("list_intersect", "array_intersect"):
                 return self.intersection_size(node.this)
             inner = self.value(node.this)
-            return lambda p: (lambda v: Vec(np.array([0 if n else len(x) for x, n in zip(v.values, v.null)], dtype=np.float64), v.null))(inner(p))
+
+            def size(p: Pairs) -> Vec:
+                v = inner(p)
+                if v.kind != LIST:
+                    raise self.fail(node)
+                lengths = np.array([0 if n else p.vocab.length(int(c), p.extras) for c, n in zip(v.values, v.null)], dtype=np.float64)
+                return Vec(NUM, lengths, v.null)
+            return size
         name = _function_name(node)
         if name in _STRING_METRICS:
             return self.cached(node, self.metric(node, _STRING_METRICS[name]))
-        if name in ("list_intersect", "array_intersect"):
-            return self.intersect(node)
         raise self.fail(node)
 
     def cached(self, node: exp.Expression, fn: Callable[[Pairs], Vec]) -> Callable[[Pairs], Vec]:
@@ -226,10 +264,16 @@ class _Compiler:
         if len(args) != 2:
             raise self.fail(node)
         a, b = self.value(args[0]), self.value(args[1])
-        return lambda p: _string_metric(scorer, a(p), b(p))
+
+        def run(p: Pairs) -> Vec:
+            x, y = a(p), b(p)
+            if x.kind != STR or y.kind != STR:
+                raise self.fail(node)
+            return _metric(scorer, p, x, y)
+        return run
 
     def intersection_size(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
-        """array_length(list_intersect(a, b)) without building the lists: distinct common non-null elements."""
+        """array_length(list_intersect(a, b)): distinct common elements; 0 (not NULL) when a list is NULL."""
         args = _arguments(node)
         if len(args) != 2:
             raise self.fail(node)
@@ -237,29 +281,40 @@ class _Compiler:
 
         def run(p: Pairs) -> Vec:
             x, y = a(p), b(p)
-            if len(x.values) == 1 or len(y.values) == 1:
-                one, many = (x.values[0], y.values) if len(x.values) == 1 else (y.values[0], x.values)
-                fixed = set(one or ()) - {None}
-                counts = [0 if v is None else len(fixed.intersection(v)) for v in many]
+            if x.kind != LIST or y.kind != LIST:
+                raise self.fail(node)
+            if len(x) == 1 and len(y) == p.n:
+                counts = _overlap_counts(p, x.values[0], x.null[0], y)
+            elif len(y) == 1 and len(x) == p.n:
+                counts = _overlap_counts(p, y.values[0], y.null[0], x)
             else:
-                counts = [0 if u is None or v is None else len(set(u).intersection(v) - {None}) for u, v in zip(x.values, y.values)]
-            n = max(len(x.values), len(y.values))
-            return Vec(np.array(counts, dtype=np.float64), np.zeros(n, dtype=bool))
+                counts, _ = _per_distinct(x, y, lambda ca, cb: np.array(
+                    [len(p.vocab.members(int(u), p.extras) & p.vocab.members(int(v), p.extras)) for u, v in zip(ca, cb)],
+                    dtype=np.float64))
+            return Vec(NUM, counts, np.zeros(p.n, dtype=bool))
         return run
 
-    def intersect(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
-        args = _arguments(node)
-        if len(args) != 2:
-            raise self.fail(node)
-        a, b = self.value(args[0]), self.value(args[1])
 
-        def run(p: Pairs) -> Vec:
-            x, y = a(p), b(p)
-            xs, ys = np.broadcast_arrays(x.values, y.values)
-            # DuckDB: list_intersect with a NULL list is the empty list, not NULL.
-            both = [[] if u is None or v is None else sorted(set(u) & set(v) - {None}) for u, v in zip(xs, ys)]
-            return Vec(_object(both, len(both)), np.zeros(len(both), dtype=bool))
-        return run
+def _member_of(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
+    """values ∈ sorted_codes, elementwise (a binary search; faster than np.isin on small sets)."""
+    if len(sorted_codes) == 0:
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_codes, values), len(sorted_codes) - 1)
+    return sorted_codes[at] == values
+
+
+def _overlap_counts(p: Pairs, code: int, is_null: bool, many: Vec) -> np.ndarray:
+    """|members(code) & members(c)| for every list c of `many`, via the vocabulary's inverted lists."""
+    if is_null:
+        return np.zeros(len(many), dtype=np.float64)
+    found = [p.vocab.containing(m) for m in p.vocab.members(int(code), p.extras)]
+    if not found:
+        return np.zeros(len(many), dtype=np.float64)
+    codes, counts = np.unique(np.concatenate(found), return_counts=True)
+    if len(codes) == 0:
+        return np.zeros(len(many), dtype=np.float64)
+    at = np.minimum(np.searchsorted(codes, many.values), len(codes) - 1)
+    return np.where(codes[at] == many.values, counts[at], 0).astype(np.float64)
 
 
 def _function_name(node: exp.Expression) -> str:
@@ -275,19 +330,9 @@ def _function_name(node: exp.Expression) -> str:
 
 
 def _arguments(node: exp.Expression) -> list[exp.Expression]:
-    if isinstance(node, exp.Anonymous):
-        return list(node.expressions)
-    if isinstance(node, exp.ArrayIntersect):
+    if isinstance(node, (exp.Anonymous, exp.ArrayIntersect)):
         return list(node.expressions)
     return [a for a in (node.this, node.expression) if a is not None]
-
-
-def _and(a: Truth, b: Truth) -> Truth:
-    return Truth(a.true & b.true, a.false | b.false)
-
-
-def _or(a: Truth, b: Truth) -> Truth:
-    return Truth(a.true | b.true, a.false & b.false)
 
 
 def compile_condition(sql: str) -> Callable[[Pairs], np.ndarray]:

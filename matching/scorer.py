@@ -12,12 +12,13 @@ records being linked). Tests hold its weights to Splink's within 1e-6.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from matching.encoding import Extras, Vocabulary
 from matching.level_sql import Pairs, Side, columns_used, compile_condition
 
 
@@ -39,6 +40,11 @@ class Level:
 class Comparison:
     field: str
     levels: tuple[Level, ...]
+
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """Each level's weight (before term-frequency adjustment), indexable by level number."""
+        return np.array([lv.weight for lv in self.levels])
 
 
 NOT_COUNTED = -1
@@ -77,39 +83,37 @@ def probability(match_weight: np.ndarray | float) -> np.ndarray:
 
 
 class TermFrequencies:
-    """Value counts of the term-frequency columns over the records being matched.
+    """Value counts of the term-frequency columns over the records being matched, by string code.
 
     Splink's tf value is count(value) / count(non-null values) over the input table; kept as
     counts so adding or deleting a record updates it in O(1).
     """
 
     def __init__(self, columns: Iterable[str]):
-        self.counts: dict[str, Counter] = {c: Counter() for c in columns}
+        self.counts: dict[str, np.ndarray] = {c: np.zeros(0, dtype=np.int64) for c in columns}
         self.totals: dict[str, int] = {c: 0 for c in self.counts}
 
-    def add(self, column: str, values: Iterable[object], sign: int = 1) -> None:
+    def add(self, column: str, codes: np.ndarray, sign: int = 1) -> None:
+        present = codes[codes >= 0]
+        if len(present) == 0:
+            return
         counts = self.counts[column]
-        n = 0
-        for value in values:
-            if value is not None:
-                counts[value] += sign
-                n += 1
-                if counts[value] <= 0:
-                    del counts[value]
-        self.totals[column] += sign * n
+        if present.max() >= len(counts):
+            grown = np.zeros(max(int(present.max()) + 1, 2 * len(counts)), dtype=np.int64)
+            grown[: len(counts)] = counts
+            counts = self.counts[column] = grown
+        np.add.at(counts, present, sign)
+        self.totals[column] += sign * len(present)
 
-    def add_frame_column(self, column: str, values: np.ndarray) -> None:
-        """Bulk version of `add` for index builds (counts via numpy, not a Python loop)."""
-        present = values[~np.equal(values, None)]
-        if len(present):
-            uniq, cnt = np.unique(present, return_counts=True)
-            self.counts[column].update(dict(zip(uniq.tolist(), cnt.tolist())))
-        self.totals[column] += len(present)
-
-    def value(self, column: str, value: object) -> float | None:
-        count = self.counts[column].get(value) if value is not None else None
+    def values(self, column: str, codes: np.ndarray) -> np.ndarray:
+        """tf per code; NaN for null codes and values no record has (query-only values)."""
+        counts = self.counts[column]
+        known = (codes >= 0) & (codes < len(counts))
+        out = np.full(codes.shape, np.nan)
+        found = counts[codes[known]]
         total = self.totals[column]
-        return count / total if count and total else None
+        out[known] = np.where(found > 0, found / total if total else np.nan, np.nan)
+        return out
 
 
 class Scorer:
@@ -136,25 +140,30 @@ class Scorer:
         self.tf_columns_ = sorted({lv.tf_column for c in self.comparisons_ for lv in c.levels if lv.tf_column})
         self.columns_ = sorted(used | set(self.tf_columns_))
 
-    def score(self, left: Side, right: Side, n: int, tf: TermFrequencies) -> Scores:
-        """Score `n` pairs: `left` and `right` map column -> object array (length n, or 1 to broadcast)."""
-        pairs = Pairs(left, right, n)
+    def score(self, left: Side, right: Side, n: int, tf: TermFrequencies, vocab: Vocabulary,
+              extras: Extras | None = None) -> Scores:
+        """Score `n` pairs: `left` and `right` map column -> encoded `Vec` (length n, or 1 to broadcast)."""
+        pairs = Pairs(left, right, n, vocab, extras)
         ncomp = len(self.comparisons_)
-        levels = np.zeros((n, ncomp), dtype=np.int16)
-        weights = np.zeros((n, ncomp), dtype=np.float64)
+        levels = np.zeros((ncomp, n), dtype=np.int16)
+        weights = np.zeros((ncomp, n), dtype=np.float64)
         for j, comparison in enumerate(self.comparisons_):
+            level_of = levels[j]
             open_ = np.ones(n, dtype=bool)
             for i, level in enumerate(comparison.levels):
-                if not open_.any():
-                    break
-                hit = open_.copy() if level.condition is None else open_ & level.condition(pairs)
-                if not hit.any():
-                    continue
-                open_ &= ~hit
-                levels[hit, j] = i
-                weights[hit, j] = level.weight
-                if level.tf_column:
-                    weights[hit, j] += _tf_adjustment(level, pairs, np.flatnonzero(hit), tf)
+                hit = open_ if level.condition is None else open_ & level.condition(pairs)
+                if level.condition is None or hit.any():
+                    level_of[hit] = i
+                    if level.tf_column:
+                        rows = np.flatnonzero(hit)
+                        weights[j, rows] = _tf_adjustment(level, pairs, rows, tf)
+                    if level.condition is None:
+                        break
+                    open_ &= ~hit
+                    if not open_.any():
+                        break
+            weights[j] += comparison.weights[level_of]
+        weights, levels = weights.T, levels.T
         return Scores(self.prior_weight_ + weights.sum(axis=1), levels, weights)
 
     def explain(self, scores: Scores, row: int) -> list[dict]:
@@ -187,13 +196,13 @@ def _level(level, all_levels) -> Level:
 
 def _tf_adjustment(level: Level, pairs: Pairs, rows: np.ndarray, tf: TermFrequencies) -> np.ndarray:
     """Splink's adjustment: weight * (log2 u_exact - log2 max(tf_l, tf_r, minimum)); 0 when neither side has a tf."""
-    left = np.broadcast_to(pairs.sides["l"][level.tf_column], (pairs.n,))[rows]
-    right = np.broadcast_to(pairs.sides["r"][level.tf_column], (pairs.n,))[rows]
+    tfs = []
+    for side in ("l", "r"):
+        codes = pairs.sides[side][level.tf_column].values
+        tfs.append(tf.values(level.tf_column, np.broadcast_to(codes, (pairs.n,))[rows]))
+    left, right = tfs
+    either = ~(np.isnan(left) & np.isnan(right))
+    u = np.fmax(np.fmax(left, right), level.tf_minimum_u)
     out = np.zeros(len(rows), dtype=np.float64)
-    for k, (a, b) in enumerate(zip(left, right)):
-        ta, tb = tf.value(level.tf_column, a), tf.value(level.tf_column, b)
-        if ta is None and tb is None:
-            continue
-        u = max(x for x in (ta, tb, level.tf_minimum_u) if x is not None)
-        out[k] = level.tf_weight * (level.log2_u_exact - math.log2(u))
+    out[either] = level.tf_weight * (level.log2_u_exact - np.log2(u[either]))
     return out

@@ -10,7 +10,6 @@ from matching.model import MatcherModel
 from matching.query import Subject, field_messages, standardise_subject
 from matching.record import read_records
 from matching.resolve import Resolver
-from matching.scorer import Scorer, TermFrequencies
 from matching.standardise import standardise
 from matching.train import linker_for, scored_pairs
 
@@ -46,21 +45,21 @@ def test_native_weights_equal_splink_predict_weights(county):
     index, scorer = resolver.index_, resolver.scorer_
     left = np.array([index.slot_of[r] for r in pairs["record_id_l"]])
     right = np.array([index.slot_of[r] for r in pairs["record_id_r"]])
-    scores = scorer.score(index.rows(left), index.rows(right), len(pairs), index.tf)
+    scores = scorer.score(index.rows(left), index.rows(right), len(pairs), index.tf, index.vocab)
     assert np.max(np.abs(scores.match_weight - pairs["match_weight"].to_numpy())) <= 1e-6
 
 
 def test_term_frequencies_change_weights_like_splink():
     """A common exact name earns less than a rare one: the tf adjustment is applied, not just the level weight."""
-    scorer = Scorer(MODEL.splink)
-    tf = TermFrequencies(scorer.tf_columns_)
-    tf.add("family_name", ["SMITH"] * 50 + ["ZYLSTRA"])
-    side = {c: np.array([None], dtype=object) for c in scorer.columns_}
-    common = scorer.score({**side, "family_name": np.array(["SMITH"], dtype=object)},
-                          {**side, "family_name": np.array(["SMITH"], dtype=object)}, 1, tf)
-    rare = scorer.score({**side, "family_name": np.array(["ZYLSTRA"], dtype=object)},
-                        {**side, "family_name": np.array(["ZYLSTRA"], dtype=object)}, 1, tf)
-    assert rare.match_weight[0] - common.match_weight[0] == pytest.approx(0.5 * np.log2(50), abs=1e-9)
+    names = ["SMITH"] * 50 + ["ZYLSTRA"]
+    records = pd.DataFrame({"record_id": [f"R-{i}" for i in range(len(names))], "family_name": names})
+    resolver = Resolver(MODEL).fit(records, pd.DataFrame({"record_id": records["record_id"], "person_id": records["record_id"]}))
+    index, scorer = resolver.index_, resolver.scorer_
+
+    def weight(record_id: str) -> float:
+        slot = np.array([index.slot_of[record_id]])
+        return float(scorer.score(index.rows(slot), index.rows(slot), 1, index.tf, index.vocab).match_weight[0])
+    assert weight("R-50") - weight("R-0") == pytest.approx(0.5 * np.log2(50), abs=1e-9)
 
 
 def test_full_record_resolves_to_its_person_with_certain_grade(resolver, county):

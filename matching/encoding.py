@@ -1,0 +1,178 @@
+"""Integer encoding of standardised values, so the resolver compares numbers, not Python objects.
+
+Fetching a million-record column of Python strings for a few hundred candidates touches
+scattered objects (and their reference counts) and dominates query time. Instead, each string
+gets a code in one `Vocabulary` shared by every column (so `given_name_l = family_name_r` is an
+integer comparison), each distinct list (nickname variants, alias tokens) a list code whose
+members are string codes, and numbers (birth year) are float64 with NaN for null.
+
+Codes are stable while the process lives: adding records only appends to the vocabulary.
+A value seen only in a query gets a temporary code beyond the vocabulary (`Extras`), which
+equals nothing indexed but still has its text for string metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+NULL = -1
+STR, LIST, NUM = "str", "list", "num"
+
+
+@dataclass
+class Vec:
+    """A column of SQL values in one of three kinds, with its NULL mask."""
+
+    kind: str              # STR: string codes, LIST: list codes, NUM: float64
+    values: np.ndarray
+    null: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass
+class Extras:
+    """Query-only strings and lists: codes past the vocabulary, valid for one query."""
+
+    strings: dict[int, str] = field(default_factory=dict)
+    lists: dict[int, frozenset] = field(default_factory=dict)
+    list_lengths: dict[int, int] = field(default_factory=dict)
+
+
+class Vocabulary:
+    """Strings and lists <-> integer codes, shared by all columns of an index."""
+
+    def __init__(self) -> None:
+        self.strings: list[str] = []
+        self._array = np.empty(0, dtype=object)      # `strings` as an array for vectorised decoding
+        self._code: dict[str, int] = {}
+        self.lists: list[frozenset] = []           # members as string codes
+        self.list_lengths: list[int] = []          # element count, duplicates included (DuckDB's array_length)
+        self._list_code: dict[tuple[int, ...], int] = {}
+        self.lists_with: dict[int, list[int]] = {}  # string code -> codes of the lists containing it
+
+    def __len__(self) -> int:
+        return len(self.strings)
+
+    # ------------------------------------------------------------- adding
+    def code(self, value: str) -> int:
+        found = self._code.get(value)
+        if found is None:
+            found = self._code[value] = len(self.strings)
+            self.strings.append(value)
+        return found
+
+    def list_code(self, values) -> int:
+        members = tuple(self.code(v) for v in values if v is not None)
+        found = self._list_code.get(members)
+        if found is None:
+            found = self._list_code[members] = len(self.lists)
+            self.lists.append(frozenset(members))
+            self.list_lengths.append(len(members))
+            for member in set(members):
+                self.lists_with.setdefault(member, []).append(found)
+        return found
+
+    def encode(self, values: np.ndarray, kind: str) -> np.ndarray:
+        """Encode a column (object array, None for null); new values are added."""
+        if kind == NUM:
+            return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        keyed = values
+        if kind == LIST:
+            keyed = np.empty(len(values), dtype=object)
+            keyed[:] = [None if v is None else tuple(v) for v in values]
+        codes, uniques = pd.factorize(pd.Series(keyed, dtype=object), use_na_sentinel=True)
+        mapping = np.array([self.code(u) if kind == STR else self.list_code(u) for u in uniques] + [NULL], dtype=np.int32)
+        return mapping[codes]
+
+    # ------------------------------------------------------------- queries
+    def find(self, value: str, extras: Extras) -> int:
+        """The code of `value`, or a temporary one in `extras` if no record has it."""
+        found = self._code.get(value)
+        if found is not None:
+            return found
+        for code, text in extras.strings.items():
+            if text == value:
+                return code
+        code = len(self.strings) + len(extras.strings)
+        extras.strings[code] = value
+        return code
+
+    def find_list(self, values, extras: Extras) -> int:
+        members = tuple(self.find(v, extras) for v in values if v is not None)
+        found = self._list_code.get(members)
+        if found is not None:
+            return found
+        code = len(self.lists) + len(extras.lists)
+        extras.lists[code] = frozenset(members)
+        extras.list_lengths[code] = len(members)
+        return code
+
+    def encode_query(self, row: Mapping[str, object], kinds: Mapping[str, str], extras: Extras) -> dict[str, Vec]:
+        """One standardised query as length-1 vectors, without growing the vocabulary."""
+        out = {}
+        for name, kind in kinds.items():
+            value = row.get(name)
+            if value is None:
+                null_value = np.array([np.nan]) if kind == NUM else np.array([NULL], dtype=np.int32)
+                out[name] = Vec(kind, null_value, np.ones(1, dtype=bool))
+            elif kind == NUM:
+                out[name] = Vec(kind, np.array([float(value)]), np.zeros(1, dtype=bool))
+            else:
+                code = self.find(value, extras) if kind == STR else self.find_list(value, extras)
+                out[name] = Vec(kind, np.array([code], dtype=np.int64), np.zeros(1, dtype=bool))
+        return out
+
+    # ------------------------------------------------------------- decoding
+    def string(self, code: int, extras: Extras | None = None) -> str:
+        return self.strings[code] if code < len(self.strings) else extras.strings[code]
+
+    def decode(self, codes: np.ndarray, extras: Extras | None = None) -> np.ndarray:
+        """The strings of many (non-null) codes, as an object array."""
+        n = len(self.strings)
+        if len(self._array) < n:
+            grown = np.empty(max(n, 2 * len(self._array)), dtype=object)
+            grown[: len(self._array)] = self._array
+            grown[len(self._array): n] = self.strings[len(self._array):]
+            self._array = grown
+        known = codes < n
+        if known.all():
+            return self._array[codes]
+        out = np.empty(len(codes), dtype=object)
+        out[known] = self._array[codes[known]]
+        out[~known] = [extras.strings[int(c)] for c in codes[~known]]
+        return out
+
+    def members(self, code: int, extras: Extras | None = None) -> frozenset:
+        return self.lists[code] if code < len(self.lists) else extras.lists[code]
+
+    def containing(self, code: int) -> np.ndarray:
+        """Codes of the (indexed) lists that contain string `code`, sorted."""
+        return np.asarray(self.lists_with.get(int(code), ()), dtype=np.int64)
+
+    def length(self, code: int, extras: Extras | None = None) -> int:
+        return self.list_lengths[code] if code < len(self.lists) else extras.list_lengths[code]
+
+
+def column_kind(values: np.ndarray) -> str:
+    """LIST if the column holds lists, NUM if numbers, else STR (an all-null column is STR)."""
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            return LIST
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+            return NUM
+        return STR
+    return STR
+
+
+def vec(kind: str, values: np.ndarray) -> Vec:
+    """A Vec over encoded values, with its null mask."""
+    null = np.isnan(values) if kind == NUM else values < 0
+    return Vec(kind, values, null)
