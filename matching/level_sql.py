@@ -192,7 +192,7 @@ class _Compiler:
             if xs.kind != LIST or it.kind != STR:
                 raise self.fail(node)
             null = np.broadcast_to(xs.null | it.null, (p.n,))
-            if len(it) == 1 and len(xs) == p.n:           # one value against many lists: inverted lookup
+            if len(it) == 1 and len(xs) == p.n and _indexed_lists(p, xs):   # one value against many lists
                 hit = _member_of(xs.values, p.vocab.containing(it.values[0])) if not it.null[0] else np.zeros(p.n, bool)
             elif len(xs) == 1 and len(it) == p.n:         # one list against many values
                 members = sorted(p.vocab.members(int(xs.values[0]), p.extras)) if not xs.null[0] else []
@@ -283,9 +283,9 @@ class _Compiler:
             x, y = a(p), b(p)
             if x.kind != LIST or y.kind != LIST:
                 raise self.fail(node)
-            if len(x) == 1 and len(y) == p.n:
+            if len(x) == 1 and len(y) == p.n and _indexed_lists(p, y):
                 counts = _overlap_counts(p, x.values[0], x.null[0], y)
-            elif len(y) == 1 and len(x) == p.n:
+            elif len(y) == 1 and len(x) == p.n and _indexed_lists(p, x):
                 counts = _overlap_counts(p, y.values[0], y.null[0], x)
             else:
                 counts, _ = _per_distinct(x, y, lambda ca, cb: np.array(
@@ -293,6 +293,11 @@ class _Compiler:
                     dtype=np.float64))
             return Vec(NUM, counts, np.zeros(p.n, dtype=bool))
         return run
+
+
+def _indexed_lists(p: Pairs, lists: Vec) -> bool:
+    """Whether every list code is in the vocabulary (so its inverted lists know it), not query-only."""
+    return bool(np.all(lists.values < len(p.vocab.lists)))
 
 
 def _member_of(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
