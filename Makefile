@@ -19,14 +19,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: build a synthetic county, link it, and print the evaluation
+## demo: build a synthetic county, link it, print the evaluation, resolve a few incidents
 demo: $(STAMP)
 	$(BIN)/briefing synth --persons $(PERSONS) --seed $(SEED) --out $(DEMO)/county
 	$(BIN)/briefing link $(DEMO)/county/records.csv --model models/matcher.json --out $(DEMO)/link
 	$(BIN)/briefing eval linkage --clusters $(DEMO)/link/clusters.csv --truth $(DEMO)/county/truth.csv \
 		--demographics $(DEMO)/county/demographics.csv --json $(DEMO)/linkage.json
 	@echo
-	@echo "Files: $(DEMO)/county (synthetic county), $(DEMO)/link (clusters, pairs, summary), $(DEMO)/linkage.json"
+	@echo "Resolving the first 3 incidents of the county in real time:"
+	$(BIN)/briefing resolve --model models/matcher.json --records $(DEMO)/county/records.csv \
+		--clusters $(DEMO)/link/clusters.csv --incidents $(DEMO)/county/incidents.csv --limit 3
+	@echo
+	@echo "Files: $(DEMO)/county (synthetic county, incidents), $(DEMO)/link (clusters, pairs, summary), $(DEMO)/linkage.json"
 
 ## test: the whole suite except benchmarks marked slow
 test: $(STAMP)

@@ -177,8 +177,11 @@ def cmd_eval_linkage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _subject(text: str, where: str):
-    """Parse and validate one subject (JSON object); errors name `where` (a file:line or --query) and the column."""
+def _subject(text: str, where: str, columns: dict[str, int] | None = None):
+    """Parse and validate one subject (JSON object); errors name `where` (a file:line or --query) and the column.
+
+    The column is the field's position in `text`, or in a CSV header (`columns`: field -> column).
+    """
     from pydantic import ValidationError
 
     from matching.query import Subject, field_messages
@@ -193,8 +196,31 @@ def _subject(text: str, where: str):
         return Subject.model_validate(data)
     except ValidationError as exc:
         field, message = next(iter(field_messages(exc).items()))
-        column = text.find(f'"{field}"') + 1 or 1
+        column = (columns or {}).get(field) or text.find(f'"{field}"') + 1 or 1
         raise CliError(f"{where}:{column}: {field}: {message}") from exc
+
+
+def _subjects(args: argparse.Namespace) -> tuple[list, list[dict]]:
+    """The subjects to resolve from --query, --queries or --incidents, and extra keys per output line."""
+    given = [a for a in (args.query, args.queries, args.incidents) if a is not None]
+    if len(given) != 1:
+        raise CliError("give exactly one of --query JSON, --queries FILE.jsonl or --incidents incidents.csv")
+    if args.query is not None:
+        return [_subject(args.query, "--query")], [{}]
+    path = Path(args.queries or args.incidents)
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    if args.queries is not None:
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line.strip()]
+        subjects = [_subject(line, f"{path}:{n}") for n, line in lines[: args.limit]]
+        return subjects, [{} for _ in subjects]
+    from evaluation.synth.incidents import incident_queries
+
+    incidents = _read_table(str(path), ("incident_id",), "incidents")
+    incidents = incidents.head(args.limit) if args.limit else incidents
+    header = {c.removeprefix("subject_"): i for i, c in enumerate(incidents.columns, 1)}
+    subjects = [_subject(json.dumps(q), f"{path}:{n}", header) for n, q in enumerate(incident_queries(incidents), 2)]
+    return subjects, [{"incident_id": i} for i in incidents["incident_id"]]
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
@@ -202,16 +228,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
     from matching.resolve import Resolver
 
-    if (args.query is None) == (args.queries is None):
-        raise CliError("give exactly one of --query JSON or --queries FILE.jsonl")
-    if args.query is not None:
-        subjects = [_subject(args.query, "--query")]
-    else:
-        path = Path(args.queries)
-        if not path.is_file():
-            raise CliError(f"{args.queries}: no such file (queries)")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        subjects = [_subject(line, f"{args.queries}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    subjects, tags = _subjects(args)
     model = _load_model(args.model)
     records_file = _load_records(args.records)
     clusters = _read_table(args.clusters, ("record_id", "person_id"), "clusters")
@@ -223,16 +240,14 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         raise CliError(f"{args.clusters}: {exc}") from exc
     stages.finish()
     latencies = []
-    out = []
-    for subject in subjects:
+    for subject, tag in zip(subjects, tags):
         started = time.perf_counter()
         result = resolver.resolve(subject)
         latencies.append(time.perf_counter() - started)
-        out.append(json.dumps(result.to_dict()))
-    print("\n".join(out))
-    if args.queries is not None:
+        print(json.dumps({**tag, **result.to_dict()}))
+    if len(subjects) > 1:
         p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
-        print(f"{len(subjects)} queries: latency p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms", file=sys.stderr)
+        print(f"{len(subjects)} subjects: latency p50 {p50:.2f} ms, p95 {p95:.2f} ms, p99 {p99:.2f} ms", file=sys.stderr)
     return 0
 
 
@@ -277,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", required=True, help="records.csv")
     p.add_argument("--clusters", required=True, help="clusters.csv from `briefing link` (record_id, person_id)")
     p.add_argument("--query", help='one subject as JSON, e.g. \'{"given_name": "Bob", "approx_age": 40}\'')
-    p.add_argument("--queries", help="JSON lines, one subject per line: results in order on stdout, latency on stderr")
+    p.add_argument("--queries", help="JSON lines, one subject per line: one result per line on stdout, in order")
+    p.add_argument("--incidents", help="incidents.csv of a synthetic county: resolve each incident's subject")
+    p.add_argument("--limit", type=_positive_int, help="only the first N subjects of --queries / --incidents")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_resolve)
 

@@ -50,6 +50,7 @@ class Vocabulary:
     def __init__(self) -> None:
         self.strings: list[str] = []
         self._array = np.empty(0, dtype=object)      # `strings` as an array for vectorised decoding
+        self._filled = 0                             # how many of `strings` `_array` holds
         self._code: dict[str, int] = {}
         self.lists: list[frozenset] = []           # members as string codes
         self.list_lengths: list[int] = []          # element count, duplicates included (DuckDB's array_length)
@@ -135,11 +136,13 @@ class Vocabulary:
     def decode(self, codes: np.ndarray, extras: Extras | None = None) -> np.ndarray:
         """The strings of many (non-null) codes, as an object array."""
         n = len(self.strings)
-        if len(self._array) < n:
-            grown = np.empty(max(n, 2 * len(self._array)), dtype=object)
-            grown[: len(self._array)] = self._array
-            grown[len(self._array): n] = self.strings[len(self._array):]
-            self._array = grown
+        if self._filled < n:
+            if len(self._array) < n:
+                grown = np.empty(max(n, 2 * len(self._array)), dtype=object)
+                grown[: self._filled] = self._array[: self._filled]
+                self._array = grown
+            self._array[self._filled: n] = self.strings[self._filled: n]
+            self._filled = n
         known = codes < n
         if known.all():
             return self._array[codes]

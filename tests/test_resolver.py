@@ -187,3 +187,16 @@ def test_clustering_must_cover_every_record(county):
     records, clusters = county
     with pytest.raises(ValueError, match="no person"):
         Resolver(MODEL).fit(records, clusters.iloc[1:])
+
+
+def test_records_added_one_after_another_are_all_found_by_fuzzy_queries(resolver):
+    """Each addition grows the vocabulary; string metrics must see every new name, not just the first ones."""
+    names = [("Wilhelmina", "Throckbottom"), ("Bartholomew", "Quenneville"), ("Evangeline", "Marchbanks"),
+             ("Cornelius", "Vanderhoek"), ("Philomena", "Eckersley")]
+    for i, (given, family) in enumerate(names):
+        resolver.resolve({"given_name": "Zzyzx", "family_name": "Qwerty"})     # decode before the next addition
+        outcome = resolver.add_record({"record_id": f"ADD-{i}", "given_name": given, "family_name": family,
+                                       "dob": f"19{50 + i}-02-03"})
+        misspelt = {"given_name": given[:-1] + "x", "family_name": family, "dob": f"19{50 + i}-02-03"}
+        best = resolver.resolve(misspelt).candidates[0]
+        assert (best.record_id, best.person_id) == (f"ADD-{i}", outcome.person_id)
