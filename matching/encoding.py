@@ -19,6 +19,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from matching.standardise import LIST_COLUMNS, NUMERIC_COLUMNS
+
 NULL = -1
 STR, LIST, NUM = "str", "list", "num"
 
@@ -162,17 +164,9 @@ class Vocabulary:
         return self.list_lengths[code] if code < len(self.lists) else extras.list_lengths[code]
 
 
-def column_kind(values: np.ndarray) -> str:
-    """LIST if the column holds lists, NUM if numbers, else STR (an all-null column is STR)."""
-    for value in values:
-        if value is None:
-            continue
-        if isinstance(value, (list, tuple)):
-            return LIST
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            return NUM
-        return STR
-    return STR
+def column_kind(name: str) -> str:
+    """How a standardised column is encoded: LIST, NUM or STR."""
+    return LIST if name in LIST_COLUMNS else NUM if name in NUMERIC_COLUMNS else STR
 
 
 def vec(kind: str, values: np.ndarray) -> Vec:

@@ -26,7 +26,7 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
-from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
+from matching.encoding import LIST, NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
 from matching.scorer import TermFrequencies
 
 #: Keys for partial queries (same column on both sides); see module docstring.
@@ -45,7 +45,7 @@ PARTIAL_KEYS: tuple[tuple[str, ...], ...] = (
 YEAR_SLACK = 3
 MAX_BUCKET = 2_000
 #: At most this many records are scored per query (most specific keys first): bounds latency.
-MAX_SCORED = 1_500
+MAX_SCORED = 1_000
 
 
 @dataclass(frozen=True)
@@ -152,14 +152,23 @@ class CandidateIndex:
         self._delta: list[dict[int, list[int]]] = []
 
     # ---------------------------------------------------------------- building
-    def build(self, standardised: Mapping[str, np.ndarray], record_ids: np.ndarray, person_ids: np.ndarray) -> None:
-        """Load every record at once (`standardised`: column -> object array, nulls as None)."""
+    def build(self, chunks: Iterable[Mapping[str, np.ndarray]], record_ids: np.ndarray, person_ids: np.ndarray) -> None:
+        """Load every record at once, from standardised chunks in record order (column -> object array, None for null).
+
+        Chunks are encoded as they come, so the full standardised table never has to exist.
+        """
         n = len(record_ids)
-        self.data = {}
-        for c in self.column_names:
-            values = _as_object(standardised[c]) if c in standardised else np.full(n, None, dtype=object)
-            self.kinds[c] = column_kind(values)
-            self.data[c] = self.vocab.encode(values, self.kinds[c])
+        self.kinds = {c: column_kind(c) for c in self.column_names}
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in self.column_names}
+        for chunk in chunks:
+            rows = len(next(iter(chunk.values())))
+            for c in self.column_names:
+                values = _as_object(chunk[c]) if c in chunk else np.full(rows, None, dtype=object)
+                parts[c].append(self.vocab.encode(values, self.kinds[c]))
+        empty = {STR: np.empty(0, np.int32), LIST: np.empty(0, np.int32), NUM: np.empty(0, np.float64)}
+        self.data = {c: np.concatenate(p) if p else empty[self.kinds[c]] for c, p in parts.items()}
+        if any(len(v) != n for v in self.data.values()):
+            raise ValueError("the standardised chunks do not cover every record id")
         self.record_ids = _as_object(record_ids)
         self.person_ids = _as_object(person_ids)
         self.alive = np.ones(n, dtype=bool)

@@ -3,8 +3,9 @@
 A subject is any subset of the record fields plus `approx_age` (years, relative to
 `received_at`, or today when absent). Unknown fields and malformed values are refused with a
 message per field (pydantic), so a typo such as `dob: "1980-13-01"` is an error, not a silent
-miss. An empty subject ("unknown person") is valid and resolves to `no_match`. `standardise_subject` gives the matcher's columns, with the birth year estimated from
-the approximate age the way agencies record it (year received minus age).
+miss. An empty subject ("unknown person") is valid and resolves to `no_match`.
+`standardise_subject` gives the matcher's columns, with the birth year estimated from the
+approximate age the way agencies record it (year of the call minus age).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def standardise_subject(subject: Subject) -> tuple[dict[str, object], bool]:
         fields["dob"] = fields["dob"].isoformat()
     approximate = False
     if fields["dob"] is None and fields["birth_year"] is None and subject.approx_age is not None:
+        # The agencies' own convention for approximate ages (year of contact minus age), so an
+        # estimate compares like with like against CAD and EMS records' estimated birth years.
         fields["birth_year"] = subject.reference_date.year - subject.approx_age
         approximate = True
     return standardise_row(fields), approximate

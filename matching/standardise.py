@@ -45,6 +45,10 @@ STANDARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "ssn_last4": ("ssn_last4",),
 }
 
+#: Standardised columns holding lists, and numbers; every other one holds strings.
+LIST_COLUMNS = ("given_variants", "alias_names")
+NUMERIC_COLUMNS = ("birth_year",)
+
 _STREET_TOKENS = {
     "STREET": "ST", "STR": "ST", "AVENUE": "AVE", "AV": "AVE", "ROAD": "RD", "DRIVE": "DR",
     "LANE": "LN", "BOULEVARD": "BLVD", "COURT": "CT", "PLACE": "PL", "CIRCLE": "CIR",

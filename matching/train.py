@@ -27,11 +27,10 @@ from matching.blocking import (
 )
 from matching.comparisons import build_comparisons
 from matching.model import MatcherModel, Thresholds
-from matching.standardise import available_fields
+from matching.standardise import LIST_COLUMNS, available_fields
 
 log = logging.getLogger(__name__)
 
-_LIST_COLUMNS = ("given_variants", "alias_names")
 SPLINK_LOG_LEVEL = logging.ERROR
 
 
@@ -40,7 +39,7 @@ def to_arrow(standardised: pd.DataFrame) -> pa.Table:
     columns = {}
     for name in standardised.columns:
         series = standardised[name]
-        if name in _LIST_COLUMNS:
+        if name in LIST_COLUMNS:
             columns[name] = pa.array(series.tolist(), type=pa.list_(pa.string()))
         elif name == "birth_year":
             columns[name] = pa.array(series.astype("Int64"), type=pa.int64(), from_pandas=True)

@@ -200,3 +200,4 @@ def test_records_added_one_after_another_are_all_found_by_fuzzy_queries(resolver
         misspelt = {"given_name": given[:-1] + "x", "family_name": family, "dob": f"19{50 + i}-02-03"}
         best = resolver.resolve(misspelt).candidates[0]
         assert (best.record_id, best.person_id) == (f"ADD-{i}", outcome.person_id)
+

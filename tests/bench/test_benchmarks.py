@@ -40,3 +40,22 @@ def test_one_million_synthetic_records_in_five_minutes(tmp_path):
     result = _report(bench.bench_synth1m(tmp_path))
     assert result["records"] >= 950_000
     assert result["seconds"] <= 300
+
+
+def test_resolver_on_100k_records_equals_splink_and_finds_subjects(tmp_path):
+    result = _report(bench.bench_resolve100k(tmp_path))
+    assert result["parity_with_splink_predict"]["pairs"] >= 10_000
+    assert result["parity_with_splink_predict"]["max_abs_diff"] <= 1e-6
+    assert result["records_added_then_resolved"]["resolved_to_the_new_record_next_query"] == result["records_added_then_resolved"]["added"]
+    assert result["queries"]["strangers_without_certain"] >= 0.995
+    assert result["queries"]["top1_correct"] >= 0.95
+
+
+def test_resolver_on_a_million_records_in_5_ms_p99_under_2_gb(tmp_path):
+    result = _report(bench.bench_resolve1m(tmp_path))
+    assert result["queries"]["n"] >= 1_000
+    assert result["queries"]["latency_ms"]["p99"] <= 5
+    assert result["rss_gb_process_with_index"] <= 2
+    assert result["parity_with_splink_predict"]["max_abs_diff"] <= 1e-6
+    assert result["queries"]["strangers_without_certain"] >= 0.995
+    assert result["queries"]["top1_correct"] >= 0.95
