@@ -45,7 +45,7 @@ PARTIAL_KEYS: tuple[tuple[str, ...], ...] = (
 YEAR_SLACK = 3
 MAX_BUCKET = 2_000
 #: At most this many records are scored per query (most specific keys first): bounds latency.
-MAX_SCORED = 1_000
+MAX_SCORED = 600
 
 
 @dataclass(frozen=True)
