@@ -132,9 +132,6 @@ class Vocabulary:
         return out
 
     # ------------------------------------------------------------- decoding
-    def string(self, code: int, extras: Extras | None = None) -> str:
-        return self.strings[code] if code < len(self.strings) else extras.strings[code]
-
     def decode(self, codes: np.ndarray, extras: Extras | None = None) -> np.ndarray:
         """The strings of many (non-null) codes, as an object array."""
         n = len(self.strings)

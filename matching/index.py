@@ -13,7 +13,8 @@ bisection; records added after the build go to a small hash map beside it, so an
 record is a candidate for the very next query. A hash collision can only add a candidate,
 which the scorer then rejects. Buckets are used most specific first: a bucket over
 `max_bucket` records (a shelter's address, a very common surname) or one that would take the
-query past `max_scored` candidates is skipped and reported in `Candidates.skipped_keys`.
+query past `max_scored` candidates (unless it is the first) is skipped and reported in
+`Candidates.skipped_keys`.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ class CandidateIndex:
         """Slots of live records sharing a key with the encoded `query`.
 
         Buckets are taken most specific (smallest) first until `max_scored` records are
-        gathered; a bucket that would pass it, or is over `max_bucket`, is skipped and named.
+        gathered (the first bucket always, if it is within `max_bucket`); a bucket that would pass
+        the limit, or is over `max_bucket`, is skipped and named.
         """
         vocab_size = len(self.vocab)
         probes_spec, probes = [], []
@@ -233,7 +235,7 @@ class CandidateIndex:
         skipped: set[str] = set()
         total = 0
         for size, k, sorted_slots, extra in buckets:
-            if size > self.max_bucket or total + size > self.max_scored:
+            if size > self.max_bucket or (total and total + size > self.max_scored):
                 skipped.add(self.specs[k].name)
                 continue
             total += size

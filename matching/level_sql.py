@@ -259,30 +259,30 @@ class _Compiler:
             return hit
         return run
 
-    def metric(self, node: exp.Expression, scorer) -> Callable[[Pairs], Vec]:
+    def operands(self, node: exp.Expression, kind: str) -> Callable[[Pairs], tuple[Vec, Vec]]:
+        """The two arguments of a function, checked to be of `kind` when evaluated."""
         args = _arguments(node)
         if len(args) != 2:
             raise self.fail(node)
         a, b = self.value(args[0]), self.value(args[1])
 
-        def run(p: Pairs) -> Vec:
+        def run(p: Pairs) -> tuple[Vec, Vec]:
             x, y = a(p), b(p)
-            if x.kind != STR or y.kind != STR:
+            if x.kind != kind or y.kind != kind:
                 raise self.fail(node)
-            return _metric(scorer, p, x, y)
+            return x, y
         return run
+
+    def metric(self, node: exp.Expression, scorer) -> Callable[[Pairs], Vec]:
+        both = self.operands(node, STR)
+        return lambda p: _metric(scorer, p, *both(p))
 
     def intersection_size(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
         """array_length(list_intersect(a, b)): distinct common elements; 0 (not NULL) when a list is NULL."""
-        args = _arguments(node)
-        if len(args) != 2:
-            raise self.fail(node)
-        a, b = self.value(args[0]), self.value(args[1])
+        both = self.operands(node, LIST)
 
         def run(p: Pairs) -> Vec:
-            x, y = a(p), b(p)
-            if x.kind != LIST or y.kind != LIST:
-                raise self.fail(node)
+            x, y = both(p)
             if len(x) == 1 and len(y) == p.n and _indexed_lists(p, y):
                 counts = _overlap_counts(p, x.values[0], x.null[0], y)
             elif len(y) == 1 and len(x) == p.n and _indexed_lists(p, x):

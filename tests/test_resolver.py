@@ -6,11 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from evaluation.synth.county import generate_county
+from matching.encoding import Extras
+from matching.index import MAX_SCORED
 from matching.model import MatcherModel
 from matching.query import Subject, field_messages, standardise_subject
 from matching.record import read_records
 from matching.resolve import Resolver
-from matching.standardise import standardise
+from matching.standardise import standardise, standardise_row
 from matching.train import linker_for, scored_pairs
 
 MODEL = MatcherModel.load("models/matcher.json")
@@ -201,3 +203,14 @@ def test_records_added_one_after_another_are_all_found_by_fuzzy_queries(resolver
         best = resolver.resolve(misspelt).candidates[0]
         assert (best.record_id, best.person_id) == (f"ADD-{i}", outcome.person_id)
 
+
+
+def test_a_common_name_still_yields_candidates_when_its_smallest_bucket_passes_the_scoring_cap():
+    n = MAX_SCORED + 100
+    records = pd.DataFrame({"record_id": [f"R-{i}" for i in range(n)], "given_name": "Maria", "family_name": "Garcia",
+                            "birth_year": "1986", "phone": [f"614555{i:04d}" for i in range(n)]})
+    resolver = Resolver(MODEL).fit(records, pd.DataFrame({"record_id": records["record_id"], "person_id": records["record_id"]}))
+    resolver.add_record({"record_id": "NEW", "given_name": "Maria", "family_name": "Garcia", "birth_year": "1986"})
+    index = resolver.index_
+    found = index.candidates(index.encode_query(standardise_row({"given_name": "Maria", "family_name": "Garcia"}), Extras()))
+    assert len(found.slots) == n + 1 and index.slot_of["NEW"] in found.slots
