@@ -132,11 +132,15 @@ def _parity(resolver, pairs_path: Path) -> dict:
 
 
 def _add_and_resolve(resolver, subjects, person_keys, n: int = 200) -> dict:
-    """Strangers' subjects become new records; each must be the next query's top answer (or tied with it)."""
+    """Strangers' subjects become new records; each must be the next query's top answer (or tied with it).
+
+    Only subjects with both names: a record holding just "Priscilla, F" is, rightly, never a
+    confident answer to anything.
+    """
     found = tried = 0
     for i, (subject, key) in enumerate(zip(subjects, person_keys)):
         fields = subject.model_dump(exclude_none=True, exclude={"approx_age", "received_at"})
-        if key or not fields.get("given_name") or tried == n:
+        if key or not (fields.get("given_name") and fields.get("family_name")) or tried == n:
             continue
         tried += 1
         if "dob" in fields:
