@@ -1,0 +1,139 @@
+"""Context items, consents and requesting principals: the typed inputs of the access policy.
+
+The vocabularies are DESIGN.md's (data model; roles and purposes). Items and consents are
+pydantic models so a feed's bad row is refused field by field; `record_agency` on both is
+filled in by whoever resolved the record (the policy never looks a record up itself).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Category(str, Enum):
+    communication_need = "communication_need"
+    sensory_need = "sensory_need"
+    trauma_trigger = "trauma_trigger"
+    effective_approach = "effective_approach"
+    ineffective_approach = "ineffective_approach"
+    medical = "medical"
+    cognitive_developmental = "cognitive_developmental"
+    safety_flag = "safety_flag"
+    service_connection = "service_connection"
+    legal_status = "legal_status"
+    housing_context = "housing_context"
+    recent_event = "recent_event"
+
+
+class LegalCategory(str, Enum):
+    CJI = "CJI"                                  # criminal-justice information
+    PHI = "PHI"                                  # HIPAA protected health information
+    PART2 = "PART2"                              # 42 CFR Part 2 substance-use treatment
+    VOLUNTARY_REGISTRY = "VOLUNTARY_REGISTRY"    # the person or a caregiver asked for it to be shared
+    AGENCY_OPERATIONAL = "AGENCY_OPERATIONAL"
+
+
+class Role(str, Enum):
+    dispatcher = "dispatcher"
+    officer = "officer"
+    co_responder = "co_responder"
+    ems = "ems"
+    feed = "feed"
+    steward = "steward"
+    auditor = "auditor"
+    admin = "admin"
+
+
+class Purpose(str, Enum):
+    EMERGENCY = "EMERGENCY"
+    LAW = "LAW"
+    TREATMENT = "TREATMENT"
+    THREAT = "THREAT"
+
+
+LAW_ENFORCEMENT = frozenset({Role.dispatcher, Role.officer})
+CLINICAL = frozenset({Role.co_responder, Role.ems})
+RESPONDERS = LAW_ENFORCEMENT | CLINICAL
+
+
+class Status(str, Enum):
+    active = "active"
+    retracted = "retracted"
+    entered_in_error = "entered_in_error"
+
+
+def _split(value):
+    if isinstance(value, str):
+        return [v for v in value.split("|") if v]
+    return value
+
+
+class ContextItem(BaseModel):
+    """One thing an agency knows that may help responders, with its legal envelope."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    item_id: str = Field(min_length=1)
+    record_id: str = Field(min_length=1)
+    record_agency: str | None = None
+    category: Category
+    code: str = Field(min_length=1)
+    text: str = ""
+    legal_category: LegalCategory
+    security_labels: tuple[str, ...] = ()
+    consent_id: str | None = None
+    disclosure_basis: str | None = None
+    source_type: str | None = None
+    observed_at: datetime | None = None
+    last_verified_at: datetime | None = None
+    review_due: datetime | None = None
+    expires_at: datetime | None = None
+    status: Status = Status.active
+
+    _labels = field_validator("security_labels", mode="before")(_split)
+
+    @field_validator("consent_id", "disclosure_basis", "source_type", "observed_at", "last_verified_at",
+                     "review_due", "expires_at", mode="before")
+    @classmethod
+    def _empty_is_null(cls, value):
+        return None if value == "" else value
+
+
+class Consent(BaseModel):
+    """A 42 CFR 2.31 consent: who may receive which categories, for what, until when."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    consent_id: str = Field(min_length=1)
+    record_id: str = Field(min_length=1)
+    record_agency: str | None = None
+    recipients: tuple[str, ...]                     # agency names and/or role names
+    purposes: tuple[Purpose, ...]
+    categories: tuple[str, ...]                     # legal categories and/or item categories
+    valid_from: datetime
+    valid_until: datetime | None = None
+    revoked_at: datetime | None = None
+    discloser: str | None = None
+    description: str | None = None
+    signed_at: datetime | None = None
+
+    _lists = field_validator("recipients", "purposes", "categories", mode="before")(_split)
+
+    @field_validator("valid_until", "revoked_at", "discloser", "description", "signed_at", mode="before")
+    @classmethod
+    def _empty_is_null(cls, value):
+        return None if value == "" else value
+
+
+class Principal(BaseModel):
+    """Who is asking: an API key's role and agency, and the purposes it may claim."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    role: Role
+    agency: str
+    purposes: tuple[Purpose, ...] = ()

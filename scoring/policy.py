@@ -1,0 +1,108 @@
+"""Access policy: may this principal see this item for this purpose, and why (default deny).
+
+One decision per (principal, purpose, item), with a reason code for the audit log. The rules are
+DESIGN.md's:
+
+- Only responder roles (dispatcher, officer, co_responder, ems) ever see context items, and only
+  for a purpose their key grants. Items that are not active, or are expired, never pass.
+- `VOLUNTARY_REGISTRY` and `AGENCY_OPERATIONAL`: every responder role.
+- `CJI`: law-enforcement roles only.
+- `PHI`: clinicians (co_responder, ems) for treatment or emergency; law enforcement only under a
+  covering consent, or a clinician-authored serious-threat disclosure (`disclosure_basis`
+  `SERIOUS_THREAT`, purpose THREAT) that expires within `SERIOUS_THREAT_MAX_DAYS`.
+- `PART2`: only under an active consent naming the requester (agency or role), the purpose and
+  the category; or to EMS for a medical emergency (42 CFR 2.51), with the fields that exception
+  requires returned in `Decision.log` for the audit record.
+
+A withheld item may be mentioned to the requester ("1 item withheld: …") only when
+`Decision.disclose_existence` is true. It is false for every withheld Part 2 and CJI item (that
+such a record exists is itself protected), for inactive and expired items, and for roles that see
+no items at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
+
+from scoring.consent import covering_consent
+from scoring.item import CLINICAL, LAW_ENFORCEMENT, RESPONDERS, Consent, ContextItem, LegalCategory, Principal, Purpose, Role, Status
+
+SERIOUS_THREAT = "SERIOUS_THREAT"
+SERIOUS_THREAT_MAX_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Decision:
+    permitted: bool
+    reason: str
+    disclose_existence: bool = False
+    consent_id: str | None = None
+    log: dict = field(default_factory=dict)
+
+
+def _deny(reason: str, disclose: bool = False) -> Decision:
+    return Decision(False, reason, disclose)
+
+
+def decide(principal: Principal, purpose: Purpose, item: ContextItem, consents: Iterable[Consent], now: datetime,
+           incident: dict | None = None) -> Decision:
+    """The decision for one item. `consents`: those of the item's person; `incident`: id and call type, for logs."""
+    if principal.role not in RESPONDERS:
+        return _deny("DENY_ROLE_SEES_NO_ITEMS")
+    if purpose not in principal.purposes:
+        return _deny("DENY_PURPOSE_NOT_GRANTED")
+    if item.status != Status.active:
+        return _deny("DENY_NOT_ACTIVE")
+    if item.expires_at is not None and item.expires_at <= now:
+        return _deny("DENY_EXPIRED")
+    legal = item.legal_category
+    if legal == LegalCategory.VOLUNTARY_REGISTRY:
+        return Decision(True, "PERMIT_VOLUNTARY_REGISTRY")
+    if legal == LegalCategory.AGENCY_OPERATIONAL:
+        return Decision(True, "PERMIT_AGENCY_OPERATIONAL")
+    if legal == LegalCategory.CJI:
+        if principal.role in LAW_ENFORCEMENT:
+            return Decision(True, "PERMIT_CJI_LAW_ENFORCEMENT")
+        return _deny("DENY_CJI_NOT_LAW_ENFORCEMENT")
+    if legal == LegalCategory.PHI:
+        return _phi(principal, purpose, item, consents, now)
+    if legal == LegalCategory.PART2:
+        return _part2(principal, purpose, item, consents, now, incident)
+    return _deny("DENY_UNKNOWN_CATEGORY")
+
+
+def _phi(principal: Principal, purpose: Purpose, item: ContextItem, consents: Iterable[Consent], now: datetime) -> Decision:
+    if principal.role in CLINICAL and purpose in (Purpose.TREATMENT, Purpose.EMERGENCY):
+        return Decision(True, "PERMIT_PHI_CARE")
+    consent = covering_consent(consents, item, principal, purpose, now)
+    if consent is not None:
+        return Decision(True, "PERMIT_PHI_CONSENT", consent_id=consent.consent_id)
+    if (principal.role in LAW_ENFORCEMENT and purpose == Purpose.THREAT and item.disclosure_basis == SERIOUS_THREAT
+            and item.source_type == "clinician" and item.expires_at is not None
+            and item.expires_at - (item.last_verified_at or item.observed_at or now) <= timedelta(days=SERIOUS_THREAT_MAX_DAYS)):
+        return Decision(True, "PERMIT_PHI_SERIOUS_THREAT")
+    return _deny("DENY_PHI_NO_BASIS", disclose=True)
+
+
+def _part2(principal: Principal, purpose: Purpose, item: ContextItem, consents: Iterable[Consent], now: datetime,
+           incident: dict | None) -> Decision:
+    consent = covering_consent(consents, item, principal, purpose, now)
+    if consent is not None:
+        return Decision(True, "PERMIT_PART2_CONSENT", consent_id=consent.consent_id,
+                        log={"consent_id": consent.consent_id,
+                             "redisclosure_notice": "42 CFR 2.32: further disclosure prohibited without consent"})
+    if principal.role == Role.ems and purpose == Purpose.EMERGENCY:
+        incident = incident or {}
+        return Decision(True, "PERMIT_PART2_MEDICAL_EMERGENCY", log={
+            "exception": "42 CFR 2.51 medical emergency",
+            "disclosed_to": principal.name,
+            "recipient_agency": principal.agency,
+            "disclosing_agency": item.record_agency,
+            "item_id": item.item_id,
+            "disclosed_at": now.isoformat(),
+            "nature_of_emergency": incident.get("call_type"),
+            "incident_id": incident.get("incident_id"),
+        })
+    return _deny("DENY_PART2_NO_CONSENT")
