@@ -1,0 +1,109 @@
+"""The declarative ranking rules (`rules.toml`): terms per item, and the two ordering rules' tests.
+
+`Rules.load()` reads the TOML file; `Rules.version` is its content hash, so every briefing can
+name the exact rules that ordered it. `Rules.terms` turns one (merged) item into named additive
+terms, the transparent half of an item's score. The ordering rules live in `scoring.rank`; the
+predicates they need (`is_doubtful_danger`, `is_pinnable`) live here, next to their numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from scoring.item import ContextItem
+
+RULES_PATH = Path(__file__).with_name("rules.toml")
+GRADES = ("possible", "probable", "certain")
+
+
+class RulesError(ValueError):
+    """The rules file is malformed: the message names the key."""
+
+
+@dataclass(frozen=True)
+class Rules:
+    category_weight: dict[str, dict[str, float]]
+    half_life_days: dict[str, float]
+    source_reliability: dict[str, float]
+    corroboration: dict[str, float]
+    verification: dict[str, float]
+    danger: dict
+    safety_pin: dict
+    match: dict
+    version: str = field(default="")
+
+    @classmethod
+    def load(cls, path: str | Path = RULES_PATH) -> "Rules":
+        raw = Path(path).read_bytes()
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise RulesError(f"{path}: {exc}") from None
+        required = ("category_weight", "half_life_days", "source_reliability", "corroboration", "verification",
+                    "danger", "safety_pin", "match")
+        missing = [k for k in required if k not in data]
+        if missing or "default" not in data.get("category_weight", {}):
+            raise RulesError(f"{path}: missing section(s) {', '.join(missing) or 'category_weight.default'}")
+        for grade_key in (("safety_pin", "min_grade"), ("match", "facts_from_grade")):
+            if data[grade_key[0]].get(grade_key[1]) not in GRADES:
+                raise RulesError(f"{path}: {'.'.join(grade_key)} must be one of {', '.join(GRADES)}")
+        return cls(**{k: data[k] for k in required}, version=hashlib.sha256(raw).hexdigest()[:12])
+
+    # ------------------------------------------------------------------ terms
+    def weight(self, call_type: str, category: str) -> float:
+        return self.category_weight.get(call_type, {}).get(category, self.category_weight["default"].get(category, 0.0))
+
+    def terms(self, item: ContextItem, call_type: str, now: datetime, agencies: int = 1) -> list[tuple[str, float]]:
+        """Named additive terms of one item for an incident of `call_type` at `now`.
+
+        `agencies`: how many agencies hold the same (category, code) for this person.
+        """
+        category = item.category.value
+        weight = self.weight(call_type, category)
+        out = [(f"category {category} at {call_type}", weight)]
+        age = _age_days(item, now)
+        half_life = self.half_life_days.get(category, 365.0)
+        kept = 0.5 if age is None else 2.0 ** (-max(age, 0.0) / half_life)
+        label = "age unknown" if age is None else f"{age:.0f} days old"
+        out.append((f"recency ({label}, half-life {half_life:.0f} d)", weight * (kept - 1.0)))
+        if item.source_type in self.source_reliability:
+            out.append((f"source {item.source_type}", float(self.source_reliability[item.source_type])))
+        if agencies > 1:
+            extra = min(self.corroboration["per_extra_agency"] * (agencies - 1), self.corroboration["max"])
+            out.append((f"corroborated by {agencies} agencies", extra))
+        verified = item.last_verified_at is not None
+        out.append(("verified" if verified else "never verified",
+                    self.verification["verified"] if verified else self.verification["unverified"]))
+        if item.review_due is not None and item.review_due <= now:
+            out.append((f"unverified since {item.review_due.date().isoformat()}", self.verification["overdue_review"]))
+        return out
+
+    # ------------------------------------------------------------------ predicates
+    def is_doubtful_danger(self, item: ContextItem, now: datetime) -> bool:
+        """A danger label that is unverified, stale or vague: it must never outrank another category."""
+        if item.category.value not in self.danger["categories"]:
+            return False
+        if item.last_verified_at is None or item.code in self.danger["vague_codes"]:
+            return True
+        return (now - item.last_verified_at).days > self.danger["stale_after_days"]
+
+    def is_pinnable(self, item: ContextItem, now: datetime) -> bool:
+        """A verified, specific safety event of the last `window_days`."""
+        if item.category.value not in self.safety_pin["categories"] or item.last_verified_at is None:
+            return False
+        if item.code in self.danger["vague_codes"]:
+            return False
+        happened = item.observed_at or item.last_verified_at
+        return 0 <= (now - happened).days <= self.safety_pin["window_days"]
+
+    def grade_at_least(self, grade: str | None, minimum: str) -> bool:
+        return grade in GRADES and GRADES.index(grade) >= GRADES.index(minimum)
+
+
+def _age_days(item: ContextItem, now: datetime) -> float | None:
+    seen = item.last_verified_at or item.observed_at
+    return None if seen is None else (now - seen).total_seconds() / 86400.0
