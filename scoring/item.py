@@ -7,7 +7,7 @@ filled in by whoever resolved the record (the policy never looks a record up its
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -65,6 +65,13 @@ class Status(str, Enum):
     entered_in_error = "entered_in_error"
 
 
+def _utc(value):
+    """Naive times (a CSV's plain dates) are UTC, so every comparison is between aware datetimes."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
 def _split(value):
     if isinstance(value, str):
         return [v for v in value.split("|") if v]
@@ -94,6 +101,7 @@ class ContextItem(BaseModel):
     status: Status = Status.active
 
     _labels = field_validator("security_labels", mode="before")(_split)
+    _times = field_validator("observed_at", "last_verified_at", "review_due", "expires_at", mode="after")(_utc)
 
     @field_validator("consent_id", "disclosure_basis", "source_type", "observed_at", "last_verified_at",
                      "review_due", "expires_at", mode="before")
@@ -121,6 +129,7 @@ class Consent(BaseModel):
     signed_at: datetime | None = None
 
     _lists = field_validator("recipients", "purposes", "categories", mode="before")(_split)
+    _times = field_validator("valid_from", "valid_until", "revoked_at", "signed_at", mode="after")(_utc)
 
     @field_validator("valid_until", "revoked_at", "discloser", "description", "signed_at", mode="before")
     @classmethod

@@ -147,3 +147,18 @@ def test_bad_item_row_is_refused_field_by_field():
     with pytest.raises(ValidationError) as caught:
         ContextItem(item_id="I-1", record_id="R-1", category="danger", code="X", legal_category="SECRET")
     assert {e["loc"][0] for e in caught.value.errors()} == {"category", "legal_category"}
+
+
+def test_synthetic_county_context_files_parse_as_items_and_consents(tmp_path):
+    import pandas as pd
+
+    from evaluation.synth.county import generate_county
+
+    generate_county(600, 5, tmp_path, progress=False)
+    rows = pd.read_csv(tmp_path / "context_items.csv", dtype=str, keep_default_na=False).to_dict("records")
+    items = [ContextItem(**row) for row in rows]
+    consents = [Consent(**row) for row in pd.read_csv(tmp_path / "consents.csv", dtype=str, keep_default_na=False).to_dict("records")]
+    assert items and consents and all(i.observed_at.tzinfo is not None for i in items if i.observed_at)
+    who = Principal(name="k", role="co_responder", agency="COUNTY_BH", purposes=("TREATMENT",))
+    decisions = [decide(who, Purpose.TREATMENT, i, consents, NOW) for i in items]
+    assert any(d.permitted for d in decisions) and any(not d.permitted for d in decisions)

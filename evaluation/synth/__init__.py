@@ -5,6 +5,8 @@ Modules: ``names`` (name pools by race/ethnicity), ``places`` (streets, cities,
 phones), ``population`` / ``population_history`` (persons, households, address
 and phone histories), ``corrupt`` (typos, phonetic variants, nicknames, DOB
 errors), ``sources`` (how each agency records a person), ``incidents`` (911
-calls with partial subjects, and resolver queries from them), ``county``
-(orchestration, file writing), ``messiness`` (within-person variation rates).
+calls with partial subjects, and resolver queries from them), ``needs`` /
+``needs_catalogue`` (latent per-person needs), ``context`` (context items and
+consents), ``feedback`` (hidden item relevance per incident, responder feedback),
+``county`` (orchestration, file writing), ``messiness`` (within-person variation rates).
 """

@@ -1,7 +1,8 @@
 """Orchestration: population -> record skeletons -> agency records -> files.
 
 ``generate_county(persons, seed, out_dir)`` writes ``records.csv``, ``truth.csv``,
-``demographics.csv`` and ``incidents.csv`` (formats in evaluation/DATA.md)
+``demographics.csv``, ``incidents.csv`` and the synthetic context (``context_items.csv``,
+``consents.csv``, ``feedback.csv``, ``relevance.csv``; formats in evaluation/DATA.md)
 atomically and returns a :class:`CountySummary` that also carries the latent
 tables in memory.
 """
@@ -13,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,9 @@ from evaluation.synth.population_history import (
 )
 from evaluation.synth.places import unique_phones
 from evaluation.synth.sources import AGENCIES, BH, CRISIS, SHARE, VR, make_records
+
+if TYPE_CHECKING:
+    from evaluation.synth.context import ContextTables
 
 
 CHUNK_PERSONS = 20_000
@@ -47,6 +52,11 @@ class CountySummary:
     address_history: pd.DataFrame | None = field(default=None, repr=False)  # person_key, valid_from, ...
     phone_history: pd.DataFrame | None = field(default=None, repr=False)    # own mobile numbers over time
     population: Population | None = field(default=None, repr=False)        # arrays + lookups (address_at...)
+    n_context_items: int = 0
+    n_consents: int = 0
+    n_feedback: int = 0
+    n_relevance: int = 0
+    context: ContextTables | None = field(default=None, repr=False)     # items + consents + per-item arrays
 
 
 def agency_probabilities(pop: Population, n_iter: int = 60) -> np.ndarray:
@@ -90,14 +100,57 @@ def format_recorded_at(t: np.ndarray) -> np.ndarray:
     return np.char.add(local.astype("U16"), suffix).astype(object)
 
 
-def _write_csv(df: pd.DataFrame, path: Path) -> None:
+def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency: np.ndarray, rec_t: np.ndarray,
+                  rec_ids: np.ndarray, incidents: pd.DataFrame):
+    """Latent needs -> context items + consents -> relevance + feedback for ``incidents``.
+    Randomness ``default_rng([seed, 8])`` (needs), ``[seed, 9]`` (items, consents),
+    ``[seed, 10]`` (feedback), so records and incidents do not change.  Returns
+    (ContextTables, relevance frame, feedback frame)."""
+    from evaluation.synth.context import make_context
+    from evaluation.synth.feedback import make_relevance_and_feedback
+    from evaluation.synth.needs import catalogue, draw_needs, latent_traits
+
+    n_ag = len(AGENCIES)
+    key = rec_person.astype(np.int64) * n_ag + rec_agency
+    has_agency = np.bincount(key, minlength=pop.n * n_ag).reshape(pop.n, n_ag) > 0
+    cat = catalogue()
+    rng = np.random.default_rng([seed, 8])
+    needs = draw_needs(cat, latent_traits(pop, has_agency, rng), rng)
+    rec_day = (rec_t + _dst_offsets(rec_t)) // 1440   # local date of recorded_at
+    ct = make_context(cat, needs, rec_person, rec_agency, rec_day, rec_ids, pop.a["preferred"], pop.n, seed)
+    relevance, feedback = make_relevance_and_feedback(ct, incidents, pop.n, seed)
+    return ct, relevance, feedback
+
+
+def _write_csv(df: pd.DataFrame, path: Path, plain: bool = False) -> None:
+    """Write ``df`` atomically as pandas ``to_csv`` would.  ``plain``: join the cells
+    directly (2-3x faster for the large context files); if any cell would need quoting
+    (comma, quote, CR/LF) the joined text is discarded and pandas writes the file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        df.to_csv(tmp, index=False, lineterminator="\n")
+        text = _plain_csv(df) if plain else None
+        if text is None:
+            df.to_csv(tmp, index=False, lineterminator="\n")
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _plain_csv(df: pd.DataFrame) -> str | None:
+    """CSV text of ``df`` (header + rows, ``\n`` endings) when no cell needs quoting, else None."""
+    cols = [df[c].to_numpy(dtype=object) if df[c].dtype == object else df[c].astype(str).to_numpy(dtype=object)
+            for c in df.columns]
+    header = ",".join(map(str, df.columns))
+    body = "\n".join(map(",".join, zip(*cols)))
+    n, k = len(df), len(df.columns)
+    if (k < 2 or body.count(",") != n * (k - 1) or body.count("\n") != max(n - 1, 0) or '"' in body
+            or "\r" in body or header.count(",") != k - 1 or '"' in header or "\r" in header or "\n" in header):
+        return None  # a single empty cell per row, or a cell that pandas would quote
+    return header + "\n" + (body + "\n" if n else "")
 
 
 def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True,
@@ -164,17 +217,20 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     })
     n_inc = default_n_incidents(persons) if n_incidents is None else int(n_incidents)
     incidents = make_incidents(pop, keys, int(seed), n_inc, exclude_phones=spare)
-    paths = {name: out_dir / f"{name}.csv" for name in ("records", "truth", "demographics", "incidents")}
-    _write_csv(records, paths["records"])
-    _write_csv(truth, paths["truth"])
-    _write_csv(demo, paths["demographics"])
-    _write_csv(incidents, paths["incidents"])
+    ct, relevance, feedback = synth_context(pop, int(seed), rec_person, rec_agency, rec_t, ids, incidents)
+    tables = {"records": records, "truth": truth, "demographics": demo, "incidents": incidents,
+              "context_items": ct.items, "consents": ct.consents, "feedback": feedback, "relevance": relevance}
+    paths = {name: out_dir / f"{name}.csv" for name in tables}
+    for name, df in tables.items():
+        _write_csv(df, paths[name], plain=name in ("context_items", "consents", "feedback", "relevance"))
     counts = {AGENCIES[k][0]: int((rec_agency == k).sum()) for k in range(len(AGENCIES))}
     frames = persons_frame(pop), address_history_frame(pop), phone_history_frame(pop)
     return CountySummary(
         n_persons=int(len(with_rec)), n_records=int(n_rec), seconds=time.perf_counter() - t0, paths=paths,
         n_persons_without_records=int(pop.n - len(with_rec)), agency_counts=counts, n_incidents=n_inc,
         persons=frames[0], address_history=frames[1], phone_history=frames[2], population=pop,
+        n_context_items=len(ct.items), n_consents=len(ct.consents), n_feedback=len(feedback),
+        n_relevance=len(relevance), context=ct,
     )
 
 
@@ -182,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m evaluation.synth.county --persons N --seed S --out DIR``."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics, incidents).")
+    ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics, incidents, "
+                                             "context items, consents, feedback, relevance).")
     ap.add_argument("--persons", type=int, required=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
@@ -191,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet, n_incidents=args.incidents)
     print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records), "
-          f"{s.n_incidents} incidents in {s.seconds:.1f} s -> {args.out}")
+          f"{s.n_incidents} incidents, {s.n_context_items} context items, {s.n_consents} consents in "
+          f"{s.seconds:.1f} s -> {args.out}")
 
 
 if __name__ == "__main__":
