@@ -56,15 +56,19 @@ def merge(items: Iterable[ContextItem]) -> list[list[ContextItem]]:
 
 
 def rank(items: Iterable[ContextItem], call_type: str, grade: str | None, now: datetime, rules: Rules,
-         model: ItemModel | None = None) -> list[RankedItem]:
-    """The person's items for this incident, best first (see module docstring)."""
+         model: ItemModel | None = None, use_rules: bool = True) -> list[RankedItem]:
+    """The person's items for this incident, best first (see module docstring).
+
+    `use_rules=False` scores by the model's terms alone (for evaluation); the ordering rules
+    (doubtful danger labels, safety pin, expiry) apply either way.
+    """
     live = [i for i in items if i.status == Status.active and (i.expires_at is None or i.expires_at > now)]
     lines: list[tuple[bool, RankedItem, ContextItem]] = []
     for group in merge(live):
         head = group[0]
         agencies = len({i.record_agency or i.record_id for i in group})
         terms = [{"term": name, "source": "rule", "contribution": round(value, 6)}
-                 for name, value in rules.terms(head, call_type, now, agencies)]
+                 for name, value in rules.terms(head, call_type, now, agencies)] if use_rules else []
         if model is not None:
             terms += [{"term": name, "source": "model", "contribution": round(value, 6)}
                       for name, value in model.terms(head, call_type, now, agencies)]
