@@ -82,10 +82,27 @@ class Rules:
             out.append((f"unverified since {item.review_due.date().isoformat()}", self.verification["overdue_review"]))
         return out
 
+    def score(self, item: ContextItem, call_type: str, now: datetime, agencies: int = 1) -> float:
+        """The sum of `terms`, computed without naming them (the ranking's fast path)."""
+        weight = self.weight(call_type, item.category)
+        seen = item.last_verified_at or item.observed_at
+        if seen is None:
+            total = weight * 0.5
+        else:
+            age = max((now - seen).total_seconds() / 86400.0, 0.0)
+            total = weight * 2.0 ** (-age / self.half_life_days.get(item.category, 365.0))
+        total += self.source_reliability.get(item.source_type, 0.0) if item.source_type else 0.0
+        if agencies > 1:
+            total += min(self.corroboration["per_extra_agency"] * (agencies - 1), self.corroboration["max"])
+        total += self.verification["verified"] if item.last_verified_at is not None else self.verification["unverified"]
+        if item.review_due is not None and item.review_due <= now:
+            total += self.verification["overdue_review"]
+        return total
+
     # ------------------------------------------------------------------ predicates
     def is_doubtful_danger(self, item: ContextItem, now: datetime) -> bool:
         """A danger label that is unverified, stale or vague: it must never outrank another category."""
-        if item.category.value not in self.danger["categories"]:
+        if item.category not in self.danger["categories"]:
             return False
         if item.last_verified_at is None or item.code in self.danger["vague_codes"]:
             return True
@@ -93,7 +110,7 @@ class Rules:
 
     def is_pinnable(self, item: ContextItem, now: datetime) -> bool:
         """A verified, specific safety event of the last `window_days`."""
-        if item.category.value not in self.safety_pin["categories"] or item.last_verified_at is None:
+        if item.category not in self.safety_pin["categories"] or item.last_verified_at is None:
             return False
         if item.code in self.danger["vague_codes"]:
             return False
