@@ -6,6 +6,7 @@
     python -m evaluation.bench synth1m       # 1,000,000 synthetic records generated: time
     python -m evaluation.bench resolve100k   # real-time resolver on 100,000 records (evaluation/bench_resolve.py)
     python -m evaluation.bench resolve1m     # ... and on 1,000,000 records
+    python -m evaluation.bench rank200       # ranking one person's 200 items (evaluation/bench_rank.py)
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone.
@@ -190,8 +191,14 @@ def bench_resolve1m(work: Path) -> dict:
     return bench_resolve(work, 1_000_000, 202)
 
 
+def bench_rank200(work: Path) -> dict:
+    from evaluation.bench_rank import bench_rank
+
+    return bench_rank(work)
+
+
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
-           "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m}
+           "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200}
 
 
 def main(argv: list[str] | None = None) -> int:

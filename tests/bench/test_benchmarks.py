@@ -59,3 +59,8 @@ def test_resolver_on_a_million_records_in_5_ms_p99_under_2_gb(tmp_path):
     assert result["parity_with_splink_predict"]["max_abs_diff"] <= 1e-6
     assert result["queries"]["strangers_without_certain"] >= 0.995
     assert result["queries"]["top1_correct"] >= 0.95
+
+
+def test_ranking_200_items_of_one_person_in_1_ms_p99(tmp_path):
+    result = _report(bench.bench_rank200(tmp_path))
+    assert result["latency_ms"]["p99"] <= 1
