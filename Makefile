@@ -9,7 +9,7 @@ DEMO   ?= out/demo
 PERSONS ?= 20000
 SEED   ?= 7
 
-.PHONY: demo test bench model venv clean
+.PHONY: demo test bench model ranker venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ model: $(STAMP)
 	$(BIN)/briefing eval linkage --clusters $(MODEL_WORK)/heldout/link/clusters.csv --truth $(MODEL_WORK)/heldout/truth.csv \
 		--demographics $(MODEL_WORK)/heldout/demographics.csv --json $(MODEL_WORK)/heldout.json
 	$(BIN)/python -m evaluation.model_card --model models/matcher.json --eval $(MODEL_WORK)/heldout.json --out models/MATCHER.md
+
+## ranker: evaluate the ranking on a held-out split, then retrain models/ranker.joblib on all feedback and write models/RANKER.md
+RANKER_WORK := out/ranking
+ranker: $(STAMP)
+	$(BIN)/briefing synth --persons 38800 --seed 1 --out $(RANKER_WORK)/county --quiet
+	$(BIN)/briefing eval ranking $(RANKER_WORK)/county --json $(RANKER_WORK)/eval.json
+	$(BIN)/briefing train-ranker $(RANKER_WORK)/county --eval $(RANKER_WORK)/eval.json
 
 clean:
 	rm -rf out .pytest_cache

@@ -7,7 +7,7 @@ contribution), then applies the two ordering rules that are not scores:
 1. A doubtful danger label (unverified, stale or vague; `Rules.is_doubtful_danger`) never
    outranks an item of another category: such lines sink below every other line.
 2. The safety pin: when the person is resolved at `probable` or better, the most recent
-   verified, specific safety event of the last 12 months is within the top three.
+   verified, specific safety event of the last 12 months (any merged copy) is within the top three.
 
 Items of a match weaker than the rules' `facts_from_grade` are labelled "possible match -
 verify", never presented as facts. Expired or inactive items are dropped here too (the access
@@ -18,12 +18,14 @@ then item id, so the same input always gives the same order.
 from __future__ import annotations
 
 from datetime import datetime
+from operator import attrgetter
 from typing import Iterable, Protocol
 
 from scoring.item import Category, ContextItem, Status
 from scoring.rules import Rules
 
 CATEGORY_ORDER = {c.value: i for i, c in enumerate(Category)}
+_ITEM_ID = attrgetter("item_id")
 FACT = "fact"
 POSSIBLE_MATCH = "possible match - verify"
 
@@ -75,11 +77,18 @@ class RankedItem:
 
 
 def merge(items: Iterable[ContextItem]) -> list[list[ContextItem]]:
-    """Group items by (category, code); each group's first item is the most recently verified or observed."""
+    """Group items by (category, code); each group's first item (the line's representative) is the
+    most recently verified copy, or, if none is verified, the most recently observed."""
     groups: dict[tuple[str, str], list[ContextItem]] = {}
     for item in items:
         groups.setdefault((item.category, item.code), []).append(item)
-    return [g if len(g) == 1 else sorted(g, key=lambda i: (-_seen(i), i.item_id)) for g in groups.values()]
+    out = []
+    for group in groups.values():
+        if len(group) > 1:
+            group.sort(key=_ITEM_ID)
+            group.sort(key=_freshness, reverse=True)  # stable: equal keys keep item-id order
+        out.append(group)
+    return out
 
 
 def rank(items: Iterable[ContextItem], call_type: str, grade: str | None, now: datetime, rules: Rules,
@@ -112,7 +121,7 @@ def rank(items: Iterable[ContextItem], call_type: str, grade: str | None, now: d
         if doubtful:
             line.flags.append("doubtful danger label: ranked below every other category")
     if rules.grade_at_least(grade, rules.safety_pin["min_grade"]):
-        _pin(ranked, [head for _, _, head, _ in keyed], rules, now)
+        _pin(ranked, rules, now)
     return ranked
 
 
@@ -125,15 +134,25 @@ def _model_scores(model: ItemModel, heads: list[ContextItem], call_type: str, no
     return [sum(v for _, v in model.terms(h, call_type, now, a)) for h, a in zip(heads, agencies)]
 
 
-def _pin(ranked: list[RankedItem], heads: list[ContextItem], rules: Rules, now: datetime) -> None:
-    """Move the most recent pinnable line into the top `rules.safety_pin["top"]` if it is below."""
-    pinnable = [k for k, head in enumerate(heads) if rules.is_pinnable(head, now)]
-    if not pinnable:
+def _pin(ranked: list[RankedItem], rules: Rules, now: datetime) -> None:
+    """Move the line holding the most recent pinnable event into the top `rules.safety_pin["top"]`.
+
+    Every merged copy counts: a recent event recorded by one agency stays pinnable when another
+    agency's older record of the same thing was re-verified later and heads the line.
+    """
+    best, best_when = None, None
+    for k, line in enumerate(ranked):
+        if rules.is_doubtful_danger(line._group[0], now):
+            continue                                 # a doubtful label never rises above another category
+        for item in line._group:
+            if rules.is_pinnable(item, now):
+                when = item.observed_at or item.last_verified_at
+                if best_when is None or when > best_when:
+                    best, best_when = k, when
+    if best is None:
         return
-    best = max(pinnable, key=lambda k: (_seen(heads[k]), -k))
     top = int(rules.safety_pin["top"])
-    line = ranked[best]
-    line.flags.append("safety pin: recent verified safety event")
+    ranked[best].flags.append("safety pin: recent verified safety event")
     if best >= top:
         ranked.insert(top - 1, ranked.pop(best))
 
@@ -141,3 +160,8 @@ def _pin(ranked: list[RankedItem], heads: list[ContextItem], rules: Rules, now: 
 def _seen(item: ContextItem) -> float:
     when = item.last_verified_at or item.observed_at
     return when.timestamp() if when is not None else float("-inf")
+
+
+def _freshness(item: ContextItem) -> tuple[bool, float]:
+    """Verified copies first, then by date: a line is as trustworthy as its best copy."""
+    return item.last_verified_at is not None, _seen(item)
