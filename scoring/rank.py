@@ -17,7 +17,7 @@ then item id, so the same input always gives the same order.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Iterable, Protocol
 
@@ -141,8 +141,9 @@ def _pin(ranked: list[RankedItem], rules: Rules, now: datetime) -> None:
     agency's older record of the same thing was re-verified later and heads the line.
     """
     best, best_when = None, None
+    categories = rules.safety_pin["categories"]
     for k, line in enumerate(ranked):
-        if rules.is_doubtful_danger(line._group[0], now):
+        if line.category not in categories or rules.is_doubtful_danger(line._group[0], now):
             continue                                 # a doubtful label never rises above another category
         for item in line._group:
             if rules.is_pinnable(item, now):
@@ -157,11 +158,9 @@ def _pin(ranked: list[RankedItem], rules: Rules, now: datetime) -> None:
         ranked.insert(top - 1, ranked.pop(best))
 
 
-def _seen(item: ContextItem) -> float:
-    when = item.last_verified_at or item.observed_at
-    return when.timestamp() if when is not None else float("-inf")
+_NEVER = datetime.min.replace(tzinfo=timezone.utc)
 
 
-def _freshness(item: ContextItem) -> tuple[bool, float]:
+def _freshness(item: ContextItem) -> tuple[bool, datetime]:
     """Verified copies first, then by date: a line is as trustworthy as its best copy."""
-    return item.last_verified_at is not None, _seen(item)
+    return item.last_verified_at is not None, item.last_verified_at or item.observed_at or _NEVER
