@@ -3,7 +3,6 @@ lets the scorecard see a test incident."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -19,6 +18,7 @@ from scoring.item import ContextItem
 from scoring.rank import rank
 from scoring.ranker import feedback_hash
 from scoring.rules import Rules
+from tests.cli_run import run_briefing
 
 PERSONS, SEED = 3000, 1
 BOOT = 300
@@ -36,17 +36,6 @@ def report(county):
     return evaluate_ranking(county, seed=0, bootstrap=BOOT)
 
 
-def _run(argv):
-    from api.cli import CliError
-    from api.cli_ranking import add_parsers
-
-    parser = argparse.ArgumentParser(prog="briefing")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args), ""
-    except CliError as exc:
-        return 2, str(exc)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -138,7 +127,7 @@ def test_the_training_data_hash_changes_with_the_split_seed(county, report):
 
 def test_eval_ranking_prints_a_table_and_writes_json(county, tmp_path, capsys):
     out = tmp_path / "reports" / "ranking.json"
-    status, err = _run(["eval", "ranking", str(county), "--json", str(out), "--bootstrap", "50", "--quiet"])
+    status, err = run_briefing(["eval", "ranking", str(county), "--json", str(out), "--bootstrap", "50", "--quiet"])
     assert status == 0, err
     text = capsys.readouterr().out
     assert "ndcg_at_5" in text and "rules + model" in text and "safety-pin recall" in text
@@ -151,7 +140,7 @@ def test_eval_ranking_names_a_missing_file(county, tmp_path, missing):
     copy = tmp_path / "county"
     shutil.copytree(county, copy)
     (copy / missing).unlink()
-    status, err = _run(["eval", "ranking", str(copy), "--json", str(tmp_path / "r.json"), "--quiet"])
+    status, err = run_briefing(["eval", "ranking", str(copy), "--json", str(tmp_path / "r.json"), "--quiet"])
     assert status == 2 and missing in err and not (tmp_path / "r.json").exists()
 
 

@@ -3,7 +3,6 @@ save/load round trip, and the `train-ranker` command."""
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 import re
@@ -23,6 +22,7 @@ from scoring.item import ContextItem
 from scoring.rank import rank
 from scoring.ranker import FEATURES, ItemScorecard, feature_matrix, feedback_hash, item_features, manifest_path
 from scoring.rules import Rules
+from tests.cli_run import run_briefing
 
 PERSONS, SEED = 3000, 1
 RULES = Rules.load()
@@ -46,18 +46,6 @@ def fitted(county):
     return ItemScorecard(C=0.3).fit(ex.X, ex.y)
 
 
-def _run(argv, tmp_path=None):
-    """Run a ranking command as `briefing` would: CliError -> exit 2 with the message."""
-    from api.cli import CliError
-    from api.cli_ranking import add_parsers
-
-    parser = argparse.ArgumentParser(prog="briefing")
-    add_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args), ""
-    except CliError as exc:
-        return 2, str(exc)
 
 
 # --------------------------------------------------------------------------- conventions
@@ -155,7 +143,7 @@ def _tokens(name: str) -> set[str]:
 
 def test_manifest_lists_no_demographic_feature(county, tmp_path):
     directory, _, _ = county
-    status, err = _run(["train-ranker", str(directory), "--out", str(tmp_path / "ranker.joblib"), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(directory), "--out", str(tmp_path / "ranker.joblib"), "--quiet"])
     assert status == 0, err
     manifest = json.loads((tmp_path / "ranker.manifest.json").read_text())
     assert manifest["features"] == list(FEATURES) and manifest["n_features"] == len(FEATURES)
@@ -238,7 +226,7 @@ def test_load_refuses_a_missing_manifest_or_a_different_feature_list(county, fit
 def test_train_ranker_writes_model_manifest_and_card(county, tmp_path, capsys):
     directory, _, _ = county
     out = tmp_path / "models" / "ranker.joblib"
-    status, err = _run(["train-ranker", str(directory), "--out", str(out), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(directory), "--out", str(out), "--quiet"])
     assert status == 0, err
     printed = json.loads(capsys.readouterr().out)
     assert printed["model"] == str(out) and out.is_file() and (tmp_path / "models" / "ranker.manifest.json").is_file()
@@ -256,11 +244,11 @@ def test_train_ranker_names_a_missing_file_and_writes_nothing(county, tmp_path, 
     shutil.copytree(directory, copy)
     (copy / missing).unlink()
     out = tmp_path / "out" / "ranker.joblib"
-    status, err = _run(["train-ranker", str(copy), "--out", str(out), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(copy), "--out", str(out), "--quiet"])
     assert status == 2 and missing in err
     assert not (tmp_path / "out").exists()
 
 
 def test_train_ranker_on_a_missing_directory_is_exit_2(tmp_path):
-    status, err = _run(["train-ranker", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.joblib"), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.joblib"), "--quiet"])
     assert status == 2 and "nowhere" in err
