@@ -98,8 +98,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from evaluation.synth.county import generate_county
 
     summary = generate_county(args.persons, args.seed, Path(args.out), progress=not args.quiet)
-    print(json.dumps({"persons": summary.n_persons, "records": summary.n_records, "seconds": round(summary.seconds, 1),
-                      "out": str(args.out)}))
+    print(json.dumps({"persons": summary.n_persons, "records": summary.n_records, "incidents": summary.n_incidents,
+                      "context_items": summary.n_context_items, "consents": summary.n_consents,
+                      "feedback": summary.n_feedback, "seconds": round(summary.seconds, 1), "out": str(args.out)}))
     return 0
 
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="briefing", description="Briefing: who responders are about to meet.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="generate a synthetic county (records, truth, demographics)")
+    p = sub.add_parser("synth", help="generate a synthetic county (records, truth, demographics, incidents, context)")
     p.add_argument("--persons", type=_positive_int, required=True, help="persons with records")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="output directory")
