@@ -77,14 +77,14 @@ def _load_model(path: str):
         raise CliError(str(exc)) from exc
 
 
-def _probability(text: str) -> float:
+def probability_arg(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
     return value
 
 
-def _positive_int(text: str) -> int:
+def positive_int_arg(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="generate a synthetic county (records, truth, demographics, incidents, context)")
-    p.add_argument("--persons", type=_positive_int, required=True, help="persons with records")
+    p.add_argument("--persons", type=positive_int_arg, required=True, help="persons with records")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -282,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("records")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", help="trained matcher (default: train on the input first)")
-    p.add_argument("--threshold", type=_probability, help="link probability (default: the model's)")
-    p.add_argument("--floor", type=_probability, default=0.01, help="lowest probability written to pairs.csv (default 0.01)")
+    p.add_argument("--threshold", type=probability_arg, help="link probability (default: the model's)")
+    p.add_argument("--floor", type=probability_arg, default=0.01, help="lowest probability written to pairs.csv (default 0.01)")
     p.add_argument("--previous", help="clusters.csv of an earlier run: keep person ids stable")
     training_options(p)
     p.set_defaults(func=cmd_link)
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", help='one subject as JSON, e.g. \'{"given_name": "Bob", "approx_age": 40}\'')
     p.add_argument("--queries", help="JSON lines, one subject per line: one result per line on stdout, in order")
     p.add_argument("--incidents", help="incidents.csv of a synthetic county: resolve each incident's subject")
-    p.add_argument("--limit", type=_positive_int, help="only the first N subjects of --queries / --incidents")
+    p.add_argument("--limit", type=positive_int_arg, help="only the first N subjects of --queries / --incidents")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_resolve)
 

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from api.cli import probability_arg
+
 DEFAULT_OUT = "models/ranker.joblib"
 
 
@@ -96,13 +98,6 @@ def cmd_eval_ranking(args: argparse.Namespace) -> int:
     return 0
 
 
-def _share(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
-    return value
-
-
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -137,7 +132,7 @@ def add_parsers(sub) -> None:
     q.add_argument("dir", help="county directory (as for train-ranker, plus relevance.csv)")
     q.add_argument("--json", help="write every figure as JSON here")
     q.add_argument("--seed", type=int, default=0, help="split (and bootstrap) seed")
-    q.add_argument("--test-share", type=_share, default=0.5, help="share of incidents held out for testing (default 0.5)")
+    q.add_argument("--test-share", type=probability_arg, default=0.5, help="share of incidents held out for testing (default 0.5)")
     q.add_argument("--bootstrap", type=_non_negative_int, default=1000, help="bootstrap replicates (default 1000)")
     q.add_argument("--rules", help="rules TOML (default scoring/rules.toml)")
     q.add_argument("--quiet", action="store_true")
