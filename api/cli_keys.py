@@ -1,0 +1,89 @@
+"""`briefing keys create | list | revoke`: API keys for the service (see api/keys.py).
+
+`create` prints only the new key on stdout, so `KEY=$(briefing keys create …)` works; everything
+else goes to stderr. Errors exit with status 2 and a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timezone
+
+from scoring.item import Purpose, Role
+
+
+def _expiry(text: str) -> datetime:
+    """YYYY-MM-DD (midnight UTC) or an ISO 8601 time with its offset."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date or ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _store(location: str):
+    from api.store import open_store
+
+    return open_store(location).create()
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from api.cli import CliError
+    from api.keys import KeyRefused, create_key
+
+    purposes = args.purpose or []
+    try:
+        key = create_key(_store(args.db), args.name, Role(args.role), args.agency, [Purpose(p) for p in purposes],
+                         args.expires)
+    except KeyRefused as exc:
+        raise CliError(str(exc)) from exc
+    print(key)
+    print(f"key {args.name!r} created ({args.role}, {args.agency}, purposes {', '.join(purposes) or 'none'}); "
+          "it is shown only this once", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from api.keys import list_keys
+
+    rows = list_keys(_store(args.db))
+    print(f"{'name':24} {'role':13} {'agency':16} {'purposes':30} {'created':26} {'expires':26} revoked")
+    for k in rows:
+        print(f"{k.name:24} {k.role:13} {k.agency:16} {'|'.join(k.purposes) or '-':30} {k.created_at[:25]:26} "
+              f"{(k.expires_at or '-')[:25]:26} {k.revoked_at or '-'}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from api.cli import CliError
+    from api.keys import KeyRefused, revoke_key
+
+    try:
+        revoke_key(_store(args.db), args.name)
+    except KeyRefused as exc:
+        raise CliError(str(exc)) from exc
+    print(f"key {args.name!r} revoked", file=sys.stderr)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Register `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
+    p = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys = p.add_subparsers(dest="keys_command", required=True)
+    q = keys.add_parser("create", help="create a key; prints only the key")
+    q.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    q.add_argument("--name", required=True)
+    q.add_argument("--role", required=True, choices=[r.value for r in Role])
+    q.add_argument("--agency", required=True)
+    q.add_argument("--purpose", action="append", choices=[p.value for p in Purpose],
+                   help="a purpose this key may claim (repeat for several)")
+    q.add_argument("--expires", type=_expiry, help="YYYY-MM-DD or ISO 8601 time; no expiry when absent")
+    q.set_defaults(func=cmd_keys_create)
+    q = keys.add_parser("list", help="list keys (never the keys themselves)")
+    q.add_argument("--db", required=True)
+    q.set_defaults(func=cmd_keys_list)
+    q = keys.add_parser("revoke", help="revoke a key by name")
+    q.add_argument("--db", required=True)
+    q.add_argument("--name", required=True)
+    q.set_defaults(func=cmd_keys_revoke)

@@ -1,0 +1,92 @@
+"""API keys: each key is a principal (name, role, agency, allowed purposes), stored hashed.
+
+A key is 32 random bytes (URL-safe text with a `brf_` prefix), shown once when created; the store
+keeps only its SHA-256 (a random 256-bit secret needs no slow hash: there is nothing to guess).
+Authentication looks the hash up, then checks revocation and expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from api.store import Store, api_keys
+from scoring.item import Principal, Purpose, Role
+
+PREFIX = "brf_"
+
+
+class KeyRefused(ValueError):
+    """A key operation the store refuses (duplicate name, unknown name): the message says which."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    name: str
+    role: str
+    agency: str
+    purposes: tuple[str, ...]
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_key(store: Store, name: str, role: Role, agency: str, purposes: list[Purpose],
+               expires_at: datetime | None = None) -> str:
+    """Store a new key for this principal and return the key itself (the only time it is seen)."""
+    key = PREFIX + secrets.token_urlsafe(32)
+    row = {"name": name, "key_hash": _hash(key), "role": Role(role).value, "agency": agency,
+           "purposes": "|".join(Purpose(p).value for p in purposes), "created_at": _now().isoformat(),
+           "expires_at": expires_at.isoformat() if expires_at else None, "revoked_at": None}
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(insert(api_keys).values(**row))
+    except IntegrityError:
+        raise KeyRefused(f"a key named {name!r} already exists") from None
+    return key
+
+
+def list_keys(store: Store) -> list[KeyInfo]:
+    """Every key's principal and dates (never the key or its hash), by name."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(api_keys).order_by(api_keys.c.name)).mappings().all()
+    return [KeyInfo(r["name"], r["role"], r["agency"], tuple(p for p in r["purposes"].split("|") if p),
+                    r["created_at"], r["expires_at"], r["revoked_at"]) for r in rows]
+
+
+def revoke_key(store: Store, name: str) -> None:
+    """Revoke a key by name: its next request is refused."""
+    with store.engine.begin() as connection:
+        done = connection.execute(update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
+                                  .values(revoked_at=_now().isoformat()))
+        if done.rowcount == 0:
+            exists = connection.execute(select(api_keys.c.name).where(api_keys.c.name == name)).first()
+            raise KeyRefused(f"no key named {name!r}" if exists is None else f"key {name!r} is already revoked")
+
+
+def authenticate(store: Store, presented: str, at: datetime | None = None) -> Principal | None:
+    """The principal of a presented key, or None (unknown, revoked or expired)."""
+    if not presented or not presented.startswith(PREFIX):
+        return None
+    with store.engine.connect() as connection:
+        row = connection.execute(select(api_keys).where(api_keys.c.key_hash == _hash(presented))).mappings().first()
+    if row is None or row["revoked_at"] is not None:
+        return None
+    at = at or _now()
+    if row["expires_at"] is not None and datetime.fromisoformat(row["expires_at"]) <= at:
+        return None
+    purposes = tuple(Purpose(p) for p in row["purposes"].split("|") if p)
+    return Principal(name=row["name"], role=Role(row["role"]), agency=row["agency"], purposes=purposes)

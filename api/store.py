@@ -1,0 +1,136 @@
+"""The persistent store: SQLAlchemy Core tables, SQLite (WAL) by default, PostgreSQL by URL.
+
+One `Store` per process. `open_store("out/briefing.db")` or `open_store("sqlite:///…")` gives a
+SQLite file in write-ahead-log mode with foreign keys enforced; any other SQLAlchemy URL
+(`postgresql+psycopg://…`) is used as is. `create()` makes the tables if they are missing.
+Times are stored as ISO 8601 text with their offset (SQLite has no time zone type; text
+keeps both databases identical); multi-valued fields as `|`-joined text, as in the CSVs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (Column, Engine, ForeignKey, Index, Integer, MetaData, String, Table, Text, create_engine,
+                        event)
+
+metadata = MetaData()
+
+RECORD_FIELDS = ("agency", "source_system", "given_name", "middle_name", "family_name", "name_suffix", "aliases", "dob",
+                 "birth_year", "sex", "phone", "email", "street", "city", "state", "postcode", "ssn_last4", "recorded_at")
+
+records = Table(
+    "records", metadata,
+    Column("record_id", String(200), primary_key=True),
+    *[Column(name, Text) for name in RECORD_FIELDS],
+    Column("ingested_at", Text, nullable=False),
+)
+
+clusters = Table(
+    "clusters", metadata,
+    Column("record_id", String(200), ForeignKey("records.record_id", ondelete="CASCADE"), primary_key=True),
+    Column("person_id", String(64), nullable=False, index=True),
+)
+
+context_items = Table(
+    "context_items", metadata,
+    Column("item_id", String(200), primary_key=True),
+    Column("record_id", String(200), ForeignKey("records.record_id", ondelete="CASCADE"), nullable=False, index=True),
+    *[Column(name, Text) for name in ("category", "code", "text", "legal_category", "security_labels", "consent_id",
+                                      "disclosure_basis", "source_type", "observed_at", "last_verified_at",
+                                      "review_due", "expires_at", "status")],
+    Column("updated_at", Text, nullable=False),
+)
+
+consents = Table(
+    "consents", metadata,
+    Column("consent_id", String(200), primary_key=True),
+    Column("record_id", String(200), ForeignKey("records.record_id", ondelete="CASCADE"), nullable=False, index=True),
+    *[Column(name, Text) for name in ("recipients", "purposes", "categories", "valid_from", "valid_until", "revoked_at",
+                                      "discloser", "description", "signed_at")],
+    Column("updated_at", Text, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("role", String(32), nullable=False),
+    Column("agency", String(200), nullable=False),
+    Column("purposes", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("expires_at", Text),
+    Column("revoked_at", Text),
+)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("incident_id", String(200), nullable=False, index=True),
+    Column("item_id", String(200), nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("helped", Integer),
+    Column("outcome", Text),
+    Column("created_at", Text, nullable=False),
+)
+
+review_decisions = Table(
+    "review_decisions", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("record_id_l", String(200), nullable=False),
+    Column("record_id_r", String(200), nullable=False),
+    Column("decision", String(16), nullable=False),        # match | not_a_match | unsure
+    Column("note", Text),
+    Column("reviewer", String(200), nullable=False),
+    Column("created_at", Text, nullable=False),
+    Column("undone_at", Text),
+    Index("ix_review_pair", "record_id_l", "record_id_r"),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", Text, nullable=False),
+    Column("request_id", String(64)),
+    Column("principal", String(200)),
+    Column("action", String(64), nullable=False),
+    Column("payload", Text, nullable=False),               # canonical JSON of every other field
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+
+class Store:
+    """An engine over Briefing's tables."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def create(self) -> "Store":
+        metadata.create_all(self.engine)
+        return self
+
+
+def database_url(location: str) -> str:
+    """A SQLAlchemy URL from a URL or a plain file path (a path means a SQLite file)."""
+    if "://" in location:
+        return location
+    return f"sqlite:///{Path(location).expanduser().resolve()}"
+
+
+def open_store(location: str) -> Store:
+    """Open (not create) the store at `location`: a SQLAlchemy URL or a SQLite file path."""
+    url = database_url(location)
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        if url != "sqlite://" and not url.endswith(":memory:"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_settings(connection, _record):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+    return Store(engine)
