@@ -308,11 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="write every figure as JSON here")
     q.set_defaults(func=cmd_eval_linkage)
 
-    from api.cli_keys import add_parsers as add_key_parsers
+    from api.cli_store import add_parsers as add_store_parsers
     from api.cli_ranking import add_parsers as add_ranking_parsers
 
     add_ranking_parsers(sub)
-    add_key_parsers(sub)
+    add_store_parsers(sub)
     return parser
 
 

@@ -1,13 +1,15 @@
-"""`briefing keys create | list | revoke`: API keys for the service (see api/keys.py).
+"""Store commands: `briefing ingest` (api/ingest.py) and `briefing keys create | list | revoke` (api/keys.py).
 
-`create` prints only the new key on stdout, so `KEY=$(briefing keys create …)` works; everything
-else goes to stderr. Errors exit with status 2 and a one-line message.
+`keys create` prints only the new key on stdout, so `KEY=$(briefing keys create …)` works; everything
+else goes to stderr. Errors exit with status 2: one line, or `file:line:column` lines for a load.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 from scoring.item import Purpose, Role
@@ -67,8 +69,30 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from api.cli import CliError, Stages, _load_model
+    from api.ingest import IngestError, ingest
+
+    model = _load_model(args.model)
+    stages = Stages(args.quiet)
+    try:
+        summary = ingest(_store(args.db), args.files, model, progress=stages)
+    except IngestError as exc:
+        raise CliError(f"nothing was written:\n{exc}") from exc
+    stages.finish()
+    print(json.dumps({k: v for k, v in asdict(summary).items() if k != "review_pairs"} | {"review_pairs": len(summary.review_pairs)}))
+    return 0
+
+
 def add_parsers(sub) -> None:
-    """Register `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
+    """Register `ingest`, `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
+    p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
+    p.add_argument("files", nargs="+", help="CSV files; each file's kind is known from its columns")
+    p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    p.add_argument("--model", default="models/matcher.json", help="matcher used to link new records")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_ingest)
+
     p = sub.add_parser("keys", help="create, list and revoke API keys")
     keys = p.add_subparsers(dest="keys_command", required=True)
     q = keys.add_parser("create", help="create a key; prints only the key")

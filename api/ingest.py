@@ -1,0 +1,224 @@
+"""`briefing ingest`: load records, context items and consents into the store, all or nothing.
+
+Each file's kind is known from its columns (consents: `consent_id` + `recipients`; items:
+`item_id` + `category`; records: `record_id`). Every file is validated before anything is
+written: records by the strict reader (`matching.record`), items and consents row by row by
+their typed models, and every item's and consent's `record_id` must name a record in the store
+or in the same load. Any problem rejects the whole load with `file:line:column` messages.
+
+New records are linked so that every record belongs to a person: a bulk load (at least
+`BULK_MIN` new records, or an empty store) re-links the whole store with the committed matcher
+keeping person ids stable; a few records go through the real-time resolver (join a person at
+`certain`, else start one). Rows upsert by id, so a feed may resend a file safely. Linking
+happens before the single write transaction, so a failure leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+
+from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
+from matching.model import MatcherModel
+from matching.record import RecordsFileError, read_records
+from scoring.item import Consent, ContextItem
+
+BULK_MIN = 1_000
+
+
+class IngestError(ValueError):
+    """The load was rejected; `problems` are `file:line:column: message` lines. Nothing was written."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems[:20]) + (f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""))
+        self.problems = problems
+
+
+@dataclass
+class IngestSummary:
+    records: int = 0
+    new_records: int = 0
+    context_items: int = 0
+    consents: int = 0
+    linking: str = "none"
+    persons_touched: int = 0
+    review_pairs: list[dict] = field(default_factory=list)
+
+
+def file_kind(columns: list[str]) -> str | None:
+    names = set(columns)
+    if {"consent_id", "recipients"} <= names:
+        return "consents"
+    if {"item_id", "category"} <= names:
+        return "context_items"
+    if "record_id" in names:
+        return "records"
+    return None
+
+
+def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=None) -> IngestSummary:
+    """Validate every file, link new records, then write everything in one transaction."""
+    step = progress or (lambda label: None)
+    step("validating")
+    batch_records, items, consent_rows, problems = [], [], [], []
+    for path in map(Path, paths):
+        if not path.is_file():
+            problems.append(f"{path}: no such file")
+            continue
+        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
+        kind = file_kind(header)
+        if kind is None:
+            problems.append(f"{path}:1: cannot tell what this file holds: records need record_id, context items "
+                            f"item_id and category, consents consent_id and recipients")
+        elif kind == "records":
+            try:
+                batch_records.append(read_records(path).frame)
+            except RecordsFileError as exc:
+                problems.extend(str(p) for p in exc.problems)
+        else:
+            model_type, out = (ContextItem, items) if kind == "context_items" else (Consent, consent_rows)
+            problems.extend(_validate_rows(path, header, model_type, out))
+    existing = _stored_records(store)
+    batch = pd.concat(batch_records, ignore_index=True) if batch_records else pd.DataFrame(columns=["record_id"])
+    known = set(existing["record_id"]) | set(batch["record_id"].astype(str))
+    for path, line, row in items + consent_rows:
+        if row.record_id not in known:
+            problems.append(f"{path}:{line}: record_id {row.record_id!r} is in neither the store nor this load")
+    if problems:
+        raise IngestError(problems)
+
+    summary = IngestSummary(records=len(batch), context_items=len(items), consents=len(consent_rows))
+    person_rows = _link(store, existing, batch, model, summary, step)
+    step("writing")
+    now = datetime.now(timezone.utc).isoformat()
+    with store.engine.begin() as connection:
+        if len(batch):
+            _upsert(connection, records, "record_id", [_record_row(r, now) for r in batch.to_dict("records")])
+        if person_rows is not None:
+            if summary.linking == "batch":
+                connection.execute(delete(clusters))
+            _upsert(connection, clusters, "record_id", person_rows)
+        _upsert(connection, context_items, "item_id", [_item_row(i, now) for _, _, i in items])
+        _upsert(connection, consents, "consent_id", [_consent_row(c, now) for _, _, c in consent_rows])
+    return summary
+
+
+def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list[str]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    problems = []
+    seen: dict[str, int] = {}
+    id_field = "item_id" if model_type is ContextItem else "consent_id"
+    for offset, row in enumerate(frame.to_dict("records")):
+        line = offset + 2
+        try:
+            parsed = model_type(**{k: v for k, v in row.items() if v != ""})
+        except ValidationError as exc:
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else "row"
+                column = header.index(name) + 1 if name in header else 1
+                problems.append(f"{path}:{line}:{column}: {name}: {error['msg']}")
+            continue
+        key = getattr(parsed, id_field)
+        if key in seen:
+            problems.append(f"{path}:{line}:{header.index(id_field) + 1}: {id_field} {key!r} repeats line {seen[key]}")
+        seen[key] = line
+        out.append((path, line, parsed))
+    return problems
+
+
+def _stored_records(store: Store) -> pd.DataFrame:
+    with store.engine.connect() as connection:
+        frame = pd.read_sql(select(records), connection)
+        people = pd.read_sql(select(clusters), connection)
+    return frame.merge(people, on="record_id", how="left")
+
+
+def _link(store: Store, existing: pd.DataFrame, batch: pd.DataFrame, model: MatcherModel, summary: IngestSummary,
+          step) -> list[dict] | None:
+    """Person ids for the load's records (and, for a bulk load, every record): rows for `clusters`."""
+    if batch.empty:
+        return None
+    new_ids = set(batch["record_id"].astype(str)) - set(existing["record_id"])
+    summary.new_records = len(new_ids)
+    if existing.empty or len(new_ids) >= BULK_MIN:
+        from matching.link import link_records
+
+        step(f"linking all {len(existing) + len(new_ids):,} records")
+        kept = existing[~existing["record_id"].isin(set(batch["record_id"]))].drop(columns=["person_id", "ingested_at"])
+        every = pd.concat([kept, batch], ignore_index=True) if len(kept) else batch
+        previous = existing.dropna(subset=["person_id"])[["record_id", "person_id"]]
+        result = link_records(every, model=model, previous=previous if len(previous) else None)
+        summary.linking = "batch"
+        summary.persons_touched = int(result.clustering.clusters["person_id"].nunique())
+        return result.clustering.clusters.to_dict("records")
+    from matching.resolve import Resolver
+
+    step(f"resolving {len(batch):,} records against {len(existing):,}")
+    resolver = Resolver(model).fit(existing.drop(columns=["person_id", "ingested_at"]), existing[["record_id", "person_id"]])
+    rows = []
+    for record in batch.astype(object).where(batch.notna(), None).to_dict("records"):
+        record = {k: v for k, v in record.items() if v is not None}
+        if record["record_id"] in resolver.index_.slot_of:
+            outcome = resolver.update_record(record)
+        else:
+            outcome = resolver.add_record(record)
+        rows.append({"record_id": outcome.record_id, "person_id": outcome.person_id})
+        if outcome.review_pair:
+            summary.review_pairs.append(outcome.review_pair)
+    summary.linking = "resolver"
+    summary.persons_touched = len({r["person_id"] for r in rows})
+    return rows
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def _record_row(record: dict, now: str) -> dict:
+    return {"record_id": str(record["record_id"]), **{f: _text(record.get(f)) for f in RECORD_FIELDS}, "ingested_at": now}
+
+
+def _joined(values) -> str | None:
+    return "|".join(str(getattr(v, "value", v)) for v in values) if values else None
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _item_row(item: ContextItem, now: str) -> dict:
+    return {"item_id": item.item_id, "record_id": item.record_id, "category": item.category.value, "code": item.code,
+            "text": item.text, "legal_category": item.legal_category.value, "security_labels": _joined(item.security_labels),
+            "consent_id": item.consent_id, "disclosure_basis": item.disclosure_basis, "source_type": item.source_type,
+            "observed_at": _iso(item.observed_at), "last_verified_at": _iso(item.last_verified_at),
+            "review_due": _iso(item.review_due), "expires_at": _iso(item.expires_at), "status": item.status.value,
+            "updated_at": now}
+
+
+def _consent_row(consent: Consent, now: str) -> dict:
+    return {"consent_id": consent.consent_id, "record_id": consent.record_id, "recipients": _joined(consent.recipients),
+            "purposes": _joined(consent.purposes), "categories": _joined(consent.categories),
+            "valid_from": _iso(consent.valid_from), "valid_until": _iso(consent.valid_until),
+            "revoked_at": _iso(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
+            "signed_at": _iso(consent.signed_at), "updated_at": now}
+
+
+def _upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
+    """Insert rows, replacing any with the same key (SQLite and PostgreSQL)."""
+    if not rows:
+        return
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    for start in range(0, len(rows), chunk):
+        statement = insert(table).values(rows[start: start + chunk])
+        updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+        connection.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates))
