@@ -1,4 +1,5 @@
-"""Store commands: `briefing ingest` (api/ingest.py) and `briefing keys create | list | revoke` (api/keys.py).
+"""Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py) and
+`briefing keys create | list | revoke` (api/keys.py).
 
 `keys create` prints only the new key on stdout, so `KEY=$(briefing keys create …)` works; everything
 else goes to stderr. Errors exit with status 2: one line, or `file:line:column` lines for a load.
@@ -84,6 +85,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from api.audit import verify
+
+    result = verify(_store(args.db))
+    if result.ok:
+        print(f"audit chain holds: {result.events:,} events")
+        return 0
+    print(f"audit chain broken at event {result.first_broken}: {result.reason}", file=sys.stderr)
+    return 1
+
+
 def add_parsers(sub) -> None:
     """Register `ingest`, `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
     p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
@@ -92,6 +104,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", default="models/matcher.json", help="matcher used to link new records")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("audit", help="the tamper-evident audit log")
+    audit = p.add_subparsers(dest="audit_command", required=True)
+    q = audit.add_parser("verify", help="recompute the hash chain: exit 0 if it holds, 1 naming the first broken event")
+    q.add_argument("--db", required=True)
+    q.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("keys", help="create, list and revoke API keys")
     keys = p.add_subparsers(dest="keys_command", required=True)
