@@ -12,7 +12,6 @@ Splink's own `predict_between` on the same model and data for up to a minute.
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
 import time

@@ -88,6 +88,8 @@ def field_messages(error: ValidationError) -> dict[str, str]:
         field = ".".join(str(p) for p in item["loc"]) or "subject"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            message = f"unknown field (allowed: {', '.join(SUBJECT_FIELDS + ('approx_age', 'received_at'))})"
+            in_subject = len(item["loc"]) == 1 or item["loc"][0] == "subject"
+            message = (f"unknown field (allowed: {', '.join(SUBJECT_FIELDS + ('approx_age', 'received_at'))})"
+                       if in_subject else "unknown field")
         out.setdefault(field, message)
     return out

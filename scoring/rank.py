@@ -66,6 +66,11 @@ class RankedItem:
         return self._terms
 
     @property
+    def head(self) -> ContextItem:
+        """The line's representative item."""
+        return self._group[0]
+
+    @property
     def sources(self) -> list[dict]:
         return [{"item_id": i.item_id, "record_id": i.record_id, "agency": i.record_agency, "source_type": i.source_type}
                 for i in self._group]

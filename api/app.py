@@ -1,0 +1,113 @@
+"""The Briefing service: Flask application factory, authentication, errors, health.
+
+`create_app(db, models_dir)` opens the store, loads the matcher, the ranker and the rules, and
+builds the resolver's index from the store's records and clusters; `/readyz` answers 200 once
+that is done. Every error is JSON (`{"error", "message"}`, plus `fields` for 422) and never a
+stack trace. Requests over 1 MiB get 413.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flask import Flask, abort, current_app, g, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from api.keys import authenticate
+from api.person_data import index_frames
+from api.store import Store, open_store
+from matching.model import MatcherModel
+from matching.query import field_messages
+from matching.resolve import Resolver
+from scoring.rules import Rules
+
+MAX_BODY = 1 << 20
+log = logging.getLogger("briefing")
+
+
+@dataclass
+class Service:
+    store: Store
+    resolver: Resolver
+    rules: Rules
+    ranker: object | None
+    versions: dict = field(default_factory=dict)
+
+
+def create_app(db: str, models_dir: str | Path = "models") -> Flask:
+    """The WSGI application over the store at `db` with the models in `models_dir`."""
+    models = Path(models_dir)
+    store = open_store(db).create()
+    matcher = MatcherModel.load(models / "matcher.json")
+    frame, people = index_frames(store)
+    resolver = Resolver(matcher).fit(frame, people)
+    ranker = None
+    if (models / "ranker.joblib").exists():
+        from scoring.ranker import ItemScorecard
+
+        ranker = ItemScorecard.load(models / "ranker.joblib")
+    rules = Rules.load()
+    versions = {"matcher": matcher.version, "policy": rules.version,
+                "ranker": hashlib.sha256((models / "ranker.joblib").read_bytes()).hexdigest()[:12] if ranker else None}
+    app = Flask("briefing")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions)
+
+    from api.briefings import blueprint as briefings
+
+    app.register_blueprint(briefings)
+    app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
+    app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=resolver.index_.n_records))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    return app
+
+
+def authorise(roles) -> object:
+    """The principal of the request's bearer key, if its role is one of `roles`; else 401 / 403."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    principal = authenticate(current_app.extensions["briefing"].store, key.strip()) if scheme == "Bearer" else None
+    if principal is None:
+        abort(401, description="a valid API key is required: Authorization: Bearer <key>")
+    if principal.role not in roles:
+        abort(403, description=f"role {principal.role.value} may not call this endpoint")
+    g.principal = principal
+    return principal
+
+
+class _Invalid(HTTPException):
+    code = 422
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__(description="the request body does not match the schema")
+        self.fields = fields
+
+
+def validated(model):
+    """The JSON body parsed as `model`; 400 if it is not JSON, 422 with field messages if it does not fit."""
+    if (request.content_length or 0) > current_app.config["MAX_CONTENT_LENGTH"]:
+        abort(413, description=f"the body is over {current_app.config['MAX_CONTENT_LENGTH']:,} bytes")
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        abort(400, description="the body must be a JSON object (Content-Type: application/json)")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _Invalid(field_messages(exc)) from None
+
+
+def _http_error(exc: HTTPException):
+    body = {"error": exc.name.lower().replace(" ", "_"), "message": exc.description}
+    if isinstance(exc, _Invalid):
+        body["fields"] = exc.fields
+    return jsonify(body), exc.code
+
+
+def _unexpected(exc: Exception):
+    log.exception("unhandled error")
+    return jsonify(error="internal_error", message="the request failed; it has been logged"), 500

@@ -1,0 +1,104 @@
+"""`POST /v1/briefings`: resolve the incident's subject, then the permitted items, ranked and explained.
+
+The request and response shapes are issue 5's. Only responder roles may call it, for a purpose
+their key grants. Every call appends one audit event (who, why, which incident, a hash of the
+query identifiers, candidates and grades, items returned, items withheld with reasons, the
+disclosure basis, and the model and policy versions), written in the transaction that read the
+person's items: the answer is never sent without its audit record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from flask import Blueprint, current_app, jsonify
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from api.audit import append, canonical
+from api.person_data import person_consents, person_items, person_records
+from matching.query import Subject
+from scoring.briefing import brief
+from scoring.item import RESPONDERS, Purpose
+
+CALL_TYPES = Literal["disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
+                     "domestic", "medical", "missing_person", "other"]
+MAX_ITEMS = 20
+
+blueprint = Blueprint("briefings", __name__)
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    street: str | None = None
+    city: str | None = None
+    postcode: str | None = None
+
+
+class Incident(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    call_type: CALL_TYPES
+    received_at: AwareDatetime
+    location: Location | None = None
+    callback_phone: str | None = None
+
+
+class BriefingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    incident: Incident
+    subject: Subject
+    purpose: Purpose
+
+
+@blueprint.post("/v1/briefings")
+def create_briefing():
+    from api.app import authorise, validated
+
+    principal = authorise(RESPONDERS)
+    body = validated(BriefingRequest)
+    service = current_app.extensions["briefing"]
+    if body.purpose not in principal.purposes:
+        return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
+    subject = body.subject.model_copy(update={"received_at": body.subject.received_at or body.incident.received_at})
+    resolution = service.resolver.resolve(subject)
+    incident = {"incident_id": body.incident.id, "call_type": body.incident.call_type}
+    best = resolution.candidates[0] if resolution.candidates and resolution.status == "resolved" else None
+    request_id = uuid.uuid4().hex
+    with service.store.engine.begin() as connection:
+        items_out, withheld, audit_items = [], [], {}
+        if best is not None:
+            agencies = person_records(connection, best.person_id)
+            result = brief(principal, body.purpose, incident, best.grade, person_items(connection, agencies),
+                           person_consents(connection, agencies), body.incident.received_at, service.rules, service.ranker)
+            items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
+            withheld = result.withheld
+            audit_items = {"disclosures": [d for d in result.disclosures if d["item_id"] in {i["item_id"] for i in items_out}],
+                           "denied": result.denied}
+        append(connection, "briefing", {
+            "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
+            "purpose": body.purpose.value, "incident_id": body.incident.id, "call_type": body.incident.call_type,
+            "query_hash": hashlib.sha256(canonical(body.subject.model_dump(mode="json", exclude_none=True)).encode()).hexdigest(),
+            "status": resolution.status,
+            "candidates": [{"person_id": c.person_id, "record_id": c.record_id, "grade": c.grade} for c in resolution.candidates],
+            "items_returned": [i["item_id"] for i in items_out], **audit_items, "versions": service.versions,
+        }, principal=principal.name, request_id=request_id)
+    return jsonify({"incident_id": body.incident.id, "request_id": request_id, "resolution": resolution.to_dict(),
+                    "items": items_out, "withheld": withheld, "versions": service.versions})
+
+
+def _item_json(line, person_id: str, position: int) -> dict:
+    head = line.head
+    return {"item_id": line.item_id, "person_id": person_id, "rank": position, "score": line.score,
+            "category": line.category, "code": line.code, "text": line.text,
+            "sources": [{"item_id": s["item_id"], "agency": s["agency"], "source_type": s["source_type"]} for s in line.sources],
+            "corroboration": line.corroboration, "observed_at": _iso(head.observed_at),
+            "last_verified_at": _iso(head.last_verified_at), "status": head.status.value,
+            "why": [{"term": t["term"], "contribution": t["contribution"]} for t in line.terms],
+            "notices": ([line.presented_as] if line.presented_as != "fact" else []) + list(line.flags)}
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

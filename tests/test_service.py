@@ -1,0 +1,100 @@
+"""The service's per-incident call: keys and roles, validation, resolution + policy + ranking, audit."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from api.app import create_app
+from api.audit import verify
+from api.ingest import ingest
+from api.keys import create_key
+from api.store import open_store
+from evaluation.synth.county import generate_county
+from evaluation.synth.incidents import incident_queries
+from matching.model import MatcherModel
+from scoring.item import Purpose, Role
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    county = tmp_path_factory.mktemp("county")
+    generate_county(800, 17, county, progress=False)
+    db = str(county / "briefing.db")
+    store = open_store(db).create()
+    ingest(store, [county / "records.csv", county / "context_items.csv", county / "consents.csv"],
+           MatcherModel.load("models/matcher.json"))
+    keys = {
+        "co": create_key(store, "co-1", Role.co_responder, "COUNTY_BH", [Purpose.TREATMENT, Purpose.EMERGENCY]),
+        "officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
+        "steward": create_key(store, "st-1", Role.steward, "COUNTY", []),
+    }
+    app = create_app(db)
+    incidents = pd.read_csv(county / "incidents.csv", dtype=str, keep_default_na=False)
+    return app.test_client(), keys, store, incidents
+
+
+def _request(row, subject, purpose="EMERGENCY"):
+    return {"incident": {"id": row["incident_id"], "call_type": row["call_type"], "received_at": row["received_at"],
+                         "location": {"street": row["location_street"] or None, "postcode": row["location_postcode"] or None},
+                         "callback_phone": row["callback_phone"]},
+            "subject": {k: v for k, v in subject.items() if k != "received_at"}, "purpose": purpose}
+
+
+def _post(client, key, body):
+    return client.post("/v1/briefings", json=body, headers={"Authorization": f"Bearer {key}"} if key else {})
+
+
+def test_briefing_resolves_ranks_permitted_items_and_audits_the_call(service):
+    client, keys, store, incidents = service
+    before = verify(store).events
+    seen_items = 0
+    for row, subject in list(zip(incidents.to_dict("records"), incident_queries(incidents)))[:40]:
+        response = _post(client, keys["co"], _request(row, subject, "TREATMENT"))
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert body["incident_id"] == row["incident_id"] and body["resolution"]["status"] in ("resolved", "ambiguous", "no_match")
+        assert [i["rank"] for i in body["items"]] == list(range(1, len(body["items"]) + 1))
+        for item in body["items"]:
+            assert sum(w["contribution"] for w in item["why"]) == pytest.approx(item["score"], abs=1e-4)
+        assert all(w["reason"] not in ("DENY_PART2_NO_CONSENT", "DENY_CJI_NOT_LAW_ENFORCEMENT") for w in body["withheld"])
+        seen_items += len(body["items"])
+    assert seen_items > 0
+    audit = verify(store)
+    assert audit.ok and audit.events == before + 40
+
+
+def test_no_key_a_bad_key_or_a_role_that_may_not_brief_is_refused(service):
+    client, keys, _, incidents = service
+    body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
+    assert _post(client, None, body).status_code == 401
+    assert _post(client, "brf_not-a-key", body).status_code == 401
+    refused = _post(client, keys["steward"], body)
+    assert refused.status_code == 403 and "steward" in refused.get_json()["message"]
+    assert _post(client, keys["officer"], {**body, "purpose": "TREATMENT"}).status_code == 403
+
+
+def test_malformed_bodies_get_field_messages_and_never_a_stack_trace(service):
+    client, keys, _, incidents = service
+    body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
+    naive = json.loads(json.dumps(body))
+    naive["incident"]["received_at"] = "2026-01-05T10:00:00"
+    response = _post(client, keys["co"], naive)
+    assert response.status_code == 422 and "incident.received_at" in response.get_json()["fields"]
+    typo = json.loads(json.dumps(body))
+    typo["subject"]["given_nme"] = "Bob"
+    assert "subject.given_nme" in _post(client, keys["co"], typo).get_json()["fields"]
+    not_json = client.post("/v1/briefings", data="{", headers={"Authorization": f"Bearer {keys['co']}",
+                                                                "Content-Type": "application/json"})
+    assert not_json.status_code == 400 and "Traceback" not in not_json.get_data(as_text=True)
+    huge = client.post("/v1/briefings", data="x" * (1 << 21), headers={"Authorization": f"Bearer {keys['co']}"})
+    assert huge.status_code == 413 and huge.is_json
+
+
+def test_health_and_readiness(service):
+    client = service[0]
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["records"] > 0
+    missing = client.get("/v1/nothing")
+    assert missing.status_code == 404 and missing.is_json
