@@ -96,6 +96,13 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from api.serve import serve
+
+    serve(args.db, args.host, args.port, args.workers, args.models)
+    return 0
+
+
 def add_parsers(sub) -> None:
     """Register `ingest`, `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
     p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
@@ -104,6 +111,14 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", default="models/matcher.json", help="matcher used to link new records")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("serve", help="serve the HTTP API with gunicorn (index built once, shared by the workers)")
+    p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--models", default="models", help="directory with matcher.json (and ranker.joblib)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     audit = p.add_subparsers(dest="audit_command", required=True)

@@ -1,0 +1,34 @@
+"""`briefing serve`: the service under gunicorn.
+
+The application (store, matcher, ranker and the resolver's index) is built once in the gunicorn
+master (`preload_app`) and the workers are forked from it, so they share the index copy-on-write
+instead of each building it (at 1M records that is 30 s and 1.5 GB per worker). Python's cyclic GC
+is frozen after the build (`matching.resolve.settle_memory`), which keeps those pages shared.
+"""
+
+from __future__ import annotations
+
+from gunicorn.app.base import BaseApplication
+
+
+class _Gunicorn(BaseApplication):
+    def __init__(self, application, options: dict):
+        self.application, self.options = application, options
+        super().__init__()
+
+    def load_config(self):
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        return self.application
+
+
+def serve(db: str, host: str = "127.0.0.1", port: int = 8080, workers: int = 2, models: str = "models",
+          timeout: int = 30) -> None:
+    """Build the application once, then serve it with `workers` forked gunicorn workers (blocks)."""
+    from api.app import create_app
+
+    application = create_app(db, models)
+    _Gunicorn(application, {"bind": f"{host}:{port}", "workers": workers, "preload_app": True, "timeout": timeout,
+                            "accesslog": "-", "errorlog": "-", "loglevel": "info"}).run()
