@@ -36,10 +36,14 @@ class Service:
     rules: Rules
     ranker: object | None
     versions: dict = field(default_factory=dict)
+    budget_seconds: float = 0.25
 
 
-def create_app(db: str, models_dir: str | Path = "models") -> Flask:
-    """The WSGI application over the store at `db` with the models in `models_dir`."""
+def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 250) -> Flask:
+    """The WSGI application over the store at `db` with the models in `models_dir`.
+
+    `budget_ms`: how long a briefing may take before it answers `unavailable`.
+    """
     models = Path(models_dir)
     store = open_store(db).create()
     matcher = MatcherModel.load(models / "matcher.json")
@@ -55,7 +59,7 @@ def create_app(db: str, models_dir: str | Path = "models") -> Flask:
                 "ranker": hashlib.sha256((models / "ranker.joblib").read_bytes()).hexdigest()[:12] if ranker else None}
     app = Flask("briefing")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions)
+    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0)
 
     from api.briefings import blueprint as briefings
 

@@ -3,14 +3,17 @@
 The request and response shapes are issue 5's. Only responder roles may call it, for a purpose
 their key grants. Every call appends one audit event (who, why, which incident, a hash of the
 query identifiers, candidates and grades, items returned, items withheld with reasons, the
-disclosure basis, and the model and policy versions), written in the transaction that read the
-person's items: the answer is never sent without its audit record.
+disclosure basis, and the model and policy versions), written before the answer is sent. The work
+runs under a time budget (default 250 ms): past it the answer is 200 with resolution status
+`unavailable` and no person data, so a slow store never holds up dispatch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import Literal
 
@@ -26,6 +29,7 @@ from scoring.item import RESPONDERS, Purpose
 CALL_TYPES = Literal["disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
                      "domestic", "medical", "missing_person", "other"]
 MAX_ITEMS = 20
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="briefing")
 
 blueprint = Blueprint("briefings", __name__)
 
@@ -62,31 +66,46 @@ def create_briefing():
     service = current_app.extensions["briefing"]
     if body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
-    subject = body.subject.model_copy(update={"received_at": body.subject.received_at or body.incident.received_at})
-    resolution = service.resolver.resolve(subject)
-    incident = {"incident_id": body.incident.id, "call_type": body.incident.call_type}
-    best = resolution.candidates[0] if resolution.candidates and resolution.status == "resolved" else None
     request_id = uuid.uuid4().hex
+    future = _POOL.submit(_compose, service, principal, body)
+    try:
+        resolution, items_out, withheld, audit_items = future.result(timeout=service.budget_seconds)
+        answer = resolution.to_dict()
+    except FutureTimeout:
+        # Never block dispatch: answer now; the late result is dropped and nothing of it is disclosed.
+        answer, items_out, withheld = {"status": "unavailable", "candidates": []}, [], []
+        audit_items = {"note": f"budget of {service.budget_seconds * 1000:.0f} ms exceeded"}
     with service.store.engine.begin() as connection:
-        items_out, withheld, audit_items = [], [], {}
-        if best is not None:
-            agencies = person_records(connection, best.person_id)
-            result = brief(principal, body.purpose, incident, best.grade, person_items(connection, agencies),
-                           person_consents(connection, agencies), body.incident.received_at, service.rules, service.ranker)
-            items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
-            withheld = result.withheld
-            audit_items = {"disclosures": [d for d in result.disclosures if d["item_id"] in {i["item_id"] for i in items_out}],
-                           "denied": result.denied}
         append(connection, "briefing", {
             "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
             "purpose": body.purpose.value, "incident_id": body.incident.id, "call_type": body.incident.call_type,
             "query_hash": hashlib.sha256(canonical(body.subject.model_dump(mode="json", exclude_none=True)).encode()).hexdigest(),
-            "status": resolution.status,
-            "candidates": [{"person_id": c.person_id, "record_id": c.record_id, "grade": c.grade} for c in resolution.candidates],
+            "status": answer["status"],
+            "candidates": [{"person_id": c["person_id"], "record_id": c["record_id"], "grade": c["grade"]}
+                           for c in answer["candidates"]],
             "items_returned": [i["item_id"] for i in items_out], **audit_items, "versions": service.versions,
         }, principal=principal.name, request_id=request_id)
-    return jsonify({"incident_id": body.incident.id, "request_id": request_id, "resolution": resolution.to_dict(),
+    return jsonify({"incident_id": body.incident.id, "request_id": request_id, "resolution": answer,
                     "items": items_out, "withheld": withheld, "versions": service.versions})
+
+
+def _compose(service, principal, body: BriefingRequest):
+    """Resolve, then (for a resolved person) the permitted items ranked: what the answer and its audit event need."""
+    subject = body.subject.model_copy(update={"received_at": body.subject.received_at or body.incident.received_at})
+    resolution = service.resolver.resolve(subject)
+    incident = {"incident_id": body.incident.id, "call_type": body.incident.call_type}
+    best = resolution.candidates[0] if resolution.candidates and resolution.status == "resolved" else None
+    if best is None:
+        return resolution, [], [], {}
+    with service.store.engine.connect() as connection:
+        agencies = person_records(connection, best.person_id)
+        items, consents = person_items(connection, agencies), person_consents(connection, agencies)
+    result = brief(principal, body.purpose, incident, best.grade, items, consents, body.incident.received_at,
+                   service.rules, service.ranker)
+    items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
+    returned = {i["item_id"] for i in items_out}
+    return resolution, items_out, result.withheld, {
+        "disclosures": [d for d in result.disclosures if d["item_id"] in returned], "denied": result.denied}
 
 
 def _item_json(line, person_id: str, position: int) -> dict:

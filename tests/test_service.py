@@ -98,3 +98,13 @@ def test_health_and_readiness(service):
     assert ready.status_code == 200 and ready.get_json()["records"] > 0
     missing = client.get("/v1/nothing")
     assert missing.status_code == 404 and missing.is_json
+
+
+def test_a_briefing_past_its_budget_answers_unavailable_at_once_and_is_audited(service, tmp_path):
+    client, keys, store, incidents = service
+    slow = create_app(str(store.engine.url.database), budget_ms=0.001).test_client()
+    body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
+    before = verify(store).events
+    answer = _post(slow, keys["co"], body).get_json()
+    assert answer["resolution"] == {"status": "unavailable", "candidates": []} and answer["items"] == []
+    assert verify(store).events == before + 1
