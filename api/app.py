@@ -62,8 +62,10 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0)
 
     from api.briefings import blueprint as briefings
+    from api.oversight import blueprint as oversight
 
     app.register_blueprint(briefings)
+    app.register_blueprint(oversight)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=resolver.index_.n_records))
     app.register_error_handler(HTTPException, _http_error)
@@ -102,7 +104,12 @@ def validated(model):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise _Invalid(field_messages(exc)) from None
+        raise invalid(exc) from None
+
+
+def invalid(exc: ValidationError) -> HTTPException:
+    """A 422 carrying pydantic's errors as {field: message}."""
+    return _Invalid(field_messages(exc))
 
 
 def _http_error(exc: HTTPException):

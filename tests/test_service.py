@@ -108,3 +108,25 @@ def test_a_briefing_past_its_budget_answers_unavailable_at_once_and_is_audited(s
     answer = _post(slow, keys["co"], body).get_json()
     assert answer["resolution"] == {"status": "unavailable", "candidates": []} and answer["items"] == []
     assert verify(store).events == before + 1
+
+
+def test_feedback_is_stored_and_auditors_can_see_who_saw_a_person(service):
+    client, keys, store, incidents = service
+    auditor = create_key(store, "audit-1", Role.auditor, "COUNTY", [])
+    for row, subject in list(zip(incidents.to_dict("records"), incident_queries(incidents)))[:30]:
+        answer = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
+        if answer["resolution"]["status"] == "resolved":
+            break
+    person = answer["resolution"]["candidates"][0]["person_id"]
+    events = client.get(f"/v1/audit/events?person_id={person}", headers={"Authorization": f"Bearer {auditor}"}).get_json()["events"]
+    assert events and all(e["principal"] == "co-1" and e["purpose"] == "TREATMENT" for e in events)
+    assert any(e["incident_id"] == answer["incident_id"] for e in events)
+    assert client.get("/v1/audit/events", headers={"Authorization": f"Bearer {keys['co']}"}).status_code == 403
+    bad = client.get("/v1/audit/events?since=yesterday", headers={"Authorization": f"Bearer {auditor}"})
+    assert bad.status_code == 422 and "since" in bad.get_json()["fields"]
+    sent = client.post("/v1/feedback", json={"incident_id": answer["incident_id"], "item_id": "CI-1", "helped": True},
+                       headers={"Authorization": f"Bearer {keys['co']}"})
+    assert sent.status_code == 201
+    assert client.post("/v1/feedback", json={"incident_id": "x", "item_id": "y"},
+                       headers={"Authorization": f"Bearer {keys['steward']}"}).status_code == 403
+    assert verify(store).ok
