@@ -62,10 +62,11 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0)
 
     from api.briefings import blueprint as briefings
+    from api.feeds import blueprint as feeds
     from api.oversight import blueprint as oversight
 
-    app.register_blueprint(briefings)
-    app.register_blueprint(oversight)
+    for blueprint in (briefings, feeds, oversight):
+        app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=resolver.index_.n_records))
     app.register_error_handler(HTTPException, _http_error)

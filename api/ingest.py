@@ -98,13 +98,13 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     now = datetime.now(timezone.utc).isoformat()
     with store.engine.begin() as connection:
         if len(batch):
-            _upsert(connection, records, "record_id", [_record_row(r, now) for r in batch.to_dict("records")])
+            upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
         if person_rows is not None:
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
-            _upsert(connection, clusters, "record_id", person_rows)
-        _upsert(connection, context_items, "item_id", [_item_row(i, now) for _, _, i in items])
-        _upsert(connection, consents, "consent_id", [_consent_row(c, now) for _, _, c in consent_rows])
+            upsert(connection, clusters, "record_id", person_rows)
+        upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
+        upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
     return summary
 
 
@@ -181,7 +181,7 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def _record_row(record: dict, now: str) -> dict:
+def record_row(record: dict, now: str) -> dict:
     return {"record_id": str(record["record_id"]), **{f: _text(record.get(f)) for f in RECORD_FIELDS}, "ingested_at": now}
 
 
@@ -193,7 +193,7 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _item_row(item: ContextItem, now: str) -> dict:
+def item_row(item: ContextItem, now: str) -> dict:
     return {"item_id": item.item_id, "record_id": item.record_id, "category": item.category.value, "code": item.code,
             "text": item.text, "legal_category": item.legal_category.value, "security_labels": _joined(item.security_labels),
             "consent_id": item.consent_id, "disclosure_basis": item.disclosure_basis, "source_type": item.source_type,
@@ -202,7 +202,7 @@ def _item_row(item: ContextItem, now: str) -> dict:
             "updated_at": now}
 
 
-def _consent_row(consent: Consent, now: str) -> dict:
+def consent_row(consent: Consent, now: str) -> dict:
     return {"consent_id": consent.consent_id, "record_id": consent.record_id, "recipients": _joined(consent.recipients),
             "purposes": _joined(consent.purposes), "categories": _joined(consent.categories),
             "valid_from": _iso(consent.valid_from), "valid_until": _iso(consent.valid_until),
@@ -210,7 +210,7 @@ def _consent_row(consent: Consent, now: str) -> dict:
             "signed_at": _iso(consent.signed_at), "updated_at": now}
 
 
-def _upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
+def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
     """Insert rows, replacing any with the same key (SQLite and PostgreSQL)."""
     if not rows:
         return

@@ -94,7 +94,7 @@ class Resolver:
         self.index_: CandidateIndex | None = None
         self.review_pairs_: list[dict] = []
         self.unusable_rules_: list[str] = []
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()      # held by every change; callers may hold it to pair a change with a store write
 
     # ---------------------------------------------------------------- building
     def fit(self, records: pd.DataFrame, clusters: pd.DataFrame) -> "Resolver":
@@ -134,7 +134,7 @@ class Resolver:
         if not isinstance(subject, Subject):
             subject = Subject.model_validate(subject)
         query, approximate = standardise_subject(subject)
-        with self._lock:
+        with self.lock:
             return self._resolve_standardised(query, YEAR_SLACK if approximate else 0, context=True)
 
     def _resolve_standardised(self, query: Mapping[str, object], year_slack: int, context: bool = False,
@@ -193,7 +193,7 @@ class Resolver:
         record_id = std["unique_id"]
         if not record_id:
             raise ValueError("a record needs a record_id")
-        with self._lock:
+        with self.lock:
             index, _ = self._ready()
             if record_id in index.slot_of:
                 raise KeyError(f"record {record_id!r} is already indexed; update it instead")
@@ -213,13 +213,13 @@ class Resolver:
 
     def update_record(self, record: Mapping[str, object]) -> AddOutcome:
         """Replace an indexed record's values; it is re-matched as if newly added."""
-        with self._lock:
+        with self.lock:
             self.delete_record(str(record["record_id"]))
             return self.add_record(record)
 
     def delete_record(self, record_id: str) -> None:
         """Remove a record from every later answer."""
-        with self._lock:
+        with self.lock:
             index, _ = self._ready()
             if record_id not in index.slot_of:
                 raise KeyError(f"record {record_id!r} is not indexed")

@@ -130,3 +130,32 @@ def test_feedback_is_stored_and_auditors_can_see_who_saw_a_person(service):
     assert client.post("/v1/feedback", json={"incident_id": "x", "item_id": "y"},
                        headers={"Authorization": f"Bearer {keys['steward']}"}).status_code == 403
     assert verify(store).ok
+
+
+def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(service):
+    client, keys, store, incidents = service
+    feed = create_key(store, "feed-pd", Role.feed, "METRO_PD", [])
+    other = create_key(store, "feed-ems", Role.feed, "COUNTY_EMS", [])
+    record = {"record_id": "RMS-FEED-1", "agency": "METRO_PD", "given_name": "Wilhelmina", "family_name": "Throckbottom",
+              "dob": "1961-04-05", "phone": "(614) 555-0142"}
+    created = client.post("/v1/records", json=record, headers={"Authorization": f"Bearer {feed}"})
+    assert created.status_code == 201 and created.get_json()["joined"] is False
+    person = created.get_json()["person_id"]
+    assert client.post("/v1/records", json={**record, "record_id": "X-1"},
+                       headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    item = {"item_id": "CI-FEED-1", "record_id": "RMS-FEED-1", "category": "effective_approach", "code": "APPR_CALM_VOICE",
+            "text": "calms with a low voice (officer; 2026-01)", "legal_category": "AGENCY_OPERATIONAL",
+            "source_type": "officer", "observed_at": "2026-01-10T00:00:00+00:00", "last_verified_at": "2026-01-10T00:00:00+00:00"}
+    assert client.post("/v1/context-items", json=item, headers={"Authorization": f"Bearer {feed}"}).status_code == 200
+    assert client.post("/v1/context-items", json={**item, "record_id": "NOPE"},
+                       headers={"Authorization": f"Bearer {feed}"}).status_code == 422
+    row = incidents.iloc[0]
+    subject = {"given_name": "Wilhelmina", "family_name": "Throckbottom", "dob": "1961-04-05"}
+    answer = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
+    assert answer["resolution"]["candidates"][0]["person_id"] == person
+    assert [i["item_id"] for i in answer["items"]] == ["CI-FEED-1"]
+    assert client.delete("/v1/records/RMS-FEED-1", headers={"Authorization": f"Bearer {other}"}).status_code == 403
+    assert client.delete("/v1/records/RMS-FEED-1", headers={"Authorization": f"Bearer {feed}"}).status_code == 204
+    gone = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
+    assert all(c["record_id"] != "RMS-FEED-1" for c in gone["resolution"]["candidates"]) and gone["items"] == []
+    assert verify(store).ok
