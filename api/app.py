@@ -17,6 +17,7 @@ from flask import Flask, abort, current_app, g, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api.changes import latest
 from api.keys import authenticate
 from api.person_data import index_frames
 from api.store import Store, open_store
@@ -37,6 +38,12 @@ class Service:
     ranker: object | None
     versions: dict = field(default_factory=dict)
     budget_seconds: float = 0.25
+    applied: int = 0                      # the last change (api.changes) this worker's index holds
+
+    def rebuild(self) -> None:
+        """A fresh index from the store (after a bulk load through another process)."""
+        frame, people = index_frames(self.store)
+        self.resolver = Resolver(self.resolver.base_model).fit(frame, people)
 
 
 def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 250) -> Flask:
@@ -47,6 +54,8 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     models = Path(models_dir)
     store = open_store(db).create()
     matcher = MatcherModel.load(models / "matcher.json")
+    with store.engine.connect() as connection:
+        applied = latest(connection)          # read first: later changes are re-applied, which is harmless
     frame, people = index_frames(store)
     resolver = Resolver(matcher).fit(frame, people)
     ranker = None
@@ -59,7 +68,7 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
                 "ranker": hashlib.sha256((models / "ranker.joblib").read_bytes()).hexdigest()[:12] if ranker else None}
     app = Flask("briefing")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0)
+    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0, applied)
 
     from api.briefings import blueprint as briefings
     from api.feeds import blueprint as feeds

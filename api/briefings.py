@@ -21,6 +21,7 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from api.audit import append, canonical
+from api.changes import apply_changes
 from api.person_data import person_consents, person_items, person_records
 from matching.query import Subject
 from scoring.briefing import brief
@@ -67,6 +68,7 @@ def create_briefing():
     if body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
     request_id = uuid.uuid4().hex
+    apply_changes(service)                # writes through other workers since this worker's last request
     future = _POOL.submit(_compose, service, principal, body)
     try:
         resolution, items_out, withheld, audit_items = future.result(timeout=service.budget_seconds)

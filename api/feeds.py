@@ -4,7 +4,8 @@ A `feed` key writes only its own agency's data (403 otherwise); an `admin` key w
 record is matched at once by the resolver (it joins a person only at `certain`, else starts one
 and opens a review pair) and is resolvable by the very next briefing on this worker; the store
 write, the person assignment and the audit event are one transaction, and the in-memory change
-is undone if that transaction fails. Resending the same body is safe (upsert by id).
+is undone if that transaction fails. Other workers pick the change up from the store's change feed
+before their next request (`api.changes`). Resending the same body is safe (upsert by id).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from api.audit import append
+from api.changes import record_change
 from api.ingest import consent_row, item_row, record_row, upsert
 from api.store import clusters, records
 from scoring.item import Consent, ContextItem, Role
@@ -88,6 +90,7 @@ def upsert_record():
             with service.store.engine.begin() as connection:
                 upsert(connection, records, "record_id", [record_row(record, now)])
                 upsert(connection, clusters, "record_id", [{"record_id": outcome.record_id, "person_id": outcome.person_id}])
+                record_change(connection, "upsert", outcome.record_id)
                 append(connection, "record_upsert", {"principal": principal.name, "record_id": outcome.record_id,
                                                      "person_id": outcome.person_id, "joined": outcome.joined,
                                                      "review_pair": outcome.review_pair}, principal=principal.name)
@@ -109,6 +112,7 @@ def delete_record(record_id: str):
     with service.resolver.lock:
         with service.store.engine.begin() as connection:
             connection.execute(delete(records).where(records.c.record_id == record_id))
+            record_change(connection, "delete", record_id)
             append(connection, "record_delete", {"principal": principal.name, "record_id": record_id}, principal=principal.name)
         if record_id in service.resolver.index_.slot_of:
             service.resolver.delete_record(record_id)

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import delete, select
 
+from api.changes import record_change
 from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from matching.model import MatcherModel
 from matching.record import RecordsFileError, read_records
@@ -103,6 +104,11 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
             upsert(connection, clusters, "record_id", person_rows)
+            if summary.linking == "batch":
+                record_change(connection, "rebuild")
+            else:
+                for row in person_rows:
+                    record_change(connection, "upsert", row["record_id"])
         upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
         upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
     return summary

@@ -100,6 +100,15 @@ audit_events = Table(
 )
 
 
+changes = Table(
+    "changes", metadata,                                   # what other workers must apply to their index
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("record_id", String(200)),
+    Column("op", String(16), nullable=False),              # upsert | delete | rebuild
+    Column("at", Text, nullable=False),
+)
+
+
 class Store:
     """An engine over Briefing's tables."""
 

@@ -211,6 +211,15 @@ class Resolver:
             index.add(std, record_id, outcome.person_id)
             return outcome
 
+    def put_record(self, record: Mapping[str, object], person_id: str) -> None:
+        """Index a record under a person decided elsewhere (another worker, a batch link), replacing any copy."""
+        std = standardise_row(record)
+        with self.lock:
+            index, _ = self._ready()
+            if std["unique_id"] in index.slot_of:
+                index.delete(std["unique_id"])
+            index.add(std, std["unique_id"], person_id)
+
     def update_record(self, record: Mapping[str, object]) -> AddOutcome:
         """Replace an indexed record's values; it is re-matched as if newly added."""
         with self.lock:

@@ -159,3 +159,17 @@ def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(
     gone = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
     assert all(c["record_id"] != "RMS-FEED-1" for c in gone["resolution"]["candidates"]) and gone["items"] == []
     assert verify(store).ok
+
+
+def test_a_write_through_one_worker_is_seen_by_the_next_request_to_another(service):
+    client, keys, store, incidents = service
+    other_worker = create_app(str(store.engine.url.database)).test_client()
+    feed = create_key(store, "feed-bh", Role.feed, "COUNTY_BH", [])
+    record = {"record_id": "EHR-FEED-9", "given_name": "Bartholomew", "family_name": "Quenneville", "dob": "1958-09-30"}
+    person = client.post("/v1/records", json=record, headers={"Authorization": f"Bearer {feed}"}).get_json()["person_id"]
+    subject = {"given_name": "Bartholomew", "family_name": "Quenneville", "dob": "1958-09-30"}
+    seen = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
+    assert seen["resolution"]["candidates"][0]["person_id"] == person
+    assert client.delete("/v1/records/EHR-FEED-9", headers={"Authorization": f"Bearer {feed}"}).status_code == 204
+    gone = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
+    assert all(c["record_id"] != "EHR-FEED-9" for c in gone["resolution"]["candidates"])
