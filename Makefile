@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## demo: build a synthetic county, link it, print the evaluation, resolve a few incidents
+## demo: build a synthetic county, link it, print the evaluation, resolve a few incidents, then serve the API
+PORT   ?= 8080
 demo: $(STAMP)
 	$(BIN)/briefing synth --persons $(PERSONS) --seed $(SEED) --out $(DEMO)/county
 	$(BIN)/briefing link $(DEMO)/county/records.csv --model models/matcher.json --out $(DEMO)/link
@@ -30,7 +31,14 @@ demo: $(STAMP)
 	$(BIN)/briefing resolve --model models/matcher.json --records $(DEMO)/county/records.csv \
 		--clusters $(DEMO)/link/clusters.csv --incidents $(DEMO)/county/incidents.csv --limit 3
 	@echo
-	@echo "Files: $(DEMO)/county (synthetic county, incidents), $(DEMO)/link (clusters, pairs, summary), $(DEMO)/linkage.json"
+	rm -f $(DEMO)/briefing.db $(DEMO)/briefing.db-wal $(DEMO)/briefing.db-shm
+	$(BIN)/briefing ingest --db $(DEMO)/briefing.db $(DEMO)/county/records.csv \
+		$(DEMO)/county/context_items.csv $(DEMO)/county/consents.csv
+	@echo
+	$(BIN)/python -m api.demo --db $(DEMO)/briefing.db --county $(DEMO)/county --port $(PORT)
+	@echo
+	@echo "Serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop). Files: $(DEMO)/county, $(DEMO)/link, $(DEMO)/briefing.db"
+	$(BIN)/briefing serve --db $(DEMO)/briefing.db --port $(PORT)
 
 ## test: the whole suite except benchmarks marked slow
 test: $(STAMP)
