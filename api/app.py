@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.changes import latest
 from api.keys import authenticate
+from api.throttle import FailureThrottle
 from api.person_data import index_frames
 from api.store import Store, open_store
 from matching.model import MatcherModel
@@ -39,6 +40,7 @@ class Service:
     versions: dict = field(default_factory=dict)
     budget_seconds: float = 0.25
     applied: int = 0                      # the last change (api.changes) this worker's index holds
+    throttle: FailureThrottle = field(default_factory=FailureThrottle)
 
     def rebuild(self) -> None:
         """A fresh index from the store (after a bulk load through another process)."""
@@ -87,8 +89,14 @@ def authorise(roles) -> object:
     """The principal of the request's bearer key, if its role is one of `roles`; else 401 / 403."""
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
-    principal = authenticate(current_app.extensions["briefing"].store, key.strip()) if scheme == "Bearer" else None
+    service = current_app.extensions["briefing"]
+    principal = authenticate(service.store, key.strip()) if scheme == "Bearer" else None
     if principal is None:
+        wait = service.throttle.failed(header, request.remote_addr or "-")
+        if wait is not None:
+            response = jsonify(error="too_many_requests", message="too many failed authentications; retry later")
+            response.status_code, response.headers["Retry-After"] = 429, str(int(wait))
+            abort(response)
         abort(401, description="a valid API key is required: Authorization: Bearer <key>")
     if principal.role not in roles:
         abort(403, description=f"role {principal.role.value} may not call this endpoint")

@@ -173,3 +173,13 @@ def test_a_write_through_one_worker_is_seen_by_the_next_request_to_another(servi
     assert client.delete("/v1/records/EHR-FEED-9", headers={"Authorization": f"Bearer {feed}"}).status_code == 204
     gone = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
     assert all(c["record_id"] != "EHR-FEED-9" for c in gone["resolution"]["candidates"])
+
+
+def test_repeated_bad_keys_are_throttled_but_a_valid_key_from_the_same_address_is_not(service):
+    client, keys, _, incidents = service
+    body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
+    codes = [_post(client, "brf_guess", body).status_code for _ in range(8)]
+    assert codes[:5] == [401] * 5 and codes[-1] == 429
+    limited = _post(client, "brf_guess", body)
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1 and limited.is_json
+    assert _post(client, keys["co"], {**body, "purpose": "TREATMENT"}).status_code == 200
