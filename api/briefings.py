@@ -25,7 +25,7 @@ from api.changes import apply_changes
 from api.person_data import person_consents, person_items, person_records
 from matching.query import Subject
 from scoring.briefing import brief
-from scoring.item import RESPONDERS, Purpose
+from scoring.item import RESPONDERS, Purpose, Role
 
 CALL_TYPES = Literal["disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
                      "domestic", "medical", "missing_person", "other"]
@@ -81,8 +81,7 @@ def create_briefing():
         append(connection, "briefing", {
             "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
             "purpose": body.purpose.value, "incident_id": body.incident.id, "call_type": body.incident.call_type,
-            "query_hash": hashlib.sha256(canonical(body.subject.model_dump(mode="json", exclude_none=True)).encode()).hexdigest(),
-            "status": answer["status"],
+            "query_hash": _query_hash(body.subject), "status": answer["status"],
             "candidates": [{"person_id": c["person_id"], "record_id": c["record_id"], "grade": c["grade"]}
                            for c in answer["candidates"]],
             "items_returned": [i["item_id"] for i in items_out], **audit_items, "versions": service.versions,
@@ -123,3 +122,37 @@ def _item_json(line, person_id: str, position: int) -> dict:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+class MatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: Subject
+    purpose: Purpose
+
+
+@blueprint.post("/v1/match")
+def match():
+    """Resolution only (who is this?), no context items; for responders and stewards."""
+    from api.app import authorise, validated
+
+    principal = authorise(RESPONDERS | {Role.steward})
+    body = validated(MatchRequest)
+    service = current_app.extensions["briefing"]
+    if principal.role != Role.steward and body.purpose not in principal.purposes:
+        return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
+    apply_changes(service)
+    resolution = service.resolver.resolve(body.subject).to_dict()
+    request_id = uuid.uuid4().hex
+    with service.store.engine.begin() as connection:
+        append(connection, "match", {
+            "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
+            "purpose": body.purpose.value, "query_hash": _query_hash(body.subject), "status": resolution["status"],
+            "candidates": [{"person_id": c["person_id"], "record_id": c["record_id"], "grade": c["grade"]}
+                           for c in resolution["candidates"]], "versions": service.versions,
+        }, principal=principal.name, request_id=request_id)
+    return jsonify({"request_id": request_id, "resolution": resolution, "versions": service.versions})
+
+
+def _query_hash(subject: Subject) -> str:
+    """A hash of the query's identifiers: the audit log proves what was asked without storing it."""
+    return hashlib.sha256(canonical(subject.model_dump(mode="json", exclude_none=True)).encode()).hexdigest()

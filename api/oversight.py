@@ -1,9 +1,10 @@
-"""Responder feedback in, audit events out.
+"""Responder feedback in; audit events and persons' identity records out.
 
 `POST /v1/feedback` (officer, co_responder, ems): whether an item helped at an incident, and the
 outcome; it trains the next ranker. `GET /v1/audit/events` (auditor): the audit log, newest
 first, filtered by person ("who saw this person's information, when, why"), principal, incident
-and time. Both calls are themselves audited.
+and time. `GET /v1/persons/<id>` (steward): a person's records, identity fields only. Every call
+is itself audited.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, abort, current_app, jsonify, request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import insert, select
 
@@ -90,3 +91,23 @@ def get_audit_events():
         append(connection, "audit_read", {"principal": principal.name, "filters": query.model_dump(mode="json", exclude_none=True),
                                           "events_returned": len(found)}, principal=principal.name)
     return jsonify(events=found)
+
+
+@blueprint.get("/v1/persons/<person_id>")
+def get_person(person_id: str):
+    """A person's records, identity fields only (no context items): for stewards reviewing matches."""
+    from api.app import authorise
+    from api.store import RECORD_FIELDS, clusters, records
+
+    principal = authorise({Role.steward})
+    store = current_app.extensions["briefing"].store
+    with store.engine.begin() as connection:
+        rows = connection.execute(select(records).join(clusters, clusters.c.record_id == records.c.record_id)
+                                  .where(clusters.c.person_id == person_id).order_by(records.c.record_id)).mappings().all()
+        if not rows:
+            abort(404, description=f"no person {person_id!r}")
+        append(connection, "person_read", {"principal": principal.name, "role": principal.role.value,
+                                           "person_id": person_id, "records": [r["record_id"] for r in rows]},
+               principal=principal.name)
+    return jsonify(person_id=person_id, records=[{"record_id": r["record_id"], **{f: r[f] for f in RECORD_FIELDS}}
+                                                 for r in rows])

@@ -183,3 +183,25 @@ def test_repeated_bad_keys_are_throttled_but_a_valid_key_from_the_same_address_i
     limited = _post(client, "brf_guess", body)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1 and limited.is_json
     assert _post(client, keys["co"], {**body, "purpose": "TREATMENT"}).status_code == 200
+
+
+def test_match_answers_who_it_is_and_stewards_see_identity_not_items(service):
+    client, keys, store, incidents = service
+    subject = incident_queries(incidents.head(1))[0]
+    subject.pop("received_at", None)
+    matched = client.post("/v1/match", json={"subject": subject, "purpose": "EMERGENCY"},
+                          headers={"Authorization": f"Bearer {keys['officer']}"})
+    assert matched.status_code == 200 and "resolution" in matched.get_json() and "items" not in matched.get_json()
+    steward_view = client.post("/v1/match", json={"subject": {"given_name": "Bartholomew", "family_name": "Quenneville"},
+                                                  "purpose": "LAW"}, headers={"Authorization": f"Bearer {keys['steward']}"})
+    assert steward_view.status_code == 200
+    with store.engine.connect() as connection:
+        from sqlalchemy import select
+
+        from api.store import clusters
+        person = connection.execute(select(clusters.c.person_id).limit(1)).scalar()
+    page = client.get(f"/v1/persons/{person}", headers={"Authorization": f"Bearer {keys['steward']}"})
+    assert page.status_code == 200 and page.get_json()["records"] and "items" not in page.get_json()
+    assert client.get(f"/v1/persons/{person}", headers={"Authorization": f"Bearer {keys['co']}"}).status_code == 403
+    assert client.get("/v1/persons/NOBODY", headers={"Authorization": f"Bearer {keys['steward']}"}).status_code == 404
+    assert verify(store).ok
