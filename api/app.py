@@ -74,9 +74,10 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
 
     from api.briefings import blueprint as briefings
     from api.feeds import blueprint as feeds
+    from api.openapi import blueprint as openapi
     from api.oversight import blueprint as oversight
 
-    for blueprint in (briefings, feeds, oversight):
+    for blueprint in (briefings, feeds, oversight, openapi):
         app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=resolver.index_.n_records))

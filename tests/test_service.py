@@ -205,3 +205,13 @@ def test_match_answers_who_it_is_and_stewards_see_identity_not_items(service):
     assert client.get(f"/v1/persons/{person}", headers={"Authorization": f"Bearer {keys['co']}"}).status_code == 403
     assert client.get("/v1/persons/NOBODY", headers={"Authorization": f"Bearer {keys['steward']}"}).status_code == 404
     assert verify(store).ok
+
+
+def test_openapi_document_lists_every_endpoint_with_request_schemas(service):
+    client = service[0]
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"].startswith("3.1")
+    assert {"/v1/briefings", "/v1/match", "/v1/records", "/v1/feedback", "/v1/audit/events"} <= set(doc["paths"])
+    briefing = doc["components"]["schemas"]["BriefingRequest"]
+    assert set(briefing["required"]) == {"incident", "subject", "purpose"}
+    assert "approx_age" in doc["components"]["schemas"]["Subject"]["properties"]
