@@ -60,6 +60,7 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
         applied = latest(connection)          # read first: later changes are re-applied, which is harmless
     frame, people = index_frames(store)
     resolver = Resolver(matcher).fit(frame, people)
+    resolver.resolve({"given_name": "Warm", "family_name": "Up", "approx_age": 40})   # first-call costs paid here
     ranker = None
     if (models / "ranker.joblib").exists():
         from scoring.ranker import ItemScorecard

@@ -30,6 +30,7 @@ from scoring.item import RESPONDERS, Purpose, Role
 CALL_TYPES = Literal["disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
                      "domestic", "medical", "missing_person", "other"]
 MAX_ITEMS = 20
+# Threads start on first use, so a gunicorn worker forked from a preloaded master gets its own.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="briefing")
 
 blueprint = Blueprint("briefings", __name__)
