@@ -10,13 +10,10 @@ import urllib.request
 
 import pytest
 
-from api.ingest import ingest
 from api.keys import create_key
-from api.store import open_store
-from evaluation.synth.county import generate_county
 from evaluation.synth.incidents import incident_queries
-from matching.model import MatcherModel
 from scoring.item import Purpose, Role
+from tests.loaded_county import loaded_county
 
 
 def _free_port() -> int:
@@ -30,11 +27,7 @@ def server(tmp_path_factory):
     import pandas as pd
 
     county = tmp_path_factory.mktemp("county")
-    generate_county(400, 23, county, progress=False)
-    db = str(county / "b.db")
-    store = open_store(db).create()
-    ingest(store, [county / "records.csv", county / "context_items.csv", county / "consents.csv"],
-           MatcherModel.load("models/matcher.json"))
+    db, store = loaded_county(county, 400, 23)
     key = create_key(store, "ems-1", Role.ems, "COUNTY_EMS", [Purpose.EMERGENCY])
     port = _free_port()
     process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--db", db, "--port", str(port), "--workers", "2"],

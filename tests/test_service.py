@@ -7,23 +7,16 @@ import pytest
 
 from api.app import create_app
 from api.audit import verify
-from api.ingest import ingest
 from api.keys import create_key
-from api.store import open_store
-from evaluation.synth.county import generate_county
 from evaluation.synth.incidents import incident_queries
-from matching.model import MatcherModel
 from scoring.item import Purpose, Role
+from tests.loaded_county import loaded_county
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     county = tmp_path_factory.mktemp("county")
-    generate_county(800, 17, county, progress=False)
-    db = str(county / "briefing.db")
-    store = open_store(db).create()
-    ingest(store, [county / "records.csv", county / "context_items.csv", county / "consents.csv"],
-           MatcherModel.load("models/matcher.json"))
+    db, store = loaded_county(county, 800, 17)
     keys = {
         "co": create_key(store, "co-1", Role.co_responder, "COUNTY_BH", [Purpose.TREATMENT, Purpose.EMERGENCY]),
         "officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),

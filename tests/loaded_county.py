@@ -1,0 +1,18 @@
+"""A synthetic county loaded into a fresh store: the starting point of the service tests."""
+
+from pathlib import Path
+
+from api.ingest import ingest
+from api.store import Store, open_store
+from evaluation.synth.county import generate_county
+from matching.model import MatcherModel
+
+
+def loaded_county(directory: Path, persons: int, seed: int) -> tuple[str, Store]:
+    """Generate a county in `directory`, ingest its records, items and consents; (db path, store)."""
+    generate_county(persons, seed, directory, progress=False)
+    db = str(directory / "briefing.db")
+    store = open_store(db).create()
+    ingest(store, [directory / "records.csv", directory / "context_items.csv", directory / "consents.csv"],
+           MatcherModel.load("models/matcher.json"))
+    return db, store
