@@ -106,3 +106,14 @@ def test_the_order_does_not_depend_on_the_order_items_arrive_in(items, call_type
     rnd.shuffle(shuffled)
     first = [(r.item_id, r.score) for r in rank(items, call_type, grade, NOW, RULES)]
     assert first == [(r.item_id, r.score) for r in rank(shuffled, call_type, grade, NOW, RULES)]
+
+
+def test_the_scorecard_and_the_rules_agree_on_what_a_danger_label_is():
+    """The model keeps its own copy (its features must not move with the rules file); the two must not drift."""
+    from evaluation.synth.needs_catalogue import NEEDS_SPEC
+    from scoring.ranker import DANGER_CATEGORIES, STALE_DANGER_DAYS, VAGUE_CODES
+
+    assert VAGUE_CODES == set(RULES.danger["vague_codes"])
+    assert DANGER_CATEGORIES == set(RULES.danger["categories"]) and STALE_DANGER_DAYS == RULES.danger["stale_after_days"]
+    generated_vague = {n[0] for n in NEEDS_SPEC if "vague" in n[4].split()}
+    assert generated_vague <= set(RULES.danger["vague_codes"])
