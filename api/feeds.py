@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from flask import Blueprint, abort, current_app, jsonify
+from flask import Blueprint, abort, current_app, g, jsonify
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
@@ -53,18 +53,24 @@ class RecordIn(BaseModel):
 
 
 def _writer_for(agency: str | None):
-    from api.app import authorise
-
-    principal = authorise(WRITERS)
+    """The writing principal, if it may write `agency`'s data (call `_writer` before any lookup)."""
+    principal = g.get("principal") or _writer()
     if principal.role == Role.feed and agency not in (None, principal.agency):
         abort(403, description=f"a feed of {principal.agency} may not write {agency}'s data")
     return principal
 
 
+def _writer():
+    """401/403 unless the key may write at all; done before any lookup, so strangers learn nothing."""
+    from api.app import authorise
+
+    return authorise(WRITERS)
+
+
 def _record_agency(connection, record_id: str) -> str | None:
     row = connection.execute(select(records.c.agency).where(records.c.record_id == record_id)).first()
     if row is None:
-        abort(422, description=f"record {record_id!r} is not in the store")
+        abort(409, description=f"record {record_id!r} is not in the store: send the record first")
     return row[0]
 
 
@@ -72,6 +78,7 @@ def _record_agency(connection, record_id: str) -> str | None:
 def upsert_record():
     from api.app import validated
 
+    _writer()
     body = validated(RecordIn)
     principal = _writer_for(body.agency)
     record = body.model_dump(exclude_none=True, mode="json")
@@ -103,6 +110,7 @@ def upsert_record():
 
 @blueprint.delete("/v1/records/<record_id>")
 def delete_record(record_id: str):
+    _writer()
     service = current_app.extensions["briefing"]
     with service.store.engine.connect() as connection:
         row = connection.execute(select(records.c.agency).where(records.c.record_id == record_id)).first()
@@ -134,6 +142,7 @@ def _upsert_attached(model, key: str, to_row, table_name: str):
     from api.app import validated
     from api.store import metadata
 
+    _writer()
     body = validated(model)
     service = current_app.extensions["briefing"]
     with service.store.engine.begin() as connection:

@@ -1,10 +1,13 @@
 """`GET /openapi.json`: the API described from the same pydantic models that validate requests.
 
-Request bodies are the models' JSON Schemas; every error is the one `Error` shape (plus `fields`
-for 422). Response bodies are described by their top-level fields.
+Request bodies are the request models' JSON Schemas, answers the models of `api.schemas`; every
+error is the one `Error` shape (plus `fields` for 422). `/v1` only grows: a field or an endpoint
+may be added, never removed or changed in meaning (docs/integration.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from flask import Blueprint, jsonify
 
@@ -13,65 +16,101 @@ blueprint = Blueprint("openapi", __name__)
 _ERROR = {"type": "object", "required": ["error", "message"],
           "properties": {"error": {"type": "string"}, "message": {"type": "string"},
                          "fields": {"type": "object", "additionalProperties": {"type": "string"}}}}
-_SECURITY = [{"bearer": []}]
+AUTH_ERRORS = (401, 403, 429)
+BODY_ERRORS = (400, 413, 422)
 
 
-def _errors(*codes: int) -> dict:
-    return {str(c): {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-            for c in codes}
+@dataclass(frozen=True)
+class Operation:
+    path: str
+    method: str
+    summary: str
+    ok: int
+    answer: type | None                     # an api.schemas model; None for an empty answer
+    body: type | None = None                # the request model
+    errors: tuple[int, ...] = AUTH_ERRORS
+    path_parameter: str | None = None
+    query: type | None = None               # a model whose fields are query parameters
+    public: bool = False
+    media_type: str = "application/json"
+    also_ok: tuple[int, ...] = ()            # other success codes with the same answer
 
 
-def _object(*required: str) -> dict:
-    return {"type": "object", "required": list(required)}
+def operations() -> list[Operation]:
+    """Every endpoint of the service, in the order the document lists them."""
+    from api import schemas as s
+    from api.briefings import BriefingRequest, MatchRequest
+    from api.feeds import RecordIn
+    from api.oversight import EventQuery, Feedback
+    from scoring.item import Consent, ContextItem
+
+    return [
+        Operation("/v1/briefings", "post", "resolve an incident's subject and rank the permitted items", 200,
+                  s.BriefingAnswer, BriefingRequest, AUTH_ERRORS + BODY_ERRORS),
+        Operation("/v1/match", "post", "resolve a subject (no items)", 200, s.MatchAnswer, MatchRequest,
+                  AUTH_ERRORS + BODY_ERRORS),
+        Operation("/v1/records", "post", "upsert a record (feed: own agency); 201 when new, 200 when replaced", 201,
+                  s.RecordWritten, RecordIn, AUTH_ERRORS + BODY_ERRORS, also_ok=(200,)),
+        Operation("/v1/records/{record_id}", "delete", "delete a record (feed: own agency)", 204, None,
+                  errors=AUTH_ERRORS + (404,), path_parameter="record_id"),
+        Operation("/v1/context-items", "post", "upsert a context item on a record of the feed's agency", 200,
+                  s.ItemWritten, ContextItem, AUTH_ERRORS + BODY_ERRORS + (409,)),
+        Operation("/v1/consents", "post", "upsert a consent on a record of the feed's agency", 200,
+                  s.ConsentWritten, Consent, AUTH_ERRORS + BODY_ERRORS + (409,)),
+        Operation("/v1/feedback", "post", "responder feedback on an item", 201, s.FeedbackWritten, Feedback,
+                  AUTH_ERRORS + BODY_ERRORS),
+        Operation("/v1/persons/{person_id}", "get", "a person's identity records (steward)", 200, s.Person,
+                  errors=AUTH_ERRORS + (404,), path_parameter="person_id"),
+        Operation("/v1/audit/events", "get", "audit events, newest first (auditor)", 200, s.AuditEvents,
+                  errors=AUTH_ERRORS + (422,), query=EventQuery),
+        Operation("/healthz", "get", "liveness", 200, s.Health, errors=(), public=True),
+        Operation("/readyz", "get", "readiness: answers only once the index is loaded", 200, s.Ready, errors=(),
+                  public=True),
+    ]
 
 
 def document() -> dict:
-    """The OpenAPI 3.1 document of the endpoints that exist today."""
-    from api.briefings import BriefingRequest, MatchRequest
-    from api.feeds import RecordIn
-    from api.oversight import Feedback
-    from scoring.item import Consent, ContextItem
-
+    """The OpenAPI 3.1 document of every endpoint."""
     schemas: dict = {"Error": _ERROR}
-    bodies = {}
-    for model in (BriefingRequest, MatchRequest, RecordIn, Feedback, ContextItem, Consent):
+
+    def ref(model) -> dict:
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
-        bodies[model.__name__] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
 
-    def op(summary, body=None, ok="200", response=None, codes=(400, 401, 403, 413, 422, 429)):
-        out = {"summary": summary, "security": _SECURITY, "responses": {
-            ok: {"description": "success", "content": {"application/json": {"schema": response or {"type": "object"}}}},
-            **_errors(*codes)}}
-        if body:
-            out["requestBody"] = bodies[body]
-        return out
-
+    paths: dict = {}
+    for op in operations():
+        entry: dict = {"summary": op.summary, "responses": {}}
+        if not op.public:
+            entry["security"] = [{"bearer": []}]
+        ok = {"description": "success"}
+        if op.answer is not None:
+            ok["content"] = {op.media_type: {"schema": ref(op.answer)}}
+        for code in (op.ok,) + op.also_ok:
+            entry["responses"][str(code)] = ok
+        for code in op.errors:
+            entry["responses"][str(code)] = {"description": "error", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": {op.media_type: {"schema": ref(op.body)}}}
+        parameters = []
+        if op.path_parameter:
+            parameters.append({"name": op.path_parameter, "in": "path", "required": True, "schema": {"type": "string"}})
+        if op.query is not None:
+            query = op.query.model_json_schema()
+            for name, schema in query["properties"].items():
+                parameters.append({"name": name, "in": "query", "required": name in query.get("required", []),
+                                   "schema": schema})
+        if parameters:
+            entry["parameters"] = parameters
+        paths.setdefault(op.path, {})[op.method] = entry
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Briefing", "version": "1"},
+        "info": {"title": "Briefing", "version": "1",
+                 "description": "Who responders are about to meet. See docs/integration.md."},
         "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": {
-            "/v1/briefings": {"post": op("resolve an incident's subject and rank the permitted items", "BriefingRequest",
-                                         response=_object("incident_id", "request_id", "resolution", "items", "withheld", "versions"))},
-            "/v1/match": {"post": op("resolve a subject (no items)", "MatchRequest", response=_object("request_id", "resolution"))},
-            "/v1/records": {"post": op("upsert a record (feed: own agency)", "RecordIn", ok="201",
-                                       response=_object("record_id", "person_id", "joined"))},
-            "/v1/records/{record_id}": {"delete": {**op("delete a record", ok="204", codes=(401, 403, 404)),
-                                                   "parameters": [{"name": "record_id", "in": "path", "required": True,
-                                                                   "schema": {"type": "string"}}]}},
-            "/v1/context-items": {"post": op("upsert a context item", "ContextItem")},
-            "/v1/consents": {"post": op("upsert a consent", "Consent")},
-            "/v1/feedback": {"post": op("responder feedback on an item", "Feedback", ok="201", response=_object("id"))},
-            "/v1/persons/{person_id}": {"get": {**op("a person's identity records (steward)", codes=(401, 403, 404)),
-                                                "parameters": [{"name": "person_id", "in": "path", "required": True,
-                                                                "schema": {"type": "string"}}]}},
-            "/v1/audit/events": {"get": op("audit events (auditor)", response=_object("events"), codes=(401, 403, 422, 429))},
-            "/healthz": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
-            "/readyz": {"get": {"summary": "readiness: 200 once the index is loaded", "responses": {"200": {"description": "ready"}}}},
-        },
+        "paths": paths,
     }
 
 

@@ -25,10 +25,13 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(db: str, host: str = "127.0.0.1", port: int = 8080, workers: int = 2, models: str = "models",
-          timeout: int = 30) -> None:
-    """Build the application once, then serve it with `workers` forked gunicorn workers (blocks)."""
+          timeout: int = 30, threads: int = 1) -> None:
+    """Build the application once, then serve it with `workers` forked gunicorn workers (blocks).
+
+    `threads` > 1 runs each worker as gunicorn's threaded worker (`gthread`).
+    """
     from api.app import create_app
 
     application = create_app(db, models)
-    _Gunicorn(application, {"bind": f"{host}:{port}", "workers": workers, "preload_app": True, "timeout": timeout,
+    _Gunicorn(application, {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "preload_app": True, "timeout": timeout,
                             "accesslog": "-", "errorlog": "-", "loglevel": "info"}).run()

@@ -7,6 +7,9 @@
     python -m evaluation.bench resolve100k   # real-time resolver on 100,000 records (evaluation/bench_resolve.py)
     python -m evaluation.bench resolve1m     # ... and on 1,000,000 records
     python -m evaluation.bench rank200       # ranking one person's 200 items (evaluation/bench_rank.py)
+    python -m evaluation.bench service100k   # POST /v1/briefings at 200 req/s for 60 s (evaluation/bench_service.py)
+    python -m evaluation.bench service100k-gthread   # ... served by one worker with 4 threads
+    python -m evaluation.bench service1m     # ... over 1,000,000 records
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone.
@@ -197,8 +200,27 @@ def bench_rank200(work: Path) -> dict:
     return bench_rank(work)
 
 
+def bench_service100k(work: Path) -> dict:
+    from evaluation.bench_service import bench_service
+
+    return bench_service(work, 100_000, 303)
+
+
+def bench_service100k_gthread(work: Path) -> dict:
+    from evaluation.bench_service import bench_service
+
+    return bench_service(work, 100_000, 303, serving="gthread")
+
+
+def bench_service1m(work: Path) -> dict:
+    from evaluation.bench_service import bench_service
+
+    return bench_service(work, 1_000_000, 202)
+
+
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
-           "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200}
+           "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200,
+           "service100k": bench_service100k, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ reported as events.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,13 +98,18 @@ def _agglomerate(n: int, left: list[int], right: list[int], min_density: float) 
 
 
 def fresh_person_id(seed: str, taken: set[str]) -> str:
-    """A person id derived from a record id: deterministic, and lengthened on the rare collision."""
-    digest = hashlib.sha1(seed.encode()).hexdigest()
-    for width in (10, 14, 20, 40):
-        candidate = f"P{digest[:width].upper()}"
-        if candidate not in taken:
-            return candidate
-    raise RuntimeError(f"cannot derive a unique person id from {seed!r}")  # sha1 prefixes all taken: not reachable in practice
+    """A person id derived from a record id: deterministic, lengthened on a collision, then salted.
+
+    A record that starts a person more than once (updated, re-added) finds its earlier ids taken;
+    ids are never reused for another person, so the seed is salted until a free one comes up.
+    """
+    for salt in itertools.count():
+        digest = hashlib.sha1((seed if salt == 0 else f"{seed}#{salt}").encode()).hexdigest()
+        for width in (10, 14) if salt == 0 else (14,):
+            candidate = f"P{digest[:width].upper()}"
+            if candidate not in taken:
+                return candidate
+    raise AssertionError("unreachable")
 
 
 def assign_person_ids(record_ids: pd.Series, labels: np.ndarray, previous: pd.DataFrame | None = None) -> Clustering:

@@ -182,12 +182,12 @@ class Resolver:
         return "resolved"
 
     # ---------------------------------------------------------------- changes
-    def add_record(self, record: Mapping[str, object]) -> AddOutcome:
+    def add_record(self, record: Mapping[str, object], keep_person: str | None = None) -> AddOutcome:
         """Index a new record (canonical field names, `record_id` required).
 
         It joins the person of its best-matching record when that match is `certain`;
-        otherwise it starts a new person, and if its best match is at least `possible` a
-        review pair is opened for a steward (`review_pairs_`).
+        otherwise it starts a new person (`keep_person`, if given, else a fresh id), and if its
+        best match is at least `possible` a review pair is opened for a steward (`review_pairs_`).
         """
         std = standardise_row(record)
         record_id = std["unique_id"]
@@ -202,7 +202,7 @@ class Resolver:
             if best is not None and best.grade == "certain":
                 outcome = AddOutcome(record_id, best.person_id, True, best)
             else:
-                person_id = fresh_person_id(record_id, index.person_id_set)
+                person_id = keep_person or fresh_person_id(record_id, index.person_id_set)
                 outcome = AddOutcome(record_id, person_id, False, best)
                 if best is not None:
                     outcome.review_pair = {"record_id_l": record_id, "record_id_r": best.record_id,
@@ -221,10 +221,21 @@ class Resolver:
             index.add(std, std["unique_id"], person_id)
 
     def update_record(self, record: Mapping[str, object]) -> AddOutcome:
-        """Replace an indexed record's values; it is re-matched as if newly added."""
+        """Replace an indexed record's values; it is re-matched as if newly added.
+
+        A record that was a person on its own keeps that person's id unless it now joins
+        another person at `certain`: a feed resending a record does not churn person ids.
+        """
         with self.lock:
-            self.delete_record(str(record["record_id"]))
-            return self.add_record(record)
+            index, _ = self._ready()
+            record_id = str(record["record_id"])
+            if record_id not in index.slot_of:
+                raise KeyError(f"record {record_id!r} is not indexed")
+            previous = index.person_ids[index.slot_of[record_id]]
+            self.delete_record(record_id)
+            live = index.person_ids[: index.size][index.alive[: index.size]]
+            alone = not bool(np.any(live == previous))
+            return self.add_record(record, keep_person=previous if alone else None)
 
     def delete_record(self, record_id: str) -> None:
         """Remove a record from every later answer."""

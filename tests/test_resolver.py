@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from evaluation.synth.county import generate_county
+from matching.cluster import fresh_person_id
 from matching.encoding import Extras
 from matching.index import MAX_SCORED
 from matching.model import MatcherModel
@@ -162,6 +163,29 @@ def test_update_rematches_the_record_with_its_new_values(resolver, county):
     resolver.update_record(changed)
     best = resolver.resolve({"given_name": "Octavia", "family_name": "Pemberton-Ruiz", "dob": "1961-06-30"}).candidates[0]
     assert best.record_id == record_id
+
+
+def test_a_record_alone_in_its_person_keeps_the_person_id_however_often_it_is_resent(resolver):
+    record = {"record_id": "RESENT-1", "given_name": "Philippa", "family_name": "Quenneville", "dob": "1944-02-03"}
+    person = resolver.add_record(record).person_id
+    for n in range(8):
+        outcome = resolver.update_record({**record, "phone": f"555-010{n}"})
+        assert (outcome.person_id, outcome.joined) == (person, False)
+
+
+def test_a_record_updated_out_of_a_shared_person_gets_a_fresh_person_id(resolver, county):
+    records, clusters = county
+    shared = clusters.groupby("person_id")["record_id"].transform("size") > 1
+    record_id, person = clusters[shared].iloc[0][["record_id", "person_id"]]
+    outcome = resolver.update_record({"record_id": record_id, "given_name": "Zebulon", "family_name": "Aardvarkian"})
+    assert outcome.person_id != person and not outcome.joined
+
+
+def test_fresh_person_ids_never_run_out_for_one_seed():
+    taken: set[str] = set()
+    for _ in range(50):
+        taken.add(fresh_person_id("value", taken))
+    assert len(taken) == 50
 
 
 def test_approximate_age_becomes_an_estimated_birth_year():

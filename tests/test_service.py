@@ -141,7 +141,7 @@ def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(
             "source_type": "officer", "observed_at": "2026-01-10T00:00:00+00:00", "last_verified_at": "2026-01-10T00:00:00+00:00"}
     assert client.post("/v1/context-items", json=item, headers={"Authorization": f"Bearer {feed}"}).status_code == 200
     assert client.post("/v1/context-items", json={**item, "record_id": "NOPE"},
-                       headers={"Authorization": f"Bearer {feed}"}).status_code == 422
+                       headers={"Authorization": f"Bearer {feed}"}).status_code == 409
     row = incidents.iloc[0]
     subject = {"given_name": "Wilhelmina", "family_name": "Throckbottom", "dob": "1961-04-05"}
     answer = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()

@@ -1,0 +1,146 @@
+"""The shapes of the service's answers, as pydantic models: the OpenAPI document's response schemas.
+
+The endpoints build their JSON directly (the hot path does not pay for a second validation);
+these models describe it, and the schemathesis test (tests/test_openapi.py) checks every answer
+the running service gives against them, so the two cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GRADES = Literal["certain", "probable", "possible"]
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Explanation(_Closed):
+    field: str = Field(description="the comparison (a field or a group of fields)")
+    level: str = Field(description="the comparison level this pair fell into")
+    weight: float = Field(description="its match weight in bits; the weights sum to the total")
+
+
+class Candidate(_Closed):
+    person_id: str
+    record_id: str = Field(description="the person's best-matching record")
+    match_probability: float = Field(ge=0, le=1)
+    match_weight: float
+    grade: GRADES
+    explanation: list[Explanation]
+
+
+class Resolution(_Closed):
+    status: Literal["resolved", "ambiguous", "no_match", "unavailable"]
+    candidates: list[Candidate] = Field(description="best first; empty for no_match and unavailable")
+
+
+class Source(_Closed):
+    item_id: str
+    agency: str | None
+    source_type: str | None
+
+
+class Why(_Closed):
+    term: str
+    contribution: float
+
+
+class Item(_Closed):
+    item_id: str
+    person_id: str
+    rank: int = Field(ge=1)
+    score: float = Field(description="the sum of the `why` contributions")
+    category: str
+    code: str | None
+    text: str | None
+    sources: list[Source] = Field(description="every agency's copy merged into this line")
+    corroboration: int = Field(ge=1, description="how many agencies hold it")
+    observed_at: str | None
+    last_verified_at: str | None
+    status: str
+    why: list[Why]
+    notices: list[str] = Field(description="e.g. 'possible match', 'unverified since …'")
+
+
+class Withheld(_Closed):
+    reason: str
+    count: int = Field(ge=1)
+    route_to: str | None = Field(description="where a responder can ask for what was withheld")
+
+
+class Versions(_Closed):
+    matcher: str
+    ranker: str | None
+    policy: str
+
+
+class BriefingAnswer(_Closed):
+    incident_id: str
+    request_id: str
+    resolution: Resolution
+    items: list[Item]
+    withheld: list[Withheld]
+    versions: Versions
+
+
+class MatchAnswer(_Closed):
+    request_id: str
+    resolution: Resolution
+    versions: Versions
+
+
+class RecordWritten(_Closed):
+    record_id: str
+    person_id: str
+    joined: bool = Field(description="true when the record joined an existing person at `certain` grade")
+    review_pair: dict | None = Field(description="the pair opened for a steward when it joined no person")
+
+
+class ItemWritten(_Closed):
+    item_id: str
+    record_id: str
+
+
+class ConsentWritten(_Closed):
+    consent_id: str
+    record_id: str
+
+
+class FeedbackWritten(_Closed):
+    id: int
+
+
+class IdentityRecord(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    record_id: str
+
+
+class Person(_Closed):
+    person_id: str
+    records: list[IdentityRecord]
+
+
+class AuditEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")           # the event's own fields follow these
+    seq: int
+    at: str
+    request_id: str | None
+    principal: str | None
+    action: str
+
+
+class AuditEvents(_Closed):
+    events: list[AuditEvent]
+
+
+class Health(_Closed):
+    status: str
+
+
+class Ready(_Closed):
+    status: Literal["ready"]
+    records: int
