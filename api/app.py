@@ -75,13 +75,16 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
 
     from api.briefings import blueprint as briefings
     from api.feeds import blueprint as feeds
+    from api.fhir import blueprint as fhir
     from api.openapi import blueprint as openapi
     from api.oversight import blueprint as oversight
+    from api.withdraw import blueprint as withdraw
 
-    for blueprint in (briefings, feeds, oversight, openapi):
+    for blueprint in (briefings, feeds, fhir, oversight, withdraw, openapi):
         app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
-    app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=resolver.index_.n_records))
+    service = app.extensions["briefing"]
+    app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=service.resolver.index_.n_records))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     return app

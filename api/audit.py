@@ -6,6 +6,16 @@ Each event stores its fields as canonical JSON (sorted keys, no spaces) and
 any event breaks every hash after it; `verify` recomputes the chain and names the first broken
 event.
 
+Retention (`api.retention.purge`) may delete the oldest events, always a prefix of the chain and
+never the newest event. The purge then appends a `retention_purge` event whose payload records
+the anchor: `audit_anchor = {"seq", "hash"}` of the last event it removed (carried forward
+unchanged by a purge that removes none). `verify` starts from the anchor that the newest
+`retention_purge` event in the log records instead of from the 64 zeros, so after a purge it
+still recomputes every kept event and still catches any change, removal or insertion among
+them: removing more of the prefix breaks the first kept link, rewriting the anchor breaks the
+purge event's own hash, and removing every purge event leaves a first event that does not
+follow the zeros.
+
 Appending is safe across processes: the row is inserted first (which takes the database's write
 lock on SQLite, and a transaction-scoped advisory lock is taken on PostgreSQL), then its
 predecessor is read and its hash filled in, in the same transaction.
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -23,6 +34,7 @@ from sqlalchemy import select, text, update
 from api.store import Store, audit_events
 
 GENESIS = "0" * 64
+PURGE_ACTION = "retention_purge"   # the event a retention purge appends; its payload carries `audit_anchor`
 _ADVISORY_KEY = 0x42524646   # "BRFF": serialises audit appends on PostgreSQL
 
 
@@ -43,7 +55,7 @@ def append(connection, action: str, payload: dict, principal: str | None = None,
     body = canonical(payload)
     seq = connection.execute(audit_events.insert().values(
         at=when, request_id=request_id, principal=principal, action=action, payload=body,
-        prev_hash="", hash=f"pending-{request_id or ''}-{when}-{id(payload)}")).inserted_primary_key[0]
+        prev_hash="", hash=f"pending-{uuid.uuid4().hex}")).inserted_primary_key[0]   # fits String(64) on PostgreSQL
     before = connection.execute(select(audit_events.c.hash).where(audit_events.c.seq < seq)
                                 .order_by(audit_events.c.seq.desc()).limit(1)).scalar()
     prev = before or GENESIS
@@ -58,19 +70,40 @@ class Verification:
     events: int
     first_broken: int | None = None
     reason: str = ""
+    anchor: int | None = None          # the chain was checked from after this (purged) event; None: from the start
+
+
+def retention_anchor(connection) -> tuple[int, str] | None:
+    """(seq, hash) of the last event removed by retention, as the newest purge event records it; None if none."""
+    row = connection.execute(select(audit_events.c.payload).where(audit_events.c.action == PURGE_ACTION)
+                             .order_by(audit_events.c.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    try:
+        anchor = json.loads(row[0]).get("audit_anchor")
+        return (int(anchor["seq"]), str(anchor["hash"])) if anchor else None
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None      # a mangled purge event vouches for nothing: checked from the zeros, so it cannot pass
 
 
 def verify(store: Store) -> Verification:
-    """Recompute the chain in order; the first event whose link or hash does not hold, and why."""
-    prev, count = GENESIS, 0
+    """Recompute the chain in order (from the retention anchor, if any); the first event that does not hold, and why."""
+    count = 0
     with store.engine.connect() as connection:
+        anchor = retention_anchor(connection)
+        prev = anchor[1] if anchor else GENESIS
         rows = connection.execute(select(audit_events).order_by(audit_events.c.seq)).mappings()
         for row in rows:
             count += 1
+            if anchor is not None and row["seq"] <= anchor[0]:
+                return Verification(False, count, row["seq"], f"it is at or before event {anchor[0]}, the last one retention "
+                                                              "removed (an event was inserted or restored)", anchor[0])
             if row["prev_hash"] != prev:
                 return Verification(False, count, row["seq"], "its prev_hash is not the previous event's hash "
-                                                              "(an event before it was changed, removed or inserted)")
+                                                              "(an event before it was changed, removed or inserted)",
+                                    anchor and anchor[0])
             if chain_hash(prev, row["seq"], row["at"], row["action"], row["payload"]) != row["hash"]:
-                return Verification(False, count, row["seq"], "its content does not match its hash (the event was changed)")
+                return Verification(False, count, row["seq"], "its content does not match its hash (the event was changed)",
+                                    anchor and anchor[0])
             prev = row["hash"]
-    return Verification(True, count)
+    return Verification(True, count, anchor=anchor and anchor[0])

@@ -14,7 +14,7 @@ import hashlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Literal
 
 from flask import Blueprint, current_app, jsonify
@@ -102,6 +102,10 @@ def _compose(service, principal, body: BriefingRequest):
     with service.store.engine.connect() as connection:
         agencies = person_records(connection, best.person_id)
         items, consents = person_items(connection, agencies), person_consents(connection, agencies)
+    # Consents are judged at the incident's time, but a revocation already recorded binds every
+    # later disclosure, even for an incident received before it (a revocation takes effect at once).
+    asked_at = datetime.now(timezone.utc)
+    consents = [c for c in consents if c.revoked_at is None or c.revoked_at > asked_at]
     result = brief(principal, body.purpose, incident, best.grade, items, consents, body.incident.received_at,
                    service.rules, service.ranker)
     items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
+from api.audit import _ADVISORY_KEY
 from api.store import RECORD_FIELDS, changes, clusters, records
 
 
 def record_change(connection, op: str, record_id: str | None = None) -> None:
+    if connection.dialect.name == "postgresql":
+        # Changes must commit in seq order, or a worker that read past a later seq would never apply an earlier one
+        # committed after it. SQLite's single writer gives that order; on PostgreSQL the audit chain's lock does.
+        # It is held to the commit: take it last in a transaction (after any row locks) so it cannot deadlock.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
     connection.execute(insert(changes).values(record_id=record_id, op=op, at=datetime.now(timezone.utc).isoformat()))
 
 

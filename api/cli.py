@@ -330,4 +330,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m api.cli`: run the imported module's main, so its error classes are the ones that
+    # the subcommand modules raise (this file would otherwise exist twice, as __main__ and api.cli).
+    from api.cli import main as _main
+
+    sys.exit(_main())

@@ -1,5 +1,8 @@
-"""Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py) and
-`briefing keys create | list | revoke` (api/keys.py).
+"""Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py),
+`briefing keys create | list | revoke` (api/keys.py) and `briefing purge` (api/retention.py).
+
+`purge` prints one JSON object on stdout: the cutoffs and, per table, how many rows were removed
+(`deleted`) or, with `--dry-run`, would be (`would_delete`); warnings go to stderr.
 
 `keys create` prints only the new key on stdout, so `KEY=$(briefing keys create …)` works; everything
 else goes to stderr. Errors exit with status 2: one line, or `file:line:column` lines for a load.
@@ -90,21 +93,52 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     result = verify(_store(args.db))
     if result.ok:
-        print(f"audit chain holds: {result.events:,} events")
+        after = f" (from after event {result.anchor}, the last removed by retention)" if result.anchor else ""
+        print(f"audit chain holds: {result.events:,} events{after}")
         return 0
     print(f"audit chain broken at event {result.first_broken}: {result.reason}", file=sys.stderr)
     return 1
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    import getpass
+    from pathlib import Path
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.cli import CliError
+    from api.retention import RetentionError, purge
+
+    if "://" not in args.db and not Path(args.db).expanduser().is_file():
+        raise CliError(f"{args.db}: no such store (a SQLite file path or a SQLAlchemy URL)")
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    try:
+        summary = purge(_store(args.db), args.older_than, args.audit_older_than, dry_run=args.dry_run,
+                        principal=f"briefing purge ({user})")
+    except RetentionError as exc:
+        raise CliError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        raise CliError(f"{args.db}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}") from exc
+    for warning in summary.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps({"dry_run": summary.dry_run, "cutoff": summary.cutoff, "audit_cutoff": summary.audit_cutoff,
+                      "would_delete" if summary.dry_run else "deleted": summary.counts(),
+                      "audit_anchor": summary.audit_anchor, "audit_event": summary.audit_seq}))
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
 
-    serve(args.db, args.host, args.port, args.workers, args.models)
+    serve(args.db, args.host, args.port, args.workers, args.models, threads=args.threads)
     return 0
 
 
 def add_parsers(sub) -> None:
-    """Register `ingest`, `keys create`, `keys list` and `keys revoke` on the top-level subparsers."""
+    """Register `ingest`, `serve`, `purge`, `audit verify` and `keys create | list | revoke` on the top-level subparsers."""
     p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
     p.add_argument("files", nargs="+", help="CSV files; each file's kind is known from its columns")
     p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
@@ -116,9 +150,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=2, help="forked worker processes sharing the index copy-on-write")
+    p.add_argument("--threads", type=int, default=1, help="threads per worker (more than 1: gunicorn's gthread worker)")
     p.add_argument("--models", default="models", help="directory with matcher.json (and ranker.joblib)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("purge", help="delete what is past retention (items, consents, feedback, change feed, "
+                                     "old audit events), in one audited transaction")
+    p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    p.add_argument("--older-than", type=int, required=True, metavar="DAYS",
+                   help="remove items, consents, feedback and change-feed rows older than DAYS days")
+    p.add_argument("--audit-older-than", type=int, default=2190, metavar="DAYS",
+                   help="remove audit events older than DAYS days (default 2190 = 6 years; less is allowed with a warning)")
+    p.add_argument("--dry-run", action="store_true", help="count what would be removed; write nothing")
+    p.set_defaults(func=cmd_purge)
 
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     audit = p.add_subparsers(dest="audit_command", required=True)

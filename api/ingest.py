@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import and_, case, delete, or_, select
 
 from api.changes import record_change
 from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
@@ -104,13 +104,14 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
             upsert(connection, clusters, "record_id", person_rows)
+        upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
+        upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
+        if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
             if summary.linking == "batch":
                 record_change(connection, "rebuild")
             else:
                 for row in person_rows:
                     record_change(connection, "upsert", row["record_id"])
-        upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
-        upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
     return summary
 
 
@@ -217,7 +218,11 @@ def consent_row(consent: Consent, now: str) -> dict:
 
 
 def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
-    """Insert rows, replacing any with the same key (SQLite and PostgreSQL)."""
+    """Insert rows, replacing any with the same key (SQLite and PostgreSQL).
+
+    A consent's revocation sticks: resending an older copy of a revoked consent keeps the
+    earliest `revoked_at` (a revocation is withdrawn only by a new consent under a new id).
+    """
     if not rows:
         return
     if connection.dialect.name == "postgresql":
@@ -227,4 +232,7 @@ def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> N
     for start in range(0, len(rows), chunk):
         statement = insert(table).values(rows[start: start + chunk])
         updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+        if table is consents:
+            stored, sent = table.c.revoked_at, statement.excluded.revoked_at
+            updates["revoked_at"] = case((and_(stored.is_not(None), or_(sent.is_(None), stored < sent)), stored), else_=sent)
         connection.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates))

@@ -34,6 +34,9 @@ class Operation:
     public: bool = False
     media_type: str = "application/json"
     also_ok: tuple[int, ...] = ()            # other success codes with the same answer
+    error: str = "Error"                     # the schema of its error answers
+    optional_body: bool = False              # an empty body means the model's defaults
+    header: tuple[str, list[str]] | None = None   # an optional request header and its values
 
 
 def operations() -> list[Operation]:
@@ -41,7 +44,9 @@ def operations() -> list[Operation]:
     from api import schemas as s
     from api.briefings import BriefingRequest, MatchRequest
     from api.feeds import RecordIn
+    from api.fhir import FHIR_JSON, MatchParameters
     from api.oversight import EventQuery, Feedback
+    from api.withdraw import ErasureIn, RetractIn, RevokeIn
     from scoring.item import Consent, ContextItem
 
     return [
@@ -57,6 +62,17 @@ def operations() -> list[Operation]:
                   s.ItemWritten, ContextItem, AUTH_ERRORS + BODY_ERRORS + (409,)),
         Operation("/v1/consents", "post", "upsert a consent on a record of the feed's agency", 200,
                   s.ConsentWritten, Consent, AUTH_ERRORS + BODY_ERRORS + (409,)),
+        Operation("/v1/context-items/{item_id}/retract", "post", "retract an item, or mark it entered in error", 200,
+                  s.ItemRetracted, RetractIn, AUTH_ERRORS + BODY_ERRORS + (404,), path_parameter="item_id",
+                  optional_body=True),
+        Operation("/v1/consents/{consent_id}/revoke", "post", "revoke a consent (binds every later disclosure)", 200,
+                  s.ConsentRevoked, RevokeIn, AUTH_ERRORS + BODY_ERRORS + (404,), path_parameter="consent_id",
+                  optional_body=True),
+        Operation("/v1/persons/{person_id}/erase-registry", "post", "erase a person's voluntary-registry data (admin)",
+                  200, s.RegistryErased, ErasureIn, AUTH_ERRORS + BODY_ERRORS + (404,), path_parameter="person_id"),
+        Operation("/fhir/Patient/$match", "post", "FHIR R4 patient matching (purpose in the X-Purpose-Of-Use header)",
+                  200, s.FhirBundle, MatchParameters, AUTH_ERRORS + BODY_ERRORS + (415,), media_type=FHIR_JSON,
+                  error="OperationOutcome", header=("X-Purpose-Of-Use", ["EMERGENCY", "LAW", "TREATMENT", "THREAT"])),
         Operation("/v1/feedback", "post", "responder feedback on an item", 201, s.FeedbackWritten, Feedback,
                   AUTH_ERRORS + BODY_ERRORS),
         Operation("/v1/persons/{person_id}", "get", "a person's identity records (steward)", 200, s.Person,
@@ -71,6 +87,8 @@ def operations() -> list[Operation]:
 
 def document() -> dict:
     """The OpenAPI 3.1 document of every endpoint."""
+    from api import schemas as s
+
     schemas: dict = {"Error": _ERROR}
 
     def ref(model) -> dict:
@@ -89,11 +107,11 @@ def document() -> dict:
             ok["content"] = {op.media_type: {"schema": ref(op.answer)}}
         for code in (op.ok,) + op.also_ok:
             entry["responses"][str(code)] = ok
+        error = {"$ref": "#/components/schemas/Error"} if op.error == "Error" else ref(getattr(s, op.error))
         for code in op.errors:
-            entry["responses"][str(code)] = {"description": "error", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            entry["responses"][str(code)] = {"description": "error", "content": {op.media_type: {"schema": error}}}
         if op.body is not None:
-            entry["requestBody"] = {"required": True, "content": {op.media_type: {"schema": ref(op.body)}}}
+            entry["requestBody"] = {"required": not op.optional_body, "content": {op.media_type: {"schema": ref(op.body)}}}
         parameters = []
         if op.path_parameter:
             parameters.append({"name": op.path_parameter, "in": "path", "required": True, "schema": {"type": "string"}})
@@ -102,6 +120,9 @@ def document() -> dict:
             for name, schema in query["properties"].items():
                 parameters.append({"name": name, "in": "query", "required": name in query.get("required", []),
                                    "schema": schema})
+        if op.header:
+            parameters.append({"name": op.header[0], "in": "header", "required": False,
+                               "schema": {"type": "string", "enum": op.header[1]}})
         if parameters:
             entry["parameters"] = parameters
         paths.setdefault(op.path, {})[op.method] = entry

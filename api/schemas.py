@@ -144,3 +144,46 @@ class Health(_Closed):
 class Ready(_Closed):
     status: Literal["ready"]
     records: int
+
+
+class ItemRetracted(_Closed):
+    item_id: str
+    record_id: str
+    status: Literal["retracted", "entered_in_error"]
+    previous_status: str
+    changed: bool = Field(description="false when the item already had that status (still audited)")
+
+
+class ConsentRevoked(_Closed):
+    consent_id: str
+    record_id: str
+    revoked_at: str = Field(description="the revocation in force (the earliest ever recorded)")
+    previous_revoked_at: str | None
+    changed: bool
+
+
+class RegistryErased(_Closed):
+    person_id: str
+    records: int
+    context_items: int
+    consents: int
+    feedback: int
+    record_ids: list[str]
+    item_ids: list[str]
+    consent_ids: list[str]
+
+
+class FhirBundle(BaseModel):
+    """A FHIR R4 `searchset` Bundle (validated against the R4 model in tests/test_fhir.py)."""
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["Bundle"]
+    type: Literal["searchset"]
+    total: int
+    entry: list[dict] = []
+
+
+class OperationOutcome(BaseModel):
+    """A FHIR R4 OperationOutcome: every error of the FHIR endpoint."""
+    model_config = ConfigDict(extra="allow")
+    resourceType: Literal["OperationOutcome"]
+    issue: list[dict]

@@ -33,5 +33,7 @@ def serve(db: str, host: str = "127.0.0.1", port: int = 8080, workers: int = 2, 
     from api.app import create_app
 
     application = create_app(db, models)
-    _Gunicorn(application, {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "preload_app": True, "timeout": timeout,
+    _Gunicorn(application, {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "preload_app": True,
+                            "timeout": timeout,
+                            "control_socket_disable": True,   # gunicorn 27 would share one socket path per user
                             "accesslog": "-", "errorlog": "-", "loglevel": "info"}).run()

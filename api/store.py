@@ -9,10 +9,11 @@ keeps both databases identical); multi-valued fields as `|`-joined text, as in t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import (Column, Engine, ForeignKey, Index, Integer, MetaData, String, Table, Text, create_engine,
-                        event)
+                        event, exc)
 
 metadata = MetaData()
 
@@ -123,7 +124,9 @@ class Store:
 def database_url(location: str) -> str:
     """A SQLAlchemy URL from a URL or a plain file path (a path means a SQLite file)."""
     if "://" in location:
-        return location
+        scheme, rest = location.split("://", 1)
+        # The driver installed with Briefing is psycopg 3; SQLAlchemy's default for postgresql:// is psycopg2.
+        return f"postgresql+psycopg://{rest}" if scheme in ("postgresql", "postgres") else location
     return f"sqlite:///{Path(location).expanduser().resolve()}"
 
 
@@ -142,4 +145,24 @@ def open_store(location: str) -> Store:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
             cursor.close()
+    _connections_stay_in_their_process(engine)
     return Store(engine)
+
+
+def _connections_stay_in_their_process(engine: Engine) -> None:
+    """A pooled connection is never used by a forked child (SQLAlchemy's recipe for pools and os.fork).
+
+    `briefing serve` opens the store in the gunicorn master and forks the workers from it: without
+    this, every worker would check out the master's pooled connections, and two processes writing
+    one PostgreSQL socket mix their queries and results. A child gets a connection of its own; the
+    inherited one is dropped without being closed (closing it would end it for its owner too).
+    """
+    @event.listens_for(engine, "connect")
+    def _owner(_connection, record):
+        record.info["pid"] = os.getpid()
+
+    @event.listens_for(engine, "checkout")
+    def _same_process(_connection, record, proxy):
+        if record.info.get("pid") != os.getpid():
+            record.dbapi_connection = proxy.dbapi_connection = None
+            raise exc.DisconnectionError(f"connection opened by process {record.info.get('pid')}, not {os.getpid()}")

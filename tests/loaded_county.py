@@ -8,10 +8,13 @@ from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 
 
-def loaded_county(directory: Path, persons: int, seed: int) -> tuple[str, Store]:
-    """Generate a county in `directory`, ingest its records, items and consents; (db path, store)."""
+def loaded_county(directory: Path, persons: int, seed: int, db: str | None = None) -> tuple[str, Store]:
+    """Generate a county in `directory`, ingest its records, items and consents; (db, store).
+
+    `db`: the store, a SQLite path or a SQLAlchemy URL (an empty database); `directory/briefing.db` when absent.
+    """
     generate_county(persons, seed, directory, progress=False)
-    db = str(directory / "briefing.db")
+    db = db or str(directory / "briefing.db")
     store = open_store(db).create()
     ingest(store, [directory / "records.csv", directory / "context_items.csv", directory / "consents.csv"],
            MatcherModel.load("models/matcher.json"))

@@ -1,0 +1,26 @@
+"""Shared fixtures: a PostgreSQL server for the session and a fresh database per test module (tests/postgres.py)."""
+
+import pytest
+
+from tests.postgres import Unavailable, in_ci, start_server
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The PostgreSQL server of this session; skips without one (fails under CI, which must run these tests)."""
+    try:
+        server = start_server()
+    except Unavailable as exc:
+        if in_ci():
+            pytest.fail(f"CI=true: the PostgreSQL tests must run, but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server, request):
+    """A new empty PostgreSQL database for this test module (dropped afterwards); its SQLAlchemy URL."""
+    url = postgres_server.create_database(request.module.__name__.rsplit(".", 1)[-1])
+    yield url
+    postgres_server.drop_database(url)
