@@ -11,6 +11,7 @@ else goes to stderr. Errors exit with status 2: one line, or `file:line:column` 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -80,7 +81,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
     stages = Stages(args.quiet)
     try:
-        summary = ingest(_store(args.db), args.files, model, progress=stages)
+        summary = ingest(_store(args.db), args.files, model, progress=stages, principal=f"cli:{getpass.getuser()}")
     except IngestError as exc:
         raise CliError(f"nothing was written:\n{exc}") from exc
     stages.finish()

@@ -23,6 +23,7 @@ import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import and_, case, delete, or_, select
 
+from api.audit import append
 from api.changes import record_change
 from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from matching.model import MatcherModel
@@ -62,8 +63,9 @@ def file_kind(columns: list[str]) -> str | None:
     return None
 
 
-def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=None) -> IngestSummary:
-    """Validate every file, link new records, then write everything in one transaction."""
+def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=None,
+           principal: str = "cli:ingest") -> IngestSummary:
+    """Validate every file, link new records, then write everything (and one audit event) in one transaction."""
     step = progress or (lambda label: None)
     step("validating")
     batch_records, items, consent_rows, problems = [], [], [], []
@@ -112,6 +114,10 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
             else:
                 for row in person_rows:
                     record_change(connection, "upsert", row["record_id"])
+        append(connection, "ingest", {"files": [str(p) for p in paths], "records": summary.records,
+                                      "new_records": summary.new_records, "context_items": summary.context_items,
+                                      "consents": summary.consents, "linking": summary.linking,
+                                      "persons_touched": summary.persons_touched}, principal=principal)
     return summary
 
 

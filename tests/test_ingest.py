@@ -1,13 +1,15 @@
 """`briefing ingest`: files known by their columns, all or nothing, every record in a person, upserts."""
 
+import json
 import shutil
 
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from api.audit import verify
 from api.ingest import BULK_MIN, IngestError, ingest
-from api.store import clusters, consents, context_items, open_store, records
+from api.store import audit_events, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 from tests.cli_run import run_briefing
@@ -54,6 +56,17 @@ def test_a_few_new_records_go_through_the_resolver_and_a_duplicate_joins_its_per
         person = dict(connection.execute(select(clusters.c.record_id, clusters.c.person_id)
                                          .where(clusters.c.record_id.in_(["RMS-NEW-1", original.record_id.iloc[0]]))).all())
     assert person["RMS-NEW-1"] == person[original.record_id.iloc[0]]
+
+
+def test_every_load_is_one_audit_event_naming_its_files_and_counts(county, tmp_path):
+    store = open_store(str(tmp_path / "d.db")).create()
+    ingest(store, [county / "records.csv"], MODEL, principal="cli:loader")
+    chain = verify(store)
+    with store.engine.connect() as connection:
+        event = connection.execute(select(audit_events)).mappings().one()
+    payload = json.loads(event["payload"])
+    assert chain.ok and chain.events == 1 and (event["action"], event["principal"]) == ("ingest", "cli:loader")
+    assert payload["files"] == [str(county / "records.csv")] and payload["new_records"] == payload["records"] > 0
 
 
 def test_one_bad_row_rejects_the_whole_load_with_file_line_and_column(county, tmp_path):
