@@ -13,12 +13,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from flask import Flask, abort, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from api.changes import latest
-from api.keys import authenticate
+from api.changes import apply_changes, latest
+from api.keys import KeyCache
 from api.throttle import FailureThrottle
 from api.person_data import index_frames
 from api.store import Store, open_store
@@ -31,6 +33,20 @@ MAX_BODY = 1 << 20
 log = logging.getLogger("briefing")
 
 
+class FastJSON(DefaultJSONProvider):
+    """Flask's JSON through orjson: answers are the hot path's largest cost after matching itself.
+
+    Keys keep their insertion order (the audit log's canonical JSON is separate, in api.audit).
+    """
+
+    def dumps(self, obj, **kwargs) -> str:
+        # OPT_NON_STR_KEYS: SQLAlchemy row keys are str subclasses, which orjson otherwise refuses as keys.
+        return orjson.dumps(obj, default=str, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS).decode()
+
+    def loads(self, s, **kwargs):
+        return orjson.loads(s)
+
+
 @dataclass
 class Service:
     store: Store
@@ -41,6 +57,10 @@ class Service:
     budget_seconds: float = 0.25
     applied: int = 0                      # the last change (api.changes) this worker's index holds
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    keys: KeyCache | None = None
+
+    def __post_init__(self):
+        self.keys = self.keys or KeyCache(self.store)
 
     def rebuild(self) -> None:
         """A fresh index from the store (after a bulk load through another process)."""
@@ -70,6 +90,7 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     versions = {"matcher": matcher.version, "policy": rules.version,
                 "ranker": hashlib.sha256((models / "ranker.joblib").read_bytes()).hexdigest()[:12] if ranker else None}
     app = Flask("briefing")
+    app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0, applied)
 
@@ -91,11 +112,15 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
 
 
 def authorise(roles) -> object:
-    """The principal of the request's bearer key, if its role is one of `roles`; else 401 / 403."""
+    """The principal of the request's bearer key, if its role is one of `roles`; else 401 / 403.
+
+    Pending changes (api.changes) are applied first, so a key revoked anywhere is refused here.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     service = current_app.extensions["briefing"]
-    principal = authenticate(service.store, key.strip()) if scheme == "Bearer" else None
+    apply_changes(service)                # writes and key revocations through other workers and the CLI
+    principal = service.keys.authenticate(key.strip()) if scheme == "Bearer" else None
     if principal is None:
         wait = service.throttle.failed(header, request.remote_addr or "-")
         if wait is not None:

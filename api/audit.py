@@ -29,13 +29,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, update
 
 from api.store import Store, audit_events
 
 GENESIS = "0" * 64
 PURGE_ACTION = "retention_purge"   # the event a retention purge appends; its payload carries `audit_anchor`
 _ADVISORY_KEY = 0x42524646   # "BRFF": serialises audit appends on PostgreSQL
+
+
+# Built once: the statements of every append are the same, only their parameters change.
+_INSERT = audit_events.insert()
+_PREVIOUS = (select(audit_events.c.hash).where(audit_events.c.seq < bindparam("b_seq"))
+             .order_by(audit_events.c.seq.desc()).limit(1))
+_SEAL = (update(audit_events).where(audit_events.c.seq == bindparam("b_seq"))
+         .values(prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
 
 
 def canonical(payload: dict) -> str:
@@ -53,14 +61,11 @@ def append(connection, action: str, payload: dict, principal: str | None = None,
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _ADVISORY_KEY})
     when = (at or datetime.now(timezone.utc)).isoformat()
     body = canonical(payload)
-    seq = connection.execute(audit_events.insert().values(
-        at=when, request_id=request_id, principal=principal, action=action, payload=body,
-        prev_hash="", hash=f"pending-{uuid.uuid4().hex}")).inserted_primary_key[0]   # fits String(64) on PostgreSQL
-    before = connection.execute(select(audit_events.c.hash).where(audit_events.c.seq < seq)
-                                .order_by(audit_events.c.seq.desc()).limit(1)).scalar()
-    prev = before or GENESIS
-    connection.execute(update(audit_events).where(audit_events.c.seq == seq)
-                       .values(prev_hash=prev, hash=chain_hash(prev, seq, when, action, body)))
+    seq = connection.execute(_INSERT, {"at": when, "request_id": request_id, "principal": principal, "action": action,
+                                       "payload": body, "prev_hash": "",
+                                       "hash": f"pending-{uuid.uuid4().hex}"}).inserted_primary_key[0]  # fits String(64)
+    prev = connection.execute(_PREVIOUS, {"b_seq": seq}).scalar() or GENESIS
+    connection.execute(_SEAL, {"b_seq": seq, "b_prev": prev, "b_hash": chain_hash(prev, seq, when, action, body)})
     return seq
 
 

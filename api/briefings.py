@@ -21,8 +21,7 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from api.audit import append, canonical
-from api.changes import apply_changes
-from api.person_data import person_consents, person_items, person_records
+from api.person_data import person_consents, person_items
 from matching.query import Subject
 from scoring.briefing import brief
 from scoring.item import RESPONDERS, Purpose, Role
@@ -69,7 +68,6 @@ def create_briefing():
     if body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
     request_id = uuid.uuid4().hex
-    apply_changes(service)                # writes through other workers since this worker's last request
     future = _POOL.submit(_compose, service, principal, body)
     try:
         resolution, items_out, withheld, audit_items = future.result(timeout=service.budget_seconds)
@@ -100,8 +98,7 @@ def _compose(service, principal, body: BriefingRequest):
     if best is None:
         return resolution, [], [], {}
     with service.store.engine.connect() as connection:
-        agencies = person_records(connection, best.person_id)
-        items, consents = person_items(connection, agencies), person_consents(connection, agencies)
+        items, consents = person_items(connection, best.person_id), person_consents(connection, best.person_id)
     # Consents are judged at the incident's time, but a revocation already recorded binds every
     # later disclosure, even for an incident received before it (a revocation takes effect at once).
     asked_at = datetime.now(timezone.utc)
@@ -145,7 +142,6 @@ def match():
     service = current_app.extensions["briefing"]
     if principal.role != Role.steward and body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
-    apply_changes(service)
     resolution = service.resolver.resolve(body.subject).to_dict()
     request_id = uuid.uuid4().hex
     with service.store.engine.begin() as connection:

@@ -1,6 +1,7 @@
 """Keeping every worker's index current: a change feed in the store, applied before each request.
 
-Each write of a record (feed, ingest) appends a row to `changes` in the same transaction.
+Each write of a record (feed, ingest) and each key revocation appends a row to `changes` in the
+same transaction.
 Before a request that resolves, a worker reads the changes after the last one it applied (one
 indexed query) and applies them to its in-memory index: the record as stored, under the person
 the store assigned. A bulk load appends one `rebuild`, after which the worker rebuilds its index.
@@ -31,17 +32,25 @@ def latest(connection) -> int:
 
 
 def apply_changes(service) -> int:
-    """Apply the changes after `service.applied`; returns how many were applied."""
+    """Apply the changes after `service.applied`; returns how many were applied.
+
+    `upsert` / `delete` of a record: the record as stored goes into (or out of) the index;
+    `rebuild`: the index is rebuilt from the store; `keys`: the worker forgets the keys it knew.
+    """
     with service.store.engine.connect() as connection:
         rows = connection.execute(select(changes).where(changes.c.seq > service.applied).order_by(changes.c.seq)).all()
         if not rows:
             return 0
+        if any(r.op == "keys" for r in rows):
+            service.keys.clear()
         if any(r.op == "rebuild" for r in rows):
             service.rebuild()
             service.applied = rows[-1].seq
             return len(rows)
         with service.resolver.lock:
             for row in rows:
+                if row.op == "keys":
+                    continue
                 stored = connection.execute(select(records, clusters.c.person_id).join(
                     clusters, clusters.c.record_id == records.c.record_id).where(records.c.record_id == row.record_id)
                 ).mappings().first()

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from api.audit import append
-from api.changes import apply_changes, record_change
+from api.changes import record_change
 from api.ingest import consent_row, item_row, record_row, upsert
 from api.store import clusters, records
 from scoring.item import Consent, ContextItem, Role
@@ -84,7 +84,6 @@ def upsert_record():
     record = body.model_dump(exclude_none=True, mode="json")
     record.setdefault("agency", principal.agency)
     service = current_app.extensions["briefing"]
-    apply_changes(service)                # match against the records other workers wrote, too
     resolver = service.resolver
     with resolver.lock:
         existed = record["record_id"] in resolver.index_.slot_of

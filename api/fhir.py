@@ -37,7 +37,6 @@ from werkzeug.exceptions import HTTPException
 
 from api.audit import append
 from api.briefings import _query_hash
-from api.changes import apply_changes
 from api.store import records
 from matching.query import Subject
 from scoring.item import RESPONDERS, Purpose, Role
@@ -174,7 +173,6 @@ def _match():
     body = _parameters()
     subject, (only_certain, count) = _subject(body), _options(body)
     service = current_app.extensions["briefing"]
-    apply_changes(service)
     resolution = service.resolver.resolve(subject).to_dict()
     candidates, notes = resolution["candidates"], []
     if resolution["status"] == "ambiguous":

@@ -2,19 +2,24 @@
 
 A key is 32 random bytes (URL-safe text with a `brf_` prefix), shown once when created; the store
 keeps only its SHA-256 (a random 256-bit secret needs no slow hash: there is nothing to guess).
-Authentication looks the hash up, then checks revocation and expiry.
+Authentication looks the hash up, then checks revocation and expiry. A serving worker keeps the
+principals of keys it has seen (`KeyCache`); a revocation writes a `keys` row to the change feed
+in the same transaction, and every worker applies the feed before it authenticates a request, so
+a revoked key is refused by the very next request to any worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.changes import record_change
 from api.store import Store, api_keys
 from scoring.item import Principal, Purpose, Role
 
@@ -68,25 +73,61 @@ def list_keys(store: Store) -> list[KeyInfo]:
 
 
 def revoke_key(store: Store, name: str) -> None:
-    """Revoke a key by name: its next request is refused."""
+    """Revoke a key by name: its next request to any worker is refused."""
     with store.engine.begin() as connection:
         done = connection.execute(update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
                                   .values(revoked_at=_now().isoformat()))
         if done.rowcount == 0:
             exists = connection.execute(select(api_keys.c.name).where(api_keys.c.name == name)).first()
             raise KeyRefused(f"no key named {name!r}" if exists is None else f"key {name!r} is already revoked")
+        record_change(connection, "keys")
 
 
 def authenticate(store: Store, presented: str, at: datetime | None = None) -> Principal | None:
     """The principal of a presented key, or None (unknown, revoked or expired)."""
+    found = _lookup(store, presented)
+    return found[0] if found is not None and not _expired(found[1], at) else None
+
+
+def _lookup(store: Store, presented: str) -> tuple[Principal, datetime | None] | None:
+    """(principal, expiry) of an unrevoked key, or None."""
     if not presented or not presented.startswith(PREFIX):
         return None
     with store.engine.connect() as connection:
         row = connection.execute(select(api_keys).where(api_keys.c.key_hash == _hash(presented))).mappings().first()
     if row is None or row["revoked_at"] is not None:
         return None
-    at = at or _now()
-    if row["expires_at"] is not None and datetime.fromisoformat(row["expires_at"]) <= at:
-        return None
     purposes = tuple(Purpose(p) for p in row["purposes"].split("|") if p)
-    return Principal(name=row["name"], role=Role(row["role"]), agency=row["agency"], purposes=purposes)
+    expires = datetime.fromisoformat(row["expires_at"]) if row["expires_at"] is not None else None
+    return Principal(name=row["name"], role=Role(row["role"]), agency=row["agency"], purposes=purposes), expires
+
+
+def _expired(expires: datetime | None, at: datetime | None = None) -> bool:
+    return expires is not None and expires <= (at or _now())
+
+
+class KeyCache:
+    """A worker's memory of the keys it has authenticated (never of refused ones).
+
+    Emptied by `clear()` when the change feed says keys changed; an entry also lapses after
+    `ttl` seconds, in case a key was changed in the store by hand, outside `revoke_key`.
+    """
+
+    def __init__(self, store: Store, ttl: float = 60.0):
+        self.store, self.ttl = store, ttl
+        self._known: dict[str, tuple[Principal, datetime | None, float]] = {}
+
+    def authenticate(self, presented: str) -> Principal | None:
+        digest = _hash(presented or "")
+        hit = self._known.get(digest)
+        if hit is None or time.monotonic() - hit[2] > self.ttl:
+            found = _lookup(self.store, presented)
+            if found is None:
+                self._known.pop(digest, None)
+                return None
+            hit = (*found, time.monotonic())
+            self._known[digest] = hit
+        return None if _expired(hit[1]) else hit[0]
+
+    def clear(self) -> None:
+        self._known.clear()

@@ -21,20 +21,21 @@ def index_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     return frame, people
 
 
-def person_records(connection, person_id: str) -> dict[str, str | None]:
-    """record_id -> agency for every record of a person."""
-    rows = connection.execute(select(records.c.record_id, records.c.agency).join(
-        clusters, clusters.c.record_id == records.c.record_id).where(clusters.c.person_id == person_id)).all()
-    return dict(rows)
+def _of_person(table, person_id: str):
+    """The rows of `table` hanging on a person's records, each with its record's agency."""
+    return (select(table, records.c.agency.label("record_agency"))
+            .join(records, records.c.record_id == table.c.record_id)
+            .join(clusters, clusters.c.record_id == table.c.record_id)
+            .where(clusters.c.person_id == person_id))
 
 
-def person_items(connection, agencies: dict[str, str | None]) -> list[ContextItem]:
-    rows = connection.execute(select(context_items).where(context_items.c.record_id.in_(list(agencies)))).mappings().all()
-    return [ContextItem(**{k: v for k, v in row.items() if v is not None}, record_agency=agencies[row["record_id"]])
-            for row in rows]
+def person_items(connection, person_id: str) -> list[ContextItem]:
+    """Every context item on a person's records (one query)."""
+    return [ContextItem(**{k: v for k, v in row.items() if v is not None})
+            for row in connection.execute(_of_person(context_items, person_id)).mappings()]
 
 
-def person_consents(connection, agencies: dict[str, str | None]) -> list[Consent]:
-    rows = connection.execute(select(consents).where(consents.c.record_id.in_(list(agencies)))).mappings().all()
-    return [Consent(**{k: v for k, v in row.items() if v is not None}, record_agency=agencies[row["record_id"]])
-            for row in rows]
+def person_consents(connection, person_id: str) -> list[Consent]:
+    """Every consent on a person's records (one query)."""
+    return [Consent(**{k: v for k, v in row.items() if v is not None})
+            for row in connection.execute(_of_person(consents, person_id)).mappings()]

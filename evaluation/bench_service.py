@@ -8,9 +8,9 @@ The county is generated and ingested with `briefing ingest` (a bulk link); a co-
 is created; `briefing serve` starts on a free port; the load generator (`evaluation.loadgen`)
 runs in its own process and replays the county's incidents as briefing requests, TREATMENT
 purpose, 5 s of warm-up then the measured minute. While it runs the server's processes are
-sampled for memory: RSS counts shared pages in every process, PSS divides them among the
-processes sharing them, USS is what each process holds alone — so USS shows what copy-on-write
-sharing saves. Afterwards the audit chain is verified (every briefing appended an event).
+measured for memory once the minute is over: RSS counts shared pages in every process, PSS divides
+them among the processes sharing them, USS is what each process holds alone — so USS shows what
+copy-on-write sharing saves. Every request's latency is kept (`trace-*.csv`) for the plot. Afterwards the audit chain is verified (every briefing appended an event).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -57,12 +56,9 @@ def bench_service(work: Path, records: int, seed: int, serving: str = "processes
         result["seconds_to_ready"] = round(time.perf_counter() - started, 1)
         url = f"http://127.0.0.1:{port}/v1/briefings"
         _load(url, key, bodies, rate, WARM_UP_SECONDS, work / "warmup.json")
-        memory: list[dict] = []
-        sampler = threading.Thread(target=_sample_memory, args=(server.pid, duration, memory), daemon=True)
-        sampler.start()
-        result["load"] = _load(url, key, bodies, rate, duration, work / f"load-{records}-{serving}.json")
-        sampler.join()
-        result["memory_gb"] = max(memory, key=lambda m: m["pss_total"]) if memory else {}
+        result["load"] = _load(url, key, bodies, rate, duration, work / f"load-{records}-{serving}.json",
+                               work / f"trace-{records}-{serving}.csv")
+        result["memory_gb"] = _memory(server.pid)          # after the load: read during it, it would stall the workers
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -96,32 +92,31 @@ def _write_bodies(incidents_csv: Path, out: Path) -> None:
                 "subject": {k: v for k, v in subject.items() if k != "received_at"}, "purpose": "TREATMENT"}) + "\n")
 
 
-def _load(url: str, key: str, bodies: Path, rate: float, duration: float, out: Path) -> dict:
-    """The load generator in a second process, bounded in time."""
-    subprocess.run([sys.executable, "-m", "evaluation.loadgen", "--url", url, "--key", key, "--bodies", str(bodies),
-                    "--rate", str(rate), "--duration", str(duration), "--out", str(out)],
-                   check=True, stdout=subprocess.DEVNULL, timeout=duration + 120)
-    return json.loads(out.read_text())
+def _load(url: str, key: str, bodies: Path, rate: float, duration: float, out: Path, trace: Path | None = None) -> dict:
+    """The load generator in a second process, bounded in time; with the CPU it used itself."""
+    child = subprocess.Popen([sys.executable, "-m", "evaluation.loadgen", "--url", url, "--key", key,
+                              "--bodies", str(bodies), "--rate", str(rate), "--duration", str(duration),
+                              "--out", str(out)] + (["--trace", str(trace)] if trace else []), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the load generator failed (status {status})")
+    return json.loads(out.read_text()) | {"generator_cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1)}
 
 
-def _sample_memory(pid: int, duration: float, samples: list[dict]) -> None:
-    """Every 5 s: RSS, PSS and USS of the gunicorn master and each worker, in GB."""
+def _memory(pid: int) -> dict:
+    """RSS, PSS and USS of the gunicorn master and each worker, in GB.
+
+    Reading PSS walks every page table of a process under its memory lock, so it is done once,
+    after the measured minute, never while requests are timed.
+    """
     import psutil
 
-    end = time.monotonic() + duration
-    while time.monotonic() < end:
-        try:
-            master = psutil.Process(pid)
-            processes = [master] + master.children(recursive=True)
-            info = [p.memory_full_info() for p in processes]
-        except psutil.Error:
-            return
-        gb = 2 ** 30
-        samples.append({"processes": len(info), "rss_each": [round(i.rss / gb, 3) for i in info],
-                        "uss_each": [round(i.uss / gb, 3) for i in info],
-                        "pss_total": round(sum(i.pss for i in info) / gb, 3),
-                        "rss_total": round(sum(i.rss for i in info) / gb, 3)})
-        time.sleep(5)
+    master = psutil.Process(pid)
+    info = [p.memory_full_info() for p in [master] + master.children(recursive=True)]
+    gb = 2 ** 30
+    return {"processes": len(info), "rss_each": [round(i.rss / gb, 3) for i in info],
+            "uss_each": [round(i.uss / gb, 3) for i in info], "pss_total": round(sum(i.pss for i in info) / gb, 3),
+            "rss_total": round(sum(i.rss for i in info) / gb, 3)}
 
 
 def _free_port() -> int:

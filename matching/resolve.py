@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -64,7 +64,10 @@ class Resolution:
 
     def to_dict(self) -> dict:
         """The JSON shape (`status`, `candidates`); diagnostics are left out."""
-        return {"status": self.status, "candidates": [asdict(c) for c in self.candidates]}
+        return {"status": self.status, "candidates": [
+            {"person_id": c.person_id, "record_id": c.record_id, "match_probability": c.match_probability,
+             "match_weight": c.match_weight, "grade": c.grade, "explanation": [dict(e) for e in c.explanation]}
+            for c in self.candidates]}
 
 
 @dataclass
