@@ -98,10 +98,12 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     from api.feeds import blueprint as feeds
     from api.fhir import blueprint as fhir
     from api.openapi import blueprint as openapi
+    from api.review_api import blueprint as review_api
+    from api.review_web import blueprint as review_web
     from api.oversight import blueprint as oversight
     from api.withdraw import blueprint as withdraw
 
-    for blueprint in (briefings, feeds, fhir, oversight, withdraw, openapi):
+    for blueprint in (briefings, feeds, fhir, oversight, withdraw, openapi, review_api, review_web):
         app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     service = app.extensions["briefing"]

@@ -1,5 +1,6 @@
 """Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py),
-`briefing keys create | list | revoke` (api/keys.py) and `briefing purge` (api/retention.py).
+`briefing keys create | list | revoke` (api/keys.py), `briefing purge` (api/retention.py) and
+`briefing review export-labels` (api/review.py: live steward decisions as a labels CSV).
 
 `purge` prints one JSON object on stdout: the cutoffs and, per table, how many rows were removed
 (`deleted`) or, with `--dry-run`, would be (`would_delete`); warnings go to stderr.
@@ -131,6 +132,26 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_review_export_labels(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from api.cli import CliError
+    from api.review import export_labels
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    try:
+        count = export_labels(_store(args.db), args.out, principal=f"cli:{user}")
+    except OSError as exc:
+        raise CliError(f"{args.out}: cannot write: {exc.strerror or exc}") from exc
+    except SQLAlchemyError as exc:
+        raise CliError(f"{args.db}: {str(getattr(exc, 'orig', None) or exc).splitlines()[0]}") from exc
+    print(f"{count} labels written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from api.serve import serve
 
@@ -139,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub) -> None:
-    """Register `ingest`, `serve`, `purge`, `audit verify` and `keys create | list | revoke` on the top-level subparsers."""
+    """Register `ingest`, `serve`, `purge`, `audit verify`, `review export-labels` and `keys create | list | revoke`."""
     p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
     p.add_argument("files", nargs="+", help="CSV files; each file's kind is known from its columns")
     p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
@@ -171,6 +192,14 @@ def add_parsers(sub) -> None:
     q = audit.add_parser("verify", help="recompute the hash chain: exit 0 if it holds, 1 naming the first broken event")
     q.add_argument("--db", required=True)
     q.set_defaults(func=cmd_audit_verify)
+
+    p = sub.add_parser("review", help="steward review decisions")
+    review = p.add_subparsers(dest="review_command", required=True)
+    q = review.add_parser("export-labels", help="write live steward decisions as a labels CSV (record_id_l, "
+                                                "record_id_r, decision, match_probability, reviewer, decided_at)")
+    q.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    q.add_argument("--out", required=True, help="the CSV to write (read by `briefing eval linkage --labels`)")
+    q.set_defaults(func=cmd_review_export_labels)
 
     p = sub.add_parser("keys", help="create, list and revoke API keys")
     keys = p.add_subparsers(dest="keys_command", required=True)

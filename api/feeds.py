@@ -3,9 +3,12 @@
 A `feed` key writes only its own agency's data (403 otherwise); an `admin` key writes any. A
 record is matched at once by the resolver (it joins a person only at `certain`, else starts one
 and opens a review pair) and is resolvable by the very next briefing on this worker; the store
-write, the person assignment and the audit event are one transaction, and the in-memory change
-is undone if that transaction fails. Other workers pick the change up from the store's change feed
-before their next request (`api.changes`). Resending the same body is safe (upsert by id).
+write, the person assignment, the review pair it opens (api.review_queue) and the audit event are
+one transaction, and the in-memory change is undone if that transaction fails. A steward's live
+decision about the record overrules the resolver's scores (`steward_person`): it stays with a
+record it was decided to match, and never joins a person holding one it was decided not to.
+Other workers pick the change up from the store's change feed before their next request
+(`api.changes`). Resending the same body is safe (upsert by id).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sqlalchemy import delete, select
 from api.audit import append
 from api.changes import record_change
 from api.ingest import consent_row, item_row, record_row, upsert
+from api.review_queue import from_resolver, open_pairs, steward_person
 from api.store import clusters, records
 from scoring.item import Consent, ContextItem, Role
 
@@ -91,12 +95,20 @@ def upsert_record():
             stored = connection.execute(select(records.c.agency).where(records.c.record_id == record["record_id"])).first()
         if stored is not None and principal.role == Role.feed and stored[0] != principal.agency:
             abort(403, description=f"record {record['record_id']!r} belongs to {stored[0]}")
+        previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]] if existed else None
         outcome = resolver.update_record(record) if existed else resolver.add_record(record)
         now = datetime.now(timezone.utc).isoformat()
         try:
             with service.store.engine.begin() as connection:
+                person, joined = steward_person(connection, outcome.record_id, outcome.person_id,
+                                                resolver.index_.person_id_set, previous)
+                if person != outcome.person_id:            # a steward's decision overrules the scores
+                    resolver.put_record(record, person)
+                    outcome.person_id, outcome.joined = person, joined
                 upsert(connection, records, "record_id", [record_row(record, now)])
                 upsert(connection, clusters, "record_id", [{"record_id": outcome.record_id, "person_id": outcome.person_id}])
+                if outcome.review_pair:
+                    open_pairs(connection, [from_resolver(outcome.review_pair)], "new_record", now)
                 record_change(connection, "upsert", outcome.record_id)
                 append(connection, "record_upsert", {"principal": principal.name, "record_id": outcome.record_id,
                                                      "person_id": outcome.person_id, "joined": outcome.joined,

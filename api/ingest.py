@@ -11,6 +11,13 @@ New records are linked so that every record belongs to a person: a bulk load (at
 keeping person ids stable; a few records go through the real-time resolver (join a person at
 `certain`, else start one). Rows upsert by id, so a feed may resend a file safely. Linking
 happens before the single write transaction, so a failure leaves the store as it was.
+
+Stewards' live decisions bind both paths (api.review_queue): the bulk link gets them as
+must-link / cannot-link constraints, the resolver path checks each record against them
+(`steward_person`). Both store the pairs a steward should review in the same transaction: the
+bulk link every pair in the model's review band `[review_low, link)`, the resolver each new
+record that joined no person at `certain` (`reason` batch_band / new_record); a pair already
+decided is not reopened.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from sqlalchemy import and_, case, delete, or_, select
 
 from api.audit import append
 from api.changes import record_change
+from api.review_queue import from_resolver, live_constraints, open_pairs, steward_person
 from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from matching.model import MatcherModel
 from matching.record import RecordsFileError, read_records
@@ -49,7 +57,8 @@ class IngestSummary:
     consents: int = 0
     linking: str = "none"
     persons_touched: int = 0
-    review_pairs: list[dict] = field(default_factory=list)
+    review_pairs: list[dict] = field(default_factory=list)    # stored as (record_id_l, record_id_r, match_probability)
+    review_reason: str = "new_record"
 
 
 def file_kind(columns: list[str]) -> str | None:
@@ -108,6 +117,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
             upsert(connection, clusters, "record_id", person_rows)
         upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
         upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
+        open_pairs(connection, summary.review_pairs, summary.review_reason, now)
         if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
             if summary.linking == "batch":
                 record_change(connection, "rebuild")
@@ -117,7 +127,8 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
         append(connection, "ingest", {"files": [str(p) for p in paths], "records": summary.records,
                                       "new_records": summary.new_records, "context_items": summary.context_items,
                                       "consents": summary.consents, "linking": summary.linking,
-                                      "persons_touched": summary.persons_touched}, principal=principal)
+                                      "persons_touched": summary.persons_touched,
+                                      "review_pairs": len(summary.review_pairs)}, principal=principal)
     return summary
 
 
@@ -165,24 +176,39 @@ def _link(store: Store, existing: pd.DataFrame, batch: pd.DataFrame, model: Matc
         kept = existing[~existing["record_id"].isin(set(batch["record_id"]))].drop(columns=["person_id", "ingested_at"])
         every = pd.concat([kept, batch], ignore_index=True) if len(kept) else batch
         previous = existing.dropna(subset=["person_id"])[["record_id", "person_id"]]
-        result = link_records(every, model=model, previous=previous if len(previous) else None)
+        with store.engine.connect() as connection:
+            must, cannot = live_constraints(connection)
+        result = link_records(every, model=model, previous=previous if len(previous) else None,
+                              must_link=must, cannot_link=cannot)
         summary.linking = "batch"
         summary.persons_touched = int(result.clustering.clusters["person_id"].nunique())
+        low, link_at = result.model.thresholds.review_low, result.model.thresholds.link
+        pairs = result.pairs
+        band = pairs[(pairs["match_probability"] >= low) & (pairs["match_probability"] < link_at)]
+        summary.review_pairs = band[["record_id_l", "record_id_r", "match_probability"]].to_dict("records")
+        summary.review_reason = "batch_band"
         return result.clustering.clusters.to_dict("records")
     from matching.resolve import Resolver
 
     step(f"resolving {len(batch):,} records against {len(existing):,}")
     resolver = Resolver(model).fit(existing.drop(columns=["person_id", "ingested_at"]), existing[["record_id", "person_id"]])
     rows = []
-    for record in batch.astype(object).where(batch.notna(), None).to_dict("records"):
-        record = {k: v for k, v in record.items() if v is not None}
-        if record["record_id"] in resolver.index_.slot_of:
-            outcome = resolver.update_record(record)
-        else:
-            outcome = resolver.add_record(record)
-        rows.append({"record_id": outcome.record_id, "person_id": outcome.person_id})
-        if outcome.review_pair:
-            summary.review_pairs.append(outcome.review_pair)
+    with store.engine.connect() as connection:
+        for record in batch.astype(object).where(batch.notna(), None).to_dict("records"):
+            record = {k: v for k, v in record.items() if v is not None}
+            previous = None
+            if record["record_id"] in resolver.index_.slot_of:
+                previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]]
+                outcome = resolver.update_record(record)
+            else:
+                outcome = resolver.add_record(record)
+            person, _ = steward_person(connection, outcome.record_id, outcome.person_id, resolver.index_.person_id_set,
+                                       previous)
+            if person != outcome.person_id:           # a steward's decision overrules the scores
+                resolver.put_record(record, person)
+            rows.append({"record_id": outcome.record_id, "person_id": person})
+            if outcome.review_pair:
+                summary.review_pairs.append(from_resolver(outcome.review_pair))
     summary.linking = "resolver"
     summary.persons_touched = len({r["person_id"] for r in rows})
     return rows

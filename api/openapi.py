@@ -46,6 +46,7 @@ def operations() -> list[Operation]:
     from api.feeds import RecordIn
     from api.fhir import FHIR_JSON, MatchParameters
     from api.oversight import EventQuery, Feedback
+    from api.review_api import DecisionIn, MergeIn, QueueQuery, SplitIn
     from api.withdraw import ErasureIn, RetractIn, RevokeIn
     from scoring.item import Consent, ContextItem
 
@@ -79,6 +80,22 @@ def operations() -> list[Operation]:
                   errors=AUTH_ERRORS + (404,), path_parameter="person_id"),
         Operation("/v1/audit/events", "get", "audit events, newest first (auditor)", 200, s.AuditEvents,
                   errors=AUTH_ERRORS + (422,), query=EventQuery),
+        Operation("/v1/review/queue", "get", "the steward review queue, in priority order (steward)", 200,
+                  s.ReviewQueue, errors=AUTH_ERRORS + (422,), query=QueueQuery),
+        Operation("/v1/review/pairs/{pair_id}", "get", "a review pair: both records, the evidence, its decisions "
+                  "(steward)", 200, s.ReviewPairDetail, errors=AUTH_ERRORS + (404,), path_parameter="pair_id"),
+        Operation("/v1/review/pairs/{pair_id}/decision", "post", "decide a pair: match, not a match, unsure "
+                  "(steward); takes effect at once", 201, s.DecisionResult, DecisionIn,
+                  AUTH_ERRORS + BODY_ERRORS + (404, 409), path_parameter="pair_id"),
+        Operation("/v1/review/decisions/{decision_id}/undo", "post", "undo a decision; later ones touching the "
+                  "same records first (steward)", 200, s.DecisionResult, errors=AUTH_ERRORS + (404, 409),
+                  path_parameter="decision_id"),
+        Operation("/v1/persons/{person_id}/split", "post", "split a record out of a person (steward)", 200,
+                  s.PersonSplit, SplitIn, AUTH_ERRORS + BODY_ERRORS + (404, 409), path_parameter="person_id"),
+        Operation("/v1/persons/merge", "post", "merge two persons (steward)", 200, s.PersonsMerged, MergeIn,
+                  AUTH_ERRORS + BODY_ERRORS + (404, 409)),
+        Operation("/v1/persons/events/{event_id}/undo", "post", "undo a split or merge made on a person (steward)",
+                  200, s.PersonEventUndone, errors=AUTH_ERRORS + (404, 409), path_parameter="event_id"),
         Operation("/healthz", "get", "liveness", 200, s.Health, errors=(), public=True),
         Operation("/readyz", "get", "readiness: answers only once the index is loaded", 200, s.Ready, errors=(),
                   public=True),

@@ -187,3 +187,91 @@ class OperationOutcome(BaseModel):
     model_config = ConfigDict(extra="allow")
     resourceType: Literal["OperationOutcome"]
     issue: list[dict]
+
+
+REVIEW_DECISIONS = Literal["match", "not_a_match", "unsure"]
+
+
+class ReviewPair(_Closed):
+    """A pair of records in the steward queue (api.review_queue)."""
+    pair_id: int
+    record_id_l: str
+    record_id_r: str = Field(description="for a new-record pair, the new record: the one a not-a-match splits out")
+    person_id_l: str | None
+    person_id_r: str | None
+    agencies: list[str] = Field(description="the agencies of the two records")
+    match_probability: float = Field(ge=0, le=1, description="as scored when the pair was opened (or last seen open)")
+    reason: Literal["new_record", "batch_band"]
+    reason_text: str
+    recent_incident: bool = Field(description="either record's person was a candidate in an incident of the last 7 days")
+    created_at: str
+    age_days: float
+    status: Literal["open", "decided"]
+    decision: REVIEW_DECISIONS | None = Field(description="the live decision of a decided pair")
+    decision_id: int | None
+
+
+class ReviewQueue(_Closed):
+    total: int = Field(ge=0, description="how many pairs match the filters")
+    pairs: list[ReviewPair] = Field(description="in priority order: recent incident, closest to 0.5, oldest")
+
+
+class ReviewDecision(_Closed):
+    decision_id: int
+    pair_id: int | None
+    record_id_l: str
+    record_id_r: str
+    decision: REVIEW_DECISIONS
+    note: str | None
+    reviewer: str
+    created_at: str
+    effect: dict = Field(description='{"merged": {…}} / {"split": {…}} / {}')
+    undone_at: str | None
+    undone_by: str | None
+
+
+class ReviewPairDetail(_Closed):
+    entry: ReviewPair
+    left: IdentityRecord
+    right: IdentityRecord
+    explanation: list[Explanation] = Field(description="the prior first, then each comparison; the weights sum to "
+                                                       "match_weight")
+    match_weight: float = Field(description="under the live matcher, now")
+    match_probability: float = Field(ge=0, le=1)
+    decisions: list[ReviewDecision] = Field(description="this pair's decisions, oldest first, undone ones included")
+
+
+class DecisionResult(_Closed):
+    decision_id: int
+    pair_id: int
+    decision: REVIEW_DECISIONS
+    note: str | None
+    reviewer: str = Field(description="who decided (for an undo: who undid)")
+    created_at: str = Field(description="when it was decided (for an undo: when it was undone)")
+    effect: dict = Field(description='{"merged": {…}} / {"split": {…}} / {"restored": {…}} / {}')
+    next_pair_id: int | None = Field(description="the next open pair in priority order")
+    undone_at: str | None
+
+
+class PersonSplit(_Closed):
+    event_id: int
+    record_id: str
+    from_person_id: str
+    to_person_id: str
+    records_moved: int = Field(ge=1, description="the record and any record a live match decision holds to it")
+    record_ids: list[str]
+
+
+class PersonsMerged(_Closed):
+    event_id: int
+    kept_person_id: str
+    merged_person_id: str
+    records_moved: int = Field(ge=1)
+    record_ids: list[str]
+
+
+class PersonEventUndone(_Closed):
+    event_id: int
+    kind: Literal["merge", "split"]
+    undone_at: str
+    restored: dict[str, str] = Field(description="record id → the person it is back in")

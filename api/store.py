@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sqlalchemy import (Column, Engine, ForeignKey, Index, Integer, MetaData, String, Table, Text, create_engine,
-                        event, exc)
+from sqlalchemy import (Column, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, event, exc, inspect, text)
 
 metadata = MetaData()
 
@@ -85,7 +85,53 @@ review_decisions = Table(
     Column("reviewer", String(200), nullable=False),
     Column("created_at", Text, nullable=False),
     Column("undone_at", Text),
+    Column("pair_id", Integer, index=True),                # api.review: the review_pairs row decided
+    Column("effect", Text),                                # JSON: what the decision changed (api.review)
+    Column("moves", Text),                                 # JSON: [[record_id, person before, person after], ...]
+    Column("event_id", Integer),                           # the person_events row of its merge / split
+    Column("undone_by", String(200)),
     Index("ix_review_pair", "record_id_l", "record_id_r"),
+)
+
+review_pairs = Table(
+    "review_pairs", metadata,                              # the steward queue (api.review_queue)
+    Column("pair_id", Integer, primary_key=True, autoincrement=True),
+    Column("pair_key", String(420), nullable=False, unique=True),   # the two record ids sorted, "\x1f"-joined
+    Column("record_id_l", String(200), nullable=False, index=True),
+    Column("record_id_r", String(200), nullable=False, index=True),
+    Column("match_probability", Float, nullable=False),
+    Column("reason", String(16), nullable=False),          # new_record | batch_band
+    Column("status", String(16), nullable=False, index=True),       # open | decided
+    Column("decision_id", Integer),                        # the live decision, when decided
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False),
+)
+
+person_events = Table(
+    "person_events", metadata,                             # merges and splits by stewards (api.review)
+    Column("event_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),            # merge | split
+    Column("person_id", String(64), nullable=False, index=True),    # merge: kept; split: split from
+    Column("related_person_id", String(64), nullable=False, index=True),   # merge: merged away; split: new
+    Column("records", Text, nullable=False),               # JSON: [[record_id, person before, person after], ...]
+    Column("decision_id", Integer),                        # the pair decision that caused it, if any
+    Column("reviewer", String(200), nullable=False),
+    Column("note", Text),
+    Column("created_at", Text, nullable=False),
+    Column("undone_at", Text),
+    Column("undone_by", String(200)),
+)
+
+review_constraints = Table(
+    "review_constraints", metadata,                        # must-link / cannot-link from stewards' work
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),            # must_link | cannot_link
+    Column("record_id_l", String(200), nullable=False, index=True),
+    Column("record_id_r", String(200), nullable=False, index=True),
+    Column("decision_id", Integer, index=True),
+    Column("event_id", Integer, index=True),
+    Column("created_at", Text, nullable=False),
+    Column("undone_at", Text),
 )
 
 audit_events = Table(
@@ -109,6 +155,12 @@ changes = Table(
     Column("at", Text, nullable=False),
 )
 
+settings = Table(
+    "settings", metadata,                                  # shared by every worker and replica (api.review_session)
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 
 class Store:
     """An engine over Briefing's tables."""
@@ -118,7 +170,29 @@ class Store:
 
     def create(self) -> "Store":
         metadata.create_all(self.engine)
+        _add_review_columns(self.engine)
         return self
+
+
+#: Columns added to a table that older stores already have: added (nullable) when missing.
+_ADDED_COLUMNS = {"review_decisions": ("pair_id", "effect", "moves", "event_id", "undone_by")}
+
+
+def _add_review_columns(engine: Engine) -> None:
+    """`ALTER TABLE … ADD COLUMN` for the nullable columns a store made before them lacks (create_all adds none)."""
+    inspector = inspect(engine)
+    for table_name, names in _ADDED_COLUMNS.items():
+        present = {c["name"] for c in inspector.get_columns(table_name)}
+        missing = [n for n in names if n not in present]
+        if not missing:
+            continue
+        with engine.begin() as connection:
+            for name in missing:
+                column = metadata.tables[table_name].c[name]
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(text(f'ALTER TABLE {table_name} ADD COLUMN {name} {kind}'))
+                if column.index:
+                    connection.execute(text(f'CREATE INDEX IF NOT EXISTS ix_{table_name}_{name} ON {table_name} ({name})'))
 
 
 def database_url(location: str) -> str:

@@ -1,0 +1,179 @@
+"""The steward review API (steward keys only; every successful call appends one audit event).
+
+- `GET /v1/review/queue?reason=&agency=&min_probability=&max_probability=&status=&limit=&offset=`
+  → `{"total", "pairs": [QueueEntry, ...]}`, in priority order (api.review_queue); `status` is
+  `open` (default), `unsure`, `decided` or `all`; `limit` at most 200.
+- `GET /v1/review/pairs/<pair_id>` → the pair's records side by side, the field-by-field
+  explanation under the live matcher (the prior first; the weights sum to `match_weight`) and its
+  decision history.
+- `POST /v1/review/pairs/<pair_id>/decision` `{"decision": "match" | "not_a_match" | "unsure",
+  "note"}` (a note is required for unsure) → 201 with what changed and the next open pair.
+- `POST /v1/review/decisions/<decision_id>/undo` → the restored assignment; the pair is open again.
+- `POST /v1/persons/<person_id>/split` `{"record_id", "note"}`, `POST /v1/persons/merge`
+  `{"person_ids": [a, b], "note"}`, `POST /v1/persons/events/<event_id>/undo` (a split or merge
+  made here).
+
+404 for an unknown pair, decision, person, record or event; 409 for a refused action (already
+decided, already undone, a later decision must be undone first, a contradiction with a live
+decision), with the reason in `message`; 422 with field messages for a bad body or query.
+Semantics: api.review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Literal
+
+from flask import Blueprint, abort, current_app, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from api import review
+from scoring.item import Role
+
+blueprint = Blueprint("review_api", __name__)
+MAX_QUEUE = 200
+
+
+class QueueQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal["new_record", "batch_band"] | None = None
+    agency: str | None = Field(default=None, max_length=200)
+    min_probability: float | None = Field(default=None, ge=0, le=1)
+    max_probability: float | None = Field(default=None, ge=0, le=1)
+    status: Literal["open", "unsure", "decided", "all"] = "open"
+    limit: int = Field(default=50, ge=1, le=MAX_QUEUE)
+    offset: int = Field(default=0, ge=0)
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    decision: Literal["match", "not_a_match", "unsure"]
+    note: str | None = Field(default=None, max_length=2000, validate_default=True)
+
+    @field_validator("note")
+    @classmethod
+    def _unsure_says_why(cls, value, info: ValidationInfo):
+        if info.data.get("decision") == "unsure" and not value:
+            raise ValueError("an unsure decision needs a note saying what is unclear")
+        return value or None
+
+
+class SplitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")              # ids are taken verbatim, as stored
+    record_id: str = Field(min_length=1, max_length=200)
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    person_ids: list[str] = Field(min_length=2, max_length=2, description="the two persons to merge")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def _steward():
+    from api.app import authorise
+
+    return authorise({Role.steward})
+
+
+def _service():
+    return current_app.extensions["briefing"]
+
+
+def _refused(exc: Exception):
+    """KeyError → 404, ValueError → 409, with the reason."""
+    message = exc.args[0] if exc.args else str(exc)
+    abort(404 if isinstance(exc, KeyError) else 409, description=str(message))
+
+
+@blueprint.get("/v1/review/queue")
+def get_queue():
+    from api.app import invalid
+
+    principal = _steward()
+    try:
+        query = QueueQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        raise invalid(exc) from None
+    service = _service()
+    filters = review.QueueFilters(reason=query.reason, agency=query.agency, min_probability=query.min_probability,
+                                  max_probability=query.max_probability, status=query.status)
+    found, total = review.queue(service.store, filters, query.limit, query.offset)
+    review.audit_read(service.store, "review_queue_read", {
+        "filters": query.model_dump(mode="json", exclude_none=True), "total": total,
+        "pair_ids": [e.pair_id for e in found]}, principal.name)
+    return jsonify(total=total, pairs=[asdict(e) for e in found])
+
+
+@blueprint.get("/v1/review/pairs/<int:pair_id>")
+def get_pair(pair_id: int):
+    principal = _steward()
+    service = _service()
+    try:
+        detail = review.pair_detail(service, pair_id)
+    except KeyError as exc:
+        _refused(exc)
+    entry = detail.entry
+    review.audit_read(service.store, "review_pair_read", {
+        "pair_id": pair_id, "record_ids": [entry.record_id_l, entry.record_id_r],
+        "candidates": [{"person_id": p, "record_id": r} for p, r in ((entry.person_id_l, entry.record_id_l),
+                                                                     (entry.person_id_r, entry.record_id_r)) if p]},
+        principal.name)
+    return jsonify(asdict(detail))
+
+
+@blueprint.post("/v1/review/pairs/<int:pair_id>/decision")
+def post_decision(pair_id: int):
+    from api.app import validated
+
+    principal = _steward()
+    body = validated(DecisionIn)
+    try:
+        result = review.decide(_service(), pair_id, body.decision, principal.name, body.note)
+    except (KeyError, ValueError) as exc:
+        _refused(exc)
+    return jsonify(asdict(result)), 201
+
+
+@blueprint.post("/v1/review/decisions/<int:decision_id>/undo")
+def post_undo(decision_id: int):
+    principal = _steward()
+    try:
+        result = review.undo(_service(), decision_id, principal.name)
+    except (KeyError, ValueError) as exc:
+        _refused(exc)
+    return jsonify(asdict(result))
+
+
+@blueprint.post("/v1/persons/<person_id>/split")
+def post_split(person_id: str):
+    from api.app import validated
+
+    principal = _steward()
+    body = validated(SplitIn)
+    try:
+        return jsonify(review.split_record(_service(), person_id, body.record_id, principal.name, body.note))
+    except (KeyError, ValueError) as exc:
+        _refused(exc)
+
+
+@blueprint.post("/v1/persons/merge")
+def post_merge():
+    from api.app import validated
+
+    principal = _steward()
+    body = validated(MergeIn)
+    a, b = body.person_ids
+    try:
+        return jsonify(review.merge_persons(_service(), a, b, principal.name, body.note))
+    except (KeyError, ValueError) as exc:
+        _refused(exc)
+
+
+@blueprint.post("/v1/persons/events/<int:event_id>/undo")
+def post_event_undo(event_id: int):
+    principal = _steward()
+    try:
+        return jsonify(review.undo_person_event(_service(), event_id, principal.name))
+    except (KeyError, ValueError) as exc:
+        _refused(exc)

@@ -1,0 +1,246 @@
+"""The steward pages' sessions: sign-in with a steward key, a signed cookie, CSRF, idle timeout, headers.
+
+- **Secret**: the cookie is signed with `BRIEFING_SESSION_SECRET` if set, else with a random secret
+  stored in the `settings` table on first use, so every gunicorn worker and every replica over the
+  same store signs and accepts the same cookies.
+- **Cookie**: Flask's signed cookie session, named `briefing_review`, path `/review` (never sent to
+  the API), HttpOnly, SameSite=Strict, and Secure when the request came over HTTPS (or always /
+  never: `REVIEW_COOKIE_SECURE` in the app's config, or `BRIEFING_SECURE_COOKIES=1|0`). It holds the
+  SHA-256 of the steward's key (what `api_keys` stores, so never the key itself), the principal's
+  name, the CSRF token and the time of the last request.
+- **Each request** looks the key up by that hash: a revoked or expired key, or one that is no longer
+  a steward's, ends the session; so does 30 minutes without a request (`IDLE_SECONDS`, measured
+  with `now()`, which tests replace). Either way the steward is sent to the sign-in page with a
+  message.
+- **CSRF**: every POST under `/review` (sign-in included) must carry the session's token in the
+  `csrf_token` field, else 400 with a page saying so.
+- **Sign-in** accepts only steward keys; a refused sign-in is counted by the service's failure
+  throttle and audited (once over the throttle's limit it is answered 429 and not audited, so a
+  flood cannot grow the log without bound); sign-in and sign-out are audited too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+
+from flask import (Flask, abort, current_app, flash, g, has_request_context, redirect, render_template, request, session,
+                   url_for)
+from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import HTTPException
+
+from api.audit import append
+from api.changes import apply_changes
+from api.store import Store, api_keys, settings
+from scoring.item import Principal, Purpose, Role
+
+IDLE_SECONDS = 30 * 60
+SECRET_SETTING = "review_session_secret"
+COOKIE_NAME = "briefing_review"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
+log = logging.getLogger("briefing")
+
+
+def now() -> float:
+    """Seconds since the epoch: the sessions' clock (tests replace it to move time on)."""
+    return time.time()
+
+
+def session_secret(store: Store) -> str:
+    """The secret that signs session cookies: the environment's, else the store's (created once, by whoever is first)."""
+    configured = os.environ.get("BRIEFING_SESSION_SECRET", "").strip()
+    if configured:
+        return configured
+    query = select(settings.c.value).where(settings.c.key == SECRET_SETTING)
+    with store.engine.connect() as connection:
+        found = connection.execute(query).scalar()
+    if found:
+        return found
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(insert(settings).values(key=SECRET_SETTING, value=secrets.token_hex(32)))
+    except IntegrityError:
+        pass                                  # another worker or replica stored one first: use theirs
+    with store.engine.connect() as connection:
+        return connection.execute(query).scalar()
+
+
+class ReviewSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, Secure when the request is HTTPS unless configured either way."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        configured = app.config.get("REVIEW_COOKIE_SECURE")
+        if configured is not None:
+            return bool(configured)
+        return has_request_context() and request.is_secure
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its session secret, cookie settings and session interface (once, at registration)."""
+    service = app.extensions["briefing"]
+    app.secret_key = session_secret(service.store)
+    app.config.update(SESSION_COOKIE_NAME=COOKIE_NAME, SESSION_COOKIE_PATH="/review", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict")
+    flag = os.environ.get("BRIEFING_SECURE_COOKIES", "").strip()
+    app.config.setdefault("REVIEW_COOKIE_SECURE", None if flag == "" else flag not in ("0", "false", "no"))
+    app.session_interface = ReviewSessions()
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def steward_by_digest(store: Store, digest: str) -> Principal | None:
+    """The steward whose key hashes to `digest`, if that key is still valid (not revoked, not expired)."""
+    with store.engine.connect() as connection:
+        row = connection.execute(select(api_keys).where(api_keys.c.key_hash == digest)).mappings().first()
+    if row is None or row["revoked_at"] is not None or row["role"] != Role.steward.value:
+        return None
+    if row["expires_at"] is not None and datetime.fromisoformat(row["expires_at"]) <= datetime.now(timezone.utc):
+        return None
+    return Principal(name=row["name"], role=Role(row["role"]), agency=row["agency"],
+                     purposes=tuple(Purpose(p) for p in row["purposes"].split("|") if p))
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (made on first use); every POST form carries it as `csrf_token`."""
+    token = session.get("csrf")
+    if not token:
+        token = session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def check_csrf() -> None:
+    sent, expected = request.form.get("csrf_token", ""), session.get("csrf", "")
+    if not sent or not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, description="This form's security token is missing or does not belong to your session, so nothing "
+                               "was done. Go back, reload the page and try again (or sign in again).")
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """`target` if it is a path on this site under /review, else `default` (no open redirects)."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/review") or "\\" in target:
+        return default
+    return target
+
+
+def _end(message: str):
+    session.clear()
+    flash(message, "error")
+    return redirect(url_for("review_web.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+
+
+def before_request():
+    """CSRF on every POST; then, except on the sign-in page and static files, a live steward session."""
+    if request.method == "POST":
+        check_csrf()
+    if request.endpoint in ("review_web.login", "review_web.static", "review_web.unknown"):
+        return None
+    digest = session.get("key")
+    if not digest:
+        return _end("Sign in with your steward key to review matches.") if request.endpoint != "review_web.logout" \
+            else redirect(url_for("review_web.login"))
+    if now() - float(session.get("seen", 0)) > IDLE_SECONDS:
+        return _end("Your session ended after 30 minutes without activity. Sign in again to continue.")
+    service = current_app.extensions["briefing"]
+    principal = steward_by_digest(service.store, digest)
+    if principal is None:
+        return _end("Your steward key is no longer valid (revoked or expired), so your session has ended.")
+    g.principal = principal
+    session["seen"] = now()
+    return None
+
+
+def _audit(action: str, payload: dict, principal: str | None = None) -> None:
+    store = current_app.extensions["briefing"].store
+    with store.engine.begin() as connection:
+        append(connection, action, {"address": request.remote_addr or "-", **payload}, principal=principal)
+
+
+def login():
+    """GET: the sign-in form. POST: sign in with a steward key (refusals throttled and audited)."""
+    target = safe_next(request.values.get("next"), url_for("review_web.queue_page"))
+    if request.method == "GET":
+        if session.get("key") and steward_by_digest(current_app.extensions["briefing"].store, session["key"]):
+            return redirect(target)
+        csrf_token()
+        return render_template("review/login.html", next=target)
+    key = request.form.get("key", "").strip()
+    service = current_app.extensions["briefing"]
+    apply_changes(service)                    # revocations made through other workers or the CLI
+    principal = service.keys.authenticate(key) if key else None
+    if principal is None or principal.role != Role.steward:
+        wait = service.throttle.failed(key, request.remote_addr or "-")
+        if wait is not None:                  # not audited one by one: a flood must not grow the log without bound
+            g.retry_after = int(wait)
+            abort(429, description=f"Too many refused sign-ins from here. Try again in {int(wait)} seconds.")
+        reason = "not_a_steward" if principal is not None else "unknown_key"
+        _audit("review_sign_in_refused", {"reason": reason, "role": principal.role.value if principal else None},
+               principal.name if principal else None)
+        message = ("That key belongs to a role that may not review matches: sign in with a steward key."
+                   if principal is not None else "That key was not accepted. Check it and try again.")
+        return render_template("review/login.html", next=target, error=message), 401
+    session.clear()                           # a new session: nothing carried over from before sign-in
+    session.update(key=_digest(key), name=principal.name, started=now(), seen=now())
+    csrf_token()
+    _audit("review_sign_in", {"principal": principal.name, "role": principal.role.value, "agency": principal.agency},
+           principal.name)
+    return redirect(target)
+
+
+def logout():
+    principal = g.get("principal")
+    if principal is not None:
+        _audit("review_sign_out", {"principal": principal.name}, principal.name)
+    session.clear()
+    flash("You have signed out.", "info")
+    return redirect(url_for("review_web.login"))
+
+
+def security_headers(response):
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if request.endpoint != "review_web.static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def http_error(exc: HTTPException):
+    """An HTML page for an HTTP error under /review (never a stack trace)."""
+    response = current_app.make_response((render_template("review/error.html", code=exc.code, title=exc.name,
+                                                           message=exc.description), exc.code))
+    if exc.code == 429:
+        response.headers["Retry-After"] = str(g.get("retry_after", 60))
+    return response
+
+
+def unexpected(exc: Exception):
+    log.exception("unhandled error in the review pages")
+    return render_template("review/error.html", code=500, title="Something went wrong",
+                           message="The page could not be shown. The error has been logged; try again."), 500
+
+
+def install(blueprint) -> None:
+    """Wire the session machinery into the steward pages' blueprint."""
+    blueprint.record_once(lambda state: init_app(state.app))
+    blueprint.before_request(before_request)
+    blueprint.after_request(security_headers)
+    blueprint.register_error_handler(HTTPException, http_error)
+    blueprint.register_error_handler(Exception, unexpected)
+    blueprint.add_url_rule("/login", "login", login, methods=["GET", "POST"])
+    blueprint.add_url_rule("/logout", "logout", logout, methods=["POST"])
+    blueprint.context_processor(lambda: {"csrf_token": csrf_token, "principal": g.get("principal")})
