@@ -8,5 +8,6 @@ errors), ``sources`` (how each agency records a person), ``incidents`` (911
 calls with partial subjects, and resolver queries from them), ``needs`` /
 ``needs_catalogue`` (latent per-person needs), ``context`` (context items and
 consents), ``feedback`` (hidden item relevance per incident, responder feedback),
-``county`` (orchestration, file writing), ``messiness`` (within-person variation rates).
+``county`` (orchestration, file writing), ``messiness`` (within-person variation rates),
+``bias`` (known bias injected against one group for the fairness audit; SYNTH.md §8).
 """

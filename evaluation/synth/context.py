@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from evaluation.synth.bias import SAFETY_MAINTAINED_FACTOR, SAFETY_VERIFIED_FACTOR
 from evaluation.synth.needs import CAT, CATEGORIES, D_END, Catalogue
 from evaluation.synth.needs_catalogue import SPECIFIC_SAFETY
 from evaluation.synth.sources import AGENCIES, BH, CAD, CRISIS, EMS, RMS, VR
@@ -141,9 +142,11 @@ def _pick_record(rng, groups, person, agency) -> np.ndarray:
 
 
 def make_items(cat: Catalogue, person_need: tuple[np.ndarray, np.ndarray], groups, rec_day: np.ndarray,
-               preferred: np.ndarray, rng: np.random.Generator) -> dict:
+               preferred: np.ndarray, rng: np.random.Generator, biased: np.ndarray | None = None) -> dict:
     """Per-item arrays (not yet in file order): who holds each need, on which record,
-    observed / verified / review / expiry days, status, source type, legal category."""
+    observed / verified / review / expiry days, status, source type, legal category.
+    ``biased`` (data bias, bias.py): persons whose safety-flag items are re-confirmed less
+    (``SAFETY_VERIFIED_FACTOR``, ``SAFETY_MAINTAINED_FACTOR``) -- no extra draws."""
     P, K = person_need
     has = (groups[2].reshape(-1, len(AGENCIES)) > 0)
     H = cat.holders[K]
@@ -172,8 +175,13 @@ def make_items(cat: Catalogue, person_need: tuple[np.ndarray, np.ndarray], group
     source = np.where(police_legal, _pick(rng, LEGAL_MIX, at_cad), source)
     source = np.where(fl["vague"], _pick(rng, VAGUE_MIX, at_cad), source)
     source = np.where(fl["recent"], 3, np.where(fl["threat"], 0, source))
-    verified_any = (rng.random(n) < P_VERIFIED[source]) & ~fl["vague"]
-    maintained = rng.random(n) < P_MAINTAINED[agency]
+    p_verified, p_maintained = P_VERIFIED[source], P_MAINTAINED[agency]
+    if biased is not None:
+        flagged = biased[person] & (category == CAT["safety_flag"])
+        p_verified = np.where(flagged, p_verified * SAFETY_VERIFIED_FACTOR, p_verified)
+        p_maintained = np.where(flagged, p_maintained * SAFETY_MAINTAINED_FACTOR, p_maintained)
+    verified_any = (rng.random(n) < p_verified) & ~fl["vague"]
+    maintained = rng.random(n) < p_maintained
     recent_lv = D_END - 1 - rng.exponential(RATES["maintained_mean_age_days"], n).astype(np.int64)
     entry_lv = observed + rng.integers(0, RATES["entry_verify_days"] + 1, n)
     event_lv = observed + rng.integers(0, RATES["event_verify_days"] + 1, n)
@@ -260,13 +268,13 @@ def make_consents(it: dict, groups, rec_day: np.ndarray, rec_ids: np.ndarray, rn
 
 
 def make_context(cat: Catalogue, person_need, rec_person, rec_agency, rec_day, rec_ids, preferred, n_persons: int,
-                 seed: int) -> ContextTables:
+                 seed: int, biased: np.ndarray | None = None) -> ContextTables:
     """Items and consents for the county; randomness ``default_rng([seed, 9])``.
     ``rec_*`` are per-record arrays (pre-shuffle order), ``rec_day`` the local date of
     ``recorded_at`` in days since 1970."""
     rng = np.random.default_rng([seed, 9])
     groups = record_groups(rec_person, rec_agency, n_persons)
-    it = make_items(cat, person_need, groups, rec_day, preferred, rng)
+    it = make_items(cat, person_need, groups, rec_day, preferred, rng, biased)
     consents, cid, covered = make_consents(it, groups, rec_day, rec_ids, rng)
     legal, fl = it["legal"], it["fl"]
     basis = np.select([covered >= 0, legal == PART2, legal == VOLREG, legal == CJI, legal == AGOP, fl["threat"]],

@@ -102,6 +102,57 @@ def phonetic_variant(s: str, rng: random.Random) -> str:
     return s[:i] + s[i] + s[i:]
 
 
+# --- transliteration variants (matching bias, perturbation tests) -------------
+
+# Alternative romanisations (Vietnamese, Chinese, Korean, Arabic, Slavic, ...), both directions
+# listed; unlike the phonetic rules these may change the first letter (KIM -> GIM, PARK -> BAK).
+_ROMANISATION: tuple[tuple[str, str], ...] = (
+    ("UYE", "UE"), ("UY", "UI"), ("NG", "N"), ("ZH", "J"), ("ZH", "CH"), ("X", "HS"), ("X", "SH"),
+    ("Q", "CH"), ("CH", "Q"), ("J", "CH"), ("CH", "J"), ("TS", "Z"), ("EE", "I"), ("OO", "U"), ("U", "OO"),
+    ("OU", "O"), ("EO", "U"), ("EO", "O"), ("AE", "E"), ("K", "G"), ("G", "K"), ("P", "B"), ("B", "P"),
+    ("T", "D"), ("D", "T"), ("KH", "K"), ("DH", "D"), ("SH", "S"), ("Y", "I"), ("I", "Y"), ("W", "V"),
+    ("V", "W"), ("OH", "O"), ("AI", "AY"), ("AY", "AI"), ("IE", "YE"), ("R", "L"), ("L", "R"),
+)
+_VOWEL_SWAP = {"A": "E", "E": "I", "I": "E", "O": "U", "U": "O"}
+
+
+def transliteration_variant(s: str, rng: random.Random) -> str:
+    """One transliteration-style change: an alternative romanisation (40 %), a vowel swap
+    (25 %), a dropped letter (15 %) or a doubled letter (20 %); falls through to the next kind
+    when a kind does not apply. Words of 2+ letters; the result differs from ``s``."""
+    if len(s) < 2:
+        return s
+    u = rng.random()
+    kinds = (0, 1, 2, 3) if u < 0.40 else (1, 2, 3, 0) if u < 0.65 else (2, 3, 0, 1) if u < 0.80 else (3, 0, 1, 2)
+    for kind in kinds:
+        if kind == 0:
+            rules = list(_ROMANISATION)
+            rng.shuffle(rules)
+            for pat, rep in rules:
+                hits = [k for k in range(len(s)) if s.startswith(pat, k)]
+                if hits:
+                    k = hits[rng.randrange(len(hits))]
+                    out = s[:k] + rep + s[k + len(pat):]
+                    if out != s and len(out) >= 2:
+                        return out
+        elif kind == 1:
+            vow = [i for i in range(1, len(s)) if s[i] in _VOWEL_SWAP]
+            if vow:
+                i = vow[rng.randrange(len(vow))]
+                return s[:i] + _VOWEL_SWAP[s[i]] + s[i + 1:]
+        elif kind == 2 and len(s) > 3:
+            letters = [i for i in range(1, len(s)) if s[i].isalpha()]
+            if letters:
+                i = letters[rng.randrange(len(letters))]
+                return s[:i] + s[i + 1:]
+        elif kind == 3:
+            letters = [i for i in range(1, len(s)) if s[i].isalpha()]
+            if letters:
+                i = letters[rng.randrange(len(letters))]
+                return s[:i] + s[i] + s[i:]
+    return s
+
+
 def nickname_or_variant(s: str, u: float, rng: random.Random) -> str:
     """A nickname from the nicknames package; a phonetic variant if there is none."""
     nick = pick_nickname(s, u)

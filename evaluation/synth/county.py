@@ -21,12 +21,13 @@ import pandas as pd
 
 from matching.record import CANONICAL_COLUMNS
 
+from evaluation.synth.bias import Bias, NameBias, extra_police_records
 from evaluation.synth.population import T_END, T_START, Population, build_population
 from evaluation.synth.population_history import (
     address_history_frame, person_keys, persons_frame, phone_history_frame,
 )
 from evaluation.synth.places import unique_phones
-from evaluation.synth.sources import AGENCIES, BH, CRISIS, SHARE, VR, make_records
+from evaluation.synth.sources import AGENCIES, BH, CAD, CRISIS, RMS, SHARE, VR, make_records
 
 if TYPE_CHECKING:
     from evaluation.synth.context import ContextTables
@@ -101,11 +102,12 @@ def format_recorded_at(t: np.ndarray) -> np.ndarray:
 
 
 def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency: np.ndarray, rec_t: np.ndarray,
-                  rec_ids: np.ndarray, incidents: pd.DataFrame):
+                  rec_ids: np.ndarray, incidents: pd.DataFrame, bias: Bias | None = None):
     """Latent needs -> context items + consents -> relevance + feedback for ``incidents``.
     Randomness ``default_rng([seed, 8])`` (needs), ``[seed, 9]`` (items, consents),
-    ``[seed, 10]`` (feedback), so records and incidents do not change.  Returns
-    (ContextTables, relevance frame, feedback frame)."""
+    ``[seed, 10]`` (feedback), so records and incidents do not change.  A ``data`` bias
+    raises its group's caution-flag rate and lowers the verification of its safety flags
+    (bias.py; no extra draws).  Returns (ContextTables, relevance frame, feedback frame)."""
     from evaluation.synth.context import make_context
     from evaluation.synth.feedback import make_relevance_and_feedback
     from evaluation.synth.needs import catalogue, draw_needs, latent_traits
@@ -115,9 +117,10 @@ def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency
     has_agency = np.bincount(key, minlength=pop.n * n_ag).reshape(pop.n, n_ag) > 0
     cat = catalogue()
     rng = np.random.default_rng([seed, 8])
-    needs = draw_needs(cat, latent_traits(pop, has_agency, rng), rng)
+    group = bias.persons(pop.a["race"]) if bias is not None and bias.kind == "data" else None
+    needs = draw_needs(cat, latent_traits(pop, has_agency, rng, group), rng)
     rec_day = (rec_t + _dst_offsets(rec_t)) // 1440   # local date of recorded_at
-    ct = make_context(cat, needs, rec_person, rec_agency, rec_day, rec_ids, pop.a["preferred"], pop.n, seed)
+    ct = make_context(cat, needs, rec_person, rec_agency, rec_day, rec_ids, pop.a["preferred"], pop.n, seed, group)
     relevance, feedback = make_relevance_and_feedback(ct, incidents, pop.n, seed)
     return ct, relevance, feedback
 
@@ -154,10 +157,17 @@ def _plain_csv(df: pd.DataFrame) -> str | None:
 
 
 def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True,
-                    n_incidents: int | None = None) -> CountySummary:
-    """Generate the county; ``n_incidents`` defaults to ``max(1000, persons // 8)``."""
+                    n_incidents: int | None = None, bias: str | None = None,
+                    bias_group: str | None = None) -> CountySummary:
+    """Generate the county; ``n_incidents`` defaults to ``max(1000, persons // 8)``.
+
+    ``bias`` injects a known bias against ``bias_group`` (a race/ethnicity; default per kind in
+    ``bias.DEFAULT_GROUP``): ``"matching"`` (inconsistent names) or ``"data"`` (more police
+    records, more unverified safety flags) -- see bias.py and SYNTH.md §8.  Without it the files
+    are the same bytes as before the flag existed."""
     from evaluation.synth.incidents import default_n_incidents, make_incidents
 
+    injected = Bias.make(bias, bias_group)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +180,8 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     rec_person = np.repeat(np.arange(pop.n), a["n_rec"])
     n_rec = len(rec_person)
     rec_t = rng.integers(T_START, T_END, n_rec)
-    cum = np.cumsum(agency_probabilities(pop), axis=1)
+    p_agency = agency_probabilities(pop)
+    cum = np.cumsum(p_agency, axis=1)
     rec_agency = (rng.random(n_rec)[:, None] > cum[rec_person]).sum(1).clip(0, len(AGENCIES) - 1).astype(np.int8)
     spare = unique_phones(np.random.default_rng([seed, 4]), int(0.06 * n_rec) + 1000)
     spare = np.setdiff1d(spare, np.concatenate([a["caller1"], a["caller2"], a["caregiver"], a["landline"],
@@ -183,13 +194,31 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
         lo, hi = bounds[c], bounds[c + 1]
         if hi > lo:
             sl = slice(lo, hi)
+            name_bias = None if injected is None or injected.kind != "matching" else NameBias(
+                injected.persons(a["race"]), np.random.default_rng([seed, 12, c]), random.Random((seed * 1_000_003 + c) * 16 + 12))
             part = make_records(pop, rec_person[sl], rec_t[sl], rec_agency[sl], np.random.default_rng([seed, 3, c]),
-                                random.Random(seed * 1_000_003 + c), spare[spare_at:])
+                                random.Random(seed * 1_000_003 + c), spare[spare_at:], name_bias)
             spare_at += int(part.pop("_n_spare_used")[0])
             parts.append(part)
         p_lo, p_hi = c * CHUNK_PERSONS, min((c + 1) * CHUNK_PERSONS, pop.n)
         bar.update(int(a["has_records"][p_lo:p_hi].sum()))
     bar.close()
+    n_extra = np.zeros(pop.n, dtype=np.int64)
+    if injected is not None and injected.kind == "data":   # extra police contacts, their own streams
+        x_person, x_t, x_agency = extra_police_records(injected.persons(a["race"]), a["has_records"], a["n_rec"], p_agency,
+                                                       (RMS, CAD), (T_START, T_END), np.random.default_rng([seed, 13]))
+        if len(x_person):   # bystander numbers: a fresh pool, distinct from every other number
+            x_spare = unique_phones(np.random.default_rng([seed, 13, 2]), int(0.2 * len(x_person)) + 100)
+            spare = np.concatenate([spare[:spare_at], np.setdiff1d(x_spare, np.concatenate([
+                spare, a["caller1"], a["caller2"], a["caregiver"], a["landline"], pop.phone_hist["phone"]]))])
+            part = make_records(pop, x_person, x_t, x_agency, np.random.default_rng([seed, 13, 1]),
+                                random.Random(seed * 1_000_003 + 13_000_000), spare[spare_at:])
+            spare_at += int(part.pop("_n_spare_used")[0])
+            parts.append(part)
+            rec_person, rec_t = np.concatenate([rec_person, x_person]), np.concatenate([rec_t, x_t])
+            rec_agency = np.concatenate([rec_agency, x_agency])
+            n_rec = len(rec_person)
+            n_extra = np.bincount(x_person, minlength=pop.n)
     cols = {k: np.concatenate([p[k] for p in parts]) if parts else np.empty(0, dtype=object) for k in CANONICAL_COLUMNS[3:-1]}
     # record ids: per agency, increasing with recorded_at, with gaps
     order = np.lexsort((rec_t, rec_agency))
@@ -217,7 +246,9 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     })
     n_inc = default_n_incidents(persons) if n_incidents is None else int(n_incidents)
     incidents = make_incidents(pop, keys, int(seed), n_inc, exclude_phones=spare)
-    ct, relevance, feedback = synth_context(pop, int(seed), rec_person, rec_agency, rec_t, ids, incidents)
+    a["n_rec"] = a["n_rec"] + n_extra   # incidents are drawn as without the extra police records
+    args = (injected,) if injected is not None else ()   # positional: tests stub synth_context(*args)
+    ct, relevance, feedback = synth_context(pop, int(seed), rec_person, rec_agency, rec_t, ids, incidents, *args)
     tables = {"records": records, "truth": truth, "demographics": demo, "incidents": incidents,
               "context_items": ct.items, "consents": ct.consents, "feedback": feedback, "relevance": relevance}
     paths = {name: out_dir / f"{name}.csv" for name in tables}
@@ -238,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m evaluation.synth.county --persons N --seed S --out DIR``."""
     import argparse
 
+    from evaluation.synth.bias import DEFAULT_GROUP, KINDS
+    from evaluation.synth.names import RACES
+
     ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics, incidents, "
                                              "context items, consents, feedback, relevance).")
     ap.add_argument("--persons", type=int, required=True)
@@ -245,8 +279,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--incidents", type=int, default=None, help="number of incidents (default max(1000, persons // 8))")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--bias", choices=KINDS, default=None, help="inject a known bias (SYNTH.md §8)")
+    ap.add_argument("--bias-group", choices=RACES, default=None,
+                    help=f"race/ethnicity the bias targets (default: {', '.join(f'{k} -> {g}' for k, g in DEFAULT_GROUP.items())})")
     args = ap.parse_args(argv)
-    s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet, n_incidents=args.incidents)
+    if args.bias_group and not args.bias:
+        ap.error("--bias-group needs --bias")
+    s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet, n_incidents=args.incidents,
+                        bias=args.bias, bias_group=args.bias_group)
     print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records), "
           f"{s.n_incidents} incidents, {s.n_context_items} context items, {s.n_consents} consents in "
           f"{s.seconds:.1f} s -> {args.out}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evaluation.synth.bias import CAUTION_FLAG_EXTRA
 from evaluation.synth.needs_catalogue import NEEDS_SPEC
 from evaluation.synth.population import ADDR_SHELTER, ADDR_STREET, T_END, Population, address_at
 from evaluation.synth.sources import BH, CAD, CRISIS, RMS, VR
@@ -102,13 +103,15 @@ def _by_util(rate, util: np.ndarray) -> np.ndarray:
     return np.asarray(rate, dtype=float)[util] if isinstance(rate, tuple) else np.full(len(util), float(rate))
 
 
-def latent_traits(pop: Population, has_agency: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def latent_traits(pop: Population, has_agency: np.ndarray, rng: np.random.Generator,
+                  biased: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Boolean per-person traits.  Registry enrollees get one condition (by age band,
     ``REG_MIX``) plus ``nonverbal`` for some autistic / intellectually disabled persons;
     BH clients get trauma / substance-use sub-traits; medical traits depend on age;
     police traits exist only for persons with an RMS record (``recent_*`` and caution
     flags also with a CAD record) and rise with utilisation.  ``has_agency`` is the
-    (persons x 6) "has a record at this agency" matrix."""
+    (persons x 6) "has a record at this agency" matrix.  ``biased`` (data bias, bias.py): persons
+    whose caution-flag rate is raised by ``bias.CAUTION_FLAG_EXTRA`` -- no extra draws."""
     a, n = pop.a, pop.n
     U = lambda: rng.random(n)  # noqa: E731 -- one fresh uniform vector per decision
     R = TRAIT_RATES
@@ -150,6 +153,8 @@ def latent_traits(pop: Population, has_agency: np.ndarray, rng: np.random.Genera
     t["serious_threat"] = bh & has_agency[:, BH] & (U() < R["serious_threat"])
     p_caution = (R["caution_flag"] + R["caution_flag_bh_extra"] * bh + R["caution_flag_homeless_extra"] * homeless
                  + R["caution_flag_high_util_extra"] * (util == 2))
+    if biased is not None:
+        p_caution = p_caution + CAUTION_FLAG_EXTRA * biased
     t["caution_flag"] = (rms | cad) & (U() < p_caution)
     t["caution_premise"] = cad & (U() < R["caution_premise"])
     t["crisis_caller"] = has_agency[:, CRISIS]

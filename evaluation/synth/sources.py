@@ -11,6 +11,7 @@ import random
 import numpy as np
 
 from evaluation.synth import corrupt as C
+from evaluation.synth.bias import NameBias, bias_names
 from evaluation.synth.places import (
     STATE, STYLE_TITLE_ABBR, STYLE_TITLE_FULL, STYLE_TITLE_HASH, STYLE_UPPER_ABBR, STYLE_UPPER_FULL,
 )
@@ -116,7 +117,10 @@ def _case(values: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 
 def make_records(pop: Population, person: np.ndarray, t: np.ndarray, agency: np.ndarray,
-                 rng: np.random.Generator, pyrng: random.Random, spare_phones: np.ndarray) -> dict[str, np.ndarray]:
+                 rng: np.random.Generator, pyrng: random.Random, spare_phones: np.ndarray,
+                 name_bias: NameBias | None = None) -> dict[str, np.ndarray]:
+    """The canonical record columns of these skeletons. ``name_bias`` (matching bias, bias.py)
+    adds misspellings to its group's names from streams of its own; None draws nothing extra."""
     a = pop.a
     n = len(person)
     U = lambda: rng.random(n)  # noqa: E731 -- one fresh uniform vector per decision
@@ -164,6 +168,8 @@ def make_records(pop: Population, person: np.ndarray, t: np.ndarray, agency: np.
             suffix[i] = s
     swap = U() < rate("name_swap", ag)
     given[swap], family[swap] = family[swap], given[swap].copy()
+    if name_bias is not None:
+        bias_names(name_bias, person, ag, given, family, swap, rate)
     # aliases
     aliases = np.full(n, "", dtype=object)
     for i in np.flatnonzero((ag == RMS) & (U() < rate("aliases", ag))):
