@@ -9,7 +9,7 @@ DEMO   ?= out/demo
 PERSONS ?= 20000
 SEED   ?= 7
 
-.PHONY: demo test bench model ranker venv clean
+.PHONY: demo test bench model ranker audit venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ ranker: $(STAMP)
 	$(BIN)/briefing synth --persons 38800 --seed 1 --out $(RANKER_WORK)/county --quiet
 	$(BIN)/briefing eval ranking $(RANKER_WORK)/county --json $(RANKER_WORK)/eval.json
 	$(BIN)/briefing train-ranker $(RANKER_WORK)/county --eval $(RANKER_WORK)/eval.json
+
+## audit: the fairness audit on a held-out 100k-record county: out/audit/report.html, report.json, model-card sections
+AUDIT_WORK := out/audit
+audit: $(STAMP)
+	$(BIN)/briefing synth --persons 38800 --seed 101 --out $(AUDIT_WORK)/county --quiet
+	$(BIN)/briefing eval fairness $(AUDIT_WORK)/county --out $(AUDIT_WORK)
 
 clean:
 	rm -rf out .pytest_cache
