@@ -76,11 +76,12 @@ class DecisionResult:
     pair_id: int
     decision: str
     note: str | None
-    reviewer: str
-    created_at: str                  # for an undo: when it was undone
+    reviewer: str                    # who decided
+    created_at: str                  # when it was decided
     effect: dict
     next_pair_id: int | None
     undone_at: str | None = None     # set by `undo`
+    undone_by: str | None = None
 
 
 def _now() -> str:
@@ -263,7 +264,8 @@ def undo(service, decision_id: int, reviewer: str) -> DecisionResult:
         put(service, restored)
     with service.store.engine.connect() as connection:
         following = next_open_pair(connection)
-    return DecisionResult(decision_id, row.pair_id, row.decision, row.note, reviewer, now, effect, following, undone_at=now)
+    return DecisionResult(decision_id, row.pair_id, row.decision, row.note, row.reviewer, row.created_at, effect, following,
+                          undone_at=now, undone_by=reviewer)
 
 
 # ------------------------------------------------------------------------------------------ person pages

@@ -246,11 +246,12 @@ class DecisionResult(_Closed):
     pair_id: int
     decision: REVIEW_DECISIONS
     note: str | None
-    reviewer: str = Field(description="who decided (for an undo: who undid)")
-    created_at: str = Field(description="when it was decided (for an undo: when it was undone)")
+    reviewer: str = Field(description="who decided")
+    created_at: str = Field(description="when it was decided")
     effect: dict = Field(description='{"merged": {…}} / {"split": {…}} / {"restored": {…}} / {}')
     next_pair_id: int | None = Field(description="the next open pair in priority order")
     undone_at: str | None
+    undone_by: str | None = Field(default=None, description="who undid it")
 
 
 class PersonSplit(_Closed):

@@ -24,7 +24,9 @@ KEYS = {"DISPATCHER": (Role.dispatcher, "COUNTY_911", [Purpose.EMERGENCY, Purpos
         "EMS": (Role.ems, "COUNTY_EMS", [Purpose.EMERGENCY]),
         "FEED": (Role.feed, "METRO_PD", []), "STEWARD": (Role.steward, "COUNTY", []),
         "AUDITOR": (Role.auditor, "COUNTY", []), "ADMIN": (Role.admin, "COUNTY", [])}
-ID_FIELDS = {"person_id", "record_id", "item_id", "consent_id", "request_id"}
+ID_FIELDS = {"person_id", "record_id", "item_id", "consent_id", "request_id", "person_id_l", "person_id_r",
+             "record_id_l", "record_id_r", "from_person_id", "to_person_id", "kept_person_id", "merged_person_id"}
+NUMBER_FIELDS = {"pair_id", "decision_id", "event_id"}       # numeric ids: substituted in request paths only
 
 
 def _http_blocks(text: str) -> list[str]:
@@ -55,6 +57,8 @@ def _fits(shown, actual, where: str, ids: dict) -> None:
             assert key in actual, f"{where}: the page shows {key!r}, the answer has no such field"
             if key in ID_FIELDS and isinstance(value, str) and isinstance(actual[key], str):
                 ids.setdefault(value, actual[key])
+            if key in NUMBER_FIELDS and isinstance(value, int) and isinstance(actual[key], int):
+                ids.setdefault(f"/{value}", f"/{actual[key]}")
             _fits(value, actual[key], f"{where}.{key}", ids)
     elif isinstance(shown, list):
         assert isinstance(actual, list), f"{where}: expected a list, got {actual!r}"
@@ -90,10 +94,15 @@ def test_every_sample_request_gets_the_answer_the_document_shows(service):
 
         def substitute(text: str) -> str:
             for shown, real in {**keys, **ids}.items():
-                text = text.replace(shown, real)
+                if not shown.startswith("/"):
+                    text = text.replace(shown, real)
             return text
 
-        response = client.open(substitute(target), method=method, data=substitute(body).encode() or None,
+        path = substitute(target)
+        for shown, real in ids.items():                # numeric ids: whole path segments only
+            if shown.startswith("/"):
+                path = re.sub(re.escape(shown) + r"(?=/|\?|$)", real, path)
+        response = client.open(path, method=method, data=substitute(body).encode() or None,
                                headers={k: substitute(v) for k, v in headers.items()})
         label = f"{method} {target}"
         assert response.status_code == status, f"{label}: {response.status_code} {response.get_data(as_text=True)[:300]}"
