@@ -95,25 +95,34 @@ def positive_int_arg(text: str) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from evaluation.synth.bias import DEFAULT_GROUP
     from evaluation.synth.county import generate_county
 
-    summary = generate_county(args.persons, args.seed, Path(args.out), progress=not args.quiet)
+    if args.bias_group and not args.bias:
+        raise CliError("--bias-group needs --bias (matching or data)")
+    summary = generate_county(args.persons, args.seed, Path(args.out), progress=not args.quiet,
+                              bias=args.bias, bias_group=args.bias_group)
     print(json.dumps({"persons": summary.n_persons, "records": summary.n_records, "incidents": summary.n_incidents,
                       "context_items": summary.n_context_items, "consents": summary.n_consents,
-                      "feedback": summary.n_feedback, "seconds": round(summary.seconds, 1), "out": str(args.out)}))
+                      "feedback": summary.n_feedback, "seconds": round(summary.seconds, 1), "out": str(args.out),
+                      **({"bias": args.bias, "bias_group": args.bias_group or DEFAULT_GROUP[args.bias]} if args.bias else {})}))
     return 0
 
 
 def _train(records_file, args, stages: Stages, truth=None, floor: float = 0.01):
     """Train a matcher and link with it; with truth, re-choose thresholds from measured precision/recall and re-cluster."""
+    from matching.engine import EngineUnavailable
     from matching.link import link_records, recluster
     from matching.train import Matcher, NotTrainable
 
-    matcher = Matcher(max_pairs_u=args.max_pairs_u, seed=args.seed)
+    engine, spark_master = _engine(args)
+    matcher = Matcher(max_pairs_u=args.max_pairs_u, seed=args.seed, engine=engine, spark_master=spark_master)
     try:
         result = link_records(records_file.frame, matcher=matcher, floor=floor, progress=stages, warnings=records_file.warnings)
     except NotTrainable as exc:
         raise CliError(f"{args.records}: {exc}") from exc
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from exc
     if truth is not None:
         from evaluation.thresholds import choose_thresholds
 
@@ -121,6 +130,19 @@ def _train(records_file, args, stages: Stages, truth=None, floor: float = 0.01):
         result.model.thresholds = choose_thresholds(result.clustering.clusters["record_id"], result.pairs, truth)
         recluster(result, progress=stages)
     return result
+
+
+def _engine(args: argparse.Namespace) -> tuple[str, str | None]:
+    """--engine / --spark-master: where Splink's SQL runs (matching/engine.py); checked before any work is done."""
+    from matching.engine import spark_available
+
+    if args.spark_master and args.engine != "spark":
+        raise CliError("--spark-master needs --engine spark")
+    if args.engine == "spark":
+        reason = spark_available()
+        if reason:
+            raise CliError(f"--engine spark: {reason}")
+    return args.engine, args.spark_master
 
 
 def cmd_train_matcher(args: argparse.Namespace) -> int:
@@ -137,6 +159,7 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
 
 
 def cmd_link(args: argparse.Namespace) -> int:
+    from matching.engine import EngineUnavailable
     from matching.link import link_records, recluster, write_link_outputs
 
     if args.model and args.truth:
@@ -151,8 +174,13 @@ def cmd_link(args: argparse.Namespace) -> int:
         if args.threshold is not None or previous is not None:
             recluster(result, threshold=args.threshold, previous=previous, progress=stages)
     else:
-        result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
-                              previous=previous, progress=stages, warnings=records_file.warnings)
+        engine, spark_master = _engine(args)
+        try:
+            result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
+                                  previous=previous, progress=stages, warnings=records_file.warnings,
+                                  engine=engine, spark_master=spark_master)
+        except EngineUnavailable as exc:
+            raise CliError(str(exc)) from exc
     stages.finish()
     result.summary["impossible_dates"] = records_file.impossible_dates
     result.summary["input"] = {"file": str(args.records), "columns_present": records_file.present_columns}
@@ -162,20 +190,49 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_linkage(args: argparse.Namespace) -> int:
-    from evaluation.report_linkage import linkage_report, render_text
+    if (args.clusters is None) != (args.truth is None):
+        raise CliError("--clusters and --truth go together: give both (with or without --labels)")
+    if args.clusters is None and args.labels is None:
+        raise CliError("give --clusters and --truth, or --labels (steward decisions), or all three")
+    if args.demographics and args.truth is None:
+        raise CliError("--demographics needs --clusters and --truth")
+    labels = _load_labels(args.labels) if args.labels else None
+    report: dict = {}
+    if args.truth is not None:
+        from evaluation.report_linkage import linkage_report, render_text
 
-    clusters = _read_table(args.clusters, ("record_id", "person_id"), "clusters")
-    truth = _read_table(args.truth, ("record_id", "person_key"), "truth")
-    demographics = _read_table(args.demographics, ("person_key",), "demographics") if args.demographics else None
-    try:
-        report = linkage_report(clusters, truth, demographics)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    print(render_text(report))
+        clusters = _read_table(args.clusters, ("record_id", "person_id"), "clusters")
+        truth = _read_table(args.truth, ("record_id", "person_key"), "truth")
+        demographics = _read_table(args.demographics, ("person_key",), "demographics") if args.demographics else None
+        try:
+            report = linkage_report(clusters, truth, demographics)
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        print(render_text(report))
+    if labels is not None:
+        from evaluation.labels import labels_report, render_labels_text
+
+        report["labels"] = labels_report(labels, target_precision=args.target_precision)
+        if args.truth is not None:
+            print()
+        print(render_labels_text(report["labels"]))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+def _load_labels(path: str):
+    """Steward labels (evaluation/labels.py); a bad file is exit 2 with every `file:line:column: message`."""
+    from evaluation.labels import LabelsFileError, read_labels
+
+    try:
+        labels = read_labels(path)
+    except LabelsFileError as exc:
+        raise CliError(str(exc)) from exc
+    if not len(labels.pairs):
+        raise CliError(f"{path}: no match / not_a_match decisions to measure ({labels.unsure} unsure ignored)")
+    return labels
 
 
 def _subject(text: str, where: str, columns: dict[str, int] | None = None):
@@ -264,12 +321,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--bias", choices=("matching", "data"),
+                   help="inject a known bias against one group (evaluation/SYNTH.md §8): matching = more typos and "
+                        "transliteration variants in its names; data = more police records, more unverified safety flags")
+    p.add_argument("--bias-group", choices=("white", "black", "hispanic", "api", "native", "multiple"),
+                   help="race/ethnicity the bias targets (default: api for matching, black for data)")
     p.set_defaults(func=cmd_synth)
 
     def training_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--max-pairs-u", type=float, default=5e6, help="random pairs sampled to estimate u (default 5e6)")
         p.add_argument("--seed", type=int, default=42, help="seed for u sampling")
         p.add_argument("--truth", help="truth.csv (record_id, person_key): choose thresholds from measured precision/recall")
+        p.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb",
+                       help="where Splink's SQL runs: DuckDB in this process (default) or Apache Spark; "
+                            "the model file is the same either way")
+        p.add_argument("--spark-master", metavar="URL",
+                       help="Spark master for --engine spark (default local[2]; e.g. spark://host:7077, yarn, k8s://...)")
         p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("train-matcher", help="train the Splink matcher on a records file")
@@ -301,17 +368,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate against truth")
     eval_sub = p.add_subparsers(dest="what", required=True)
-    q = eval_sub.add_parser("linkage", help="pairwise / B-cubed accuracy, and error rates by group")
-    q.add_argument("--clusters", required=True)
-    q.add_argument("--truth", required=True)
+    q = eval_sub.add_parser("linkage", help="pairwise / B-cubed accuracy and error rates by group (against truth); "
+                                             "precision / recall at candidate thresholds (from steward labels)")
+    q.add_argument("--clusters", help="clusters.csv (record_id, person_id); with --truth")
+    q.add_argument("--truth", help="truth.csv (record_id, person_key); with --clusters")
     q.add_argument("--demographics")
+    q.add_argument("--labels", help="steward labels CSV (record_id_l, record_id_r, decision, match_probability): "
+                                    "precision / recall at candidate thresholds and a recommended link threshold")
+    q.add_argument("--target-precision", type=probability_arg, default=0.995,
+                   help="precision the recommended threshold must reach on the labels (default 0.995)")
     q.add_argument("--json", help="write every figure as JSON here")
     q.set_defaults(func=cmd_eval_linkage)
 
     from api.cli_store import add_parsers as add_store_parsers
     from api.cli_ranking import add_parsers as add_ranking_parsers
+    from api.cli_fairness import add_parsers as add_fairness_parsers
 
     add_ranking_parsers(sub)
+    add_fairness_parsers(sub)
     add_store_parsers(sub)
     return parser
 

@@ -3,6 +3,7 @@
     python -m evaluation.bench febrl4        # FEBRL4 pairwise F1 (10,000 records, one deduplication)
     python -m evaluation.bench county        # 100,000-record county: F1, precision, FNMR ratio by group
     python -m evaluation.bench link1m        # 1,000,000 records linked end to end: time, peak RSS, beside plain Splink
+    python -m evaluation.bench link1m-spark  # ... on Spark local[2] beside DuckDB, with parity at scale (evaluation/bench_spark.py)
     python -m evaluation.bench synth1m       # 1,000,000 synthetic records generated: time
     python -m evaluation.bench resolve100k   # real-time resolver on 100,000 records (evaluation/bench_resolve.py)
     python -m evaluation.bench resolve1m     # ... and on 1,000,000 records
@@ -218,7 +219,14 @@ def bench_service1m(work: Path) -> dict:
     return bench_service(work, 1_000_000, 202)
 
 
+def bench_link1m_spark(work: Path) -> dict:
+    from evaluation.bench_spark import bench_link1m_spark as bench
+
+    return bench(work)
+
+
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
+           "link1m-spark": bench_link1m_spark,
            "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200,
            "service100k": bench_service100k, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m}
 

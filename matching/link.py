@@ -18,7 +18,7 @@ from typing import Callable
 
 import pandas as pd
 
-from matching.cluster import Clustering, cluster
+from matching.cluster import Clustering, RecordPairs, check_constraints, cluster, record_pairs
 from matching.model import MatcherModel
 from matching.standardise import available_fields, standardise
 from matching.train import Matcher, predict_pairs
@@ -28,12 +28,14 @@ Progress = Callable[[str], None]
 
 @dataclass
 class LinkResult:
-    """The outcome of one batch link."""
+    """The outcome of one batch link. `must_link` / `cannot_link`: the steward decisions it respected."""
 
     clustering: Clustering
     pairs: pd.DataFrame
     model: MatcherModel
     summary: dict = field(default_factory=dict)
+    must_link: list[tuple[str, str]] = field(default_factory=list)
+    cannot_link: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _model_fields(model: MatcherModel) -> set[str]:
@@ -49,26 +51,39 @@ def link_records(
     matcher: Matcher | None = None,
     progress: Progress | None = None,
     warnings: list[str] | None = None,
+    must_link: RecordPairs | None = None,
+    cannot_link: RecordPairs | None = None,
+    engine: str = "duckdb",
+    spark_master: str | None = None,
 ) -> LinkResult:
     """Deduplicate `records` (canonical columns) across all agencies into persons.
 
     Without `model`, trains one on these records first (`matcher` sets the training parameters).
     `threshold` overrides the model's link threshold; `floor` is the lowest probability kept in
     the returned pairs; `previous` (record_id, person_id) keeps person ids stable.
+    `must_link` / `cannot_link` are steward decisions, (record_id, record_id) pairs: joined
+    whatever their probability / never in one person (see `matching.cluster.components`); pairs
+    naming a record not in `records` are ignored and counted in `summary["constraints"]`.
+    Raises ValueError if the decisions contradict each other (must-links joining a cannot-link pair).
+    `engine` ("duckdb" or "spark", `spark_master` default local[2]) is where Splink's SQL runs when
+    predicting with `model`, and training when `matcher` is not given (`matching.engine`).
     """
     step = progress or (lambda label: None)
     timings: dict[str, float] = {}
     notes = list(warnings or [])
+    must_link, cannot_link = record_pairs(must_link), record_pairs(cannot_link)
 
     started = time.perf_counter()
     step("standardising")
     std = standardise(records)
     timings["standardise"] = time.perf_counter() - started
+    if must_link or cannot_link:
+        check_constraints(must_link, cannot_link, std["unique_id"])  # contradictions fail before scoring
 
     linker = None
     if model is None:
         t0 = time.perf_counter()
-        fitted = (matcher or Matcher()).fit(std, progress=step)
+        fitted = (matcher or Matcher(engine=engine, spark_master=spark_master)).fit(std, progress=step)
         model, linker = fitted.model_, fitted.linker_
         timings["train"] = time.perf_counter() - t0
     else:
@@ -81,24 +96,28 @@ def link_records(
     floor = min(floor, model.thresholds.review_low, link_at)
     t0 = time.perf_counter()
     step("scoring candidate pairs")
-    pairs = predict_pairs(std, model, floor=floor, linker=linker)
+    pairs = predict_pairs(std, model, floor=floor, linker=linker, engine=engine, spark_master=spark_master)
     timings["predict"] = time.perf_counter() - t0
     result = LinkResult(clustering=Clustering(clusters=pd.DataFrame()), pairs=pairs, model=model,
                         summary={"records": int(len(std)), "agencies": int(std["agency"].nunique(dropna=True)),
-                                 "model_trained_here": "train" in timings, "warnings": notes})
+                                 "model_trained_here": "train" in timings, "warnings": notes,
+                                 "engine": matcher.engine if matcher is not None and "train" in timings else engine})
     result.summary["seconds"] = timings  # recluster adds its clustering time to this same dict
-    recluster(result, record_ids=std["unique_id"], threshold=link_at, previous=previous, progress=step)
+    recluster(result, record_ids=std["unique_id"], threshold=link_at, previous=previous, progress=step,
+              must_link=must_link, cannot_link=cannot_link)
     timings["total"] = time.perf_counter() - started
     result.summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
     return result
 
 
 def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold: float | None = None,
-              previous: pd.DataFrame | None = None, progress: Progress | None = None) -> LinkResult:
+              previous: pd.DataFrame | None = None, progress: Progress | None = None,
+              must_link: RecordPairs | None = None, cannot_link: RecordPairs | None = None) -> LinkResult:
     """Cluster `result.pairs` (again) at `threshold` (default: the model's link threshold) and refresh the summary.
 
     Used after thresholds are re-chosen: the pairs are already scored down to the floor, so
-    only clustering is repeated.
+    only clustering is repeated. `must_link` / `cannot_link` default to the decisions the result
+    was linked with (pass [] to drop them).
     """
     link_at = result.model.thresholds.link if threshold is None else threshold
     if not 0.0 < link_at < 1.0:
@@ -106,7 +125,12 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
     ids = record_ids if record_ids is not None else result.clustering.clusters["record_id"]
     t0 = time.perf_counter()
     (progress or (lambda label: None))("clustering")
-    result.clustering = cluster(ids, result.pairs, link_at, previous=previous)
+    if must_link is not None:
+        result.must_link = record_pairs(must_link)
+    if cannot_link is not None:
+        result.cannot_link = record_pairs(cannot_link)
+    result.clustering = cluster(ids, result.pairs, link_at, previous=previous,
+                                must_link=result.must_link, cannot_link=result.cannot_link)
     pairs, thresholds = result.pairs, result.model.thresholds
     sizes = result.clustering.clusters.groupby("person_id").size()
     floor = float(pairs["match_probability"].min()) if len(pairs) else None
@@ -124,6 +148,8 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
         "prior": result.model.splink.get("probability_two_random_records_match"),
         "prior_rescaled": result.model.training.get("prior_rescaled"),
         "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},
+        "events_caused_by_stewards": int((result.clustering.events["cause"] != "scores").sum()),
+        "constraints": result.clustering.constraints,
     })
     seconds = result.summary.setdefault("seconds", {})
     seconds["cluster"] = round(seconds.get("cluster", 0.0) + time.perf_counter() - t0, 2)

@@ -2,8 +2,8 @@
 
 `Matcher` follows scikit-learn's conventions: parameters in `__init__`, `fit` learns
 `model_` (a `MatcherModel`) and `fields_`, `predict` scores the blocked pairs of a set of
-standardised records. The Splink backend is DuckDB (in memory) here; the model JSON is the
-same whichever backend trains it.
+standardised records. Splink's SQL runs on DuckDB (in memory, the default) or on Spark
+(`engine="spark"`, see `matching.engine`); the model JSON is the same whichever engine trains it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from matching.blocking import (
     training_blocking_rules,
 )
 from matching.comparisons import build_comparisons
+from matching.engine import model_json
 from matching.model import MatcherModel, Thresholds
 from matching.standardise import LIST_COLUMNS, available_fields
 
@@ -57,26 +58,17 @@ def data_hash(standardised: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def _duckdb_api(threads: int | None = None):
-    import duckdb
-    from splink import DuckDBAPI
+def linker_for(standardised: pd.DataFrame, settings: Any, engine: str = "duckdb", spark_master: str | None = None):
+    """A Splink Linker over `standardised` records with `settings` (creator, dict or path) on `engine`.
 
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
-    con.execute("SET preserve_insertion_order = false")
-    return DuckDBAPI(con)
+    `engine`: "duckdb" (in memory, the default) or "spark" (`spark_master`, default local[2]); see
+    `matching.engine`. Settings and models are always given in DuckDB SQL.
+    """
+    from matching.engine import build_linker
 
-
-def linker_for(standardised: pd.DataFrame, settings: Any):
-    """A DuckDB-backed Splink Linker over `standardised` records with `settings` (creator, dict or path)."""
-    from splink import Linker
-
-    db = _duckdb_api()
-    sdf = db.register(to_arrow(standardised), table_name="records_std")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        linker = Linker(sdf, settings, log_level=None)
+        linker = build_linker(to_arrow(standardised), settings, engine, spark_master)
     # Splink logs a warning per untrainable level in each EM round (expected: a round cannot
     # estimate the fields it blocks on); the model card records what was trained.
     logging.getLogger("splink").setLevel(SPLINK_LOG_LEVEL)
@@ -95,17 +87,21 @@ class Matcher:
     max_pairs_u : random pairs sampled to estimate u probabilities.
     em_max_pairs : cap on pairs per EM round (None: all blocked pairs).
     prior_recall : assumed recall of the deterministic rules that estimate the match prior.
-    seed : makes u sampling reproducible.
+    seed : makes u sampling reproducible (within one engine: u samples differ between DuckDB and Spark).
     blocking_budget : how many candidate pairs prediction may generate (see `matching.blocking`).
+    engine, spark_master : where Splink's SQL runs (`matching.engine`); the model is the same format either way.
     """
 
     def __init__(self, max_pairs_u: float = 5e6, em_max_pairs: float | None = 2e6, prior_recall: float = 0.6,
-                 seed: int = 42, blocking_budget: BlockingBudget | None = None):
+                 seed: int = 42, blocking_budget: BlockingBudget | None = None, engine: str = "duckdb",
+                 spark_master: str | None = None):
         self.max_pairs_u = max_pairs_u
         self.em_max_pairs = em_max_pairs
         self.prior_recall = prior_recall
         self.seed = seed
         self.blocking_budget = blocking_budget
+        self.engine = engine
+        self.spark_master = spark_master
 
     def settings_for(self, fields: set[str], prediction_rules: list[dict]):
         from splink import SettingsCreator
@@ -133,7 +129,7 @@ class Matcher:
                 "link them with a trained model instead (--model, e.g. models/matcher.json)"
             )
         kept, dropped = choose_prediction_rules(standardised, fields, self.blocking_budget)
-        linker = linker_for(standardised, self.settings_for(fields, kept))
+        linker = linker_for(standardised, self.settings_for(fields, kept), self.engine, self.spark_master)
         step = progress or (lambda label: None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -146,9 +142,9 @@ class Matcher:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
                 linker.training.estimate_parameters_using_expectation_maximisation(block_on(*columns), **kwargs)
-        splink_model, neutralised = neutralise_unobserved_levels(linker.misc.save_model_to_json())
+        splink_model, neutralised = neutralise_unobserved_levels(model_json(linker))
         self.fields_ = fields
-        self.linker_ = linker_for(standardised, splink_model) if neutralised else linker
+        self.linker_ = linker_for(standardised, splink_model, self.engine, self.spark_master) if neutralised else linker
         self.model_ = MatcherModel(
             splink=splink_model,
             thresholds=Thresholds(),
@@ -158,6 +154,7 @@ class Matcher:
                 "data_hash": data_hash(standardised),
                 "seed": self.seed,
                 "max_pairs_u": self.max_pairs_u,
+                "engine": self.engine,
                 "prediction_blocking_rules": kept,
                 "blocking_rules_dropped_for_size": dropped,
                 "em_blocking_rules": [" AND ".join(f"l.{c} = r.{c}" for c in columns) for columns in em_rules],
@@ -198,14 +195,15 @@ def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
     return splink_model, changed
 
 
-def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float = 0.01, linker=None) -> pd.DataFrame:
+def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float = 0.01, linker=None,
+                  engine: str = "duckdb", spark_master: str | None = None) -> pd.DataFrame:
     """Score every blocked pair of `standardised` with `model`; pairs with probability >= floor.
 
     Returns `record_id_l, record_id_r, match_weight, match_probability` (ids as in the input,
     the lower id on the left as Splink orders them). `linker` reuses one already built on
-    these records (as `Matcher.fit` leaves it).
+    these records (as `Matcher.fit` leaves it); otherwise one is built on `engine`.
     """
-    return scored_pairs(linker or linker_for(standardised, model.splink), floor)
+    return scored_pairs(linker or linker_for(standardised, model.splink, engine, spark_master), floor)
 
 
 def scored_pairs(linker, floor: float = 0.01) -> pd.DataFrame:
