@@ -16,46 +16,22 @@ from api.audit import verify
 from api.keys import create_key
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
-from tests.test_serve import _call, _free_port  # noqa: F401  (the module's helpers, reused)
+from tests.served import serving
+from tests.test_serve import _call
 
 CALLS = 12
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def served(request, tmp_path_factory):
-    import subprocess
-    import sys
-    import time
-    import urllib.error
-    import urllib.request
-
     county = tmp_path_factory.mktemp(f"review-{request.param}")
     location = str(county / "briefing.db") if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     db, store = loaded_county(county, 600, 11, location)
     keys = {"ems": create_key(store, "ems-1", Role.ems, "COUNTY_EMS", [Purpose.EMERGENCY]),
             "steward": create_key(store, "st-1", Role.steward, "COUNTY", [])}
-    port = _free_port()
-    log = county / "gunicorn.log"
-    with open(log, "wb") as sink:
-        process = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--db", db, "--port", str(port),
-                                    "--workers", "2"], stdout=sink, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=1) as response:
-                if response.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    else:
-        process.kill()
-        process.wait(timeout=10)
-        pytest.fail(f"the server never became ready:\n{log.read_text(errors='replace')[-3000:]}")
     frame = pd.read_csv(county / "records.csv", dtype=str, keep_default_na=False)
-    yield base, store, keys, frame
-    process.terminate()
-    process.wait(timeout=10)
+    with serving(db, county / "gunicorn.log", workers=2) as base:
+        yield base, store, keys, frame
     store.engine.dispose()
 
 
