@@ -72,20 +72,40 @@ def _child(county: Path, linked: Path, out: Path) -> None:
     truth = pd.read_csv(county / "truth.csv", dtype=str, keep_default_na=False).set_index("record_id")["person_key"]
     incidents = pd.read_csv(county / "incidents.csv", dtype=str, keep_default_na=False)
     subjects = [Subject.model_validate(q) for q in incident_queries(incidents)]
-    result["queries"] = _queries(resolver, subjects, incidents["person_key"].tolist(), truth)
+    result["queries"], correct = _queries(resolver, subjects, incidents["person_key"].tolist(), truth)
     result["parity_with_splink_predict"] = _parity(resolver, linked / "pairs.csv")
     std = standardise(read_records(county / "records.csv").frame)      # again, for Splink
+    result["top1_by_what_the_subject_shares"] = _by_identifiability(subjects, incidents["person_key"].tolist(),
+                                                                     std, truth, correct)
     result["splink_predict_between"] = _predict_between(resolver, std, subjects)   # before adding: same tf tables
     result["records_added_then_resolved"] = _add_and_resolve(resolver, subjects, incidents["person_key"].tolist())
     out.write_text(json.dumps(result, indent=2))
 
 
-def _queries(resolver, subjects, person_keys, truth: pd.Series) -> dict:
+def _by_identifiability(subjects, person_keys, std: pd.DataFrame, truth: pd.Series, correct: list) -> dict:
+    """Top-1 per class of `evaluation.identifiability`, and the share of subjects any resolver could reach."""
+    from evaluation.identifiability import CLASSES, MORE, identifiability
+
+    classes = [c for c in identifiability(subjects, person_keys, std, truth) if c is not None]
+    hits = [ok for ok, key in zip(correct, person_keys) if key]
+    out = {}
+    for name in CLASSES:
+        mine = [ok for ok, c in zip(hits, classes) if c == name]
+        out[name] = {"subjects": len(mine), "share": round(len(mine) / max(1, len(classes)), 4),
+                     "top1_correct": round(sum(mine) / len(mine), 4) if mine else None}
+    out["ceiling_note"] = (f"only the '{MORE}' subjects share more than a given name with their records: "
+                           f"{out[MORE]['share']:.4f} of subjects with records is an upper bound for top-1")
+    return out
+
+
+def _queries(resolver, subjects, person_keys, truth: pd.Series) -> tuple[dict, list[bool]]:
+    """Latency, statuses and top-1 over every subject; and per subject whether its top answer was right."""
     for s in subjects[:WARM_UP]:
         resolver.resolve(s)
     latencies, statuses, scored = [], Counter(), []
     top1, grades = Counter(), Counter()
     strangers = certain_strangers = 0
+    correct: list[bool] = []
     for subject, key in zip(subjects, person_keys):
         t = time.perf_counter()
         res = resolver.resolve(subject)
@@ -96,12 +116,14 @@ def _queries(resolver, subjects, person_keys, truth: pd.Series) -> dict:
         if key:
             both_names = subject.given_name is not None and subject.family_name is not None
             good = best is not None and truth.get(best.record_id) == key
+            correct.append(good)
             top1[("all", good)] += 1
             top1[("both names" if both_names else "missing a name", good)] += 1
             grades[(best.grade if best else "none", "correct" if good else "wrong")] += 1
         else:
             strangers += 1
             certain_strangers += best is not None and best.grade == "certain"
+            correct.append(False)
     ms = np.array(latencies) * 1000
     rate = lambda group: round(top1[(group, True)] / max(1, top1[(group, True)] + top1[(group, False)]), 4)  # noqa: E731
     return {"n": len(subjects), "latency_ms": {p: round(float(np.percentile(ms, q)), 3) for p, q in
@@ -111,7 +133,7 @@ def _queries(resolver, subjects, person_keys, truth: pd.Series) -> dict:
             "top1_correct": rate("all"), "top1_correct_both_names_given": rate("both names"),
             "top1_correct_a_name_missing": rate("missing a name"),
             "best_grade_vs_correct": {f"{g}/{c}": n for (g, c), n in sorted(grades.items())},
-            "strangers": strangers, "strangers_without_certain": round(1 - certain_strangers / max(1, strangers), 5)}
+            "strangers": strangers, "strangers_without_certain": round(1 - certain_strangers / max(1, strangers), 5)}, correct
 
 
 def _parity(resolver, pairs_path: Path) -> dict:

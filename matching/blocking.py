@@ -36,6 +36,10 @@ PREDICTION_KEYS: tuple[tuple[str, ...], ...] = (
     ("street", "given_canon"),
     ("postcode", "family_first"),
     ("email",),
+    # Last, so only data small or sparse enough keeps them: a shared address or SSN digits alone
+    # (a household, a shelter) give too many pairs in a county but find fully renamed duplicates.
+    ("ssn_last4",),
+    ("address_key",),
 )
 SWAPPED_NAMES_SQL = "l.given_name = r.family_name AND l.family_name = r.given_name"
 SWAPPED_DOB_SQL = "l.dob_swap = r.dob"

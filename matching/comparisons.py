@@ -24,6 +24,9 @@ from splink.internals.comparison_creator import ComparisonCreator
 NAME_TF_WEIGHT = 0.5
 
 _SWAPPED = '"given_name_l" = "family_name_r" AND "family_name_l" = "given_name_r"'
+# Swapped, each with a typo ("REE ZACHAKRY" for Zachary Rees): a call-taker's swap is often also misheard.
+_SWAPPED_FUZZY = ('jaro_winkler_similarity("given_name_l", "family_name_r") >= 0.88 AND '
+                  'jaro_winkler_similarity("family_name_l", "given_name_r") >= 0.88')
 _CROSSED = '"given_name_l" = "family_name_r" OR "family_name_l" = "given_name_r"'
 
 
@@ -36,6 +39,14 @@ def _alias_level(col: str, label: str) -> cll.CustomLevel:
     return _custom(f'array_contains("alias_names_r", "{col}_l") OR array_contains("alias_names_l", "{col}_r")', label)
 
 
+def _one_typo(col: str) -> cll.CustomLevel:
+    """One edit apart (Damerau-Levenshtein 1). Catches what Jaro-Winkler misses on short names:
+    an early substitution (WYLD / WILD, KRKM / KROM) or an insertion (EMANUEL / ENMANUEL).
+    Both names need three letters: an initial is one edit from every two-letter name (E / ED)."""
+    return _custom(f'length("{col}_l") >= 3 AND length("{col}_r") >= 3 AND '
+                   f'damerau_levenshtein("{col}_l", "{col}_r") <= 1', "One typo apart")
+
+
 def _either_null(*cols: str) -> str:
     return " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in cols)
 
@@ -46,6 +57,7 @@ def _given_name(fields: set[str]) -> ComparisonCreator:
         cll.ExactMatchLevel("given_name", term_frequency_adjustments=True).configure(tf_adjustment_weight=NAME_TF_WEIGHT),
         cll.ArrayIntersectLevel("given_variants", 1).configure(label_for_charts="Nickname-compatible"),
         cll.JaroWinklerLevel("given_name", 0.92),
+        _one_typo("given_name"),
         _custom('"given_phonetic_l" = "given_phonetic_r"', "Sounds alike (metaphone)"),
     ]
     if "alias_names" in fields:
@@ -53,6 +65,7 @@ def _given_name(fields: set[str]) -> ComparisonCreator:
     if "family_name" in fields:
         levels += [
             _custom(_SWAPPED, "Given and family names swapped"),
+            _custom(_SWAPPED_FUZZY, "Given and family names swapped, with typos"),
             # One-sided: only here, not in the family comparison, so the evidence counts once.
             _custom(_CROSSED, "Given name recorded as the other's family name"),
         ]
@@ -66,17 +79,17 @@ def _family_name(fields: set[str]) -> ComparisonCreator:
         cll.ExactMatchLevel("family_name", term_frequency_adjustments=True).configure(tf_adjustment_weight=NAME_TF_WEIGHT),
         _custom('"family_first_l" = "family_first_r"', "First surname of a compound matches"),
         cll.JaroWinklerLevel("family_name", 0.92),
+        _one_typo("family_name"),
         _custom('"family_phonetic_l" = "family_phonetic_r"', "Sounds alike (metaphone)"),
     ]
     if "alias_names" in fields:
         levels.append(_alias_level("family_name", "Matches a known alias or former name"))
     if "given_name" in fields:
         # The swap's evidence is counted once, under given_name; here it is neutral (m = u, fixed).
-        levels.append(
-            _custom(_SWAPPED, "Swapped with given name (counted under given_name)").configure(
-                m_probability=0.001, u_probability=0.001, fix_m_probability=True, fix_u_probability=True
-            )
-        )
+        for sql, label in ((_SWAPPED, "Swapped with given name (counted under given_name)"),
+                           (_SWAPPED_FUZZY, "Swapped with given name, with typos (counted under given_name)")):
+            levels.append(_custom(sql, label).configure(
+                m_probability=0.001, u_probability=0.001, fix_m_probability=True, fix_u_probability=True))
     levels += [cll.JaroWinklerLevel("family_name", 0.80), cll.ElseLevel()]
     return cl.CustomComparison(levels, output_column_name="family_name", comparison_description="Family name")
 
@@ -107,6 +120,9 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
         levels += [
             _custom(one_side_year_only + '"birth_year_l" = "birth_year_r"', "Same birth year (no full date on one side)"),
             _custom(one_side_year_only + 'abs("birth_year_l" - "birth_year_r") <= 3', "Birth years within 3 (approximate age)"),
+            # An age guessed within 3 years, turned into a year of birth at the call (year - age), lands
+            # up to 4 years from the true year: a birthday later in the year adds one.
+            _custom(one_side_year_only + 'abs("birth_year_l" - "birth_year_r") <= 5', "Birth years within 5 (approximate age)"),
         ]
     # A generation apart: parent and child sharing a name and an address (Jr / Sr) land here.
     levels += [_custom('abs("birth_year_l" - "birth_year_r") >= 15', "Born 15 or more years apart"), cll.ElseLevel()]
@@ -114,6 +130,10 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
 
 
 def _address(fields: set[str]) -> ComparisonCreator:
+    """Street, postcode and city as one comparison (they describe one place, so their evidence counts once)."""
+    has_city = "city" in fields
+    same_city = '"city_l" = "city_r"'
+    similar_street = 'jaro_winkler_similarity("street_l", "street_r") >= 0.9'
     levels: list = []
     if "street" in fields:
         null_sql = _either_null("street", "postcode") if "postcode" in fields else _either_null("street")
@@ -122,16 +142,15 @@ def _address(fields: set[str]) -> ComparisonCreator:
             cll.ExactMatchLevel("address_key", term_frequency_adjustments=True).configure(label_for_charts="Same address"),
         ]
         if "postcode" in fields:
-            levels.append(
-                _custom(
-                    'jaro_winkler_similarity("street_l", "street_r") >= 0.9 AND "postcode_l" = "postcode_r"',
-                    "Similar street, same postcode",
-                )
-            )
-        levels.append(_custom('jaro_winkler_similarity("street_l", "street_r") >= 0.9', "Similar street, different or no postcode"))
+            levels.append(_custom(f'{similar_street} AND "postcode_l" = "postcode_r"', "Similar street, same postcode"))
+        if has_city:
+            levels.append(_custom(f"{similar_street} AND {same_city}", "Similar street, same city"))
+        levels.append(_custom(similar_street, "Similar street, different or no postcode"))
     else:
         levels.append(cll.NullLevel("postcode"))
     if "postcode" in fields:
+        if has_city:
+            levels.append(_custom(f'"postcode_l" = "postcode_r" AND {same_city}', "Same postcode and city, different street"))
         levels += [
             cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode, different street"),
             cll.DamerauLevenshteinLevel("postcode", 1).configure(label_for_charts="Postcode one typo away"),
@@ -153,6 +172,18 @@ def _suffix() -> ComparisonCreator:
         cll.ElseLevel(),
     ]
     return cl.CustomComparison(levels, output_column_name="name_suffix", comparison_description="Generational suffix")
+
+
+def _sex() -> ComparisonCreator:
+    """Sex. X (non-binary) against M or F is its own level: records and call-takers often write the
+    sex a person's name or appearance suggests, so that disagreement is weak evidence, unlike M against F."""
+    levels = [
+        cll.NullLevel("sex"),
+        cll.ExactMatchLevel("sex"),
+        _custom("\"sex_l\" = 'X' OR \"sex_r\" = 'X'", "X on one side, M or F on the other"),
+        cll.ElseLevel(),
+    ]
+    return cl.CustomComparison(levels, output_column_name="sex", comparison_description="Sex")
 
 
 def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False) -> ComparisonCreator:
@@ -177,7 +208,7 @@ def build_comparisons(fields: set[str]) -> list[ComparisonCreator]:
     if "birth_year" in fields:
         comparisons.append(_date_of_birth(fields))
     if "sex" in fields:
-        comparisons.append(_exact_fuzzy("sex", "Sex"))
+        comparisons.append(_sex())
     if "phone" in fields:
         comparisons.append(_exact_fuzzy("phone", "Phone", tf=True, typo=True))
     if "email" in fields:

@@ -24,7 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 import sqlglot
 from rapidfuzz import process
-from rapidfuzz.distance import DamerauLevenshtein, Jaro, JaroWinkler, Levenshtein
+from rapidfuzz.distance import OSA, DamerauLevenshtein, Jaro, JaroWinkler, Levenshtein
 from sqlglot import exp
 
 from matching.encoding import LIST, NUM, STR, Extras, Vec, Vocabulary
@@ -53,6 +53,18 @@ class Pairs:
         self.vocab = vocab
         self.extras = extras or Extras()
         self.cache: dict[str, Vec] = {}
+        self._distinct: dict[int, tuple] = {}
+
+    def distinct(self, vec: Vec) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """A candidate-side string column's non-null rows, its distinct codes, the inverse and the decoded
+        strings: computed once per batch, shared by every metric and `length` on that column."""
+        hit = self._distinct.get(id(vec.values))
+        if hit is None:
+            rows = np.flatnonzero(~vec.null)
+            codes, inverse = np.unique(vec.values[rows], return_inverse=True)
+            # `vec` is kept in the entry so its id cannot be reused by another array during this batch
+            hit = self._distinct[id(vec.values)] = (rows, codes, inverse, list(self.strings(codes)), vec)
+        return hit[:4]
 
     def column(self, name: str) -> Vec:
         try:
@@ -71,6 +83,9 @@ _STRING_METRICS: dict[str, object] = {
     "damerau_levenshtein": DamerauLevenshtein.distance,
 }
 _SIMILARITIES = (JaroWinkler.similarity, Jaro.similarity)
+#: `damerau_levenshtein(a, b) <= 1` is decided exactly by the optimal string alignment distance (the two
+#: differ only from distance 2 on), which rapidfuzz computes three times faster, with an early exit past 1.
+_AT_MOST_ONE_EDIT = {"scorer": OSA.distance, "score_cutoff": 1}
 _COMPARISONS = {exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge,
                 exp.LT: operator.lt, exp.LTE: operator.le}
 
@@ -96,17 +111,14 @@ def _per_distinct(a: Vec, b: Vec, fn: Callable[[np.ndarray, np.ndarray], np.ndar
     return out, null
 
 
-def _metric(scorer, p: Pairs, a: Vec, b: Vec) -> Vec:
+def _metric(scorer, p: Pairs, a: Vec, b: Vec, **cutoff) -> Vec:
+    """A string metric per pair; `cutoff` (rapidfuzz's score_cutoff) only where a comparison allows it."""
+    if (len(a.values) == 1) != (len(b.values) == 1) and p.n == max(len(a.values), len(b.values)):
+        return _metric_one_query(scorer, p, a, b, cutoff)
+
     def run(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
-        if ca.min() == ca.max():            # one query against its candidates
-            left, right = p.strings(ca[:1]), p.strings(cb)
-            values = process.cdist(left, right, scorer=scorer, dtype=np.float64)[0]
-        elif cb.min() == cb.max():
-            left, right = p.strings(ca), p.strings(cb[:1])
-            values = process.cdist(right, left, scorer=scorer, dtype=np.float64)[0]
-        else:
-            left, right = p.strings(ca), p.strings(cb)
-            values = process.cpdist(left, right, scorer=scorer, dtype=np.float64)
+        left, right = p.strings(ca), p.strings(cb)
+        values = process.cpdist(left, right, scorer=scorer, dtype=np.float64, **cutoff)
         if scorer in _SIMILARITIES:
             # DuckDB scores two empty strings 0.0 (rapidfuzz: 1.0).
             empty = p.vocab.find("", p.extras)
@@ -114,6 +126,25 @@ def _metric(scorer, p: Pairs, a: Vec, b: Vec) -> Vec:
         return values
     values, null = _per_distinct(a, b, run)
     return Vec(NUM, values, null)
+
+
+def _metric_one_query(scorer, p: Pairs, a: Vec, b: Vec, cutoff: dict) -> Vec:
+    """One query value against its candidates' values: the metric once per distinct candidate value."""
+    one_left = len(a.values) == 1
+    single, many = (a, b) if one_left else (b, a)
+    out = np.zeros(p.n, dtype=np.float64)
+    if single.null[0]:
+        return Vec(NUM, out, np.ones(p.n, dtype=bool))
+    rows, codes, inverse, strings = p.distinct(many)
+    if len(codes):
+        query = p.strings(single.values[:1])
+        # (query, candidate) in the order the SQL names them; the metrics are symmetric all the same
+        values = (process.cdist(query, strings, scorer=scorer, dtype=np.float64, **cutoff)[0] if one_left else
+                  process.cdist(strings, query, scorer=scorer, dtype=np.float64, **cutoff)[:, 0])
+        if scorer in _SIMILARITIES and query[0] == "":
+            values = np.where(codes == single.values[0], 0.0, values)    # DuckDB: two empty strings score 0.0
+        out[rows] = values[inverse]
+    return Vec(NUM, out, many.null.copy())
 
 
 def _num(vec: Vec, node: exp.Expression) -> np.ndarray:
@@ -169,7 +200,11 @@ class _Compiler:
 
     def comparison(self, node: exp.Expression) -> Callable[[Pairs], Truth]:
         op = _COMPARISONS[type(node)]
-        a, b = self.value(node.left), self.value(node.right)
+        if _at_most_one_edit(node):
+            a = self.cached(node.left, self.metric(node.left, **_AT_MOST_ONE_EDIT), key="at most one edit: ")
+        else:
+            a = self.value(node.left)
+        b = self.value(node.right)
         ordered = op not in (operator.eq, operator.ne)
 
         def run(p: Pairs) -> Truth:
@@ -232,6 +267,8 @@ class _Compiler:
         if isinstance(node, exp.Abs):
             inner = self.value(node.this)
             return lambda p: (lambda v: Vec(NUM, np.abs(_num(v, node)), v.null))(inner(p))
+        if isinstance(node, exp.Length):
+            return self.cached(node, self.length(node))
         if isinstance(node, exp.ArraySize):
             if _function_name(node.this) in ("list_intersect", "array_intersect"):
                 return self.intersection_size(node.this)
@@ -249,8 +286,8 @@ class _Compiler:
             return self.cached(node, self.metric(node, _STRING_METRICS[name]))
         raise self.fail(node)
 
-    def cached(self, node: exp.Expression, fn: Callable[[Pairs], Vec]) -> Callable[[Pairs], Vec]:
-        key = node.sql("duckdb")
+    def cached(self, node: exp.Expression, fn: Callable[[Pairs], Vec], key: str = "") -> Callable[[Pairs], Vec]:
+        key += node.sql("duckdb")
 
         def run(p: Pairs) -> Vec:
             hit = p.cache.get(key)
@@ -273,9 +310,26 @@ class _Compiler:
             return x, y
         return run
 
-    def metric(self, node: exp.Expression, scorer) -> Callable[[Pairs], Vec]:
+    def metric(self, node: exp.Expression, scorer, **cutoff) -> Callable[[Pairs], Vec]:
         both = self.operands(node, STR)
-        return lambda p: _metric(scorer, p, *both(p))
+        return lambda p: _metric(scorer, p, *both(p), **cutoff)
+
+    def length(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
+        """length(text): characters, once per distinct value (standardised values are plain ASCII, so
+        DuckDB's grapheme count and Spark's character count agree with Python's)."""
+        inner = self.value(node.this)
+
+        def run(p: Pairs) -> Vec:
+            v = inner(p)
+            if v.kind != STR:
+                raise self.fail(node)
+            if len(v.values) == 1:
+                return Vec(NUM, np.array([0.0 if v.null[0] else float(len(p.strings(v.values)[0]))]), v.null)
+            rows, _, inverse, strings = p.distinct(v)
+            out = np.zeros(len(v.values), dtype=np.float64)
+            out[rows] = np.array([len(text) for text in strings], dtype=np.float64)[inverse]
+            return Vec(NUM, out, v.null)
+        return run
 
     def intersection_size(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
         """array_length(list_intersect(a, b)): distinct common elements; 0 (not NULL) when a list is NULL."""
@@ -320,6 +374,15 @@ def _overlap_counts(p: Pairs, code: int, is_null: bool, many: Vec) -> np.ndarray
         return np.zeros(len(many), dtype=np.float64)
     at = np.minimum(np.searchsorted(codes, many.values), len(codes) - 1)
     return np.where(codes[at] == many.values, counts[at], 0).astype(np.float64)
+
+
+def _at_most_one_edit(node: exp.Expression) -> bool:
+    """`damerau_levenshtein(a, b) <= 1` (or `< 2`, or `<= 0`): a predicate OSA decides exactly."""
+    if not (isinstance(node, (exp.LTE, exp.LT)) and _function_name(node.left) == "damerau_levenshtein"
+            and isinstance(node.right, exp.Literal) and not node.right.is_string):
+        return False
+    bound = float(node.right.this)
+    return bound <= 1 if isinstance(node, exp.LTE) else bound <= 2
 
 
 def _function_name(node: exp.Expression) -> str:

@@ -157,7 +157,7 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
 
 
 def _compared_fields(fields: set[str]) -> set[str]:
-    """Map standardised fields to comparison output names (address covers street and postcode; dob covers birth_year)."""
+    """Map standardised fields to comparison output names (address covers street, postcode and city; dob covers birth_year)."""
     out = set(fields)
     if fields & {"street", "postcode"}:
         out.add("address")

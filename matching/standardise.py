@@ -41,6 +41,7 @@ STANDARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("email",),
     "street": ("street",),
     "postcode": ("postcode",),
+    "city": ("city",),
     "address_key": ("street", "postcode"),
     "ssn_last4": ("ssn_last4",),
 }
@@ -96,6 +97,11 @@ def postcode(value: str | None) -> str | None:
     if len(digits) >= 5:
         return digits[:5]
     return digits or None
+
+
+def city(value: str | None) -> str | None:
+    """City or suburb, letters only and without spaces ("O'Co nnor" -> "OCONNOR")."""
+    return nm.joined(value)
 
 
 def phone(value: str | None) -> str | None:
@@ -212,6 +218,7 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     out["email"] = _map_unique(col("email"), email)
     out["street"] = _map_unique(col("street"), street)
     out["postcode"] = _map_unique(col("postcode"), postcode)
+    out["city"] = _map_unique(col("city"), city)
     both = out["street"].notna() & out["postcode"].notna()
     out["address_key"] = (out["street"] + " " + out["postcode"]).where(both, out["street"])
     out["ssn_last4"] = _map_unique(col("ssn_last4"), ssn_last4)
@@ -271,6 +278,7 @@ def standardise_row(record: Mapping[str, object]) -> dict[str, object]:
     out["email"] = email(_text(record, "email"))
     out["street"] = street(_text(record, "street"))
     out["postcode"] = postcode(_text(record, "postcode"))
+    out["city"] = city(_text(record, "city"))
     if out["street"] is not None and out["postcode"] is not None:
         out["address_key"] = f"{out['street']} {out['postcode']}"
     else:

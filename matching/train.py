@@ -176,12 +176,20 @@ def _floor_prior(linker, n_records: int, recall: float) -> None:
         settings._probability_two_random_records_match = min(1.0 / (recall * all_pairs), 0.5)
 
 
-def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
-    """Give levels that training never observed m = u (weight 0) instead of Splink's default or zero.
+#: The smallest m probability training may leave on a level. EM over a couple of million pairs cannot
+#: tell an m of 1e-30 from one of 1e-7, and an m near zero is a veto (-80 bits) that no other field can
+#: outweigh: a similar street in another postcode would forbid a match whatever the names and DOB say.
+M_FLOOR = 1e-6
 
-    A level EM never saw (say, a DOB typo in data with no DOB typos) would otherwise carry an
-    arbitrary default m, or m = 0, i.e. a weight of minus infinity on real data where it occurs.
-    Returns the model and the "field: level" labels changed.
+
+def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
+    """Repair levels training could not estimate; returns the model and the "field: level" labels changed.
+
+    - A level training never observed at all (no m, no u: say, "same postcode, different city" in data
+      where the city follows the postcode) gets m = u: weight 0, instead of Splink's arbitrary default.
+    - A level EM never saw among matches (a DOB typo in data with no DOB typos: m missing or zero)
+      gets m = u too, instead of minus infinity on real data where it occurs.
+    - A level EM drove to almost zero gets m = `M_FLOOR`: strong evidence against, not a veto.
     """
     changed = []
     for comparison in splink_model["comparisons"]:
@@ -189,9 +197,16 @@ def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
             if level.get("is_null_level") or level.get("fix_m_probability"):
                 continue
             m, u = level.get("m_probability"), level.get("u_probability")
-            if u and (m is None or m <= 0):
+            label = f"{comparison['output_column_name']}: {level.get('label_for_charts')}"
+            if m is None and u is None and "ELSE" not in level.get("sql_condition", "").upper():
+                level["m_probability"] = level["u_probability"] = M_FLOOR
+                changed.append(f"{label} (never observed: neutral)")
+            elif u and (m is None or m <= 0):
                 level["m_probability"] = u
-                changed.append(f"{comparison['output_column_name']}: {level.get('label_for_charts')}")
+                changed.append(f"{label} (no matches seen: neutral)")
+            elif m is not None and 0 < m < M_FLOOR:
+                level["m_probability"] = M_FLOOR
+                changed.append(f"{label} (m {m:.2g} raised to {M_FLOOR:g})")
     return splink_model, changed
 
 

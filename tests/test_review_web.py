@@ -112,7 +112,7 @@ def test_next_targets_stay_on_the_review_pages():
 @pytest.fixture(scope="module")
 def county(tmp_path_factory):
     directory = tmp_path_factory.mktemp("review-web")
-    db, store = loaded_county(directory, 300, 29)
+    db, store = loaded_county(directory, 300, 7)
     keys = {"steward": create_key(store, "steward-1", Role.steward, "COUNTY", []),
             "steward2": create_key(store, "steward-2", Role.steward, "COUNTY", []),
             "officer": create_key(store, "officer-1", Role.officer, "METRO_PD", [Purpose.EMERGENCY])}
