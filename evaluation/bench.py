@@ -142,7 +142,7 @@ def bench_county(work: Path, records: int = 100_000, seed: int = 101) -> dict:
 def bench_link1m(work: Path, records: int = 1_000_000, seed: int = 202) -> dict:
     """End-to-end link (train + predict + cluster) of 1M records, then plain Splink on the same data."""
     county = _county(work, records, seed)
-    out = work / f"link-{records}-{seed}"
+    out = work / f"link-trained-here-{records}-{seed}"    # not link-N-S: the resolve benchmarks' committed-model run
     wall, rss = run_child(BRIEFING + ["link", str(county / "records.csv"), "--out", str(out), "--quiet"])
     truth = pd.read_csv(county / "truth.csv", dtype=str)
     ours = _metrics(pd.read_csv(out / "clusters.csv", dtype=str), truth)

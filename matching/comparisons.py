@@ -42,9 +42,16 @@ def _alias_level(col: str, label: str) -> cll.CustomLevel:
 def _one_typo(col: str) -> cll.CustomLevel:
     """One edit apart (Damerau-Levenshtein 1). Catches what Jaro-Winkler misses on short names:
     an early substitution (WYLD / WILD, KRKM / KROM) or an insertion (EMANUEL / ENMANUEL).
-    Both names need three letters: an initial is one edit from every two-letter name (E / ED)."""
-    return _custom(f'length("{col}_l") >= 3 AND length("{col}_r") >= 3 AND '
-                   f'damerau_levenshtein("{col}_l", "{col}_r") <= 1', "One typo apart")
+    Both names need three letters: an initial is one edit from every two-letter name (E / ED).
+
+    The length and first-or-last-letter tests change nothing (one edit to a name of three or more
+    letters moves its length by at most one and leaves its first or its last letter alone); they
+    let DuckDB skip its Damerau-Levenshtein (ten times slower than its Jaro-Winkler) for about 85% of
+    pairs: scoring a million-record county with the committed model took 293 s without them, 244 s with them."""
+    left, right = f'"{col}_l"', f'"{col}_r"'
+    return _custom(f"length({left}) >= 3 AND length({right}) >= 3 AND abs(length({left}) - length({right})) <= 1 "
+                   f"AND (ascii({left}) = ascii({right}) OR ascii(reverse({left})) = ascii(reverse({right}))) "
+                   f"AND damerau_levenshtein({left}, {right}) <= 1", "One typo apart")
 
 
 def _either_null(*cols: str) -> str:
@@ -94,14 +101,14 @@ def _family_name(fields: set[str]) -> ComparisonCreator:
     return cl.CustomComparison(levels, output_column_name="family_name", comparison_description="Family name")
 
 
+def _exact_then(col: str, sql: str, label: str, description: str) -> ComparisonCreator:
+    """Null, exact match, one weaker agreement (`sql`, `label`), everything else."""
+    levels = [cll.NullLevel(col), cll.ExactMatchLevel(col), _custom(sql, label), cll.ElseLevel()]
+    return cl.CustomComparison(levels, output_column_name=col, comparison_description=description)
+
+
 def _middle_name() -> ComparisonCreator:
-    levels = [
-        cll.NullLevel("middle_name"),
-        cll.ExactMatchLevel("middle_name"),
-        _custom('"middle_initial_l" = "middle_initial_r"', "Same initial"),
-        cll.ElseLevel(),
-    ]
-    return cl.CustomComparison(levels, output_column_name="middle_name", comparison_description="Middle name")
+    return _exact_then("middle_name", '"middle_initial_l" = "middle_initial_r"', "Same initial", "Middle name")
 
 
 def _date_of_birth(fields: set[str]) -> ComparisonCreator:
@@ -177,13 +184,7 @@ def _suffix() -> ComparisonCreator:
 def _sex() -> ComparisonCreator:
     """Sex. X (non-binary) against M or F is its own level: records and call-takers often write the
     sex a person's name or appearance suggests, so that disagreement is weak evidence, unlike M against F."""
-    levels = [
-        cll.NullLevel("sex"),
-        cll.ExactMatchLevel("sex"),
-        _custom("\"sex_l\" = 'X' OR \"sex_r\" = 'X'", "X on one side, M or F on the other"),
-        cll.ElseLevel(),
-    ]
-    return cl.CustomComparison(levels, output_column_name="sex", comparison_description="Sex")
+    return _exact_then("sex", "\"sex_l\" = 'X' OR \"sex_r\" = 'X'", "X on one side, M or F on the other", "Sex")
 
 
 def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False) -> ComparisonCreator:

@@ -149,8 +149,11 @@ class CandidateIndex:
         self.slot_of: dict[str, int] = {}
         self.person_id_set: set[str] = set()            # every person id ever used (new ids avoid them)
         self.tf = TermFrequencies(tf_columns)
-        self._sorted: list[tuple[np.ndarray, np.ndarray]] = []   # per spec: sorted key hashes, slots
-        self._delta: list[dict[int, list[int]]] = []
+        # One table for every spec: key hashes (folded with the spec's number) sorted, and their slots,
+        # so a query's probes of all specs are looked up by one searchsorted.
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._slots = np.empty(0, dtype=np.int32)
+        self._delta: dict[int, list[int]] = {}          # records added since the build, by the same hashes
 
     # ---------------------------------------------------------------- building
     def build(self, chunks: Iterable[Mapping[str, np.ndarray]], record_ids: np.ndarray, person_ids: np.ndarray) -> None:
@@ -180,16 +183,21 @@ class CandidateIndex:
         self.person_id_set = set(self.person_ids.tolist())
         for c in self.tf.counts:
             self.tf.add(c, self.data[c])
-        self._sorted, self._delta = [], []
-        for spec in self.specs:
+        key_parts, slot_parts = [], []
+        for k, spec in enumerate(self.specs):
             null = np.zeros(n, dtype=bool)
             for c in spec.right:
                 null |= vec(self.kinds[c], self.data[c]).null
             slots = np.flatnonzero(~null).astype(np.int32)
-            keys = key_hashes([self.data[c][slots] for c in spec.right])
-            order = np.argsort(keys, kind="stable")
-            self._sorted.append((keys[order], slots[order]))
-            self._delta.append({})
+            key_parts.append(_spec_hashes(k, [self.data[c][slots] for c in spec.right]))
+            slot_parts.append(slots)
+        keys = np.concatenate(key_parts) if key_parts else np.empty(0, dtype=np.uint64)
+        del key_parts
+        order = np.argsort(keys, kind="stable")
+        self._keys = keys[order]
+        del keys
+        self._slots = np.concatenate(slot_parts)[order] if slot_parts else np.empty(0, dtype=np.int32)
+        self._delta = {}
 
     # ---------------------------------------------------------------- lookup
     def encode_query(self, query: Mapping[str, object], extras: Extras) -> dict[str, Vec]:
@@ -218,18 +226,14 @@ class CandidateIndex:
                     probes.append(combo)
         if not probes:
             return Candidates(np.empty(0, dtype=np.int32))
-        hashes = _probe_hashes(probes)
-        spec_of = np.asarray(probes_spec)
+        hashes = _probe_hashes(probes_spec, probes)
+        los, his = np.searchsorted(self._keys, hashes, "left"), np.searchsorted(self._keys, hashes, "right")
+        delta = self._delta
         buckets = []
-        for k in np.unique(spec_of).tolist():
-            keys, slots = self._sorted[k]
-            wanted = hashes[spec_of == k]
-            los, his = np.searchsorted(keys, wanted, "left"), np.searchsorted(keys, wanted, "right")
-            delta = self._delta[k]
-            for key, lo, hi in zip(wanted.tolist(), los.tolist(), his.tolist()):
-                extra = delta.get(key, ()) if delta else ()
-                if hi > lo or extra:
-                    buckets.append((hi - lo + len(extra), k, slots[lo:hi], extra))
+        for key, k, lo, hi in zip(hashes.tolist(), probes_spec, los.tolist(), his.tolist()):
+            extra = delta.get(key, ()) if delta else ()
+            if hi > lo or extra:
+                buckets.append((hi - lo + len(extra), k, self._slots[lo:hi], extra))
         buckets.sort(key=lambda b: b[0])
         found: list[np.ndarray] = []
         skipped: set[str] = set()
@@ -272,10 +276,10 @@ class CandidateIndex:
         self.person_id_set.add(person_id)
         for c in self.tf.counts:
             self.tf.add(c, self.data[c][slot: slot + 1])
-        for spec, delta in zip(self.specs, self._delta):
+        for k, spec in enumerate(self.specs):
             parts = [self.data[c][slot: slot + 1] for c in spec.right]
             if not any(vec(self.kinds[c], part).null[0] for c, part in zip(spec.right, parts)):
-                delta.setdefault(int(key_hashes(parts)[0]), []).append(slot)
+                self._delta.setdefault(int(_spec_hashes(k, parts)[0]), []).append(slot)
         self.slot_of[record_id] = slot
         self.alive[slot] = True
         self.size = slot + 1
@@ -337,13 +341,19 @@ def _expand(spec: KeySpec, values: list, year_slack: int) -> list[tuple]:
     return combos
 
 
-def _probe_hashes(probes: list[tuple]) -> np.ndarray:
-    """Key hashes of many probes at once; probes of fewer components are hashed over their own length."""
+def _spec_hashes(spec: int, components: list[np.ndarray]) -> np.ndarray:
+    """Key hashes of one spec's keys, folded with the spec's number so all specs share one table."""
+    h = key_hashes(components)
+    return mix(h, np.full(len(h), spec, dtype=np.int64))
+
+
+def _probe_hashes(specs: list[int], probes: list[tuple]) -> np.ndarray:
+    """`_spec_hashes` of many probes at once; probes of fewer components are hashed over their own length."""
     out = np.empty(len(probes), dtype=np.uint64)
     by_len: dict[int, list[int]] = {}
     for i, combo in enumerate(probes):
         by_len.setdefault(len(combo), []).append(i)
     for length, rows in by_len.items():
         columns = [np.array([probes[i][j] for i in rows], dtype=np.float64) for j in range(length)]
-        out[rows] = key_hashes(columns)
+        out[rows] = mix(key_hashes(columns), np.array([specs[i] for i in rows], dtype=np.int64))
     return out

@@ -268,7 +268,11 @@ class _Compiler:
             inner = self.value(node.this)
             return lambda p: (lambda v: Vec(NUM, np.abs(_num(v, node)), v.null))(inner(p))
         if isinstance(node, exp.Length):
-            return self.cached(node, self.length(node))
+            return self.cached(node, self.per_string(node.this, len))
+        if isinstance(node, exp.Ascii):           # ascii(x): first character; ascii(reverse(x)): last
+            last = isinstance(node.this, exp.Reverse)
+            return self.cached(node, self.per_string(node.this.this if last else node.this,
+                                                     _last_code if last else _first_code))
         if isinstance(node, exp.ArraySize):
             if _function_name(node.this) in ("list_intersect", "array_intersect"):
                 return self.intersection_size(node.this)
@@ -314,20 +318,21 @@ class _Compiler:
         both = self.operands(node, STR)
         return lambda p: _metric(scorer, p, *both(p), **cutoff)
 
-    def length(self, node: exp.Expression) -> Callable[[Pairs], Vec]:
-        """length(text): characters, once per distinct value (standardised values are plain ASCII, so
-        DuckDB's grapheme count and Spark's character count agree with Python's)."""
-        inner = self.value(node.this)
+    def per_string(self, node: exp.Expression, fn: Callable[[str], int]) -> Callable[[Pairs], Vec]:
+        """A number from each text value (its length, a character's code), once per distinct value.
+        Standardised values are plain ASCII, so DuckDB's grapheme count and Spark's character
+        count agree with Python's."""
+        inner = self.value(node)
 
         def run(p: Pairs) -> Vec:
             v = inner(p)
             if v.kind != STR:
                 raise self.fail(node)
             if len(v.values) == 1:
-                return Vec(NUM, np.array([0.0 if v.null[0] else float(len(p.strings(v.values)[0]))]), v.null)
+                return Vec(NUM, np.array([0.0 if v.null[0] else float(fn(p.strings(v.values)[0]))]), v.null)
             rows, _, inverse, strings = p.distinct(v)
             out = np.zeros(len(v.values), dtype=np.float64)
-            out[rows] = np.array([len(text) for text in strings], dtype=np.float64)[inverse]
+            out[rows] = np.array([fn(text) for text in strings], dtype=np.float64)[inverse]
             return Vec(NUM, out, v.null)
         return run
 
@@ -374,6 +379,14 @@ def _overlap_counts(p: Pairs, code: int, is_null: bool, many: Vec) -> np.ndarray
         return np.zeros(len(many), dtype=np.float64)
     at = np.minimum(np.searchsorted(codes, many.values), len(codes) - 1)
     return np.where(codes[at] == many.values, counts[at], 0).astype(np.float64)
+
+
+def _first_code(text: str) -> int:
+    return ord(text[0]) if text else 0              # DuckDB and Spark: ascii('') = 0
+
+
+def _last_code(text: str) -> int:
+    return ord(text[-1]) if text else 0
 
 
 def _at_most_one_edit(node: exp.Expression) -> bool:

@@ -157,15 +157,14 @@ class Resolver:
 
     def _best_per_person(self, slots: np.ndarray, scores: Scores) -> list[Candidate]:
         index, scorer = self._ready()
-        # Best first; equal weights (to 1e-9) broken by record id, so answers never depend on slot order.
-        order = np.lexsort((index.record_ids[slots].astype(str), -np.round(scores.match_weight, 9)))
         probs = probability(scores.match_weight)
+        graded = np.flatnonzero(probs >= self.model_.thresholds.possible)   # only these can be answers
+        # Best first; equal weights (to 1e-9) broken by record id, so answers never depend on slot order.
+        order = graded[np.lexsort((index.record_ids[slots[graded]].astype(str), -np.round(scores.match_weight[graded], 9)))]
         seen: set[str] = set()
         out: list[Candidate] = []
         for row in order:
             grade = self.model_.thresholds.grade(float(probs[row]))
-            if grade is None:
-                break
             person = index.person_ids[slots[row]]
             if person in seen:
                 continue
