@@ -82,6 +82,12 @@ def render(model: MatcherModel, evaluation: dict | None, provenance: str) -> str
         lines += ["", "Dropped for size: " + "; ".join(f"`{r['rule']}` ({r['pairs']:,})" for r in dropped)]
     lines += ["", f"Prior probability two random records match: {model.splink.get('probability_two_random_records_match'):.3g}", ""]
     lines += _comparisons_table(model)
+    repaired = tr.get("levels_made_neutral", [])
+    if repaired:
+        lines += ["", "Levels training could not estimate, repaired before use (`matching.train.neutralise_unobserved_levels`:"
+                  " never observed, or never among matches, gives m = u, weight 0; an m driven to almost zero is raised"
+                  " to a floor, so no single field vetoes a match):", ""]
+        lines += [f"- {label}" for label in repaired]
     lines += [
         "",
         "## Operating thresholds (stored machine-readably in the model file under `thresholds`)",

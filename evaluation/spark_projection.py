@@ -4,8 +4,8 @@ Method (stated in BENCHMARKS.md beside the figures): each step of ``briefing lin
 is fitted as ``seconds = fixed + per_record * records`` over benchmark runs of different sizes
 (`python -m evaluation.bench_spark` JSON files), then evaluated at the target size. From runs of
 one size only, the fixed part is taken as zero: every second of the measured run scales with the
-records, which overstates the time of a larger run (session start and the like do not grow). Linear in records holds because the blocking budget (`matching.blocking.BlockingBudget`)
-caps candidate pairs at 60 per record whatever the county's size: a larger county keeps fewer or
+records, which overstates the time of a larger run (session start and the like do not grow).
+Linear in records holds because the blocking budget (`matching.blocking.BlockingBudget`) caps candidate pairs at 60 per record whatever the county's size: a larger county keeps fewer or
 narrower prediction rules, not more pairs per record.
 
 - **Executor steps** (``train``, ``predict``: Splink's SQL on Spark) are divided by the cluster's

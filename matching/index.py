@@ -341,10 +341,10 @@ def _expand(spec: KeySpec, values: list, year_slack: int) -> list[tuple]:
     return combos
 
 
-def _spec_hashes(spec: int, components: list[np.ndarray]) -> np.ndarray:
-    """Key hashes of one spec's keys, folded with the spec's number so all specs share one table."""
+def _spec_hashes(spec: int | list[int], components: list[np.ndarray]) -> np.ndarray:
+    """Key hashes folded with their spec's number (one for all keys, or one per key), so all specs share one table."""
     h = key_hashes(components)
-    return mix(h, np.full(len(h), spec, dtype=np.int64))
+    return mix(h, np.broadcast_to(np.asarray(spec, dtype=np.int64), h.shape))
 
 
 def _probe_hashes(specs: list[int], probes: list[tuple]) -> np.ndarray:
@@ -355,5 +355,5 @@ def _probe_hashes(specs: list[int], probes: list[tuple]) -> np.ndarray:
         by_len.setdefault(len(combo), []).append(i)
     for length, rows in by_len.items():
         columns = [np.array([probes[i][j] for i in rows], dtype=np.float64) for j in range(length)]
-        out[rows] = mix(key_hashes(columns), np.array([specs[i] for i in rows], dtype=np.int64))
+        out[rows] = _spec_hashes([specs[i] for i in rows], columns)
     return out

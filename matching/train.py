@@ -198,7 +198,7 @@ def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
                 continue
             m, u = level.get("m_probability"), level.get("u_probability")
             label = f"{comparison['output_column_name']}: {level.get('label_for_charts')}"
-            if m is None and u is None and "ELSE" not in level.get("sql_condition", "").upper():
+            if m is None and u is None and level.get("sql_condition", "").strip().upper() != "ELSE":
                 level["m_probability"] = level["u_probability"] = M_FLOOR
                 changed.append(f"{label} (never observed: neutral)")
             elif u and (m is None or m <= 0):
