@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import orjson
 from flask import Flask, abort, current_app, g, jsonify, request
@@ -23,6 +25,7 @@ from api.changes import apply_changes, latest
 from api.keys import KeyCache
 from api.throttle import FailureThrottle
 from api.person_data import index_frames
+from api.reference import reference_secret
 from api.store import Store, open_store
 from matching.model import MatcherModel
 from matching.query import field_messages
@@ -58,6 +61,8 @@ class Service:
     applied: int = 0                      # the last change (api.changes) this worker's index holds
     throttle: FailureThrottle = field(default_factory=FailureThrottle)
     keys: KeyCache | None = None
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))   # policy's "now" (tests freeze it)
+    reference_key: bytes = b""            # keys the opaque record references responders see (api.reference)
 
     def __post_init__(self):
         self.keys = self.keys or KeyCache(self.store)
@@ -68,10 +73,13 @@ class Service:
         self.resolver = Resolver(self.resolver.base_model).fit(frame, people)
 
 
-def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 250) -> Flask:
+def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 250,
+               clock: Callable[[], datetime] | None = None) -> Flask:
     """The WSGI application over the store at `db` with the models in `models_dir`.
 
-    `budget_ms`: how long a briefing may take before it answers `unavailable`.
+    `budget_ms`: how long a briefing may take before it answers `unavailable`. `clock`: the time at
+    which the access policy judges consents and expiries (default: the server's UTC clock). It is
+    fixed here, when the app is made, so no request can choose it; tests pass a frozen one.
     """
     models = Path(models_dir)
     store = open_store(db).create()
@@ -92,7 +100,8 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     app = Flask("briefing")
     app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
-    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0, applied)
+    app.extensions["briefing"] = Service(store, resolver, rules, ranker, versions, budget_ms / 1000.0, applied,
+                                       reference_key=reference_secret(store), **({"clock": clock} if clock else {}))
 
     from api.briefings import blueprint as briefings
     from api.feeds import blueprint as feeds

@@ -76,7 +76,7 @@ def create_briefing():
         # Never block dispatch: answer now; the late result is dropped and nothing of it is disclosed.
         answer, items_out, withheld = {"status": "unavailable", "candidates": []}, [], []
         audit_items = {"note": f"budget of {service.budget_seconds * 1000:.0f} ms exceeded"}
-    with service.store.engine.begin() as connection:
+    with service.store.begin() as connection:
         append(connection, "briefing", {
             "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
             "purpose": body.purpose.value, "incident_id": body.incident.id, "call_type": body.incident.call_type,
@@ -144,7 +144,7 @@ def match():
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
     resolution = service.resolver.resolve(body.subject).to_dict()
     request_id = uuid.uuid4().hex
-    with service.store.engine.begin() as connection:
+    with service.store.begin() as connection:
         append(connection, "match", {
             "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
             "purpose": body.purpose.value, "query_hash": _query_hash(body.subject), "status": resolution["status"],

@@ -99,7 +99,7 @@ def upsert_record():
         outcome = resolver.update_record(record) if existed else resolver.add_record(record)
         now = datetime.now(timezone.utc).isoformat()
         try:
-            with service.store.engine.begin() as connection:
+            with service.store.begin() as connection:
                 person, joined = steward_person(connection, outcome.record_id, outcome.person_id,
                                                 resolver.index_.person_id_set, previous)
                 if person != outcome.person_id:            # a steward's decision overrules the scores
@@ -130,7 +130,7 @@ def delete_record(record_id: str):
         abort(404, description=f"no record {record_id!r}")
     principal = _writer_for(row[0])
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             connection.execute(delete(records).where(records.c.record_id == record_id))
             record_change(connection, "delete", record_id)
             append(connection, "record_delete", {"principal": principal.name, "record_id": record_id}, principal=principal.name)
@@ -157,7 +157,7 @@ def _upsert_attached(model, key: str, to_row, table_name: str):
     _writer()
     body = validated(model)
     service = current_app.extensions["briefing"]
-    with service.store.engine.begin() as connection:
+    with service.store.begin() as connection:
         principal = _writer_for(_record_agency(connection, body.record_id))
         upsert(connection, metadata.tables[table_name], key, [to_row(body, datetime.now(timezone.utc).isoformat())])
         append(connection, f"{table_name}_upsert", {"principal": principal.name, key: getattr(body, key),

@@ -186,7 +186,7 @@ def _match():
                                 "so no match is returned", severity="information"))
     candidates = candidates[:count] if count else candidates
     request_id = uuid.uuid4().hex
-    with service.store.engine.begin() as connection:
+    with service.store.begin() as connection:
         rows = connection.execute(select(records).where(records.c.record_id.in_([c["record_id"] for c in candidates]))
                                   ).mappings().all()
         append(connection, "fhir_match", {

@@ -108,7 +108,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     person_rows = _link(store, existing, batch, model, summary, step)
     step("writing")
     now = datetime.now(timezone.utc).isoformat()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         if len(batch):
             upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
         if person_rows is not None:

@@ -57,7 +57,7 @@ def create_key(store: Store, name: str, role: Role, agency: str, purposes: list[
            "purposes": "|".join(Purpose(p).value for p in purposes), "created_at": _now().isoformat(),
            "expires_at": expires_at.isoformat() if expires_at else None, "revoked_at": None}
     try:
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             connection.execute(insert(api_keys).values(**row))
     except IntegrityError:
         raise KeyRefused(f"a key named {name!r} already exists") from None
@@ -74,7 +74,7 @@ def list_keys(store: Store) -> list[KeyInfo]:
 
 def revoke_key(store: Store, name: str) -> None:
     """Revoke a key by name: its next request to any worker is refused."""
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         done = connection.execute(update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
                                   .values(revoked_at=_now().isoformat()))
         if done.rowcount == 0:

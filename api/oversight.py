@@ -49,7 +49,7 @@ def post_feedback():
     principal = authorise(RESPONDERS - {Role.dispatcher})
     body = validated(Feedback)
     store = current_app.extensions["briefing"].store
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         row_id = connection.execute(insert(feedback).values(
             incident_id=body.incident_id, item_id=body.item_id, principal=principal.name,
             helped=None if body.helped is None else int(body.helped), outcome=body.outcome,
@@ -77,7 +77,7 @@ def get_audit_events():
     if query.until:
         statement = statement.where(audit_events.c.at < query.until.astimezone(timezone.utc).isoformat())
     found = []
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for row in connection.execute(statement).mappings():
             payload = json.loads(row["payload"])
             if query.incident_id and payload.get("incident_id") != query.incident_id:
@@ -101,7 +101,7 @@ def get_person(person_id: str):
 
     principal = authorise({Role.steward})
     store = current_app.extensions["briefing"].store
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         rows = connection.execute(select(records).join(clusters, clusters.c.record_id == records.c.record_id)
                                   .where(clusters.c.person_id == person_id).order_by(records.c.record_id)).mappings().all()
         if not rows:

@@ -152,7 +152,7 @@ def purge(store: Store, older_than_days: int, audit_older_than_days: int = AUDIT
         summary.warnings.append(f"audit events older than {audit_older_than_days:,} days are removed: less than the "
                                 f"{AUDIT_RETENTION_DAYS:,} days (6 years) HIPAA asks documentation to be kept "
                                 "(45 CFR 164.316(b)(2))")
-    opener = store.engine.connect if dry_run else store.engine.begin
+    opener = store.engine.connect if dry_run else store.begin
     with opener() as connection:
         # Choose first, without holding the write lock (a large store takes a while to read) ...
         item_ids = _candidates(connection, context_items.c.item_id, _ITEM_COLUMNS, item_is_past, cutoff)

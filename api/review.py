@@ -180,7 +180,7 @@ def decide(service, pair_id: int, decision: str, reviewer: str, note: str | None
         raise ValueError("an unsure decision needs a note saying what is unclear")
     now = _now()
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             pair = connection.execute(select(review_pairs).where(review_pairs.c.pair_id == pair_id).with_for_update()).first()
             if pair is None:
@@ -238,7 +238,7 @@ def undo(service, decision_id: int, reviewer: str) -> DecisionResult:
     """Undo a live pair decision: records back where they were, the pair open again (see the module docstring)."""
     now = _now()
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             row = connection.execute(select(review_decisions).where(review_decisions.c.id == decision_id)
                                      .with_for_update()).first()
@@ -274,7 +274,7 @@ def split_record(service, person_id: str, record_id: str, reviewer: str, note: s
     note = (note or "").strip() or None
     now = _now()
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             everyone = members(connection, person_id)
             if not everyone:
@@ -307,7 +307,7 @@ def merge_persons(service, person_a: str, person_b: str, reviewer: str, note: st
         raise ValueError("a person cannot be merged with itself")
     now = _now()
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             for person in (person_a, person_b):
                 if not members(connection, person):
@@ -332,7 +332,7 @@ def undo_person_event(service, event_id: int, reviewer: str) -> dict:
     """Undo a split or merge made on a person page (one made by a pair decision is undone with `undo`)."""
     now = _now()
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             row = connection.execute(select(person_events).where(person_events.c.event_id == event_id)
                                      .with_for_update()).first()
@@ -358,7 +358,7 @@ def undo_person_event(service, event_id: int, reviewer: str) -> dict:
 
 def audit_read(store, action: str, payload: dict, reviewer: str) -> None:
     """One audit event for a steward's read (queue, pair, person page): for callers that show what they read."""
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         append(connection, action, {"principal": reviewer, "role": "steward", **payload}, principal=reviewer)
 
 
@@ -372,7 +372,7 @@ def export_labels(store, out, principal: str = "cli:export-labels") -> int:
     import os
     from pathlib import Path
 
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         rows = label_rows(connection)
         target = Path(out)
         target.parent.mkdir(parents=True, exist_ok=True)

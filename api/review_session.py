@@ -33,13 +33,12 @@ from urllib.parse import urlsplit
 from flask import (Flask, abort, current_app, flash, g, has_request_context, redirect, render_template, request, session,
                    url_for)
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from api.audit import append
 from api.changes import apply_changes
-from api.store import Store, api_keys, settings
+from api.store import Store, api_keys, stored_secret
 from scoring.item import Principal, Purpose, Role
 
 IDLE_SECONDS = 30 * 60
@@ -57,21 +56,7 @@ def now() -> float:
 
 def session_secret(store: Store) -> str:
     """The secret that signs session cookies: the environment's, else the store's (created once, by whoever is first)."""
-    configured = os.environ.get("BRIEFING_SESSION_SECRET", "").strip()
-    if configured:
-        return configured
-    query = select(settings.c.value).where(settings.c.key == SECRET_SETTING)
-    with store.engine.connect() as connection:
-        found = connection.execute(query).scalar()
-    if found:
-        return found
-    try:
-        with store.engine.begin() as connection:
-            connection.execute(insert(settings).values(key=SECRET_SETTING, value=secrets.token_hex(32)))
-    except IntegrityError:
-        pass                                  # another worker or replica stored one first: use theirs
-    with store.engine.connect() as connection:
-        return connection.execute(query).scalar()
+    return stored_secret(store, SECRET_SETTING, "BRIEFING_SESSION_SECRET")
 
 
 class ReviewSessions(SecureCookieSessionInterface):
@@ -165,7 +150,7 @@ def before_request():
 
 def _audit(action: str, payload: dict, principal: str | None = None) -> None:
     store = current_app.extensions["briefing"].store
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         append(connection, action, {"address": request.remote_addr or "-", **payload}, principal=principal)
 
 

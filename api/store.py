@@ -10,10 +10,13 @@ keeps both databases identical); multi-valued fields as `|`-joined text, as in t
 from __future__ import annotations
 
 import os
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
-from sqlalchemy import (Column, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event, exc, inspect, text)
+from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, event, exc, insert, inspect, select, text)
 
 metadata = MetaData()
 
@@ -73,6 +76,16 @@ feedback = Table(
     Column("helped", Integer),
     Column("outcome", Text),
     Column("created_at", Text, nullable=False),
+)
+
+shown_items = Table(
+    "shown_items", metadata,                               # which briefing showed which item to whom (feedback's proof)
+    Column("principal", String(200), primary_key=True),
+    Column("incident_id", String(200), primary_key=True),
+    Column("item_id", String(200), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("shown_at", Text, nullable=False),
+    Column("feedback_id", Integer),                        # the one feedback row accepted for it, once given
 )
 
 review_decisions = Table(
@@ -162,16 +175,65 @@ settings = Table(
 )
 
 
+#: `connection.info` key of the callbacks `Store.begin` runs once its transaction has committed.
+AFTER_COMMIT = "briefing.after_commit"
+
+
+def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
+    """Run `callback` once the transaction of `connection` (opened by `Store.begin`) has committed.
+
+    For work outside the database that must follow only what is durable (the audit witness):
+    it is never run for a transaction that rolls back or whose process dies before the commit.
+    """
+    callbacks = connection.info.get(AFTER_COMMIT)
+    if callbacks is None:
+        raise RuntimeError("this transaction was not opened by Store.begin(): nothing would run after its commit")
+    callbacks.append(callback)
+
+
 class Store:
     """An engine over Briefing's tables."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
 
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """`engine.begin()` (one transaction, committed on success), then the `after_commit` callbacks it collected."""
+        callbacks: list[Callable[[], None]] = []
+        with self.engine.begin() as connection:
+            connection.info[AFTER_COMMIT] = callbacks
+            try:
+                yield connection
+            finally:
+                connection.info.pop(AFTER_COMMIT, None)
+        for callback in callbacks:
+            callback()
+
     def create(self) -> "Store":
         metadata.create_all(self.engine)
         _add_review_columns(self.engine)
         return self
+
+
+def stored_secret(store: Store, setting: str, environment: str) -> str:
+    """A secret every worker and replica over this store shares: `$environment` if set, else the
+    `settings` row `setting`, made (32 random bytes, hex) by whichever process needs it first."""
+    configured = os.environ.get(environment, "").strip()
+    if configured:
+        return configured
+    query = select(settings.c.value).where(settings.c.key == setting)
+    with store.engine.connect() as connection:
+        found = connection.execute(query).scalar()
+    if found:
+        return found
+    try:
+        with store.engine.begin() as connection:
+            connection.execute(insert(settings).values(key=setting, value=secrets.token_hex(32)))
+    except exc.IntegrityError:
+        pass                                  # another worker or replica stored one first: use theirs
+    with store.engine.connect() as connection:
+        return connection.execute(query).scalar()
 
 
 #: Columns added to a table that older stores already have: added (nullable) when missing.

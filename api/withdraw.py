@@ -111,7 +111,7 @@ def retract_item(item_id: str):
     principal = authorise(WRITERS)
     body = _optional_body(RetractIn)
     store = current_app.extensions["briefing"].store
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         begin_writing(connection)
         row = connection.execute(select(context_items.c.record_id, context_items.c.status, records.c.agency)
                                  .join(records, records.c.record_id == context_items.c.record_id)
@@ -140,7 +140,7 @@ def revoke_consent(consent_id: str):
     body = _optional_body(RevokeIn)
     when = (body.revoked_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
     store = current_app.extensions["briefing"].store
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         begin_writing(connection)
         row = connection.execute(select(consents.c.record_id, consents.c.revoked_at, records.c.agency)
                                  .join(records, records.c.record_id == consents.c.record_id)
@@ -170,7 +170,7 @@ def erase_registry(person_id: str):
     body = validated(ErasureIn)
     service = current_app.extensions["briefing"]
     with service.resolver.lock:
-        with service.store.engine.begin() as connection:
+        with service.store.begin() as connection:
             begin_writing(connection)
             person = connection.execute(select(records.c.record_id, records.c.agency, records.c.source_system)
                                         .join(clusters, clusters.c.record_id == records.c.record_id)

@@ -157,7 +157,7 @@ class Load:
 def second_load(tmp_path_factory) -> Load:
     base_dir = tmp_path_factory.mktemp("base")
     db, store = loaded_county(base_dir, 300, 31)
-    with store.engine.begin() as connection:               # a chain to keep whole: the ingest writes no events
+    with store.begin() as connection:               # a chain to keep whole: the ingest writes no events
         for n in range(3):
             append(connection, "fault_test_seed", {"n": n}, principal="fault-test")
     store.engine.dispose()

@@ -34,7 +34,7 @@ def _dump(store) -> dict:
 
 def _seed(store, items=(), consent_rows=(), feedback_times=(), change_times=()):
     """One record, and items / consents / feedback / change-feed rows with the given times."""
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         connection.execute(insert(records).values(record_id="R1", agency="COUNTY_BH", ingested_at=_iso(NOW)))
         for k, item in enumerate(items):
             connection.execute(insert(context_items).values(
@@ -127,7 +127,7 @@ def test_unparseable_times_never_cause_a_deletion():
 
 def test_review_decisions_are_kept_because_they_are_labels():
     store = _memory_store()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         connection.execute(insert(review_decisions).values(record_id_l="A", record_id_r="B", decision="match",
                                                            reviewer="st-1", created_at=_iso(NOW - timedelta(days=5000))))
     purge(store, 30, now=NOW)
@@ -141,7 +141,7 @@ def test_dry_run_counts_what_a_purge_would_remove_and_writes_nothing(tmp_path):
     _seed(store, items=[{"observed_at": old, "updated_at": old, "status": "active"},
                         {"observed_at": new, "updated_at": new, "status": "active"}],
           consent_rows=[{"valid_until": old}, {"revoked_at": new}], feedback_times=[old, new], change_times=[old, old, new])
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k in range(4):
             append(connection, "briefing", {"k": k}, at=NOW - timedelta(days=3000 - k))
         append(connection, "briefing", {"k": 4}, at=NOW)
@@ -180,7 +180,7 @@ def test_periods_that_are_negative_or_absurd_are_refused_before_anything_is_touc
 
 def test_a_short_audit_retention_is_allowed_with_a_warning_that_is_itself_audited():
     store = _memory_store()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k in range(3):
             append(connection, "briefing", {"k": k}, at=NOW - timedelta(days=100 - k))
     summary = purge(store, 30, audit_older_than_days=30, now=NOW)
@@ -201,7 +201,7 @@ def test_a_short_audit_retention_is_allowed_with_a_warning_that_is_itself_audite
 def test_after_purging_audit_events_verify_still_holds_and_still_catches_tampering(ages, tamper, pick):
     """Events `ages` days old (in any order); those in the oldest-first prefix past 6 years go, except the newest."""
     store = _memory_store()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k, age in enumerate(ages):
             append(connection, "briefing", {"k": k}, principal="cad", at=NOW - timedelta(days=age))
     summary = purge(store, 30, now=NOW)
@@ -216,7 +216,7 @@ def test_after_purging_audit_events_verify_still_holds_and_still_catches_tamperi
     with store.engine.connect() as connection:
         kept = connection.execute(select(audit_events).order_by(audit_events.c.seq)).mappings().all()
     purge_seq = kept[-1]["seq"]
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         if tamper == "none":
             broken = None
         elif tamper == "change_kept":
@@ -252,7 +252,7 @@ def test_the_anchor_is_carried_forward_and_moves_with_later_purges():
     now = datetime.now(timezone.utc)                       # purge events are stamped with the real time
     with_ages = [3000, 2750, 2500, 2250, 2000, 1750]       # days; the first four are past six years
     store = _memory_store()
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k, age in enumerate(with_ages):
             append(connection, "briefing", {"k": k}, at=now - timedelta(days=age))
     first = purge(store, 30, now=now)
@@ -260,7 +260,7 @@ def test_the_anchor_is_carried_forward_and_moves_with_later_purges():
     second = purge(store, 30, now=now)                      # nothing more is old enough: the same anchor
     assert second.audit_events == 0 and second.audit_anchor == 4 and verify(store).ok
     later = now + timedelta(days=AUDIT_RETENTION_DAYS + 1)  # years later every earlier event has aged out
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         append(connection, "briefing", {"k": "late"}, at=later)
     third = purge(store, 30, now=later)
     assert third.audit_events == 4 and third.audit_anchor == 8   # events 5, 6 and both purge events 7, 8 went
@@ -275,7 +275,7 @@ def test_purge_command_prints_counts_per_table_and_refuses_bad_input(tmp_path, c
     store = open_store(db).create()
     old = _iso(datetime.now(timezone.utc) - timedelta(days=800))
     _seed(store, items=[{"observed_at": old, "updated_at": old, "status": "active"}], feedback_times=[old])
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         append(connection, "briefing", {"k": 0}, at=datetime.now(timezone.utc) - timedelta(days=3000))
         append(connection, "briefing", {"k": 1})
     capsys.readouterr()
@@ -321,7 +321,7 @@ def test_purge_on_postgresql(postgres_url):
     _seed(store, items=[{"observed_at": old, "updated_at": old, "status": "active"},
                         {"observed_at": new, "updated_at": new, "status": "retracted"}],
           consent_rows=[{"revoked_at": old}], feedback_times=[old, new], change_times=[old, new])
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k in range(3):
             append(connection, "briefing", {"k": k}, at=NOW - timedelta(days=3000 - k))
     dry = purge(store, 365, now=NOW, dry_run=True)

@@ -69,10 +69,10 @@ def test_upsert_by_id_is_idempotent_and_replaces_the_row(pg):
     rows = [{"record_id": f"R-{k}", "agency": "METRO_PD", "given_name": f"Name{k}", "ingested_at": now} for k in range(1203)]
     full = [{c.name: row.get(c.name) for c in records.columns} for row in rows]
     for _ in range(2):                                   # across the 500-row chunks, twice
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             upsert(connection, records, "record_id", full)
     changed = [{**full[7], "given_name": "Renamed"}, {**full[1202], "given_name": None}]
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         upsert(connection, records, "record_id", changed)
         upsert(connection, clusters, "record_id", [{"record_id": "R-7", "person_id": "P1"}])
         upsert(connection, clusters, "record_id", [{"record_id": "R-7", "person_id": "P2"}])
@@ -86,13 +86,13 @@ def test_upsert_by_id_is_idempotent_and_replaces_the_row(pg):
 
 def test_the_audit_chain_verifies_names_a_changed_event_and_holds_under_concurrent_writers(pg):
     url, store = pg
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         for k in range(5):
             append(connection, "briefing", {"incident_id": f"INC-{k}"}, principal="cad-1", request_id=f"r{k}")
 
     def writer(name):
         for k in range(15):
-            with store.engine.begin() as connection:
+            with store.begin() as connection:
                 append(connection, "briefing", {"by": name, "k": k}, principal=name, request_id=f"{name}-{k}")
 
     threads = [threading.Thread(target=writer, args=(f"w{i}",)) for i in range(6)]
@@ -103,7 +103,7 @@ def test_the_audit_chain_verifies_names_a_changed_event_and_holds_under_concurre
     result = verify(store)
     assert (result.ok, result.events) == (True, 5 + 90), result
     assert run_briefing(["audit", "verify", "--db", url]) == (0, "")
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         connection.execute(update(audit_events).where(audit_events.c.seq == 40).values(payload='{"by":"someone else"}'))
     result = verify(store)
     assert (result.ok, result.first_broken) == (False, 40) and "changed" in result.reason
@@ -119,7 +119,7 @@ def test_a_change_waits_for_an_earlier_uncommitted_one_so_seq_order_is_commit_or
     done = {}
 
     def second():
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             record_change(connection, "upsert", "R-2")
         done["at"] = time.monotonic()
 

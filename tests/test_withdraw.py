@@ -265,7 +265,7 @@ def test_revoking_is_refused_to_another_agencys_feed_to_other_roles_and_for_unkn
 def test_a_revocation_only_ever_moves_earlier(world, seconds_ago):
     _, client, keys, store, _ = world
     consent_id = "CNS-W-PROPERTY"
-    with store.engine.begin() as connection:
+    with store.begin() as connection:
         if connection.execute(select(consents.c.consent_id).where(consents.c.consent_id == consent_id)).first() is None:
             record_id = connection.execute(select(records.c.record_id).where(records.c.agency == "COUNTY_BH").limit(1)).scalar()
             assert client.post("/v1/consents", headers=_auth(keys["feed_bh"]), json={
@@ -318,7 +318,7 @@ def test_erasing_registry_data_removes_items_consents_and_records_everywhere_and
         kept_items = sorted(connection.execute(select(context_items.c.item_id).where(
             context_items.c.record_id.in_(others), context_items.c.legal_category != "VOLUNTARY_REGISTRY")).scalars())
     subject = _subject(store, registry[0])
-    with store.engine.begin() as connection:       # feedback on an erased item goes with it
+    with store.begin() as connection:       # feedback on an erased item goes with it
         connection.execute(feedback.insert().values(incident_id="INC-W-FB", item_id=expected_items[0], principal="co-w",
                                                     helped=1, outcome="it helped", created_at=datetime.now(timezone.utc).isoformat()))
     shown_before = _shown(_brief(client, keys["co"], subject))
