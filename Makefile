@@ -22,7 +22,7 @@ venv: $(STAMP)
 ## demo: build a synthetic county, link it, print the evaluation, resolve a few incidents, then serve the API
 PORT   ?= 8080
 demo: $(STAMP)
-	$(BIN)/briefing synth --persons $(PERSONS) --seed $(SEED) --out $(DEMO)/county
+	$(BIN)/briefing synth --persons $(PERSONS) --seed $(SEED) --as-of today --out $(DEMO)/county
 	$(BIN)/briefing link $(DEMO)/county/records.csv --model models/matcher.json --out $(DEMO)/link
 	$(BIN)/briefing eval linkage --clusters $(DEMO)/link/clusters.csv --truth $(DEMO)/county/truth.csv \
 		--demographics $(DEMO)/county/demographics.csv --json $(DEMO)/linkage.json
@@ -59,7 +59,7 @@ model: $(STAMP)
 		--demographics $(MODEL_WORK)/heldout/demographics.csv --json $(MODEL_WORK)/heldout.json
 	$(BIN)/python -m evaluation.model_card --model models/matcher.json --eval $(MODEL_WORK)/heldout.json --out models/MATCHER.md
 
-## ranker: evaluate the ranking on a held-out split, then retrain models/ranker.joblib on all feedback and write models/RANKER.md
+## ranker: evaluate the ranking on a held-out split, then retrain models/ranker.json on all feedback and write models/RANKER.md
 RANKER_WORK := out/ranking
 ranker: $(STAMP)
 	$(BIN)/briefing synth --persons 38800 --seed 1 --out $(RANKER_WORK)/county --quiet

@@ -21,8 +21,9 @@ from flask.json.provider import DefaultJSONProvider
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api.budget import BudgetPool
 from api.changes import apply_changes, latest
-from api.keys import KeyCache
+from api.keys import KeyCache, audit_failed_authentication
 from api.throttle import FailureThrottle
 from api.person_data import index_frames
 from api.reference import reference_secret
@@ -63,6 +64,7 @@ class Service:
     keys: KeyCache | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))   # policy's "now" (tests freeze it)
     reference_key: bytes = b""            # keys the opaque record references responders see (api.reference)
+    pool: BudgetPool = field(default_factory=BudgetPool)   # briefings' threads: bounded, never queued (api.budget)
 
     def __post_init__(self):
         self.keys = self.keys or KeyCache(self.store)
@@ -90,13 +92,16 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     resolver = Resolver(matcher).fit(frame, people)
     resolver.resolve({"given_name": "Warm", "family_name": "Up", "approx_age": 40})   # first-call costs paid here
     ranker = None
-    if (models / "ranker.joblib").exists():
+    if (models / "ranker.json").exists():     # JSON, digest-checked; a tampered file stops the start (ValueError)
         from scoring.ranker import ItemScorecard
 
-        ranker = ItemScorecard.load(models / "ranker.joblib")
+        ranker = ItemScorecard.load(models / "ranker.json")
+    elif (models / "ranker.joblib").exists():
+        log.warning("%s is ignored: a ranker is loaded only from ranker.json, never unpickled; retrain it with "
+                    "`briefing train-ranker`", models / "ranker.joblib")
     rules = Rules.load()
     versions = {"matcher": matcher.version, "policy": rules.version,
-                "ranker": hashlib.sha256((models / "ranker.joblib").read_bytes()).hexdigest()[:12] if ranker else None}
+                "ranker": ranker.file_sha256_[:12] if ranker else None}
     app = Flask("briefing")
     app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -125,7 +130,9 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
 def authorise(roles) -> object:
     """The principal of the request's bearer key, if its role is one of `roles`; else 401 / 403.
 
-    Pending changes (api.changes) are applied first, so a key revoked anywhere is refused here.
+    Pending changes (api.changes) are applied first, so a key revoked anywhere is refused here. A refused
+    key is audited (`auth_failed`) while the client is under the failure throttle's limits, then once as
+    `auth_lockout` when it goes over; past that it gets 429 unaudited (api/keys.py, api/throttle.py).
     """
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
@@ -133,10 +140,13 @@ def authorise(roles) -> object:
     apply_changes(service)                # writes and key revocations through other workers and the CLI
     principal = service.keys.authenticate(key.strip()) if scheme == "Bearer" else None
     if principal is None:
-        wait = service.throttle.failed(header, request.remote_addr or "-")
-        if wait is not None:
+        address = request.remote_addr or "-"
+        verdict = service.throttle.record(header, address)
+        if verdict.wait is None or verdict.lockout:
+            audit_failed_authentication(service.store, header, address, request.path, verdict.lockout, verdict.wait)
+        if verdict.wait is not None:
             response = jsonify(error="too_many_requests", message="too many failed authentications; retry later")
-            response.status_code, response.headers["Retry-After"] = 429, str(int(wait))
+            response.status_code, response.headers["Retry-After"] = 429, str(int(verdict.wait))
             abort(response)
         abort(401, description="a valid API key is required: Authorization: Bearer <key>")
     if principal.role not in roles:
@@ -154,7 +164,11 @@ class _Invalid(HTTPException):
 
 
 def validated(model):
-    """The JSON body parsed as `model`; 400 if it is not JSON, 422 with field messages if it does not fit."""
+    """The JSON body parsed as `model`; 400 if it is not JSON, 422 with field messages if it does not fit.
+
+    The body is parsed by `FastJSON` (orjson), whose depth limit (1,024) turns deeply nested JSON into
+    a 400 rather than a RecursionError (tests/adversarial/test_input_attacks.py): keep a depth-limited parser.
+    """
     if (request.content_length or 0) > current_app.config["MAX_CONTENT_LENGTH"]:
         abort(413, description=f"the body is over {current_app.config['MAX_CONTENT_LENGTH']:,} bytes")
     data = request.get_json(silent=True, force=True)
@@ -169,6 +183,11 @@ def validated(model):
 def invalid(exc: ValidationError) -> HTTPException:
     """A 422 carrying pydantic's errors as {field: message}."""
     return _Invalid(field_messages(exc))
+
+
+def unprocessable(fields: dict[str, str]) -> HTTPException:
+    """A 422 for a rule the schema cannot state (e.g. a time out of range), as {field: message}."""
+    return _Invalid(fields)
 
 
 def _http_error(exc: HTTPException):

@@ -3,25 +3,47 @@
 The request and response shapes are issue 5's. Only responder roles may call it, for a purpose
 their key grants. Every call appends one audit event (who, why, which incident, a hash of the
 query identifiers, candidates and grades, items returned, items withheld with reasons, the
-disclosure basis, and the model and policy versions), written before the answer is sent. The work
-runs under a time budget (default 250 ms): past it the answer is 200 with resolution status
-`unavailable` and no person data, so a slow store never holds up dispatch.
+disclosure basis, and the model and policy versions), written before the answer is sent, and in
+the same transaction one `shown_items` row per returned item (principal, incident, item: the
+proof `POST /v1/feedback` asks for; a resent incident keeps the first row).
+
+Time: the access policy judges consents and expiries at the server's clock (`service.clock()`,
+fixed when the app is made; no request can choose it). The incident's `received_at` is recorded
+in the audit event and can only narrow what is disclosed (an item or consent must be live at both
+times); one more than a day ahead of the server's clock, or more than 30 years before it, is
+refused with 422 at `incident.received_at`. `emergency_attestation` (who attests the medical
+emergency, and why) is what lets EMS use the 42 CFR 2.51 exception on a medical-emergency call;
+it is logged with each disclosure it allowed.
+
+Answers never name a record's source: every `record_id` a responder is told is an opaque reference
+(`ref-…`, api.reference), for `/v1/match` too (stewards, who review records, get real ids; the
+audit log keeps them). An item's `sources` name the agencies of its copies, and every copy there
+was itself permitted to this requester (the ranking merges permitted items only): a Part 2 item
+released under a consent or the 2.51 exception shows the program that holds it, since the
+consent names that discloser and the recipient may know it; a withheld item is never mentioned.
+
+The work runs under a time budget (default 250 ms): past it the answer is 200 with resolution
+status `unavailable` and no person data, so a slow store never holds up dispatch. Overdue work is
+cancelled between its steps and never queued (api.budget): while every thread is held by a stall,
+new briefings answer `unavailable` at once, and fresh ones are served as soon as the stall ends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import datetime, timedelta
 from typing import Literal
 
 from flask import Blueprint, current_app, jsonify
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from api.audit import append, canonical
+from api.budget import Ticket
 from api.person_data import person_consents, person_items
+from api.reference import record_reference
+from api.store import shown_items
 from matching.query import Subject
 from scoring.briefing import brief
 from scoring.item import RESPONDERS, Purpose, Role
@@ -29,8 +51,9 @@ from scoring.item import RESPONDERS, Purpose, Role
 CALL_TYPES = Literal["disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
                      "domestic", "medical", "missing_person", "other"]
 MAX_ITEMS = 20
-# Threads start on first use, so a gunicorn worker forked from a preloaded master gets its own.
-_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="briefing")
+#: How far from the server's clock an incident's `received_at` may be.
+AHEAD = timedelta(days=1)
+BACK = timedelta(days=round(30 * 365.2425))
 
 blueprint = Blueprint("briefings", __name__)
 
@@ -56,57 +79,76 @@ class BriefingRequest(BaseModel):
     incident: Incident
     subject: Subject
     purpose: Purpose
+    emergency_attestation: str | None = Field(
+        default=None, min_length=1, max_length=500,
+        description="who attests a medical emergency and why (EMS: needed for Part 2 items without consent, "
+                    "42 CFR 2.51; logged with each such disclosure)")
 
 
 @blueprint.post("/v1/briefings")
 def create_briefing():
-    from api.app import authorise, validated
+    from api.app import authorise, unprocessable, validated
 
     principal = authorise(RESPONDERS)
     body = validated(BriefingRequest)
     service = current_app.extensions["briefing"]
+    now = service.clock()
+    received = body.incident.received_at
+    if received > now + AHEAD or received < now - BACK:
+        raise unprocessable({"incident.received_at": "must be within 1 day ahead of and 30 years before the "
+                                                     f"server's clock ({now.isoformat(timespec='seconds')})"})
     if body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
     request_id = uuid.uuid4().hex
-    future = _POOL.submit(_compose, service, principal, body)
-    try:
-        resolution, items_out, withheld, audit_items = future.result(timeout=service.budget_seconds)
+    outcome = service.pool.run(lambda ticket: _compose(service, principal, body, now, ticket), service.budget_seconds)
+    if outcome.done:
+        resolution, items_out, withheld, audit_items = outcome.value
         answer = resolution.to_dict()
-    except FutureTimeout:
-        # Never block dispatch: answer now; the late result is dropped and nothing of it is disclosed.
+    else:
+        # Never block dispatch: answer now; late work is cancelled and nothing of it is disclosed.
         answer, items_out, withheld = {"status": "unavailable", "candidates": []}, [], []
-        audit_items = {"note": f"budget of {service.budget_seconds * 1000:.0f} ms exceeded"}
+        audit_items = {"note": f"budget of {service.budget_seconds * 1000:.0f} ms exceeded" if outcome.status == "overdue"
+                       else "every briefing thread is busy with overdue work; not started"}
     with service.store.begin() as connection:
         append(connection, "briefing", {
             "principal": principal.name, "agency": principal.agency, "role": principal.role.value,
             "purpose": body.purpose.value, "incident_id": body.incident.id, "call_type": body.incident.call_type,
+            "received_at": received.isoformat(), "judged_at": now.isoformat(),
+            **({"emergency_attestation": body.emergency_attestation} if body.emergency_attestation else {}),
             "query_hash": _query_hash(body.subject), "status": answer["status"],
             "candidates": [{"person_id": c["person_id"], "record_id": c["record_id"], "grade": c["grade"]}
                            for c in answer["candidates"]],
             "items_returned": [i["item_id"] for i in items_out], **audit_items, "versions": service.versions,
         }, principal=principal.name, request_id=request_id)
-    return jsonify({"incident_id": body.incident.id, "request_id": request_id, "resolution": answer,
-                    "items": items_out, "withheld": withheld, "versions": service.versions})
+        _record_shown(connection, principal.name, body.incident.id, [i["item_id"] for i in items_out], request_id, now)
+    return jsonify({"incident_id": body.incident.id, "request_id": request_id,
+                    "resolution": opaque(answer, service.reference_key), "items": items_out, "withheld": withheld,
+                    "versions": service.versions})
 
 
-def _compose(service, principal, body: BriefingRequest):
-    """Resolve, then (for a resolved person) the permitted items ranked: what the answer and its audit event need."""
+def _compose(service, principal, body: BriefingRequest, now: datetime, ticket: Ticket):
+    """Resolve, then (for a resolved person) the permitted items ranked: what the answer and its audit event need.
+
+    The policy runs at the server's `now`; the incident's time only narrows. `ticket.check()` between
+    the steps ends the work once its budget has run out (api.budget).
+    """
     subject = body.subject.model_copy(update={"received_at": body.subject.received_at or body.incident.received_at})
     resolution = service.resolver.resolve(subject)
-    incident = {"incident_id": body.incident.id, "call_type": body.incident.call_type}
+    ticket.check()
+    incident = {"incident_id": body.incident.id, "call_type": body.incident.call_type,
+                "emergency_attestation": body.emergency_attestation}
     best = resolution.candidates[0] if resolution.candidates and resolution.status == "resolved" else None
     if best is None:
         return resolution, [], [], {}
     with service.store.engine.connect() as connection:
         items, consents = person_items(connection, best.person_id), person_consents(connection, best.person_id)
-    # Consents are judged at the incident's time, but a revocation already recorded binds every
-    # later disclosure, even for an incident received before it (a revocation takes effect at once).
-    asked_at = datetime.now(timezone.utc)
-    consents = [c for c in consents if c.revoked_at is None or c.revoked_at > asked_at]
-    result = brief(principal, body.purpose, incident, best.grade, items, consents, body.incident.received_at,
-                   service.rules, service.ranker)
+    ticket.check()
+    # A revocation binds every disclosure from `revoked_at` on: `now` is the server's clock, so one
+    # already recorded is in force here whatever time the incident claims.
+    result = brief(principal, body.purpose, incident, best.grade, items, consents, now, service.rules, service.ranker,
+                   incident_at=body.incident.received_at)
     items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
-    returned = {i["item_id"] for i in items_out}
+    returned = {s["item_id"] for i in items_out for s in i["sources"]}     # every copy shown, merged ones too
     return resolution, items_out, result.withheld, {
         "disclosures": [d for d in result.disclosures if d["item_id"] in returned], "denied": result.denied}
 
@@ -126,6 +168,35 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def opaque(resolution: dict, secret: bytes) -> dict:
+    """`resolution` as a responder may see it: every candidate's `record_id` an opaque reference."""
+    return {**resolution, "candidates": [{**c, "record_id": record_reference(c["record_id"], secret)}
+                                         for c in resolution["candidates"]]}
+
+
+def _record_shown(connection, principal: str, incident_id: str, item_ids: list[str], request_id: str,
+                  shown_at: datetime) -> None:
+    """One `shown_items` row per returned item; a row already there (a resent incident) is kept as it is."""
+    rows = [{"principal": principal, "incident_id": incident_id, "item_id": item_id, "request_id": request_id,
+             "shown_at": shown_at.isoformat()} for item_id in dict.fromkeys(item_ids)]
+    if not rows:
+        return
+    key = ["principal", "incident_id", "item_id"]
+    dialect = connection.dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        if dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert
+        connection.execute(insert(shown_items).on_conflict_do_nothing(index_elements=key), rows)
+        return
+    taken = set(connection.execute(select(shown_items.c.item_id).where(
+        shown_items.c.principal == principal, shown_items.c.incident_id == incident_id)).scalars())
+    fresh = [r for r in rows if r["item_id"] not in taken]
+    if fresh:
+        connection.execute(shown_items.insert(), fresh)
+
+
 class MatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subject: Subject
@@ -134,7 +205,7 @@ class MatchRequest(BaseModel):
 
 @blueprint.post("/v1/match")
 def match():
-    """Resolution only (who is this?), no context items; for responders and stewards."""
+    """Resolution only (who is this?), no context items; for responders (opaque record references) and stewards."""
     from api.app import authorise, validated
 
     principal = authorise(RESPONDERS | {Role.steward})
@@ -143,6 +214,7 @@ def match():
     if principal.role != Role.steward and body.purpose not in principal.purposes:
         return jsonify(error="forbidden", message=f"this key may not claim purpose {body.purpose.value}"), 403
     resolution = service.resolver.resolve(body.subject).to_dict()
+    shown = resolution if principal.role == Role.steward else opaque(resolution, service.reference_key)
     request_id = uuid.uuid4().hex
     with service.store.begin() as connection:
         append(connection, "match", {
@@ -151,7 +223,7 @@ def match():
             "candidates": [{"person_id": c["person_id"], "record_id": c["record_id"], "grade": c["grade"]}
                            for c in resolution["candidates"]], "versions": service.versions,
         }, principal=principal.name, request_id=request_id)
-    return jsonify({"request_id": request_id, "resolution": resolution, "versions": service.versions})
+    return jsonify({"request_id": request_id, "resolution": shown, "versions": service.versions})
 
 
 def _query_hash(subject: Subject) -> str:

@@ -91,6 +91,18 @@ def positive_int_arg(text: str) -> int:
     return value
 
 
+def as_of_arg(text: str):
+    """A day for `synth --as-of`: YYYY-MM-DD or `today` (UTC)."""
+    from datetime import date, datetime, timezone
+
+    if text == "today":
+        return datetime.now(timezone.utc).date()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be YYYY-MM-DD or 'today', got {text}") from None
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -101,7 +113,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     if args.bias_group and not args.bias:
         raise CliError("--bias-group needs --bias (matching or data)")
     summary = generate_county(args.persons, args.seed, Path(args.out), progress=not args.quiet,
-                              bias=args.bias, bias_group=args.bias_group)
+                              bias=args.bias, bias_group=args.bias_group, as_of=args.as_of)
     print(json.dumps({"persons": summary.n_persons, "records": summary.n_records, "incidents": summary.n_incidents,
                       "context_items": summary.n_context_items, "consents": summary.n_consents,
                       "feedback": summary.n_feedback, "seconds": round(summary.seconds, 1), "out": str(args.out),
@@ -326,6 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "transliteration variants in its names; data = more police records, more unverified safety flags")
     p.add_argument("--bias-group", choices=("white", "black", "hispanic", "api", "native", "multiple"),
                    help="race/ethnicity the bias targets (default: api for matching, black for data)")
+    p.add_argument("--as-of", type=as_of_arg, default=None, metavar="DAY",
+                   help="date the county by whole years so that every incident is in the past on DAY "
+                        "(YYYY-MM-DD or 'today'; the demo's live service judges policy at today's clock). "
+                        "Default: the fixed calendar, so benchmarks are reproducible")
     p.set_defaults(func=cmd_synth)
 
     def training_options(p: argparse.ArgumentParser) -> None:

@@ -101,7 +101,7 @@ def add_parsers(sub) -> None:
                    help="incidents re-briefed for the invariance and proxy checks (default 300)")
     q.add_argument("--matcher-model", default="models/matcher.json", help="matcher model (default models/matcher.json)")
     q.add_argument("--clusters", help="clusters.csv of DIR's records (default: the matcher audit links them itself)")
-    q.add_argument("--ranker-model", default="models/ranker.joblib", help="ranker scorecard (default models/ranker.joblib)")
+    q.add_argument("--ranker-model", default="models/ranker.json", help="ranker scorecard (default models/ranker.json)")
     q.add_argument("--rules", help="rules TOML (default scoring/rules.toml)")
     q.add_argument("--cards", default="models", help="directory of MATCHER.md and RANKER.md to refresh (default models)")
     q.add_argument("--no-cards", action="store_true", help="leave the model cards alone")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from api.cli import probability_arg
 
-DEFAULT_OUT = "models/ranker.joblib"
+DEFAULT_OUT = "models/ranker.json"
 
 
 def _errors():
@@ -32,12 +32,14 @@ def _progress(quiet: bool):
 
 
 def cmd_train_ranker(args: argparse.Namespace) -> int:
-    """Train the scorecard on every feedback row of DIR; write joblib + manifest and RANKER.md beside it."""
+    """Train the scorecard on every feedback row of DIR; write its JSON model file and RANKER.md beside it."""
     from evaluation.ranking import RankingDataError, fit_ranker, load_county, model_card
     from scoring.rules import Rules, RulesError
 
     CliError = _errors()
     say = _progress(args.quiet)
+    if Path(args.out).suffix != ".json":
+        raise CliError(f"{args.out}: the ranker is written as JSON (never a pickle): give a path ending in .json")
     evaluation = None
     if args.eval:
         path = Path(args.eval)
@@ -63,13 +65,12 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
     model.training_["seconds"] = round(seconds, 3)
     model.training_["source"] = str(args.dir)
     out = Path(args.out)
-    manifest_file = model.save(out)
-    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    manifest = json.loads(model.save(out).read_text(encoding="utf-8"))
     card = out.with_name("RANKER.md")
     provenance = (f"All responder feedback of the synthetic county `{args.dir}` "
                   f"(`briefing train-ranker {args.dir}`).")
     card.write_text(model_card(manifest, evaluation, provenance), encoding="utf-8")
-    print(json.dumps({"model": str(out), "manifest": str(manifest_file), "card": str(card),
+    print(json.dumps({"model": str(out), "sha256": manifest["sha256"], "card": str(card),
                       "rows": model.training_["rows"], "C": model.C, "rank_weight": model.rank_weight,
                       "auc": manifest["metrics"].get("auc"), "log_loss": manifest["metrics"].get("log_loss"),
                       "seconds": round(seconds, 2)}))
@@ -116,8 +117,8 @@ def add_parsers(sub) -> None:
     """Register `train-ranker DIR` and `eval ranking DIR` on the top-level subparsers action `sub`."""
     p = sub.add_parser("train-ranker", help="train the ranking scorecard on a county's responder feedback")
     p.add_argument("dir", help="county directory: incidents, records, truth, context_items and feedback CSVs")
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"joblib file to write (default {DEFAULT_OUT}); "
-                   "the manifest and RANKER.md are written beside it")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON model file to write (default {DEFAULT_OUT}); "
+                   "RANKER.md is written beside it")
     p.add_argument("--eval", help="JSON of `briefing eval ranking` to include in RANKER.md")
     p.add_argument("--rules", help="rules TOML (default scoring/rules.toml)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out part used for metrics and settings")

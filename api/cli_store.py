@@ -1,6 +1,10 @@
-"""Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py),
-`briefing keys create | list | revoke` (api/keys.py), `briefing purge` (api/retention.py) and
+"""Store commands: `briefing ingest` (api/ingest.py), `briefing audit verify` (api/audit.py: the keyed chain
+and its witness), `briefing audit part2-emergencies` (api/part2_report.py: the 42 CFR 2.51(c) fields per
+program), `briefing keys create | list | revoke` (api/keys.py), `briefing purge` (api/retention.py) and
 `briefing review export-labels` (api/review.py: live steward decisions as a labels CSV).
+
+`audit verify` exits 0 when the chain and the witness hold (warnings on stderr), 1 listing each problem
+(`audit chain broken at event N (kind): reason`) on stderr, 2 for bad input.
 
 `purge` prints one JSON object on stdout: the cutoffs and, per table, how many rows were removed
 (`deleted`) or, with `--dry-run`, would be (`would_delete`); warnings go to stderr.
@@ -17,6 +21,7 @@ import json
 import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
+from pathlib import Path
 
 from scoring.item import Purpose, Role
 
@@ -36,6 +41,22 @@ def _store(location: str):
     return open_store(location).create()
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _existing_store(location: str):
+    """The store at `location`, refusing a SQLite path with no file (rather than making an empty store there)."""
+    from api.cli import CliError
+
+    if "://" not in location and not Path(location).expanduser().is_file():
+        raise CliError(f"{location}: no such store (a SQLite file path or a SQLAlchemy URL)")
+    return _store(location)
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from api.cli import CliError
     from api.keys import KeyRefused, create_key
@@ -43,7 +64,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     purposes = args.purpose or []
     try:
         key = create_key(_store(args.db), args.name, Role(args.role), args.agency, [Purpose(p) for p in purposes],
-                         args.expires)
+                         args.expires, by=f"cli:{_user()}")
     except KeyRefused as exc:
         raise CliError(str(exc)) from exc
     print(key)
@@ -68,7 +89,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     from api.keys import KeyRefused, revoke_key
 
     try:
-        revoke_key(_store(args.db), args.name)
+        revoke_key(_store(args.db), args.name, by=f"cli:{_user()}")
     except KeyRefused as exc:
         raise CliError(str(exc)) from exc
     print(f"key {args.name!r} revoked", file=sys.stderr)
@@ -92,14 +113,48 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from api.audit import verify
+    from api.cli import CliError
 
-    result = verify(_store(args.db))
+    missing = [w for w in args.witness or () if not Path(w).expanduser().is_file()]
+    if missing:
+        raise CliError(f"{missing[0]}: no such witness file")
+    store = _store(args.db)
+    result = verify(store, [Path(w).expanduser() for w in args.witness or ()])
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if result.ok:
         after = f" (from after event {result.anchor}, the last removed by retention)" if result.anchor else ""
-        print(f"audit chain holds: {result.events:,} events{after}")
+        scheme = ((f"keyed since event {result.upgraded_at} (unkeyed before it)" if result.upgraded_at else "keyed")
+                  + f", {result.witnessed:,} witnessed" if result.keyed else
+                  "unkeyed (written before audit keys; the next append upgrades it)")
+        print(f"audit chain holds: {result.events:,} events{after}; {scheme} ({store.audit.describe()})")
         return 0
-    print(f"audit chain broken at event {result.first_broken}: {result.reason}", file=sys.stderr)
+    for problem in result.problems:
+        where = f"at event {problem.seq}" if problem.seq is not None else "as a whole"
+        print(f"audit chain broken {where} ({problem.kind}): {problem.reason}", file=sys.stderr)
     return 1
+
+
+def cmd_audit_part2_emergencies(args: argparse.Namespace) -> int:
+    from api.cli import CliError
+    from api.part2_report import emergency_disclosures, parse_when, table
+
+    try:
+        since = parse_when(args.since)
+        until = parse_when(args.until) if args.until else None
+    except ValueError as exc:
+        raise CliError(f"--since / --until: {exc}") from None
+    if until is not None and until <= since:
+        raise CliError("--until must be after --since")
+    found = emergency_disclosures(_existing_store(args.db), since, until, args.program)
+    if args.format == "table":
+        print(table(found) if found else "no 42 CFR 2.51 medical-emergency disclosures in that period")
+    else:
+        for disclosure in found:
+            print(json.dumps(disclosure.to_dict(), ensure_ascii=False))
+    print(f"{len(found)} medical-emergency disclosure(s) from {len({d.program for d in found})} program(s)",
+          file=sys.stderr)
+    return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
@@ -174,7 +229,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=2, help="forked worker processes sharing the index copy-on-write")
     p.add_argument("--threads", type=int, default=1, help="threads per worker (more than 1: gunicorn's gthread worker)")
-    p.add_argument("--models", default="models", help="directory with matcher.json (and ranker.joblib)")
+    p.add_argument("--models", default="models", help="directory with matcher.json (and ranker.json)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("purge", help="delete what is past retention (items, consents, feedback, change feed, "
@@ -189,9 +244,21 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("audit", help="the tamper-evident audit log")
     audit = p.add_subparsers(dest="audit_command", required=True)
-    q = audit.add_parser("verify", help="recompute the hash chain: exit 0 if it holds, 1 naming the first broken event")
+    q = audit.add_parser("verify", help="check the keyed hash chain and its witness: exit 0 if they hold, 1 naming "
+                                        "each truncation, deletion or rewrite")
     q.add_argument("--db", required=True)
+    q.add_argument("--witness", action="append", metavar="FILE",
+                   help="another witness file to check against (a replica's on another machine); repeat for several")
     q.set_defaults(func=cmd_audit_verify)
+    q = audit.add_parser("part2-emergencies", help="the 42 CFR 2.51(c) record of each medical-emergency disclosure "
+                                                   "of Part 2 items, per disclosing program")
+    q.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
+    q.add_argument("--since", required=True, metavar="ISO", help="from this date or ISO 8601 time (naive: UTC)")
+    q.add_argument("--until", metavar="ISO", help="up to (not including) this date or time")
+    q.add_argument("--program", help="only this disclosing program (agency)")
+    q.add_argument("--format", choices=("jsonl", "table"), default="jsonl",
+                   help="one JSON object per disclosure (default) or a table per program")
+    q.set_defaults(func=cmd_audit_part2_emergencies)
 
     p = sub.add_parser("review", help="steward review decisions")
     review = p.add_subparsers(dest="review_command", required=True)

@@ -3,7 +3,9 @@
     python -m api.demo --db out/demo/briefing.db --county out/demo/county [--port 8080]
 
 Keys are generated now (never stored in the repo) and printed once; the curl uses the
-dispatcher's key and the first incident of the county whose subject has records.
+dispatcher's key and the first incident of the county whose subject holds an item a dispatcher
+may see today (active, unexpired; `make demo` dates its county relative to today with
+`briefing synth --as-of today`, because the service judges the policy at its own clock).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -30,9 +33,32 @@ DEMO_KEYS = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Legal categories a dispatcher sees without any consent (scoring/policy.py).
+DISPATCHER_SEES = ("VOLUNTARY_REGISTRY", "AGENCY_OPERATIONAL", "CJI")
+
+
+def demo_briefing(county: Path, now: datetime | None = None) -> dict:
+    """The body of the demo's briefing: the first incident (in the past, at `now`) whose subject has an item a dispatcher sees."""
     from evaluation.synth.incidents import incident_queries
 
+    now = now or datetime.now(timezone.utc)
+    incidents = pd.read_csv(county / "incidents.csv", dtype=str, keep_default_na=False)
+    truth = pd.read_csv(county / "truth.csv", dtype=str, keep_default_na=False)
+    items = pd.read_csv(county / "context_items.csv", dtype=str, keep_default_na=False)
+    live = items[items["legal_category"].isin(DISPATCHER_SEES) & (items["status"] == "active")
+                 & ((items["expires_at"] == "") | (pd.to_datetime(items["expires_at"], utc=True) > now))]
+    holders = set(truth.loc[truth["record_id"].isin(set(live["record_id"])), "person_key"])
+    past = pd.to_datetime(incidents["received_at"], utc=True) <= now
+    known = incidents[past & incidents["person_key"].isin(holders) & (incidents["subject_dob"] != "")].head(1)
+    if known.empty:
+        known = incidents[past & (incidents["person_key"] != "")].head(1)
+    row = known.iloc[0]
+    subject = {k: v for k, v in incident_queries(known)[0].items() if k != "received_at"}
+    return {"incident": {"id": row["incident_id"], "call_type": row["call_type"], "received_at": row["received_at"],
+                         "callback_phone": row["callback_phone"]}, "subject": subject, "purpose": "EMERGENCY"}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m api.demo")
     parser.add_argument("--db", required=True)
     parser.add_argument("--county", required=True, type=Path)
@@ -43,12 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     print("Demo API keys (generated just now, shown once):")
     for name, role, agency, purposes in DEMO_KEYS:
         print(f"  {role.value:13} {agency:11} {'|'.join(p.value for p in purposes) or '-':24} {keys[name]}")
-    incidents = pd.read_csv(args.county / "incidents.csv", dtype=str, keep_default_na=False)
-    known = incidents[incidents["person_key"] != ""].head(1)
-    row = known.iloc[0]
-    subject = {k: v for k, v in incident_queries(known)[0].items() if k != "received_at"}
-    body = {"incident": {"id": row["incident_id"], "call_type": row["call_type"], "received_at": row["received_at"],
-                         "callback_phone": row["callback_phone"]}, "subject": subject, "purpose": "EMERGENCY"}
+    body = demo_briefing(args.county)
     print("\nA briefing for one incident of the county (run it in another terminal once the server is up):")
     print(f"  curl -s -X POST http://127.0.0.1:{args.port}/v1/briefings \\\n"
           f"    -H 'Authorization: Bearer {keys['demo-dispatcher']}' -H 'Content-Type: application/json' \\\n"

@@ -11,10 +11,20 @@ typo such as `birthdate` is not a silent miss.
 
 Out: a `searchset` Bundle, best first, at most `count` entries: a Patient with the person id and
 the identity fields of the best-matching record (never context items), `search.score` = match
-probability, and the `match-grade` extension. With `onlyCertainMatches` only a single certain
+probability, and the `match-grade` extension. The Patient's identifier names the record without
+saying which program holds it: for every role but steward it is the opaque reference of
+api/reference.py (system `urn:briefing:record-ref`, value `ref-…`), with no `assigner` and no
+agency anywhere, because a record id (`EHR-…`, `SUD-…`) or an agency tells a responder that the
+person is a patient of a behavioural-health or substance-use program, which 42 CFR Part 2
+protects. Stewards, who review records, get the real record id (system `urn:briefing:record-id`)
+and its agency as `assigner`. The audit event keeps the real ids. With `onlyCertainMatches` only a single certain
 match is returned; several certain ones, or an ambiguous resolution, return none (as the
 operation's definition asks). An ambiguous resolution also gets an OperationOutcome entry
 (`search.mode = outcome`, code `multiple-matches`).
+
+Bounded work: the body is parsed by orjson, whose depth limit (1,024) makes deeply nested JSON a
+400, never a RecursionError; every check is linear in the number of parameters (repetition is
+counted once), and an OperationOutcome lists at most `MAX_ISSUES` issues.
 
 Who: the roles of `/v1/match`. $match has no purpose-of-use parameter, so the purpose is the HTTP
 header `X-Purpose-Of-Use` (EMERGENCY, LAW, TREATMENT or THREAT; default: the key's first purpose),
@@ -28,8 +38,10 @@ import json
 import logging
 import re
 import uuid
+from collections import Counter
 from typing import Literal
 
+import orjson
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from sqlalchemy import select
@@ -37,6 +49,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.audit import append
 from api.briefings import _query_hash
+from api.reference import record_reference
 from api.store import records
 from matching.query import Subject
 from scoring.item import RESPONDERS, Purpose, Role
@@ -45,7 +58,9 @@ FHIR_JSON = "application/fhir+json"
 PURPOSE_HEADER = "X-Purpose-Of-Use"
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
-RECORD_SYSTEM = "urn:briefing:record-id"
+RECORD_SYSTEM = "urn:briefing:record-id"            # stewards: the real record id
+REFERENCE_SYSTEM = "urn:briefing:record-ref"        # everyone else: the opaque reference (api.reference)
+MAX_ISSUES = 100                                    # issues listed in one OperationOutcome (then a count of the rest)
 FHIR_DATE = r"^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1]))?)?$"
 GENDER_TO_SEX = {"male": "M", "female": "F", "other": "X", "unknown": "U"}
 SEX_TO_GENDER = {v: k for k, v in GENDER_TO_SEX.items()}
@@ -132,6 +147,8 @@ class Refused(Exception):
 
     def __init__(self, status: int, issues: list[dict], headers: dict | None = None):
         super().__init__(issues[0]["diagnostics"])
+        if len(issues) > MAX_ISSUES:
+            issues = issues[:MAX_ISSUES] + [_issue("too-costly", f"... and {len(issues) - MAX_ISSUES} more issues")]
         self.status, self.issues, self.headers = status, issues, headers or {}
 
 
@@ -197,7 +214,8 @@ def _match():
             "versions": service.versions,
         }, principal=principal.name, request_id=request_id)
     by_id = {r["record_id"]: r for r in rows}
-    entries = [{"fullUrl": _urn(c["person_id"]), "resource": _patient(c["person_id"], by_id[c["record_id"]]),
+    reference = None if principal.role == Role.steward else (lambda record_id: record_reference(record_id, service.reference_key))
+    entries = [{"fullUrl": _urn(c["person_id"]), "resource": _patient(c["person_id"], by_id[c["record_id"]], reference),
                 "search": {"mode": "match", "score": c["match_probability"],
                            "extension": [{"url": MATCH_GRADE, "valueCode": c["grade"]}]}}
                for c in candidates if c["record_id"] in by_id]
@@ -242,7 +260,7 @@ def _parameters() -> MatchParameters:
     if mimetype and mimetype not in (FHIR_JSON, "application/json"):
         raise Refused(415, [_issue("not-supported", f"Content-Type {mimetype} is not supported: send {FHIR_JSON}")])
     try:
-        data = json.loads(request.get_data(cache=False))
+        data = orjson.loads(request.get_data(cache=False))       # depth-limited: deep nesting is a 400
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict) or data.get("resourceType") != "Parameters":
@@ -253,12 +271,15 @@ def _parameters() -> MatchParameters:
     except ValidationError as exc:
         raise Refused(422, [_pydantic_issue(e) for e in exc.errors()]) from None
     issues = [_issue("structure", f"{path}: unknown element", path) for path in _unknown(body, "Parameters")]
+    uses, reported = Counter(p.name for p in body.parameter), set()
     for i, parameter in enumerate(body.parameter):
         if parameter.name not in PARAMETERS:
             issues.append(_issue("not-supported", f"unknown parameter {parameter.name!r} (allowed: {', '.join(PARAMETERS)})",
                                  f"Parameters.parameter[{i}].name"))
-        elif [p.name for p in body.parameter].count(parameter.name) > 1:
-            issues.append(_issue("structure", f"parameter {parameter.name!r} is repeated", f"Parameters.parameter[{i}]"))
+        elif uses[parameter.name] > 1 and parameter.name not in reported:       # once per name, at its first use
+            reported.add(parameter.name)
+            issues.append(_issue("structure", f"parameter {parameter.name!r} is repeated ({uses[parameter.name]} times)",
+                                 f"Parameters.parameter[{i}]"))
     if not any(p.name == "resource" and p.resource is not None for p in body.parameter):
         issues.append(_issue("required", "parameter 'resource' (the Patient to match) is required", "Parameters.parameter"))
     if issues:
@@ -350,8 +371,12 @@ def _urn(person_id: str) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'briefing:person:' + person_id)}"
 
 
-def _patient(person_id: str, row) -> dict:
-    """A Patient with the identity fields of one record (no context items)."""
+def _patient(person_id: str, row, reference=None) -> dict:
+    """A Patient with the identity fields of one record (no context items).
+
+    `reference`: record id -> opaque reference, for everyone but stewards; the identifier then
+    carries the reference and no assigner. Without it (stewards) the real id and its agency.
+    """
     text = {k: (str(row[k]).strip() or None) if row[k] is not None else None for k in row.keys()}
     name = {"use": "usual", "family": text["family_name"],
             "given": [g for g in (text["given_name"], text["middle_name"]) if g], "suffix": [text["name_suffix"]]}
@@ -362,7 +387,8 @@ def _patient(person_id: str, row) -> dict:
     address = {"line": [text["street"]] if text["street"] else None, "city": text["city"], "state": text["state"],
                "postalCode": text["postcode"]}
     patient = {"resourceType": "Patient", "id": person_id,
-               "identifier": [{"system": RECORD_SYSTEM, "value": row["record_id"],
+               "identifier": [{"system": REFERENCE_SYSTEM, "value": reference(row["record_id"])} if reference else
+                              {"system": RECORD_SYSTEM, "value": row["record_id"],
                                **({"assigner": {"display": text["agency"]}} if text["agency"] else {})}],
                "name": [n for n in names if len(n) > 1], "telecom": telecom,
                "gender": SEX_TO_GENDER.get((text["sex"] or "").upper()[:1]),

@@ -6,6 +6,17 @@ written: records by the strict reader (`matching.record`), items and consents ro
 their typed models, and every item's and consent's `record_id` must name a record in the store
 or in the same load. Any problem rejects the whole load with `file:line:column` messages.
 
+Ownership: an item or a consent belongs to the agency of the record it hangs on when first
+written, and never moves to a record of another agency: a load that would hang a stored item or
+consent on a record of another agency, or change the agency of a stored record that items or
+consents hang on (they would move with it), is rejected. `upsert` enforces the same rule in the
+statement itself (`OwnershipConflict`), so no writer, and no race between two writers, can move one.
+
+Times of items and consents are stored as UTC text of one fixed width (`utc_text`), so text
+order is time order; a time with no UTC equivalent (years 1 to 9999) is refused. A resent
+consent keeps the earliest revocation, compared as times (rows stored before normalisation may
+carry any offset).
+
 New records are linked so that every record belongs to a person: a bulk load (at least
 `BULK_MIN` new records, or an empty store) re-links the whole store with the committed matcher
 keeping person ids stable; a few records go through the real-time resolver (join a person at
@@ -22,13 +33,14 @@ decided is not reopened.
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-from pydantic import ValidationError
-from sqlalchemy import and_, case, delete, or_, select
+from pydantic import ValidationError, field_validator
+from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column, or_, select
 
 from api.audit import append
 from api.changes import record_change
@@ -39,6 +51,32 @@ from matching.record import RecordsFileError, read_records
 from scoring.item import Consent, ContextItem
 
 BULK_MIN = 1_000
+
+
+class OwnershipConflict(ValueError):
+    """An upsert would have moved an item or a consent to a record of another agency; that row was not written."""
+
+
+def in_utc_range(value):
+    """A time must exist in UTC (it is stored as UTC text): years 1 to 9999 once its offset is applied."""
+    if isinstance(value, datetime):
+        try:
+            (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("out of range once converted to UTC (years 1 to 9999)") from None
+    return value
+
+
+class ItemIn(ContextItem):
+    """A context item as a feed or a load writes it: a ContextItem whose times exist in UTC."""
+
+    _utc_range = field_validator("observed_at", "last_verified_at", "review_due", "expires_at", mode="after")(in_utc_range)
+
+
+class ConsentIn(Consent):
+    """A consent as a feed or a load writes it: a Consent whose times exist in UTC."""
+
+    _utc_range = field_validator("valid_from", "valid_until", "revoked_at", "signed_at", mode="after")(in_utc_range)
 
 
 class IngestError(ValueError):
@@ -77,30 +115,33 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     """Validate every file, link new records, then write everything (and one audit event) in one transaction."""
     step = progress or (lambda label: None)
     step("validating")
-    batch_records, items, consent_rows, problems = [], [], [], []
+    batch_records, items, consent_rows, problems, headers = [], [], [], [], {}
     for path in map(Path, paths):
         if not path.is_file():
             problems.append(f"{path}: no such file")
             continue
-        header = list(pd.read_csv(path, nrows=0, dtype=str).columns)
+        header = headers[path] = list(pd.read_csv(path, nrows=0, dtype=str).columns)
         kind = file_kind(header)
         if kind is None:
             problems.append(f"{path}:1: cannot tell what this file holds: records need record_id, context items "
                             f"item_id and category, consents consent_id and recipients")
         elif kind == "records":
             try:
-                batch_records.append(read_records(path).frame)
+                batch_records.append((path, read_records(path).frame))
             except RecordsFileError as exc:
                 problems.extend(str(p) for p in exc.problems)
         else:
-            model_type, out = (ContextItem, items) if kind == "context_items" else (Consent, consent_rows)
+            model_type, out = (ItemIn, items) if kind == "context_items" else (ConsentIn, consent_rows)
             problems.extend(_validate_rows(path, header, model_type, out))
     existing = _stored_records(store)
-    batch = pd.concat(batch_records, ignore_index=True) if batch_records else pd.DataFrame(columns=["record_id"])
+    frames = [frame for _, frame in batch_records]
+    batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id"])
     known = set(existing["record_id"]) | set(batch["record_id"].astype(str))
     for path, line, row in items + consent_rows:
         if row.record_id not in known:
             problems.append(f"{path}:{line}: record_id {row.record_id!r} is in neither the store nor this load")
+    if not problems:
+        problems = _ownership_problems(store, existing, batch_records, items, consent_rows, headers)
     if problems:
         raise IngestError(problems)
 
@@ -108,6 +149,16 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     person_rows = _link(store, existing, batch, model, summary, step)
     step("writing")
     now = datetime.now(timezone.utc).isoformat()
+    try:
+        _write(store, paths, batch, person_rows, items, consent_rows, summary, now, principal)
+    except OwnershipConflict as exc:             # a writer moved a row between the checks above and this write
+        raise IngestError([str(exc)]) from None
+    return summary
+
+
+def _write(store: Store, paths, batch, person_rows, items, consent_rows, summary: IngestSummary, now: str,
+           principal: str) -> None:
+    """Everything the load writes, and its audit event, in one transaction."""
     with store.begin() as connection:
         if len(batch):
             upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
@@ -129,14 +180,13 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
                                       "consents": summary.consents, "linking": summary.linking,
                                       "persons_touched": summary.persons_touched,
                                       "review_pairs": len(summary.review_pairs)}, principal=principal)
-    return summary
 
 
 def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list[str]:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     problems = []
     seen: dict[str, int] = {}
-    id_field = "item_id" if model_type is ContextItem else "consent_id"
+    id_field = "item_id" if issubclass(model_type, ContextItem) else "consent_id"
     for offset, row in enumerate(frame.to_dict("records")):
         line = offset + 2
         try:
@@ -153,6 +203,61 @@ def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list
         seen[key] = line
         out.append((path, line, parsed))
     return problems
+
+
+def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
+                        consent_rows: list, headers: dict[Path, list[str]]) -> list[str]:
+    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record."""
+    stored = {str(r): _text(a) for r, a in zip(existing["record_id"], existing["agency"])}
+    after, changed = dict(stored), []
+    for path, frame in batches:
+        agencies = frame["agency"] if "agency" in frame else [None] * len(frame)
+        for record_id, agency in zip(frame["record_id"].astype(str), agencies):
+            if record_id in stored and stored[record_id] != _text(agency):
+                changed.append((path, record_id))
+            after[record_id] = _text(agency)
+    problems = []
+    with store.engine.connect() as connection:
+        for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
+            hung = dict(_chunked(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
+                                 [getattr(row, key) for _, _, row in rows]))
+            for path, line, row in rows:
+                ident = getattr(row, key)
+                if ident in hung and stored.get(hung[ident]) != after.get(row.record_id):
+                    problems.append(f"{path}:{line}:{headers[path].index('record_id') + 1}: record_id: {key} {ident!r} "
+                                    f"hangs on a record of another agency than {row.record_id!r}: an item or consent "
+                                    f"never moves to a record of another agency")
+        attached = {r for table in (context_items, consents) for (r,) in _chunked(
+            connection, lambda ids: select(table.c.record_id.distinct()).where(table.c.record_id.in_(ids)),
+            [record_id for _, record_id in changed])}
+    for path, record_id in changed:
+        if record_id in attached:
+            line, column = _record_line(path, record_id)
+            problems.append(f"{path}:{line}:{column}: agency: record {record_id!r} has context items or consents: its "
+                            f"agency cannot change (they would move with it to another agency)")
+    return problems
+
+
+def _chunked(connection, statement_for, ids: list, chunk: int = 500) -> list[tuple]:
+    """The rows of `statement_for(ids)`, asked `chunk` ids at a time (bound parameters are limited)."""
+    rows = []
+    for start in range(0, len(ids), chunk):
+        rows.extend(tuple(r) for r in connection.execute(statement_for(ids[start: start + chunk])))
+    return rows
+
+
+def _record_line(path: Path, record_id: str) -> tuple[int, int]:
+    """(line where `record_id`'s row starts, column of `agency`) in a records CSV; read only to report a problem."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        at, column = header.index("record_id"), header.index("agency") + 1 if "agency" in header else 1
+        start = reader.line_num + 1
+        for row in reader:
+            if len(row) > at and row[at].strip() == record_id:
+                return start, column
+            start = reader.line_num + 1
+    return 1, column
 
 
 def _stored_records(store: Store) -> pd.DataFrame:
@@ -228,32 +333,40 @@ def _joined(values) -> str | None:
     return "|".join(str(getattr(v, "value", v)) for v in values) if values else None
 
 
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+def utc_text(value: datetime | None) -> str | None:
+    """A time as the store keeps it: UTC, to the microsecond, one width (`2026-01-05T15:00:00.000000+00:00`),
+    so that comparing the texts compares the times. Naive means UTC."""
+    if value is None:
+        return None
+    aware = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return aware.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def item_row(item: ContextItem, now: str) -> dict:
     return {"item_id": item.item_id, "record_id": item.record_id, "category": item.category.value, "code": item.code,
             "text": item.text, "legal_category": item.legal_category.value, "security_labels": _joined(item.security_labels),
             "consent_id": item.consent_id, "disclosure_basis": item.disclosure_basis, "source_type": item.source_type,
-            "observed_at": _iso(item.observed_at), "last_verified_at": _iso(item.last_verified_at),
-            "review_due": _iso(item.review_due), "expires_at": _iso(item.expires_at), "status": item.status.value,
+            "observed_at": utc_text(item.observed_at), "last_verified_at": utc_text(item.last_verified_at),
+            "review_due": utc_text(item.review_due), "expires_at": utc_text(item.expires_at), "status": item.status.value,
             "updated_at": now}
 
 
 def consent_row(consent: Consent, now: str) -> dict:
     return {"consent_id": consent.consent_id, "record_id": consent.record_id, "recipients": _joined(consent.recipients),
             "purposes": _joined(consent.purposes), "categories": _joined(consent.categories),
-            "valid_from": _iso(consent.valid_from), "valid_until": _iso(consent.valid_until),
-            "revoked_at": _iso(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
-            "signed_at": _iso(consent.signed_at), "updated_at": now}
+            "valid_from": utc_text(consent.valid_from), "valid_until": utc_text(consent.valid_until),
+            "revoked_at": utc_text(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
+            "signed_at": utc_text(consent.signed_at), "updated_at": now}
 
 
 def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
     """Insert rows, replacing any with the same key (SQLite and PostgreSQL).
 
     A consent's revocation sticks: resending an older copy of a revoked consent keeps the
-    earliest `revoked_at` (a revocation is withdrawn only by a new consent under a new id).
+    earliest `revoked_at` (a revocation is withdrawn only by a new consent under a new id),
+    compared as times. An item or a consent never moves to a record of another agency: the
+    replacement is conditional on it, and `OwnershipConflict` is raised (the caller's
+    transaction should roll back) if any row was held back.
     """
     if not rows:
         return
@@ -261,10 +374,38 @@ def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> N
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    owned = table is context_items or table is consents
     for start in range(0, len(rows), chunk):
-        statement = insert(table).values(rows[start: start + chunk])
+        batch = rows[start: start + chunk]
+        statement = insert(table).values(batch)
         updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
         if table is consents:
             stored, sent = table.c.revoked_at, statement.excluded.revoked_at
-            updates["revoked_at"] = case((and_(stored.is_not(None), or_(sent.is_(None), stored < sent)), stored), else_=sent)
-        connection.execute(statement.on_conflict_do_update(index_elements=[key], set_=updates))
+            kept, given = _as_time(connection, stored), _as_time(connection, sent)
+            earlier = or_(kept < given, and_(kept == given, stored <= sent))
+            updates["revoked_at"] = case((and_(stored.is_not(None), or_(sent.is_(None), earlier)), stored), else_=sent)
+        statement = statement.on_conflict_do_update(index_elements=[key], set_=updates,
+                                                    where=_same_agency(table) if owned else None)
+        if not owned:
+            connection.execute(statement)
+            continue
+        written = set(connection.execute(statement.returning(table.c[key])).scalars())     # rows inserted or replaced
+        held = [row[key] for row in batch if row[key] not in written]
+        if held:
+            raise OwnershipConflict(f"{table.name}: {', '.join(map(repr, held[:5]))}{' ...' if len(held) > 5 else ''} "
+                                    f"would move to a record of another agency; an item or consent never does")
+
+
+def _as_time(connection, column):
+    """A stored time text as a time SQL can compare (rows written before `utc_text` may carry any offset)."""
+    if connection.dialect.name == "postgresql":
+        return cast(column, TIMESTAMP(timezone=True))
+    return func.julianday(column)
+
+
+def _same_agency(table):
+    """The upsert's condition for replacing a row: the record it hangs on and the record sent have one agency."""
+    def agency(column: str):
+        return select(records.c.agency).where(records.c.record_id == literal_column(column)).scalar_subquery()
+
+    return agency(f"{table.name}.record_id").is_not_distinct_from(agency("excluded.record_id"))

@@ -6,6 +6,14 @@ Authentication looks the hash up, then checks revocation and expiry. A serving w
 principals of keys it has seen (`KeyCache`); a revocation writes a `keys` row to the change feed
 in the same transaction, and every worker applies the feed before it authenticates a request, so
 a revoked key is refused by the very next request to any worker.
+
+**Security events** (CJIS-style, in the audit chain, api/audit.py): `key_created` (name, role, agency,
+purposes, expiry, who made it) in the transaction that stores the key, `key_revoked` (name, who) in the
+one that revokes it, and, from `authorise` (api/app.py), `auth_failed` for a refused key while the client
+is under the failure throttle's limits and one `auth_lockout` when it goes over (api/throttle.py), so a
+flood cannot grow the log without bound. No event holds a presented key or its hash: a failure carries the
+key's `fingerprint` (the first 8 hex of its SHA-256, enough to tell repeated guesses apart) and the client
+address.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from datetime import datetime, timezone
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.audit import append
 from api.changes import record_change
 from api.store import Store, api_keys
 from scoring.item import Principal, Purpose, Role
@@ -49,9 +58,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def fingerprint(presented: str) -> str:
+    """The first 8 hex of a presented key's SHA-256: names a key in the audit log without disclosing it."""
+    return hashlib.sha256(presented.encode()).hexdigest()[:8]
+
+
 def create_key(store: Store, name: str, role: Role, agency: str, purposes: list[Purpose],
-               expires_at: datetime | None = None) -> str:
-    """Store a new key for this principal and return the key itself (the only time it is seen)."""
+               expires_at: datetime | None = None, by: str | None = None) -> str:
+    """Store a new key for this principal and return the key itself (the only time it is seen); audited
+    as `key_created`, made `by` whom (the CLI passes its user)."""
     key = PREFIX + secrets.token_urlsafe(32)
     row = {"name": name, "key_hash": _hash(key), "role": Role(role).value, "agency": agency,
            "purposes": "|".join(Purpose(p).value for p in purposes), "created_at": _now().isoformat(),
@@ -59,6 +74,9 @@ def create_key(store: Store, name: str, role: Role, agency: str, purposes: list[
     try:
         with store.begin() as connection:
             connection.execute(insert(api_keys).values(**row))
+            append(connection, "key_created", {"name": name, "role": row["role"], "agency": agency,
+                                               "purposes": row["purposes"].split("|") if row["purposes"] else [],
+                                               "expires_at": row["expires_at"], "by": by}, principal=by)
     except IntegrityError:
         raise KeyRefused(f"a key named {name!r} already exists") from None
     return key
@@ -72,8 +90,8 @@ def list_keys(store: Store) -> list[KeyInfo]:
                     r["created_at"], r["expires_at"], r["revoked_at"]) for r in rows]
 
 
-def revoke_key(store: Store, name: str) -> None:
-    """Revoke a key by name: its next request to any worker is refused."""
+def revoke_key(store: Store, name: str, by: str | None = None) -> None:
+    """Revoke a key by name: its next request to any worker is refused. Audited as `key_revoked`."""
     with store.begin() as connection:
         done = connection.execute(update(api_keys).where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
                                   .values(revoked_at=_now().isoformat()))
@@ -81,6 +99,21 @@ def revoke_key(store: Store, name: str) -> None:
             exists = connection.execute(select(api_keys.c.name).where(api_keys.c.name == name)).first()
             raise KeyRefused(f"no key named {name!r}" if exists is None else f"key {name!r} is already revoked")
         record_change(connection, "keys")
+        append(connection, "key_revoked", {"name": name, "by": by}, principal=by)
+
+
+def audit_failed_authentication(store: Store, header: str, address: str, path: str, lockout: bool = False,
+                                retry_after: float | None = None) -> None:
+    """`auth_failed` (or, for the failure that went over the throttle's limit, `auth_lockout`) for the
+    Authorization header `header`: the client address, the path and the presented key's fingerprint, never the key."""
+    scheme, _, presented = header.partition(" ")
+    presented = presented.strip() if scheme == "Bearer" else ""
+    payload = {"address": address, "path": path, "key_fingerprint": fingerprint(presented) if presented else None,
+               "reason": "key_not_accepted" if presented else "no_bearer_key"}
+    if lockout:
+        payload["retry_after_seconds"] = int(retry_after or 0)
+    with store.begin() as connection:
+        append(connection, "auth_lockout" if lockout else "auth_failed", payload)
 
 
 def authenticate(store: Store, presented: str, at: datetime | None = None) -> Principal | None:

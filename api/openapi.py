@@ -55,13 +55,16 @@ def operations() -> list[Operation]:
                   s.BriefingAnswer, BriefingRequest, AUTH_ERRORS + BODY_ERRORS),
         Operation("/v1/match", "post", "resolve a subject (no items)", 200, s.MatchAnswer, MatchRequest,
                   AUTH_ERRORS + BODY_ERRORS),
-        Operation("/v1/records", "post", "upsert a record (feed: own agency); 201 when new, 200 when replaced", 201,
-                  s.RecordWritten, RecordIn, AUTH_ERRORS + BODY_ERRORS, also_ok=(200,)),
+        Operation("/v1/records", "post", "upsert a record (feed: own agency); 201 when new, 200 when replaced; 409 "
+                  "when its agency would change under items or consents", 201,
+                  s.RecordWritten, RecordIn, AUTH_ERRORS + BODY_ERRORS + (409,), also_ok=(200,)),
         Operation("/v1/records/{record_id}", "delete", "delete a record (feed: own agency)", 204, None,
                   errors=AUTH_ERRORS + (404,), path_parameter="record_id"),
-        Operation("/v1/context-items", "post", "upsert a context item on a record of the feed's agency", 200,
+        Operation("/v1/context-items", "post", "upsert a context item on a record of the feed's agency (403 if the "
+                  "item belongs to another agency; 409 if it would move to another agency's record)", 200,
                   s.ItemWritten, ContextItem, AUTH_ERRORS + BODY_ERRORS + (409,)),
-        Operation("/v1/consents", "post", "upsert a consent on a record of the feed's agency", 200,
+        Operation("/v1/consents", "post", "upsert a consent on a record of the feed's agency (403 if the consent "
+                  "belongs to another agency; 409 if it would move to another agency's record)", 200,
                   s.ConsentWritten, Consent, AUTH_ERRORS + BODY_ERRORS + (409,)),
         Operation("/v1/context-items/{item_id}/retract", "post", "retract an item, or mark it entered in error", 200,
                   s.ItemRetracted, RetractIn, AUTH_ERRORS + BODY_ERRORS + (404,), path_parameter="item_id",
@@ -74,8 +77,9 @@ def operations() -> list[Operation]:
         Operation("/fhir/Patient/$match", "post", "FHIR R4 patient matching (purpose in the X-Purpose-Of-Use header)",
                   200, s.FhirBundle, MatchParameters, AUTH_ERRORS + BODY_ERRORS + (415,), media_type=FHIR_JSON,
                   error="OperationOutcome", header=("X-Purpose-Of-Use", ["EMERGENCY", "LAW", "TREATMENT", "THREAT"])),
-        Operation("/v1/feedback", "post", "responder feedback on an item", 201, s.FeedbackWritten, Feedback,
-                  AUTH_ERRORS + BODY_ERRORS),
+        Operation("/v1/feedback", "post", "responder feedback on an item a briefing showed you at that incident, "
+                  "once (403 if none did, 409 the second time)", 201, s.FeedbackWritten, Feedback,
+                  AUTH_ERRORS + BODY_ERRORS + (409,)),
         Operation("/v1/persons/{person_id}", "get", "a person's identity records (steward)", 200, s.Person,
                   errors=AUTH_ERRORS + (404,), path_parameter="person_id"),
         Operation("/v1/audit/events", "get", "audit events, newest first (auditor)", 200, s.AuditEvents,

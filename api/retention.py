@@ -27,7 +27,11 @@ purge's audit event). Only a prefix of the chain is removed — events up to the
 after the audit cutoff — and never the newest event, so appends always have a predecessor.
 The purge's own audit event (`retention_purge`) records the counts, the cutoffs and the
 anchor, `{"seq", "hash"}` of the last removed event, from which `api.audit.verify` then checks
-the chain (see api/audit.py).
+the chain; the witness's lines at or before the anchor are then not deletions, so a purge
+verifies clean while removing events beyond the anchor does not (see api/audit.py). The purge
+event is appended like any other (keyed, witnessed once committed; an unkeyed log is upgraded
+first), and an upgraded log whose `audit_keyed` event ages out still verifies: every kept event
+is keyed.
 
 Times are compared as datetimes (stored ISO 8601 text may carry any offset; naive means UTC);
 a value that does not parse never causes a deletion. Everything — the deletes and the audit

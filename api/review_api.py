@@ -13,7 +13,9 @@
   `{"person_ids": [a, b], "note"}`, `POST /v1/persons/events/<event_id>/undo` (a split or merge
   made here).
 
-404 for an unknown pair, decision, person, record or event; 409 for a refused action (already
+404 for an unknown pair, decision, person, record or event (an integer id beyond `MAX_ID`, the
+largest the store's Integer columns hold, is one: the routes do not match it, so it never reaches
+PostgreSQL, whose INTEGER ends at 2**31 - 1, nor SQLite, whose ends at 2**63 - 1; either would fail); 409 for a refused action (already
 decided, already undone, a later decision must be undone first, a contradiction with a live
 decision), with the reason in `message`; 422 with field messages for a bad body or query.
 Semantics: api.review.
@@ -28,6 +30,7 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from api import review
+from api.store import MAX_ID
 from scoring.item import Role
 
 blueprint = Blueprint("review_api", __name__)
@@ -105,7 +108,7 @@ def get_queue():
     return jsonify(total=total, pairs=[asdict(e) for e in found])
 
 
-@blueprint.get("/v1/review/pairs/<int:pair_id>")
+@blueprint.get(f"/v1/review/pairs/<int(max={MAX_ID}):pair_id>")
 def get_pair(pair_id: int):
     principal = _steward()
     service = _service()
@@ -122,7 +125,7 @@ def get_pair(pair_id: int):
     return jsonify(asdict(detail))
 
 
-@blueprint.post("/v1/review/pairs/<int:pair_id>/decision")
+@blueprint.post(f"/v1/review/pairs/<int(max={MAX_ID}):pair_id>/decision")
 def post_decision(pair_id: int):
     from api.app import validated
 
@@ -135,7 +138,7 @@ def post_decision(pair_id: int):
     return jsonify(asdict(result)), 201
 
 
-@blueprint.post("/v1/review/decisions/<int:decision_id>/undo")
+@blueprint.post(f"/v1/review/decisions/<int(max={MAX_ID}):decision_id>/undo")
 def post_undo(decision_id: int):
     principal = _steward()
     try:
@@ -170,7 +173,7 @@ def post_merge():
         _refused(exc)
 
 
-@blueprint.post("/v1/persons/events/<int:event_id>/undo")
+@blueprint.post(f"/v1/persons/events/<int(max={MAX_ID}):event_id>/undo")
 def post_event_undo(event_id: int):
     principal = _steward()
     try:

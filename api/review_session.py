@@ -7,11 +7,18 @@
   the API), HttpOnly, SameSite=Strict, and Secure when the request came over HTTPS (or always /
   never: `REVIEW_COOKIE_SECURE` in the app's config, or `BRIEFING_SECURE_COOKIES=1|0`). It holds the
   SHA-256 of the steward's key (what `api_keys` stores, so never the key itself), the principal's
-  name, the CSRF token and the time of the last request.
-- **Each request** looks the key up by that hash: a revoked or expired key, or one that is no longer
-  a steward's, ends the session; so does 30 minutes without a request (`IDLE_SECONDS`, measured
-  with `now()`, which tests replace). Either way the steward is sent to the sign-in page with a
-  message.
+  name, the session id, the CSRF token and the time of the last request.
+- **Server-side sessions**: a signed cookie alone would stay valid after sign-out (a copy of it
+  could be replayed), so sign-in also records the session in the store's `review_sessions` table
+  (the SHA-256 of a random session id, the principal, when it started and was last seen) and the
+  cookie works only while that row exists. Sign-out, the end of a session for any reason and a
+  new sign-in in the same browser delete the row, so a copied cookie is refused from then on by
+  every worker and replica over the store. Rows idle for longer than `IDLE_SECONDS` (plus the
+  minute `seen_at` may lag) are refused too and purged at each sign-in, so the table stays small.
+- **Each request** needs that row and looks the key up by its hash: a revoked or expired key, or
+  one that is no longer a steward's, ends the session; so does 30 minutes without a request
+  (`IDLE_SECONDS`, measured with `now()`, which tests replace). Either way the steward is sent to
+  the sign-in page with a message.
 - **CSRF**: every POST under `/review` (sign-in included) must carry the session's token in the
   `csrf_token` field, else 400 with a page saying so.
 - **Sign-in** accepts only steward keys; a refused sign-in is counted by the service's failure
@@ -33,15 +40,16 @@ from urllib.parse import urlsplit
 from flask import (Flask, abort, current_app, flash, g, has_request_context, redirect, render_template, request, session,
                    url_for)
 from flask.sessions import SecureCookieSessionInterface
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select, update
 from werkzeug.exceptions import HTTPException
 
 from api.audit import append
 from api.changes import apply_changes
-from api.store import Store, api_keys, stored_secret
+from api.store import Store, api_keys, review_sessions, stored_secret
 from scoring.item import Principal, Purpose, Role
 
 IDLE_SECONDS = 30 * 60
+TOUCH_SECONDS = 60          # a live session's `seen_at` is rewritten at most once a minute
 SECRET_SETTING = "review_session_secret"
 COOKIE_NAME = "briefing_review"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -96,6 +104,44 @@ def steward_by_digest(store: Store, digest: str) -> Principal | None:
                      purposes=tuple(Purpose(p) for p in row["purposes"].split("|") if p))
 
 
+def _session_hash(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def start_session(store: Store, principal: str) -> str:
+    """Record a new live session of `principal` (purging long-idle ones); its id, for the cookie."""
+    session_id = secrets.token_urlsafe(32)
+    at = now()
+    with store.begin() as connection:
+        connection.execute(delete(review_sessions).where(review_sessions.c.seen_at < at - IDLE_SECONDS - TOUCH_SECONDS))
+        connection.execute(insert(review_sessions).values(session_hash=_session_hash(session_id), principal=principal,
+                                                          started_at=at, seen_at=at))
+    return session_id
+
+
+def end_session(store: Store, session_id: str | None) -> None:
+    """Forget a session: its cookie, and every copy of it, is refused from now on."""
+    if session_id:
+        with store.begin() as connection:
+            connection.execute(delete(review_sessions).where(review_sessions.c.session_hash == _session_hash(session_id)))
+
+
+def live_session(store: Store, session_id: str | None, principal: str | None) -> bool:
+    """Whether `session_id` is a live session of `principal` (not ended, not idle); keeps its `seen_at` current."""
+    if not session_id:
+        return False
+    key = _session_hash(session_id)
+    with store.engine.connect() as connection:
+        row = connection.execute(select(review_sessions).where(review_sessions.c.session_hash == key)).mappings().first()
+    at = now()
+    if row is None or row["principal"] != principal or at - row["seen_at"] > IDLE_SECONDS + TOUCH_SECONDS:
+        return False
+    if at - row["seen_at"] > TOUCH_SECONDS:
+        with store.begin() as connection:
+            connection.execute(update(review_sessions).where(review_sessions.c.session_hash == key).values(seen_at=at))
+    return True
+
+
 def csrf_token() -> str:
     """This session's CSRF token (made on first use); every POST form carries it as `csrf_token`."""
     token = session.get("csrf")
@@ -122,6 +168,7 @@ def safe_next(target: str | None, default: str) -> str:
 
 
 def _end(message: str):
+    end_session(current_app.extensions["briefing"].store, session.get("sid"))
     session.clear()
     flash(message, "error")
     return redirect(url_for("review_web.login", next=request.full_path.rstrip("?") if request.method == "GET" else None))
@@ -140,6 +187,8 @@ def before_request():
     if now() - float(session.get("seen", 0)) > IDLE_SECONDS:
         return _end("Your session ended after 30 minutes without activity. Sign in again to continue.")
     service = current_app.extensions["briefing"]
+    if not live_session(service.store, session.get("sid"), session.get("name")):
+        return _end("Your session has ended (signed out, or replaced by a newer sign-in). Sign in again to continue.")
     principal = steward_by_digest(service.store, digest)
     if principal is None:
         return _end("Your steward key is no longer valid (revoked or expired), so your session has ended.")
@@ -158,7 +207,9 @@ def login():
     """GET: the sign-in form. POST: sign in with a steward key (refusals throttled and audited)."""
     target = safe_next(request.values.get("next"), url_for("review_web.queue_page"))
     if request.method == "GET":
-        if session.get("key") and steward_by_digest(current_app.extensions["briefing"].store, session["key"]):
+        store = current_app.extensions["briefing"].store
+        if (session.get("key") and live_session(store, session.get("sid"), session.get("name"))
+                and steward_by_digest(store, session["key"])):
             return redirect(target)
         csrf_token()
         return render_template("review/login.html", next=target)
@@ -177,8 +228,10 @@ def login():
         message = ("That key belongs to a role that may not review matches: sign in with a steward key."
                    if principal is not None else "That key was not accepted. Check it and try again.")
         return render_template("review/login.html", next=target, error=message), 401
-    session.clear()                           # a new session: nothing carried over from before sign-in
-    session.update(key=_digest(key), name=principal.name, started=now(), seen=now())
+    end_session(service.store, session.get("sid"))   # a new session: this browser's previous one ends,
+    session.clear()                                   # and nothing is carried over from before sign-in
+    session.update(sid=start_session(service.store, principal.name), key=_digest(key), name=principal.name,
+                   started=now(), seen=now())
     csrf_token()
     _audit("review_sign_in", {"principal": principal.name, "role": principal.role.value, "agency": principal.agency},
            principal.name)
@@ -189,6 +242,7 @@ def logout():
     principal = g.get("principal")
     if principal is not None:
         _audit("review_sign_out", {"principal": principal.name}, principal.name)
+    end_session(current_app.extensions["briefing"].store, session.get("sid"))
     session.clear()
     flash("You have signed out.", "info")
     return redirect(url_for("review_web.login"))

@@ -22,7 +22,7 @@ from flask import Blueprint, abort, current_app, flash, g, redirect, render_temp
 from markupsafe import Markup, escape
 
 from api import review, review_session
-from api.store import RECORD_FIELDS
+from api.store import MAX_ID, RECORD_FIELDS
 
 blueprint = Blueprint("review_web", __name__, url_prefix="/review", template_folder="templates",
                       static_folder="static/review", static_url_path="/static")
@@ -202,7 +202,7 @@ def queue_page():
                            statuses=STATUSES, paging=paging)
 
 
-@blueprint.get("/pairs/<int:pair_id>")
+@blueprint.get(f"/pairs/<int(max={MAX_ID}):pair_id>")
 def pair_page(pair_id: int):
     try:
         detail = review.pair_detail(_service(), pair_id)
@@ -217,7 +217,7 @@ def pair_page(pair_id: int):
                            chart=weight_chart(detail.explanation), decisions=DECISIONS, reasons=REASONS)
 
 
-@blueprint.post("/pairs/<int:pair_id>/decision")
+@blueprint.post(f"/pairs/<int(max={MAX_ID}):pair_id>/decision")
 def decide_pair(pair_id: int):
     decision = request.form.get("decision", "")
     note = (request.form.get("note") or "").strip() or None
@@ -238,7 +238,7 @@ def decide_pair(pair_id: int):
     return redirect(url_for("review_web.queue_page"))
 
 
-@blueprint.post("/decisions/<int:decision_id>/undo")
+@blueprint.post(f"/decisions/<int(max={MAX_ID}):decision_id>/undo")
 def undo_decision(decision_id: int):
     back = review_session.safe_next(request.form.get("back"), url_for("review_web.queue_page"))
     try:
@@ -267,7 +267,7 @@ def person_page(person_id: str):
     return render_template("review/person.html", person_id=person_id, records=found, fields=RECORD_FIELDS, events=events)
 
 
-@blueprint.post("/person-events/<int:event_id>/undo")
+@blueprint.post(f"/person-events/<int(max={MAX_ID}):event_id>/undo")
 def undo_person_event(event_id: int):
     back = review_session.safe_next(request.form.get("back"), url_for("review_web.queue_page"))
     try:

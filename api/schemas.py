@@ -26,7 +26,8 @@ class Explanation(_Closed):
 
 class Candidate(_Closed):
     person_id: str
-    record_id: str = Field(description="the person's best-matching record")
+    record_id: str = Field(description="the person's best-matching record: for responders an opaque reference "
+                                       "(`ref-` and 20 hex digits, stable for one record); stewards get the record id")
     match_probability: float = Field(ge=0, le=1)
     match_weight: float
     grade: GRADES
@@ -40,7 +41,8 @@ class Resolution(_Closed):
 
 class Source(_Closed):
     item_id: str
-    agency: str | None
+    agency: str | None = Field(description="the agency holding this copy; every copy listed was itself released to "
+                                           "the requester")
     source_type: str | None
 
 
@@ -94,10 +96,14 @@ class MatchAnswer(_Closed):
 
 
 class RecordWritten(_Closed):
+    """A feed gets `record_id` and `created` only; an admin also the linkage (api.feeds)."""
     record_id: str
-    person_id: str
-    joined: bool = Field(description="true when the record joined an existing person at `certain` grade")
-    review_pair: dict | None = Field(description="the pair opened for a steward when it joined no person")
+    created: bool = Field(description="true when the record was new (201), false when it replaced one (200)")
+    person_id: str | None = Field(default=None, description="admin keys only: the person the record belongs to")
+    joined: bool | None = Field(default=None, description="admin keys only: true when the record joined an existing "
+                                "person at `certain` grade")
+    review_pair: dict | None = Field(default=None, description="admin keys only: the pair opened for a steward when "
+                                     "it joined no person")
 
 
 class ItemWritten(_Closed):

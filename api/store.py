@@ -18,7 +18,10 @@ from typing import Callable, Iterator
 from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
                         create_engine, event, exc, insert, inspect, select, text)
 
+from api.audit_trail import AuditTrail, trail_for
+
 metadata = MetaData()
+MAX_ID = 2 ** 31 - 1        # the largest id an Integer column holds (PostgreSQL INTEGER): routes refuse more with 404
 
 RECORD_FIELDS = ("agency", "source_system", "given_name", "middle_name", "family_name", "name_suffix", "aliases", "dob",
                  "birth_year", "sex", "phone", "email", "street", "city", "state", "postcode", "ssn_last4", "recorded_at")
@@ -174,6 +177,14 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
+review_sessions = Table(
+    "review_sessions", metadata,                           # live steward-page sessions (api.review_session)
+    Column("session_hash", String(64), primary_key=True),  # sha256 of the session id the signed cookie carries
+    Column("principal", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),           # seconds since the epoch
+    Column("seen_at", Float, nullable=False, index=True),  # last request (kept to within a minute)
+)
+
 
 #: `connection.info` key of the callbacks `Store.begin` runs once its transaction has committed.
 AFTER_COMMIT = "briefing.after_commit"
@@ -191,11 +202,16 @@ def after_commit(connection: Connection, callback: Callable[[], None]) -> None:
     callbacks.append(callback)
 
 
+#: `connection.info` key of the store's `AuditTrail` (api.audit_trail) while a `Store.begin` transaction is open.
+AUDIT_TRAIL = "briefing.audit_trail"
+
+
 class Store:
-    """An engine over Briefing's tables."""
+    """An engine over Briefing's tables, and `audit`: where its audit key and witness live (api/audit_trail.py)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.audit: AuditTrail = trail_for(engine.url)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -203,10 +219,12 @@ class Store:
         callbacks: list[Callable[[], None]] = []
         with self.engine.begin() as connection:
             connection.info[AFTER_COMMIT] = callbacks
+            connection.info[AUDIT_TRAIL] = self.audit
             try:
                 yield connection
             finally:
                 connection.info.pop(AFTER_COMMIT, None)
+                connection.info.pop(AUDIT_TRAIL, None)
         for callback in callbacks:
             callback()
 

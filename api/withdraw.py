@@ -14,10 +14,12 @@ authority on its own data, so it may reinstate an item by sending it again as ac
 upsert is itself audited — and a feed that resends old copies must send the retraction too.
 Answer 200 `{"item_id", "record_id", "status", "previous_status", "changed"}`; retracting an
 item already in that status changes nothing and is still audited. 404 unknown item; 403 a feed
-of another agency (or any feed, for a record without an agency: only admin may act on those).
+of another agency (or any feed, for a record without an agency: only admin may act on those),
+with a message that never names the agency the item belongs to.
 
 `POST /v1/consents/<consent_id>/revoke` — same writers. Body (optional): `{"revoked_at": aware
-time not in the future, "reason": "..."}`; `revoked_at` defaults to now. A revocation only ever
+time not in the future, "reason": "..."}`; `revoked_at` defaults to now and is stored, and
+answered, as UTC (api.ingest.utc_text). A revocation only ever
 moves earlier: a consent already revoked at or before the given time keeps its time. Answer
 200 `{"consent_id", "record_id", "revoked_at", "previous_revoked_at", "changed"}`. The access
 policy treats a consent as active while `now < revoked_at`, where `now` is the time the
@@ -49,6 +51,7 @@ from sqlalchemy import delete, select, update
 
 from api.audit import append
 from api.changes import record_change
+from api.ingest import in_utc_range, utc_text
 from api.retention import begin_writing, parse_time
 from api.store import clusters, consents, context_items, feedback, records
 from scoring.item import Role
@@ -76,7 +79,7 @@ class RevokeIn(BaseModel):
     def _not_in_the_future(cls, value):
         if value is not None and value > datetime.now(timezone.utc):
             raise ValueError("a revocation cannot take effect in the future")
-        return value
+        return in_utc_range(value)
 
 
 class ErasureIn(BaseModel):
@@ -99,9 +102,9 @@ def _optional_body(model):
 
 
 def _may_write(principal, agency: str | None, what: str) -> None:
+    """403 unless `principal` is an admin or a feed of the agency `what` belongs to (the message never names it)."""
     if principal.role == Role.feed and agency != principal.agency:
-        abort(403, description=f"a feed of {principal.agency} may not change {what} (record agency "
-                               f"{agency or 'unset'})")
+        abort(403, description=f"a feed of {principal.agency} may not change {what}: it belongs to another agency")
 
 
 @blueprint.post("/v1/context-items/<item_id>/retract")
@@ -153,12 +156,12 @@ def revoke_consent(consent_id: str):
         effective = when if changed else previous
         if changed:
             connection.execute(update(consents).where(consents.c.consent_id == consent_id).values(
-                revoked_at=effective.isoformat(), updated_at=datetime.now(timezone.utc).isoformat()))
+                revoked_at=utc_text(effective), updated_at=datetime.now(timezone.utc).isoformat()))
         append(connection, "consent_revoke", {
             "principal": principal.name, "role": principal.role.value, "agency": principal.agency,
-            "consent_id": consent_id, "record_id": row.record_id, "revoked_at": effective.isoformat(),
+            "consent_id": consent_id, "record_id": row.record_id, "revoked_at": utc_text(effective),
             "previous_revoked_at": row.revoked_at, "changed": changed, "reason": body.reason}, principal=principal.name)
-    return jsonify(consent_id=consent_id, record_id=row.record_id, revoked_at=effective.isoformat(),
+    return jsonify(consent_id=consent_id, record_id=row.record_id, revoked_at=utc_text(effective),
                    previous_revoked_at=row.revoked_at, changed=changed)
 
 

@@ -4,7 +4,7 @@
 
 Items are real synthetic context items (a 38,800-person county, seed 1), 200 at a time as if one
 person held them all, ranked for a rotating call type with the committed ranker when
-`models/ranker.joblib` exists (rules only otherwise, and the figure says so).
+`models/ranker.json` exists (rules only otherwise, and the figure says so).
 """
 
 from __future__ import annotations
@@ -46,13 +46,13 @@ def bench_rank(work: Path) -> dict:
         latencies.append(time.perf_counter() - started)
     ms = np.array(latencies[100:]) * 1000
     return {"figure": "rank_200_items", "items_per_person": PER_PERSON, "rounds": ROUNDS - 100,
-            "model": "models/ranker.joblib" if model is not None else "none (rules only)",
+            "model": "models/ranker.json" if model is not None else "none (rules only)",
             "latency_ms": {p: round(float(np.percentile(ms, q)), 3) for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
             "target": "p99 <= 1 ms"}
 
 
 def _model():
-    path = Path(__file__).resolve().parent.parent / "models" / "ranker.joblib"
+    path = Path(__file__).resolve().parent.parent / "models" / "ranker.json"
     if not path.exists():
         return None
     from scoring.ranker import ItemScorecard

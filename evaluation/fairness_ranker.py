@@ -2,7 +2,7 @@
 
 `ranker_fairness(county_dir, rules=None, model=None, replicates=500, seed=0)` returns a `Section` ("ranker").
 Every incident with relevance rows is ranked as the service ranks it (`scoring.rank.rank` with the rules and
-the committed scorecard `models/ranker.joblib`) for its **true** subject (`truth.csv`, grade `certain`), so a
+the committed scorecard `models/ranker.json`) for its **true** subject (`truth.csv`, grade `certain`), so a
 matching error cannot pass for a ranking disparity (the matcher half measures those). The view is every
 responder role's (no access policy), as relevance and feedback are. Groups: the subject's race/ethnicity, sex
 and age band (at the incident year) from `demographics.csv`; the reference is the largest group; a group of
@@ -60,7 +60,7 @@ from evaluation.ranking import RankingDataError, load_county, ndcg
 from scoring.briefing import brief
 from scoring.item import Consent, Principal, Purpose, Role
 from scoring.rank import rank
-from scoring.ranker import DEFAULT_PATH, ItemScorecard, feedback_hash, manifest_path
+from scoring.ranker import DEFAULT_PATH, ItemScorecard, feedback_hash
 from scoring.rules import Rules
 
 TOP = 5
@@ -428,10 +428,11 @@ def invariance(ctx, directory: Path, records: pd.DataFrame, groups: pd.DataFrame
 
 
 def feature_check(model_file: Path | None, model) -> dict:
-    """The scorecard's features (from its manifest when there is one) and any naming a demographic or address token."""
+    """The scorecard's features (those its model file lists, when read from one) and any naming a demographic or
+    address token."""
     features = list(getattr(model, "feature_names_", []))
-    if model_file is not None and manifest_path(model_file).is_file():
-        features = json.loads(manifest_path(model_file).read_text(encoding="utf-8")).get("features", features)
+    if model_file is not None and model_file.is_file():
+        features = json.loads(model_file.read_text(encoding="utf-8")).get("features", features)
     offending = [f for f in features if set(re.split(r"[^a-z0-9]+", f.lower())) & DEMOGRAPHIC_TOKENS]
     return {"features": features, "n_features": len(features), "demographic_or_address_features": offending}
 
@@ -441,8 +442,8 @@ def feature_check(model_file: Path | None, model) -> dict:
 
 def ranker_fairness(county_dir, rules: Rules | None = None, model=None, replicates: int = 500, seed: int = 0,
                     sample: int = 300, progress=None) -> Section:
-    """The ranker audit of a county directory (see the module docstring). `model`: a scorecard, a joblib path,
-    or None for `models/ranker.joblib`; `sample`: incidents re-briefed for the invariance and proxy checks.
+    """The ranker audit of a county directory (see the module docstring). `model`: a scorecard, a model file path,
+    or None for `models/ranker.json`; `sample`: incidents re-briefed for the invariance and proxy checks.
     Raises `RankingDataError` (a ValueError) naming a missing file or column, ValueError for a bad model file."""
     say = progress or (lambda _msg: None)
     started = time.perf_counter()
@@ -487,7 +488,7 @@ def ranker_fairness(county_dir, rules: Rules | None = None, model=None, replicat
     features = feature_check(model_file, model)
     leaks = features["demographic_or_address_features"]
     feature_note = (f"Features naming a demographic or address token: {', '.join(leaks)}." if leaks else
-                    f"The scorecard's {features['n_features']} features (manifest) name no demographic or address "
+                    f"The scorecard's {features['n_features']} features (model file) name no demographic or address "
                     "attribute.")
     section.measures += [
         _invariance_measure("ranker.demographic_invariance", "Demographic invariance (names, sex, date of birth, age, "

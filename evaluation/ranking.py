@@ -386,8 +386,9 @@ def render_text(report: dict) -> str:
 
 
 def model_card(manifest: dict, evaluation: dict | None = None, provenance: str = "") -> str:
-    """`models/RANKER.md`: intended use, data, features, metrics, caveats (from the manifest and,
-    when given, an `eval ranking` JSON measured on held-out incidents)."""
+    """`models/RANKER.md`: intended use, data, features, metrics, caveats (from the model file's content
+    (`manifest`: `models/ranker.json` as a dict) and, when given, an `eval ranking` JSON measured on
+    held-out incidents)."""
     m = manifest.get("metrics", {}) or {}
     tr = manifest.get("training", {}) or {}
     coef = manifest.get("coefficients", {}) or {}
@@ -395,8 +396,9 @@ def model_card(manifest: dict, evaluation: dict | None = None, provenance: str =
     lines = [
         "# Ranker model card",
         "",
-        f"Model file: `ranker.joblib` with `ranker.manifest.json` — format `{manifest.get('format')}`, "
-        f"scikit-learn {manifest.get('sklearn_version')}, created {manifest.get('created')}.",
+        f"Model file: `ranker.json` (JSON, never a pickle; loading checks its SHA-256 `{str(manifest.get('sha256'))[:12]}…`) "
+        f"— format `{manifest.get('format')}`, scikit-learn {manifest.get('sklearn_version')}, created "
+        f"{manifest.get('created')}.",
         "",
         "## Intended use",
         "Ordering the context items of a person *already resolved* for an incident, together with the declarative",
@@ -422,7 +424,7 @@ def model_card(manifest: dict, evaluation: dict | None = None, provenance: str =
         "Category one-hot; call type × category; source type one-hot; legal category one-hot; ln(1 + days since last",
         "verified, else observed); date seen unknown; verified; past review date; unverified / stale / vague danger label;",
         "unspecific danger code; corroborating agencies. Nothing about the person: no race/ethnicity, sex, age or birth",
-        "year, name or postcode (demographics exist only in evaluation fixtures; a test checks the manifest).",
+        "year, name or postcode (demographics exist only in evaluation fixtures; a test checks the model file).",
         "",
         "Largest weights (log-odds):",
         "",
@@ -473,7 +475,7 @@ def model_card(manifest: dict, evaluation: dict | None = None, provenance: str =
         "  regularisation; rare pairs mostly fall back on the category weight.",
         "- Feedback was shown in random order (no position bias). Real feedback on a ranked screen would need",
         "  position-bias correction before training.",
-        "- Re-train when the rules file, the item vocabulary or the feature list changes; the manifest's feature list",
-        "  must match the code's or loading fails.",
+        "- Re-train when the rules file, the item vocabulary or the feature list changes; the model file's feature list",
+        "  must match the code's or loading fails (so must its content digest: an edited file is refused).",
     ]
     return "\n".join(lines) + "\n"

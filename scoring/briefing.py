@@ -4,7 +4,12 @@
 resolved person's items and consents, it returns the ranked permitted items, a count of withheld
 items per reason for the reasons that may be disclosed (never Part 2 or CJI, never to a role
 that sees no items), and the policy log entries the audit event must carry (consents used, the
-EMS emergency exception).
+EMS emergency exception with its attestation).
+
+`now` is the moment the policy and the ranking judge at: the server's clock for the service;
+offline evaluation (ranking, fairness) passes each incident's own time, since its data is
+historical. `incident_at`, when given, must also see an item and its consent live (it narrows
+only). The EMS exception's call types come from the rules file (`[policy]`).
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ class Briefing:
 
 
 def brief(principal: Principal, purpose: Purpose, incident: dict, grade: str | None, items: Iterable[ContextItem],
-          consents: list[Consent], now: datetime, rules: Rules, model: ItemModel | None = None) -> Briefing:
+          consents: list[Consent], now: datetime, rules: Rules, model: ItemModel | None = None,
+          incident_at: datetime | None = None) -> Briefing:
     """Permitted items ranked for this incident, and the withheld summary a client may see."""
     permitted, disclosures, denied = [], [], []
     withheld: Counter[str] = Counter()
+    emergencies = rules.medical_emergency_call_types
     for item in items:
-        decision = decide(principal, purpose, item, consents, now, incident)
+        decision = decide(principal, purpose, item, consents, now, incident, incident_at=incident_at,
+                          medical_emergencies=emergencies)
         if decision.permitted:
             permitted.append(item)
             disclosures.append({"item_id": item.item_id, "reason": decision.reason, "consent_id": decision.consent_id,

@@ -2,9 +2,17 @@
 
 A consent belongs to the person its `record_id` resolves to and covers the items that the
 record's agency holds about that person in the listed categories (DESIGN.md). The caller passes
-only the consents of the item's person; this module checks the rest: active at the moment of
-the request, naming the requester's agency or role, the purpose, the item's legal or item
-category, and the same holding agency.
+only the consents of the item's person; this module checks the rest:
+
+- in force at every moment the disclosure is judged at (the server's now and, when given, the
+  incident's time: an incident time can only narrow what a consent allows, never revive a lapsed
+  or revoked consent);
+- naming the requester's agency or role, and the purpose;
+- listing the item's *legal* category (42 CFR 2.31: a Part 2 disclosure needs a consent that
+  describes the substance-use information, so only `PART2` unlocks a PART2 item, only `PHI` a
+  PHI item); where the consent also lists item categories (`PHI|communication_need`), the item's
+  category must be one of them. Item categories alone never unlock anything;
+- held by the same agency as the item.
 """
 
 from __future__ import annotations
@@ -12,7 +20,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable
 
-from scoring.item import Consent, ContextItem, Principal, Purpose
+from scoring.item import Category, Consent, ContextItem, Principal, Purpose
+
+ITEM_CATEGORIES = frozenset(c.value for c in Category)
 
 
 def is_active(consent: Consent, now: datetime) -> bool:
@@ -24,20 +34,30 @@ def is_active(consent: Consent, now: datetime) -> bool:
     return consent.revoked_at is None or now < consent.revoked_at
 
 
-def covers(consent: Consent, item: ContextItem, principal: Principal, purpose: Purpose, now: datetime) -> bool:
-    """Whether `consent` permits disclosing `item` to `principal` for `purpose` at `now`."""
+def lists_category(consent: Consent, item: ContextItem) -> bool:
+    """The consent names the item's legal category and, if it names item categories, the item's one."""
+    if item.legal_category.value not in consent.categories:
+        return False
+    scoped = [c for c in consent.categories if c in ITEM_CATEGORIES]
+    return not scoped or item.category.value in scoped
+
+
+def covers(consent: Consent, item: ContextItem, principal: Principal, purpose: Purpose, now: datetime,
+           incident_at: datetime | None = None) -> bool:
+    """Whether `consent` permits disclosing `item` to `principal` for `purpose` at `now` (and at `incident_at`)."""
     return (is_active(consent, now)
+            and (incident_at is None or is_active(consent, incident_at))
             and (principal.agency in consent.recipients or principal.role.value in consent.recipients)
             and purpose in consent.purposes
-            and (item.legal_category.value in consent.categories or item.category.value in consent.categories)
+            and lists_category(consent, item)
             and consent.record_agency is not None
             and consent.record_agency == item.record_agency)
 
 
 def covering_consent(consents: Iterable[Consent], item: ContextItem, principal: Principal, purpose: Purpose,
-                     now: datetime) -> Consent | None:
+                     now: datetime, incident_at: datetime | None = None) -> Consent | None:
     """The first consent that covers this disclosure (by consent id, so the choice is deterministic)."""
     for consent in sorted(consents, key=lambda c: c.consent_id):
-        if covers(consent, item, principal, purpose, now):
+        if covers(consent, item, principal, purpose, now, incident_at):
             return consent
     return None

@@ -109,6 +109,12 @@ class ContextItem(BaseModel):
     def _empty_is_null(cls, value):
         return None if value == "" else value
 
+    @field_validator("disclosure_basis", mode="after")
+    @classmethod
+    def _basis_upper(cls, value):
+        """One spelling of a basis (`serious_threat`, `SERIOUS_THREAT`): the policy compares upper-case codes."""
+        return value.strip().upper() if isinstance(value, str) else value
+
 
 class Consent(BaseModel):
     """A 42 CFR 2.31 consent: who may receive which categories, for what, until when."""

@@ -18,23 +18,24 @@ changes an order, so it is not a term.
 
 **No demographics.** The features describe the *item* (category, source, legal category, age,
 verification, corroboration) and the *incident's call type*; nothing about the person. The
-list is fixed in code, written to the manifest, and `tests/test_ranker.py` checks that no feature
+list is fixed in code, written to the model file, and `tests/test_ranker.py` checks that no feature
 name mentions a demographic attribute (race/ethnicity, sex, age or birth year of the person, names,
 postcode) and that `item_features` never reads anything but the item, call type, time and count.
 "Age" below is the age of the *information* (days since it was last verified or observed).
 
-**Files.** `save(path)` writes the estimator with joblib (`models/ranker.joblib`) and a manifest
-beside it (`models/ranker.manifest.json`: format, feature list, training-data hash, metrics,
-scikit-learn version, creation time). joblib files are pickles: load only files you wrote.
+**Files.** `save(path)` writes one JSON document (`models/ranker.json`: format, parameters, feature
+list, intercept and coefficients, training-data hash, metrics, scikit-learn version, creation time
+and the SHA-256 of its canonical content); `load(path)` checks it and rebuilds the fitted estimator
+from it. A scorecard is data, never a pickle: nothing that is loaded can run code
+(`scoring.ranker_file` has the format and the checks).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -46,8 +47,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from scoring.item import Category, ContextItem, LegalCategory, Status
 
-FORMAT = "briefing.ranker/1"
-DEFAULT_PATH = Path("models/ranker.joblib")
+FORMAT = "briefing.ranker/2"           # /1 was a joblib pickle beside a JSON manifest; /2 is one JSON file
+DEFAULT_PATH = Path("models/ranker.json")
 
 CALL_TYPES = ("disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
               "domestic", "medical", "missing_person", "other")
@@ -205,7 +206,8 @@ class ItemScorecard(ClassifierMixin, BaseEstimator):
 
     Learned state: `coef_` (one weight per feature), `intercept_`, `classes_`, `n_features_in_`,
     `feature_names_` (= `FEATURES`), `estimator_` (the fitted LogisticRegression); `training_`
-    (provenance and metrics) when trained by `train_scorecard`.
+    (provenance and metrics) when trained by `train_scorecard`; `file_sha256_` (the model file's
+    content digest) when read by `load`.
     """
 
     def __init__(self, C: float = 1.0, class_weight=None, max_iter: int = 1000, solver: str = "newton-cholesky",
@@ -306,66 +308,20 @@ class ItemScorecard(ClassifierMixin, BaseEstimator):
         return {name: float(w) for name, w in zip(FEATURES, self.coef_)}
 
     # ------------------------------------------------------------------ files
-    def manifest(self) -> dict:
-        check_is_fitted(self, "coef_")
-        import sklearn
-
-        training = dict(getattr(self, "training_", {}) or {})
-        return {
-            "format": FORMAT,
-            "model": "ItemScorecard (sklearn.linear_model.LogisticRegression, L2)",
-            "params": self.get_params(),
-            "features": list(FEATURES),
-            "n_features": len(FEATURES),
-            "units": "natural-log odds of helped; rank terms = rank_weight x coefficient x value",
-            "training_data_sha256": training.pop("data_sha256", None),
-            "metrics": training.pop("metrics", {}),
-            "training": training,
-            "intercept": self.intercept_,
-            "coefficients": self.coefficients(),
-            "sklearn_version": sklearn.__version__,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-
     def save(self, path: str | Path = DEFAULT_PATH) -> Path:
-        """Write the joblib file and `<stem>.manifest.json` beside it; returns the manifest path."""
-        import joblib
+        """Write the scorecard as its JSON model file (see `scoring.ranker_file`); returns `path`."""
+        from scoring import ranker_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        manifest = self.manifest()
-        tmp = path.with_name(f".{path.name}.tmp")
-        joblib.dump(self, tmp)
-        tmp.replace(path)
-        target = manifest_path(path)
-        target.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return target
+        check_is_fitted(self, "coef_")
+        return ranker_file.write(self, path)
 
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PATH) -> "ItemScorecard":
-        """Read a scorecard written by `save`; refuses a file whose manifest or features do not match."""
-        import joblib
+        """Read a scorecard written by `save`; refuses (ValueError) a file that is not one, or whose digest,
+        format, features or weights do not check out. Never unpickles anything."""
+        from scoring import ranker_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file")
-        mpath = manifest_path(path)
-        if not mpath.is_file():
-            raise ValueError(f"{mpath}: manifest missing (a ranker is saved with its manifest)")
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT}")
-        model = joblib.load(path)
-        if not isinstance(model, cls):
-            raise ValueError(f"{path}: not an ItemScorecard")
-        if list(model.feature_names_) != list(FEATURES) or manifest.get("features") != list(FEATURES):
-            raise ValueError(f"{path}: trained on a different feature list than this code's FEATURES")
-        return model
-
-
-def manifest_path(path: str | Path) -> Path:
-    path = Path(path)
-    return path.with_name(f"{path.stem}.manifest.json")
+        return ranker_file.read(path)
 
 
 # --------------------------------------------------------------------------- training data

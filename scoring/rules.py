@@ -1,8 +1,9 @@
 """The declarative ranking rules (`rules.toml`): terms per item, and the two ordering rules' tests.
 
 `Rules.load()` reads the TOML file; `Rules.version` is its content hash, so every briefing can
-name the exact rules that ordered it. `Rules.terms` turns one (merged) item into named additive
-terms, the transparent half of an item's score. The ordering rules live in `scoring.rank`; the
+name the exact rules that ordered it, and the access-policy settings of its `[policy]` section (the
+call types on which the 42 CFR 2.51 medical-emergency exception may apply). `Rules.terms` turns
+one (merged) item into named additive terms, the transparent half of an item's score. The ordering rules live in `scoring.rank`; the
 predicates they need (`is_doubtful_danger`, `is_pinnable`) live here, next to their numbers.
 """
 
@@ -34,6 +35,7 @@ class Rules:
     danger: dict
     safety_pin: dict
     match: dict
+    policy: dict = field(default_factory=dict)
     version: str = field(default="")
 
     @classmethod
@@ -51,7 +53,16 @@ class Rules:
         for grade_key in (("safety_pin", "min_grade"), ("match", "facts_from_grade")):
             if data[grade_key[0]].get(grade_key[1]) not in GRADES:
                 raise RulesError(f"{path}: {'.'.join(grade_key)} must be one of {', '.join(GRADES)}")
-        return cls(**{k: data[k] for k in required}, version=hashlib.sha256(raw).hexdigest()[:12])
+        policy = data.get("policy", {})
+        calls = policy.get("medical_emergency_call_types", []) if isinstance(policy, dict) else None
+        if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
+            raise RulesError(f"{path}: policy.medical_emergency_call_types must be a list of call types")
+        return cls(**{k: data[k] for k in required}, policy=policy, version=hashlib.sha256(raw).hexdigest()[:12])
+
+    @property
+    def medical_emergency_call_types(self) -> frozenset[str]:
+        """Call types on which EMS may use the 42 CFR 2.51 exception (`[policy]`; none when absent: fail closed)."""
+        return frozenset(self.policy.get("medical_emergency_call_types", ()))
 
     # ------------------------------------------------------------------ terms
     def weight(self, call_type: str, category: str) -> float:

@@ -1,8 +1,15 @@
 """Shared fixtures: a PostgreSQL server for the session and a fresh database per test module (tests/postgres.py)."""
 
+import os
+import tempfile
+
 import pytest
 
 from tests.postgres import Unavailable, in_ci, start_server
+
+# A PostgreSQL store keeps its audit key and witness under $XDG_STATE_HOME/briefing/<url hash>/ (api/audit_trail.py):
+# the tests' throwaway databases keep theirs in a temporary directory, not in the home directory.
+os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="briefing-test-state-"))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,12 @@
-"""A synthetic county loaded into a fresh store: the starting point of the service tests."""
+"""A synthetic county loaded into a fresh store: the starting point of the service tests.
 
+The service judges its access policy at its clock. The county's calendar is fixed (incidents from
+2026-01-01 to 2026-07-01), so a test that posts the county's incidents and expects their items
+freezes the app's clock at `COUNTY_NOW`, the end of that window: `create_app(db, clock=county_clock)`.
+A test that wants the real clock instead dates the county with `as_of` (evaluation/synth/dating.py).
+"""
+
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from api.ingest import ingest
@@ -7,13 +14,23 @@ from api.store import Store, open_store
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 
+#: The end of the synthetic county's incident window: every incident is before it, within half a year.
+COUNTY_NOW = datetime(2026, 7, 1, 12, 0, tzinfo=timezone.utc)
 
-def loaded_county(directory: Path, persons: int, seed: int, db: str | None = None) -> tuple[str, Store]:
+
+def county_clock() -> datetime:
+    """The service clock of tests that replay the county's incidents."""
+    return COUNTY_NOW
+
+
+def loaded_county(directory: Path, persons: int, seed: int, db: str | None = None,
+                  as_of: date | None = None) -> tuple[str, Store]:
     """Generate a county in `directory`, ingest its records, items and consents; (db, store).
 
     `db`: the store, a SQLite path or a SQLAlchemy URL (an empty database); `directory/briefing.db` when absent.
+    `as_of`: date the county so that its incidents are in the past on that day (default: the fixed calendar).
     """
-    generate_county(persons, seed, directory, progress=False)
+    generate_county(persons, seed, directory, progress=False, as_of=as_of)
     db = db or str(directory / "briefing.db")
     store = open_store(db).create()
     ingest(store, [directory / "records.csv", directory / "context_items.csv", directory / "consents.csv"],

@@ -150,7 +150,7 @@ def test_add_parsers_puts_ranking_under_the_existing_eval_command():
     parser = build_parser()                    # api.cli registers the ranking commands itself
     assert parser.parse_args(["eval", "ranking", "DIR"]).func.__name__ == "cmd_eval_ranking"
     assert parser.parse_args(["eval", "linkage", "--clusters", "c", "--truth", "t"]).func.__name__ == "cmd_eval_linkage"
-    assert parser.parse_args(["train-ranker", "DIR"]).out == "models/ranker.joblib"
+    assert parser.parse_args(["train-ranker", "DIR"]).out == "models/ranker.json"
 
 
 # --------------------------------------------------------------------------- merged copies and the safety pin

@@ -132,7 +132,7 @@ def _snapshot(db: Path | str) -> Snapshot:
 
 
 def _copy_store(source: Path, target: Path) -> Path:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", ".audit-key", ".audit-witness"):    # the audit key and witness move with it
         if Path(f"{source}{suffix}").exists():
             shutil.copy(f"{source}{suffix}", f"{target}{suffix}")
     return target

@@ -1,14 +1,20 @@
-"""`briefing ingest`: files known by their columns, all or nothing, every record in a person, upserts."""
+"""`briefing ingest`: files known by their columns, all or nothing, every record in a person, upserts;
+times stored as UTC text of one width, revocations compared as times (SQLite and PostgreSQL)."""
 
 import json
+import re
 import shutil
+import uuid
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select, update
 
 from api.audit import verify
-from api.ingest import BULK_MIN, IngestError, ingest
+from api.ingest import BULK_MIN, ConsentIn, IngestError, consent_row, ingest, record_row, upsert
 from api.store import audit_events, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
@@ -92,3 +98,86 @@ def test_ingest_cli_exits_2_naming_a_file_it_cannot_classify(county, tmp_path):
     shutil.copy(county / "consents.csv", tmp_path / "consents.csv")
     status, message = run_briefing(["ingest", "--db", str(tmp_path / "c.db"), str(tmp_path / "consents.csv"), "--quiet"])
     assert status == 2 and "is in neither the store nor this load" in message
+
+
+# ------------------------------------------------------------------- times: UTC text, revocations compared as times
+
+UTC_TEXT = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$"
+OFFSETS = st.integers(min_value=-12 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+MOMENTS = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def one_record_store(request, tmp_path_factory):
+    """A store (SQLite, and PostgreSQL when the session has a server) holding one record to hang consents on."""
+    if request.param == "sqlite":
+        store = open_store(str(tmp_path_factory.mktemp("times") / "t.db")).create()
+    else:
+        store = open_store(request.getfixturevalue("postgres_url")).create()
+    with store.begin() as connection:
+        upsert(connection, records, "record_id", [record_row({"record_id": "EHR-T1", "agency": "COUNTY_BH"}, "now")])
+    yield store
+    store.engine.dispose()
+
+
+def _revoked(store, consent_id: str) -> str | None:
+    with store.engine.connect() as connection:
+        return connection.execute(select(consents.c.revoked_at).where(consents.c.consent_id == consent_id)).scalar()
+
+
+def _send(store, consent_id: str, revoked_at: datetime | None) -> None:
+    consent = ConsentIn(consent_id=consent_id, record_id="EHR-T1", recipients="co_responder", purposes="TREATMENT",
+                        categories="PHI", valid_from="2020-01-01T00:00:00+00:00", revoked_at=revoked_at)
+    with store.begin() as connection:
+        upsert(connection, consents, "consent_id", [consent_row(consent, "now")])
+
+
+def test_a_resent_consent_keeps_the_earlier_revocation_where_text_order_and_time_order_disagree(one_record_store):
+    store = one_record_store
+    earlier = datetime(2026, 1, 1, 10, 0, tzinfo=timezone(timedelta(hours=5)))    # 05:00 UTC, text "…T10:00…"
+    later = datetime(2026, 1, 1, 6, 0, tzinfo=timezone.utc)                        # 06:00 UTC, text "…T06:00…"
+    assert earlier.isoformat() > later.isoformat() and earlier < later
+    _send(store, "CNS-ORDER-1", earlier)
+    _send(store, "CNS-ORDER-1", later)
+    assert datetime.fromisoformat(_revoked(store, "CNS-ORDER-1")) == earlier
+    assert re.match(UTC_TEXT, _revoked(store, "CNS-ORDER-1"))
+    # A row written before times were normalised keeps its offset; it is still compared as a time.
+    with store.begin() as connection:
+        connection.execute(update(consents).where(consents.c.consent_id == "CNS-ORDER-1")
+                           .values(revoked_at="2026-01-01T10:00:00+05:00"))
+    _send(store, "CNS-ORDER-1", later)
+    assert datetime.fromisoformat(_revoked(store, "CNS-ORDER-1")) == earlier
+    _send(store, "CNS-ORDER-1", None)                                              # a copy without the revocation
+    assert datetime.fromisoformat(_revoked(store, "CNS-ORDER-1")) == earlier
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(MOMENTS, OFFSETS), min_size=1, max_size=4))
+def test_a_revocation_resent_in_any_utc_offset_only_ever_moves_earlier(one_record_store, sent):
+    store, consent_id = one_record_store, f"CNS-P-{uuid.uuid4().hex[:10]}"
+    times = [moment.replace(tzinfo=offset) for moment, offset in sent]
+    for when in times:
+        _send(store, consent_id, when)
+    assert datetime.fromisoformat(_revoked(store, consent_id)) == min(times)
+
+
+def test_every_stored_item_and_consent_time_is_utc_text_of_one_width(county, tmp_path):
+    store = open_store(str(tmp_path / "u.db")).create()
+    ingest(store, [county / "records.csv", county / "context_items.csv", county / "consents.csv"], MODEL)
+    with store.engine.connect() as connection:
+        stored = [v for table, names in ((context_items, ("observed_at", "last_verified_at", "review_due", "expires_at")),
+                                         (consents, ("valid_from", "valid_until", "revoked_at", "signed_at")))
+                  for row in connection.execute(select(*[table.c[n] for n in names])) for v in row if v is not None]
+    assert stored and all(re.match(UTC_TEXT, v) for v in stored), [v for v in stored if not re.match(UTC_TEXT, v)][:3]
+
+
+def test_a_time_with_no_utc_equivalent_rejects_the_load_at_its_line_and_column(county, tmp_path):
+    store = open_store(str(tmp_path / "r.db")).create()
+    frame = pd.read_csv(county / "consents.csv", dtype=str, keep_default_na=False)
+    frame.loc[0, "valid_until"] = "9999-12-31T23:00:00-05:00"
+    bad = tmp_path / "consents.csv"
+    frame.to_csv(bad, index=False)
+    with pytest.raises(IngestError) as caught:
+        ingest(store, [county / "records.csv", bad], MODEL)
+    assert f"{bad}:2:{list(frame.columns).index('valid_until') + 1}: valid_until:" in str(caught.value)
+    assert _counts(store)["consents"] == 0

@@ -16,7 +16,7 @@ import pytest
 from api.app import create_app
 from api.keys import create_key
 from scoring.item import Purpose, Role
-from tests.loaded_county import loaded_county
+from tests.loaded_county import county_clock, loaded_county
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "integration.md"
 KEYS = {"DISPATCHER": (Role.dispatcher, "COUNTY_911", [Purpose.EMERGENCY, Purpose.LAW]),
@@ -83,7 +83,7 @@ def service(tmp_path_factory):
     db, store = loaded_county(tmp_path_factory.mktemp("county"), 400, 41)
     keys = {f"${name}_KEY": create_key(store, name.lower(), role, agency, purposes)
             for name, (role, agency, purposes) in KEYS.items()}
-    return create_app(db).test_client(), keys
+    return create_app(db, clock=county_clock).test_client(), keys      # the page's incident is the county's
 
 
 def test_every_sample_request_gets_the_answer_the_document_shows(service):

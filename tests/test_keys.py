@@ -1,10 +1,15 @@
-"""API keys: shown once, stored hashed, each a principal; revoked and expired keys stop working."""
+"""API keys: shown once, stored hashed, each a principal; revoked and expired keys stop working; key changes and
+failed authentications are security events in the audit chain (bounded under a flood)."""
 
+import hashlib
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from api.audit import verify
 from api.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
 from api.store import open_store
 from scoring.item import Purpose, Role
@@ -66,3 +71,83 @@ def test_keys_cli_prints_only_the_key_and_refuses_a_duplicate(tmp_path, capsys):
     assert run_briefing(args) == (2, "a key named 'co-1' already exists")
     assert run_briefing(["keys", "revoke", "--db", db, "--name", "co-1"]) == (0, "")
     assert authenticate(open_store(db), out) is None
+
+
+# ------------------------------------------------------------------------------ security events (CJIS-style)
+
+def _events(store, *actions) -> list[tuple[str, dict, str | None]]:
+    from sqlalchemy import select
+
+    from api.store import audit_events
+
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(audit_events.c.action, audit_events.c.payload, audit_events.c.principal)
+                                  .where(audit_events.c.action.in_(actions)).order_by(audit_events.c.seq)).all()
+    return [(action, json.loads(payload), principal) for action, payload, principal in rows]
+
+
+def test_creating_and_revoking_a_key_are_audited_naming_who_and_never_the_key(store):
+    key = create_key(store, "cad-7", Role.dispatcher, "COUNTY_911", [Purpose.EMERGENCY], by="cli:alice")
+    revoke_key(store, "cad-7", by="cli:bob")
+    events = _events(store, "key_created", "key_revoked")
+    assert [(a, p["name"], p["by"], who) for a, p, who in events] == [
+        ("key_created", "cad-7", "cli:alice", "cli:alice"), ("key_revoked", "cad-7", "cli:bob", "cli:bob")]
+    assert events[0][1] | {"by": None} == {"name": "cad-7", "role": "dispatcher", "agency": "COUNTY_911",
+                                           "purposes": ["EMERGENCY"], "expires_at": None, "by": None}
+    assert key not in repr(events) and verify(store).ok
+    with pytest.raises(KeyRefused):                       # a refused revocation writes nothing
+        revoke_key(store, "cad-7", by="cli:bob")
+    assert len(_events(store, "key_created", "key_revoked")) == 2
+
+
+def test_the_keys_cli_audits_its_user(tmp_path):
+    db = str(tmp_path / "k.db")
+    assert run_briefing(["keys", "create", "--db", db, "--name", "f-1", "--role", "feed", "--agency", "METRO_PD"]) == (0, "")
+    assert run_briefing(["keys", "revoke", "--db", db, "--name", "f-1"]) == (0, "")
+    events = _events(open_store(db), "key_created", "key_revoked")
+    assert [a for a, _, _ in events] == ["key_created", "key_revoked"]
+    assert all(p["by"].startswith("cli:") and p["by"] == who for _, p, who in events)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from api.app import create_app
+
+    db = str(tmp_path_factory.mktemp("auth") / "auth.db")
+    return create_app(db, Path(__file__).resolve().parents[1] / "models")
+
+
+def test_failed_authentication_is_audited_until_the_lockout_and_a_flood_adds_nothing_more(app):
+    from api.throttle import PER_CREDENTIAL, FailureThrottle
+
+    service = app.extensions["briefing"]
+    service.throttle = FailureThrottle()
+    client, guess = app.test_client(), "brf_" + "g" * 43
+    codes = [client.post("/v1/match", json={}, headers={"Authorization": f"Bearer {guess}"},
+                         environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code for _ in range(40)]
+    assert codes == [401] * PER_CREDENTIAL + [429] * (40 - PER_CREDENTIAL)
+    events = _events(service.store, "auth_failed", "auth_lockout")
+    assert [a for a, _, _ in events] == ["auth_failed"] * PER_CREDENTIAL + ["auth_lockout"]
+    fingerprint = hashlib.sha256(guess.encode()).hexdigest()[:8]
+    assert all(p["key_fingerprint"] == fingerprint and p["address"] == "198.51.100.7" and p["path"] == "/v1/match"
+               for _, p, _ in events)
+    assert events[-1][1]["retry_after_seconds"] >= 1 and guess not in repr(events)
+    assert client.get("/v1/audit/events", headers={"Authorization": "Basic dXNlcjpwdw=="},
+                      environ_base={"REMOTE_ADDR": "203.0.113.9"}).status_code == 401
+    assert _events(service.store, "auth_failed")[-1][1] | {"path": None} == {
+        "address": "203.0.113.9", "key_fingerprint": None, "reason": "no_bearer_key", "path": None}
+    assert verify(service.store).ok
+
+
+def test_a_flood_of_distinct_bad_keys_from_one_address_is_audited_a_bounded_number_of_times(app):
+    from api.throttle import PER_ADDRESS, FailureThrottle
+
+    service = app.extensions["briefing"]
+    service.throttle = FailureThrottle()
+    before = len(_events(service.store, "auth_failed", "auth_lockout"))
+    client = app.test_client()
+    for k in range(300):
+        client.post("/v1/match", json={}, headers={"Authorization": f"Bearer brf_flood{k}"},
+                    environ_base={"REMOTE_ADDR": "192.0.2.44"})
+    events = _events(service.store, "auth_failed", "auth_lockout")[before:]
+    assert [a for a, _, _ in events] == ["auth_failed"] * PER_ADDRESS + ["auth_lockout"]

@@ -24,6 +24,8 @@ ROLE_OF_PATH = {"/v1/briefings": "officer", "/v1/match": "officer", "/v1/feedbac
 RULES_BEYOND_THE_SCHEMA = {
     "/fhir/Patient/$match": "a `resource` parameter must be present; elements outside R4 are refused (test_fhir.py)",
     "/v1/consents/{consent_id}/revoke": "a revocation cannot take effect in the future (test_withdraw.py)",
+    "/v1/briefings": "incident.received_at must lie within a day ahead of and 30 years before the server's clock "
+                     "(test_briefings_policy.py)",
 }
 
 

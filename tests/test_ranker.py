@@ -1,10 +1,13 @@
 """The feedback-trained scorecard: scikit-learn conventions, terms that add up, no demographic feature,
-save/load round trip, and the `train-ranker` command."""
+the JSON model file (round trip; a tampered, foreign or pickled file refused; never unpickled), and
+the `train-ranker` command."""
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
+import pickle
 import re
 import shutil
 from datetime import datetime, timedelta, timezone
@@ -20,7 +23,8 @@ from evaluation.ranking import examples_for, fit_ranker, load_county
 from evaluation.synth.county import generate_county
 from scoring.item import ContextItem
 from scoring.rank import rank
-from scoring.ranker import FEATURES, ItemScorecard, feature_matrix, feedback_hash, item_features, manifest_path
+from scoring.ranker import DEFAULT_PATH, FEATURES, FORMAT, ItemScorecard, feature_matrix, feedback_hash, item_features
+from scoring.ranker_file import content_digest
 from scoring.rules import Rules
 from tests.cli_run import run_briefing
 
@@ -141,11 +145,11 @@ def _tokens(name: str) -> set[str]:
     return parts | set(re.split(r"[=×]", lowered))
 
 
-def test_manifest_lists_no_demographic_feature(county, tmp_path):
+def test_model_file_lists_no_demographic_feature(county, tmp_path):
     directory, _, _ = county
-    status, err = run_briefing(["train-ranker", str(directory), "--out", str(tmp_path / "ranker.joblib"), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(directory), "--out", str(tmp_path / "ranker.json"), "--quiet"])
     assert status == 0, err
-    manifest = json.loads((tmp_path / "ranker.manifest.json").read_text())
+    manifest = json.loads((tmp_path / "ranker.json").read_text())
     assert manifest["features"] == list(FEATURES) and manifest["n_features"] == len(FEATURES)
     demographic_columns = set(pd.read_csv(directory / "demographics.csv", nrows=0).columns)
     assert demographic_columns >= {"race_ethnicity", "sex", "birth_year"}
@@ -184,52 +188,128 @@ def test_training_never_reads_demographics(county, tmp_path):
 def test_save_load_round_trip_gives_identical_predictions(county, tmp_path):
     directory, ctx, ex = county
     model = fit_ranker(ctx, rules=RULES)
-    path = tmp_path / "models" / "ranker.joblib"
-    written = model.save(path)
-    assert written == manifest_path(path) == tmp_path / "models" / "ranker.manifest.json"
+    path = tmp_path / "models" / "ranker.json"
+    assert model.save(path) == path and sorted(p.name for p in path.parent.iterdir()) == ["ranker.json"]
     loaded = ItemScorecard.load(path)
     assert np.array_equal(loaded.predict_proba(ex.X), model.predict_proba(ex.X))
-    assert loaded.get_params() == model.get_params()
+    assert np.array_equal(loaded.estimator_.predict_proba(ex.X.to_numpy()), model.estimator_.predict_proba(ex.X.to_numpy()))
+    assert np.array_equal(loaded.coef_, model.coef_) and loaded.intercept_ == model.intercept_
+    assert loaded.get_params() == model.get_params() and list(loaded.classes_) == [0, 1]
+    assert loaded.training_ == model.training_
     item_id, incident_id, call_type = ex.rows[["item_id", "incident_id", "call_type"]].iloc[0]
     now = ctx.when[incident_id][1]
     assert loaded.terms(ctx.items[item_id], call_type, now, 1) == model.terms(ctx.items[item_id], call_type, now, 1)
+    assert loaded.save(tmp_path / "again.json") and json.loads((tmp_path / "again.json").read_text())["sha256"] == \
+        json.loads(path.read_text())["sha256"] == loaded.file_sha256_      # saving what was loaded: the same content
 
-    manifest = json.loads(written.read_text())
+    written = json.loads(path.read_text())
     feedback = pd.read_csv(directory / "feedback.csv", dtype=str, keep_default_na=False)
-    assert manifest["format"] == "briefing.ranker/1"
-    assert manifest["training_data_sha256"] == feedback_hash(feedback) and len(manifest["training_data_sha256"]) == 64
-    assert manifest["sklearn_version"] == sklearn.__version__
-    assert datetime.fromisoformat(manifest["created"]).tzinfo is not None
-    metrics = manifest["metrics"]
+    assert written["format"] == FORMAT == "briefing.ranker/2"
+    assert written["features"] == list(FEATURES) and list(written["coefficients"]) == list(FEATURES)
+    assert written["intercept"] == model.intercept_ and written["classes"] == [0, 1]
+    assert written["sha256"] == content_digest({k: v for k, v in written.items() if k != "sha256"})
+    assert written["training_data_sha256"] == feedback_hash(feedback) and len(written["training_data_sha256"]) == 64
+    assert written["sklearn_version"] == sklearn.__version__
+    assert datetime.fromisoformat(written["created"]).tzinfo is not None
+    metrics = written["metrics"]
     assert 0.5 < metrics["auc"] <= 1.0 and 0 < metrics["log_loss"] < metrics["base_rate_log_loss"]
-    assert metrics["holdout_rows"] > 0 and manifest["training"]["rows"] == len(feedback)
+    assert metrics["holdout_rows"] > 0 and written["training"]["rows"] == len(feedback)
 
 
-def test_load_refuses_a_missing_manifest_or_a_different_feature_list(county, fitted, tmp_path):
-    path = tmp_path / "ranker.joblib"
+def _saved(fitted, tmp_path) -> tuple:
+    path = tmp_path / "ranker.json"
     fitted.save(path)
-    manifest = json.loads(manifest_path(path).read_text())
-    manifest["features"] = manifest["features"][:-1]
-    manifest_path(path).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="feature list"):
+    return path, json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write(path, content: dict, reseal: bool) -> None:
+    """Write `content`; with `reseal`, with a correct digest (to reach the checks after the digest's)."""
+    body = {k: v for k, v in content.items() if k != "sha256"}
+    path.write_text(json.dumps({**body, "sha256": content_digest(body) if reseal else content.get("sha256")}),
+                    encoding="utf-8")
+
+
+def test_a_ranker_file_with_a_tampered_coefficient_is_refused(fitted, tmp_path):
+    path, content = _saved(fitted, tmp_path)
+    content["coefficients"]["verified"] += 5.0          # make verified items float to the top
+    _write(path, content, reseal=False)
+    with pytest.raises(ValueError, match=r"ranker\.json: content digest mismatch.*refusing to load"):
         ItemScorecard.load(path)
-    manifest_path(path).unlink()
-    with pytest.raises(ValueError, match="manifest missing"):
+    path.write_text(path.read_text().replace('"sha256"', '"sha256_"'), encoding="utf-8")
+    with pytest.raises(ValueError, match="no content digest"):
         ItemScorecard.load(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(features=c["features"][:-1]), "feature list"),
+    (lambda c: c.update(format="briefing.ranker/1"), "format"),
+    (lambda c: c["coefficients"].pop("verified"), "coefficients"),
+    (lambda c: c["coefficients"].update(verified="1.0"), "coefficients"),
+    (lambda c: c.update(intercept=None), "intercept"),
+    (lambda c: c.update(classes=[1, 0]), "classes"),
+    (lambda c: c["params"].update(C=-1), "params"),
+    (lambda c: c["params"].update(unknown=1), "params"),
+])
+def test_a_ranker_file_that_does_not_fit_this_code_is_refused_even_with_a_correct_digest(fitted, tmp_path, change, message):
+    path, content = _saved(fitted, tmp_path)
+    change(content)
+    _write(path, content, reseal=True)
+    with pytest.raises(ValueError, match=message):
+        ItemScorecard.load(path)
+
+
+def test_a_pickle_is_never_loaded_as_a_ranker(fitted, tmp_path):
+    """A pickle runs code when it is loaded: load must refuse it without unpickling it (no side effect happens)."""
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    for name in ("ranker.json", "ranker.joblib", "ranker.pkl"):
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(Exploit()))
+        with pytest.raises(ValueError, match="never unpickled"):
+            ItemScorecard.load(path)
+        assert not marker.exists()
+    old_format = tmp_path / "legacy.joblib"
+    old_format.write_bytes(pickle.dumps(fitted))         # a genuine scorecard, pickled: still refused
+    with pytest.raises(ValueError, match="never unpickled"):
+        ItemScorecard.load(old_format)
     with pytest.raises(ValueError, match="no such file"):
-        ItemScorecard.load(tmp_path / "nope.joblib")
+        ItemScorecard.load(tmp_path / "nope.json")
+    source = inspect.getsource(inspect.getmodule(ItemScorecard)) + inspect.getsource(__import__("scoring.ranker_file").ranker_file)
+    assert not re.search(r"\b(import|from) (joblib|pickle|cloudpickle|dill)\b|\bnp\.load\(", source)
+
+
+def test_the_committed_ranker_is_a_verified_json_file_and_no_pickle_ships(tmp_path):
+    from api.app import create_app
+
+    model = ItemScorecard.load(DEFAULT_PATH)
+    assert DEFAULT_PATH.name == "ranker.json" and model.feature_names_ == list(FEATURES)
+    assert not [p.name for p in DEFAULT_PATH.parent.iterdir() if p.suffix in (".joblib", ".pkl", ".pickle")]
+    app = create_app(str(tmp_path / "empty.db"))
+    assert app.extensions["briefing"].versions["ranker"] == model.file_sha256_[:12]
+    models = tmp_path / "models"
+    shutil.copytree(DEFAULT_PATH.parent, models)
+    content = json.loads((models / "ranker.json").read_text())
+    content["intercept"] += 1.0
+    (models / "ranker.json").write_text(json.dumps(content))
+    with pytest.raises(ValueError, match="digest mismatch"):      # the service refuses to start on a tampered ranker
+        create_app(str(tmp_path / "other.db"), models)
 
 
 # --------------------------------------------------------------------------- command
 
 
-def test_train_ranker_writes_model_manifest_and_card(county, tmp_path, capsys):
+def test_train_ranker_writes_the_model_file_and_card(county, tmp_path, capsys):
     directory, _, _ = county
-    out = tmp_path / "models" / "ranker.joblib"
+    out = tmp_path / "models" / "ranker.json"
     status, err = run_briefing(["train-ranker", str(directory), "--out", str(out), "--quiet"])
     assert status == 0, err
     printed = json.loads(capsys.readouterr().out)
-    assert printed["model"] == str(out) and out.is_file() and (tmp_path / "models" / "ranker.manifest.json").is_file()
+    assert printed["model"] == str(out) and out.is_file() and printed["sha256"] == json.loads(out.read_text())["sha256"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["RANKER.md", "ranker.json"]
     card = (tmp_path / "models" / "RANKER.md").read_text()
     for heading in ("## Intended use", "## Training data", "### Features", "## Metrics", "## Caveats"):
         assert heading in card
@@ -243,12 +323,12 @@ def test_train_ranker_names_a_missing_file_and_writes_nothing(county, tmp_path, 
     copy = tmp_path / "county"
     shutil.copytree(directory, copy)
     (copy / missing).unlink()
-    out = tmp_path / "out" / "ranker.joblib"
+    out = tmp_path / "out" / "ranker.json"
     status, err = run_briefing(["train-ranker", str(copy), "--out", str(out), "--quiet"])
     assert status == 2 and missing in err
     assert not (tmp_path / "out").exists()
 
 
 def test_train_ranker_on_a_missing_directory_is_exit_2(tmp_path):
-    status, err = run_briefing(["train-ranker", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.joblib"), "--quiet"])
+    status, err = run_briefing(["train-ranker", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.json"), "--quiet"])
     assert status == 2 and "nowhere" in err

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from api.keys import create_key, revoke_key
+from api.reference import record_reference, reference_secret
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
 from tests.served import call, serving
@@ -32,6 +33,7 @@ def replicas(tmp_path_factory, postgres_url):
 
 
 def _resolved_record(base: str, key: str) -> str | None:
+    """The opaque reference (api.reference) of the best candidate a responder is told."""
     status, answer = call(base, "POST", "/v1/match", key, {"subject": SUBJECT, "purpose": "EMERGENCY"})
     assert status == 200, answer
     candidates = answer["resolution"]["candidates"]
@@ -39,24 +41,26 @@ def _resolved_record(base: str, key: str) -> str | None:
 
 
 def test_a_record_written_through_one_replica_resolves_through_the_other_within_two_seconds(replicas):
-    first, second, keys, _ = replicas
-    assert _resolved_record(second, keys["ems"]) != RECORD["record_id"]
+    first, second, keys, store = replicas
+    reference = record_reference(RECORD["record_id"], reference_secret(store))
+    assert _resolved_record(second, keys["ems"]) != reference
     status, written = call(first, "POST", "/v1/records", keys["feed"], RECORD)
     assert status == 201, written
     written_at = time.monotonic()
-    while _resolved_record(second, keys["ems"]) != RECORD["record_id"]:
+    while _resolved_record(second, keys["ems"]) != reference:
         assert time.monotonic() - written_at < 2.0, "the other replica did not see the record within 2 s"
         time.sleep(0.05)
 
 
 def test_a_record_deleted_through_one_replica_is_gone_from_the_other(replicas):
-    first, second, keys, _ = replicas
+    first, second, keys, store = replicas
     call(first, "POST", "/v1/records", keys["feed"], {**RECORD, "record_id": "RMS-REPLICA-2", "given_name": "Ottilie"})
     status, _ = call(second, "DELETE", "/v1/records/RMS-REPLICA-2", keys["feed"])
     assert status == 204
     status, answer = call(first, "POST", "/v1/match", keys["ems"],
                           {"subject": {**SUBJECT, "given_name": "Ottilie"}, "purpose": "EMERGENCY"})
-    assert status == 200 and "RMS-REPLICA-2" not in {c["record_id"] for c in answer["resolution"]["candidates"]}
+    gone = record_reference("RMS-REPLICA-2", reference_secret(store))
+    assert status == 200 and gone not in {c["record_id"] for c in answer["resolution"]["candidates"]}
 
 
 def test_a_key_revoked_in_the_store_is_refused_by_both_replicas_on_their_next_request(replicas):

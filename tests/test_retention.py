@@ -222,11 +222,11 @@ def test_after_purging_audit_events_verify_still_holds_and_still_catches_tamperi
         elif tamper == "change_kept":
             victim = kept[pick % len(kept)]["seq"]
             connection.execute(update(audit_events).where(audit_events.c.seq == victim).values(principal=None, payload='{"k":-1}'))
-            # a changed purge event no longer vouches for its anchor: the first kept event is then the broken link
-            broken = kept[0]["seq"] if victim == purge_seq and expected else victim
+            # a changed purge event no longer vouches for its anchor: the witnessed purged events are then missing
+            broken = 1 if victim == purge_seq and expected else victim
         elif tamper == "remove_first_kept":
             connection.execute(audit_events.delete().where(audit_events.c.seq == kept[0]["seq"]))
-            broken = kept[1]["seq"]
+            broken = kept[0]["seq"]                             # the witness saw it
         elif tamper == "rewrite_anchor":        # hide one more event by moving the anchor past it
             payload = json.loads(kept[-1]["payload"])
             payload["audit_anchor"] = {"seq": kept[0]["seq"], "hash": kept[0]["hash"]}
@@ -238,9 +238,9 @@ def test_after_purging_audit_events_verify_still_holds_and_still_catches_tamperi
             connection.execute(insert(audit_events).values(seq=0, at=_iso(NOW), action="briefing", payload="{}",
                                                            prev_hash="0" * 64, hash="f" * 64))
             broken = 0
-        else:                                   # remove the purge event: the kept chain no longer starts at its anchor
+        else:                                   # remove the purge event: nothing vouches for the purged events,
             connection.execute(audit_events.delete().where(audit_events.c.seq == purge_seq))
-            broken = kept[0]["seq"] if expected else None
+            broken = 1 if expected else purge_seq   # and the witness saw the purge event itself (the newest) committed
     result = verify(store)
     if broken is None:
         assert result.ok
@@ -266,6 +266,30 @@ def test_the_anchor_is_carried_forward_and_moves_with_later_purges():
     assert third.audit_events == 4 and third.audit_anchor == 8   # events 5, 6 and both purge events 7, 8 went
     result = verify(store)
     assert result.ok and result.anchor == 8 and result.events == 2
+
+
+def test_an_upgraded_log_verifies_after_retention_removes_its_unkeyed_events_and_the_upgrade_event():
+    from api.audit import GENESIS, KEYED_ACTION, chain_hash
+
+    store = _memory_store()
+    with store.engine.begin() as connection:            # written the old way: plain SHA-256, no witness
+        prev = GENESIS
+        for k in range(3):
+            at, body = _iso(NOW - timedelta(days=3000 - k)), f'{{"k":{k}}}'
+            digest = chain_hash(prev, k + 1, at, "briefing", body)
+            connection.execute(insert(audit_events).values(seq=k + 1, at=at, action="briefing", payload=body,
+                                                           prev_hash=prev, hash=digest))
+            prev = digest
+    with store.begin() as connection:
+        append(connection, "briefing", {"k": "first keyed"}, at=NOW - timedelta(days=2500))   # upgrades first
+        append(connection, "briefing", {"k": "recent"}, at=NOW)
+    assert verify(store).ok and verify(store).upgraded_at == 4
+    summary = purge(store, 30, now=NOW)
+    assert summary.audit_events == 5 and summary.audit_anchor == 5     # three unkeyed, the upgrade, the first keyed
+    with store.engine.connect() as connection:
+        assert KEYED_ACTION not in connection.execute(select(audit_events.c.action)).scalars().all()
+    result = verify(store)
+    assert result.ok and result.keyed and result.anchor == 5 and result.events == 2
 
 
 # -------------------------------------------------------------------------------- command and stores

@@ -17,7 +17,7 @@ from api import review_session
 from api.app import create_app
 from api.keys import create_key, revoke_key
 from api.review_web import diff_segments, highlight, weight_chart
-from api.store import audit_events, clusters, settings as settings_table
+from api.store import MAX_ID, audit_events, clusters, settings as settings_table
 from api.throttle import FailureThrottle
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
@@ -217,8 +217,9 @@ def test_every_post_needs_the_session_csrf_token(county, client):
     _sign_in(client, keys["steward"])
     before = _actions(store)
     posts = list(_post_rules(app))
-    assert {"/review/login", "/review/logout", "/review/pairs/<int:pair_id>/decision",
-            "/review/decisions/<int:decision_id>/undo", "/review/person-events/<int:event_id>/undo",
+    assert {"/review/login", "/review/logout", f"/review/pairs/<int(max={MAX_ID}):pair_id>/decision",
+            f"/review/decisions/<int(max={MAX_ID}):decision_id>/undo",
+            f"/review/person-events/<int(max={MAX_ID}):event_id>/undo",
             "/review/persons/<person_id>/split",
             "/review/persons/<person_id>/merge"} <= {rule for rule, _ in posts}
     for rule, path in posts:

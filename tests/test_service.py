@@ -10,7 +10,7 @@ from api.audit import verify
 from api.keys import create_key
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from tests.loaded_county import loaded_county
+from tests.loaded_county import county_clock, loaded_county
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def service(tmp_path_factory):
         "officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
         "steward": create_key(store, "st-1", Role.steward, "COUNTY", []),
     }
-    app = create_app(db)
+    app = create_app(db, clock=county_clock)     # the county's incidents are judged at the county's time
     incidents = pd.read_csv(county / "incidents.csv", dtype=str, keep_default_na=False)
     return app.test_client(), keys, store, incidents
 
@@ -32,6 +32,14 @@ def _request(row, subject, purpose="EMERGENCY"):
                          "location": {"street": row["location_street"] or None, "postcode": row["location_postcode"] or None},
                          "callback_phone": row["callback_phone"]},
             "subject": {k: v for k, v in subject.items() if k != "received_at"}, "purpose": purpose}
+
+
+def _person_of(store, record_id: str) -> str:
+    from sqlalchemy import select
+
+    from api.store import clusters
+    with store.engine.connect() as connection:
+        return connection.execute(select(clusters.c.person_id).where(clusters.c.record_id == record_id)).scalar_one()
 
 
 def _post(client, key, body):
@@ -95,7 +103,7 @@ def test_health_and_readiness(service):
 
 def test_a_briefing_past_its_budget_answers_unavailable_at_once_and_is_audited(service, tmp_path):
     client, keys, store, incidents = service
-    slow = create_app(str(store.engine.url.database), budget_ms=0.001).test_client()
+    slow = create_app(str(store.engine.url.database), budget_ms=0.001, clock=county_clock).test_client()
     body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
     before = verify(store).events
     answer = _post(slow, keys["co"], body).get_json()
@@ -117,9 +125,13 @@ def test_feedback_is_stored_and_auditors_can_see_who_saw_a_person(service):
     assert client.get("/v1/audit/events", headers={"Authorization": f"Bearer {keys['co']}"}).status_code == 403
     bad = client.get("/v1/audit/events?since=yesterday", headers={"Authorization": f"Bearer {auditor}"})
     assert bad.status_code == 422 and "since" in bad.get_json()["fields"]
-    sent = client.post("/v1/feedback", json={"incident_id": answer["incident_id"], "item_id": "CI-1", "helped": True},
-                       headers={"Authorization": f"Bearer {keys['co']}"})
-    assert sent.status_code == 201
+    unshown = client.post("/v1/feedback", json={"incident_id": answer["incident_id"], "item_id": "CI-1", "helped": True},
+                          headers={"Authorization": f"Bearer {keys['co']}"})
+    assert unshown.status_code == 403          # only on an item a briefing showed you (tests/adversarial/test_feedback_and_sessions.py)
+    for item in answer["items"][:1]:
+        sent = client.post("/v1/feedback", json={"incident_id": answer["incident_id"], "item_id": item["item_id"],
+                                                 "helped": True}, headers={"Authorization": f"Bearer {keys['co']}"})
+        assert sent.status_code == 201
     assert client.post("/v1/feedback", json={"incident_id": "x", "item_id": "y"},
                        headers={"Authorization": f"Bearer {keys['steward']}"}).status_code == 403
     assert verify(store).ok
@@ -132,8 +144,8 @@ def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(
     record = {"record_id": "RMS-FEED-1", "agency": "METRO_PD", "given_name": "Wilhelmina", "family_name": "Throckbottom",
               "dob": "1961-04-05", "phone": "(614) 555-0142"}
     created = client.post("/v1/records", json=record, headers={"Authorization": f"Bearer {feed}"})
-    assert created.status_code == 201 and created.get_json()["joined"] is False
-    person = created.get_json()["person_id"]
+    assert created.status_code == 201 and created.get_json() == {"record_id": "RMS-FEED-1", "created": True}
+    person = _person_of(store, "RMS-FEED-1")             # a feed is not told which person its record joined
     assert client.post("/v1/records", json={**record, "record_id": "X-1"},
                        headers={"Authorization": f"Bearer {other}"}).status_code == 403
     item = {"item_id": "CI-FEED-1", "record_id": "RMS-FEED-1", "category": "effective_approach", "code": "APPR_CALM_VOICE",
@@ -156,10 +168,11 @@ def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(
 
 def test_a_write_through_one_worker_is_seen_by_the_next_request_to_another(service):
     client, keys, store, incidents = service
-    other_worker = create_app(str(store.engine.url.database)).test_client()
+    other_worker = create_app(str(store.engine.url.database), clock=county_clock).test_client()
     feed = create_key(store, "feed-bh", Role.feed, "COUNTY_BH", [])
     record = {"record_id": "EHR-FEED-9", "given_name": "Bartholomew", "family_name": "Quenneville", "dob": "1958-09-30"}
-    person = client.post("/v1/records", json=record, headers={"Authorization": f"Bearer {feed}"}).get_json()["person_id"]
+    assert client.post("/v1/records", json=record, headers={"Authorization": f"Bearer {feed}"}).status_code == 201
+    person = _person_of(store, "EHR-FEED-9")
     subject = {"given_name": "Bartholomew", "family_name": "Quenneville", "dob": "1958-09-30"}
     seen = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
     assert seen["resolution"]["candidates"][0]["person_id"] == person

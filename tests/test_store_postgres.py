@@ -106,8 +106,39 @@ def test_the_audit_chain_verifies_names_a_changed_event_and_holds_under_concurre
     with store.begin() as connection:
         connection.execute(update(audit_events).where(audit_events.c.seq == 40).values(payload='{"by":"someone else"}'))
     result = verify(store)
-    assert (result.ok, result.first_broken) == (False, 40) and "changed" in result.reason
+    assert (result.ok, result.first_broken, result.kind) == (False, 40, "rewrite") and "changed" in result.reason
     assert run_briefing(["audit", "verify", "--db", url]) == (1, "")
+
+
+def test_the_audit_key_and_witness_of_a_server_store_live_in_a_state_directory_and_truncation_is_caught(pg, tmp_path,
+                                                                                                       monkeypatch):
+    import hashlib
+    from pathlib import Path
+
+    from sqlalchemy import delete
+    from sqlalchemy.engine import make_url
+
+    from api.audit_trail import trail_for
+
+    url, store = pg
+    without_password = make_url(database_url(url)).set(password=None).render_as_string(hide_password=False)
+    directory = Path(os.environ["XDG_STATE_HOME"]) / "briefing" / hashlib.sha256(without_password.encode()).hexdigest()[:16]
+    assert (store.audit.key_path, store.audit.witness_path) == (directory / "audit-key", directory / "audit-witness")
+    with_password = make_url(database_url(url)).set(password="s3cret")
+    assert trail_for(with_password).key_path == store.audit.key_path      # the password never names the directory
+    with store.begin() as connection:
+        for k in range(4):
+            append(connection, "briefing", {"k": k})
+    assert len(store.audit.witness_path.read_text().splitlines()) == 4
+    other = open_store(url)                               # another process over the store finds the same files
+    assert other.audit.key(create=False) == store.audit.key(create=False)
+    with store.engine.begin() as connection:              # an attacker with the database but not the files
+        newest = connection.execute(select(func.max(audit_events.c.seq))).scalar()
+        connection.execute(delete(audit_events).where(audit_events.c.seq == newest))
+    result = verify(other)
+    assert (result.ok, result.kind, result.first_broken) == (False, "truncation", newest)
+    monkeypatch.setenv("BRIEFING_AUDIT_DIR", str(tmp_path / "audit"))
+    assert open_store(url).audit.witness_path == tmp_path / "audit" / "audit-witness"
 
 
 def test_a_change_waits_for_an_earlier_uncommitted_one_so_seq_order_is_commit_order(pg):

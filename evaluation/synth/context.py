@@ -6,7 +6,9 @@ at which the person has a record always records it, every other holder agency
 the person has records at with ``RATES['corroborate']`` — so the same need can
 appear at two agencies.  An item hangs on one record of that agency and is
 observed on or after that record's date.  Agencies verify and review items at
-different rates, so some items are stale; legal, event and housing items expire.
+different rates, so some items are stale; legal, event and housing items expire, and a
+clinician's serious-threat disclosure (observed in the last ``RATES['threat_days']`` before the
+incident window) expires 7-14 days after its verification, inside the policy's 14-day cap.
 Part 2 items (and some behavioural-health PHI) are covered by consents.
 Formats: evaluation/DATA.md; rates: evaluation/SYNTH.md §7.
 """
@@ -38,6 +40,7 @@ RATES = {  # documented in SYNTH.md §7
     "corroborate": 0.30, "maintained_mean_age_days": 150, "entry_verify_days": 30, "event_verify_days": 14,
     "recent_days": 182, "status_normal": (0.95, 0.03, 0.02), "status_vague": (0.85, 0.12, 0.03),
     "part2_consent": 0.65, "consent_mean_age_days": 500, "plan_consent": 0.12, "consent_revoked": 0.08,
+    "threat_days": 28,
 }
 #                  clinician caregiver self officer dispatcher system
 SOURCE_MIX = np.array([[0.0, 0.0, 0.0, 1.0, 0.0, 0.0],    # RMS
@@ -161,7 +164,8 @@ def make_items(cat: Catalogue, person_need: tuple[np.ndarray, np.ndarray], group
     fl = {k: v[need] for k, v in cat.flags.items()}
     rday = rec_day[rec]
     u = rng.random(n)
-    lo = np.where(fl["recent"], np.maximum(rday, D_END - RATES["recent_days"]), rday)
+    lo = np.where(fl["recent"], np.maximum(rday, D_END - RATES["recent_days"]),
+                  np.where(fl["threat"], np.maximum(rday, D_END - RATES["threat_days"]), rday))
     observed = lo + (u * (D_END - lo)).astype(np.int64)
     # copies of one event (recent_event) share its date (+0-2 days), never before their own record
     primary = np.searchsorted(pair, pair)
@@ -196,8 +200,9 @@ def make_items(cat: Catalogue, person_need: tuple[np.ndarray, np.ndarray], group
         m = (category == c) & (e_lo == -1)
         e_lo[m], e_hi[m] = dl, dh
     span = e_lo + (rng.random(n) * (e_hi - e_lo + 1)).astype(np.int64)
-    # re-verified housing information lasts longer
-    start = np.where(category == CAT["housing_context"], np.maximum(observed, lv), observed)
+    # re-verified housing information lasts longer; a serious-threat disclosure expires within days of
+    # its verification (HIPAA 164.512(j): an imminent threat; the policy caps it at 14 days)
+    start = np.where((category == CAT["housing_context"]) | fl["threat"], np.maximum(observed, lv), observed)
     expires = np.where(e_lo >= 0, start + span, -1)
     status = np.where(fl["vague"], _choice(rng, RATES["status_vague"], n), _choice(rng, RATES["status_normal"], n))
     legal = np.select([agency == RMS, agency == CAD, agency == VR, (agency == BH) & fl["part2"]],

@@ -13,6 +13,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,14 +83,14 @@ def agency_probabilities(pop: Population, n_iter: int = 60) -> np.ndarray:
 
 def _dst_offsets(t: np.ndarray) -> np.ndarray:
     """UTC offset in minutes for US Eastern time (DST: 2nd Sun Mar 07:00 UTC to 1st Sun Nov 06:00 UTC)."""
-    years = np.arange(2000, 2041)
+    years = np.arange(1970, 2201)
     def nth_sunday(y, month, nth):
         first = np.array([f"{yy}-{month:02d}-01" for yy in y], dtype="datetime64[D]")
         dow = (first.astype(np.int64) + 3) % 7  # 0 = Monday
         return first + ((6 - dow) % 7 + 7 * (nth - 1)).astype("timedelta64[D]")
     start = nth_sunday(years, 3, 2).astype("datetime64[m]").astype(np.int64) + 7 * 60
     end = nth_sunday(years, 11, 1).astype("datetime64[m]").astype(np.int64) + 6 * 60
-    yi = t.astype("datetime64[m]").astype("datetime64[Y]").astype(np.int64) + 1970 - 2000
+    yi = (t.astype("datetime64[m]").astype("datetime64[Y]").astype(np.int64)).clip(0, len(years) - 1)
     dst = (t >= start[yi]) & (t < end[yi])
     return np.where(dst, -240, -300)
 
@@ -158,8 +159,12 @@ def _plain_csv(df: pd.DataFrame) -> str | None:
 
 def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = True,
                     n_incidents: int | None = None, bias: str | None = None,
-                    bias_group: str | None = None) -> CountySummary:
+                    bias_group: str | None = None, as_of: date | None = None) -> CountySummary:
     """Generate the county; ``n_incidents`` defaults to ``max(1000, persons // 8)``.
+
+    ``as_of`` (a day, e.g. today): the files are dated by whole years so that every incident is
+    in the past on that day (dating.py); without it the calendar is the fixed one, so benchmarks
+    stay reproducible.
 
     ``bias`` injects a known bias against ``bias_group`` (a race/ethnicity; default per kind in
     ``bias.DEFAULT_GROUP``): ``"matching"`` (inconsistent names) or ``"data"`` (more police
@@ -251,6 +256,10 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     ct, relevance, feedback = synth_context(pop, int(seed), rec_person, rec_agency, rec_t, ids, incidents, *args)
     tables = {"records": records, "truth": truth, "demographics": demo, "incidents": incidents,
               "context_items": ct.items, "consents": ct.consents, "feedback": feedback, "relevance": relevance}
+    if as_of is not None:
+        from evaluation.synth.dating import redate
+
+        tables = redate(tables, as_of)
     paths = {name: out_dir / f"{name}.csv" for name in tables}
     for name, df in tables.items():
         _write_csv(df, paths[name], plain=name in ("context_items", "consents", "feedback", "relevance"))
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--incidents", type=int, default=None, help="number of incidents (default max(1000, persons // 8))")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--as-of", type=date.fromisoformat, default=None,
+                    help="YYYY-MM-DD: date the county so that every incident is in the past on that day (dating.py)")
     ap.add_argument("--bias", choices=KINDS, default=None, help="inject a known bias (SYNTH.md §8)")
     ap.add_argument("--bias-group", choices=RACES, default=None,
                     help=f"race/ethnicity the bias targets (default: {', '.join(f'{k} -> {g}' for k, g in DEFAULT_GROUP.items())})")
@@ -286,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.bias_group and not args.bias:
         ap.error("--bias-group needs --bias")
     s = generate_county(args.persons, args.seed, args.out, progress=not args.quiet, n_incidents=args.incidents,
-                        bias=args.bias, bias_group=args.bias_group)
+                        bias=args.bias, bias_group=args.bias_group, as_of=args.as_of)
     print(f"{s.n_records} records, {s.n_persons} persons (+{s.n_persons_without_records} without records), "
           f"{s.n_incidents} incidents, {s.n_context_items} context items, {s.n_consents} consents in "
           f"{s.seconds:.1f} s -> {args.out}")

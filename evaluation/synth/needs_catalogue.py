@@ -11,8 +11,9 @@ from __future__ import annotations
 # P(need) = 1 - prod(1 - p_trait) over the person's traits.  Flags: part2 (the EHR copy is 42 CFR Part 2),
 # cji (a CAD copy is CJI rather than AGENCY_OPERATIONAL), recent (observed in the last 182 days of the window,
 # verified by an officer within 14 days), vague (unspecific danger label: never verified, dispatcher/system source),
-# threat (clinician serious-threat disclosure), sdv (domestic-violence sensitivity), exp=LO-HI (expiry days
-# after observation; default by category in context.EXPIRY_DEFAULT), noexp (never expires).
+# threat (clinician serious-threat disclosure, observed in the last 28 days of the window; its expiry counts
+# from its verification), sdv (domestic-violence sensitivity), exp=LO-HI (expiry days after observation;
+# default by category in context.EXPIRY_DEFAULT), noexp (never expires).
 NEEDS_SPEC = (
     ("COMM_ASL", "communication_need", "deaf:.6", "VR EHR EPCR CAD", "",
      ("uses American Sign Language; ask for an interpreter or write notes",)),
@@ -134,7 +135,7 @@ NEEDS_SPEC = (
      ("caution flag; no details recorded", "use caution; reason not recorded")),
     ("SAFE_CAUTION_PREMISE", "safety_flag", "caution_premise:1", "CAD", "vague",
      ("address flagged for officer caution; reason not recorded",)),
-    ("SAFE_THREAT_DISCLOSURE", "safety_flag", "serious_threat:1", "EHR", "threat exp=30-90",
+    ("SAFE_THREAT_DISCLOSURE", "safety_flag", "serious_threat:1", "EHR", "threat exp=7-14",
      ("stated a plan to harm a named neighbour; clinician notified police",)),
     ("EVT_WEAPON_KNIFE", "recent_event", "recent_knife:1", "RMS CAD", "cji recent",
      ("held a knife during a family argument; put it down when asked",)),
