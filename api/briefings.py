@@ -37,12 +37,13 @@ from typing import Literal
 
 from flask import Blueprint, current_app, jsonify
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from api.audit import append, canonical
 from api.budget import Ticket
 from api.person_data import person_consents, person_items
-from api.reference import record_reference
+from api.reference import person_reference, record_reference
 from api.store import shown_items
 from matching.query import Subject
 from scoring.briefing import brief
@@ -147,7 +148,8 @@ def _compose(service, principal, body: BriefingRequest, now: datetime, ticket: T
     # already recorded is in force here whatever time the incident claims.
     result = brief(principal, body.purpose, incident, best.grade, items, consents, now, service.rules, service.ranker,
                    incident_at=body.incident.received_at)
-    items_out = [_item_json(line, best.person_id, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
+    shown_person = person_reference(best.person_id, service.reference_key)
+    items_out = [_item_json(line, shown_person, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
     returned = {s["item_id"] for i in items_out for s in i["sources"]}     # every copy shown, merged ones too
     return resolution, items_out, result.withheld, {
         "disclosures": [d for d in result.disclosures if d["item_id"] in returned], "denied": result.denied}
@@ -169,8 +171,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def opaque(resolution: dict, secret: bytes) -> dict:
-    """`resolution` as a responder may see it: every candidate's `record_id` an opaque reference."""
-    return {**resolution, "candidates": [{**c, "record_id": record_reference(c["record_id"], secret)}
+    """`resolution` as a responder may see it: every candidate's `person_id` and `record_id` an opaque reference."""
+    return {**resolution, "candidates": [{**c, "person_id": person_reference(c["person_id"], secret),
+                                          "record_id": record_reference(c["record_id"], secret)}
                                          for c in resolution["candidates"]]}
 
 
@@ -181,20 +184,9 @@ def _record_shown(connection, principal: str, incident_id: str, item_ids: list[s
              "shown_at": shown_at.isoformat()} for item_id in dict.fromkeys(item_ids)]
     if not rows:
         return
-    key = ["principal", "incident_id", "item_id"]
-    dialect = connection.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        connection.execute(insert(shown_items).on_conflict_do_nothing(index_elements=key), rows)
-        return
-    taken = set(connection.execute(select(shown_items.c.item_id).where(
-        shown_items.c.principal == principal, shown_items.c.incident_id == incident_id)).scalars())
-    fresh = [r for r in rows if r["item_id"] not in taken]
-    if fresh:
-        connection.execute(shown_items.insert(), fresh)
+    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(insert(shown_items).on_conflict_do_nothing(index_elements=["principal", "incident_id", "item_id"]),
+                       rows)
 
 
 class MatchRequest(BaseModel):

@@ -49,7 +49,7 @@ from werkzeug.exceptions import HTTPException
 
 from api.audit import append
 from api.briefings import _query_hash
-from api.reference import record_reference
+from api.reference import person_reference, record_reference
 from api.store import records
 from matching.query import Subject
 from scoring.item import RESPONDERS, Purpose, Role
@@ -214,8 +214,11 @@ def _match():
             "versions": service.versions,
         }, principal=principal.name, request_id=request_id)
     by_id = {r["record_id"]: r for r in rows}
-    reference = None if principal.role == Role.steward else (lambda record_id: record_reference(record_id, service.reference_key))
-    entries = [{"fullUrl": _urn(c["person_id"]), "resource": _patient(c["person_id"], by_id[c["record_id"]], reference),
+    steward = principal.role == Role.steward
+    reference = None if steward else (lambda record_id: record_reference(record_id, service.reference_key))
+    shown_person = (lambda p: p) if steward else (lambda p: person_reference(p, service.reference_key))
+    entries = [{"fullUrl": _urn(shown_person(c["person_id"])),
+                "resource": _patient(shown_person(c["person_id"]), by_id[c["record_id"]], reference),
                 "search": {"mode": "match", "score": c["match_probability"],
                            "extension": [{"url": MATCH_GRADE, "valueCode": c["grade"]}]}}
                for c in candidates if c["record_id"] in by_id]

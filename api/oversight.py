@@ -45,9 +45,9 @@ class Feedback(BaseModel):
 
 class EventQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    person_id: str | None = None
-    principal: str | None = None
-    incident_id: str | None = None
+    person_id: str | None = Field(default=None, max_length=200)
+    principal: str | None = Field(default=None, max_length=200)
+    incident_id: str | None = Field(default=None, max_length=200)
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     limit: int = Field(default=100, ge=1, le=MAX_EVENTS)

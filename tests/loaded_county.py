@@ -10,6 +10,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from api.ingest import ingest
+from api.reference import person_reference, record_reference, reference_secret
 from api.store import Store, open_store
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
@@ -36,3 +37,13 @@ def loaded_county(directory: Path, persons: int, seed: int, db: str | None = Non
     ingest(store, [directory / "records.csv", directory / "context_items.csv", directory / "consents.csv"],
            MatcherModel.load("models/matcher.json"))
     return db, store
+
+
+def shown_person(store: Store, person_id: str) -> str:
+    """What a responder is told for `person_id` by a service over `store` (api.reference)."""
+    return person_reference(person_id, reference_secret(store))
+
+
+def shown_record(store: Store, record_id: str) -> str:
+    """What a responder is told for `record_id` by a service over `store` (api.reference)."""
+    return record_reference(record_id, reference_secret(store))

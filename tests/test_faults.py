@@ -35,6 +35,7 @@ from sqlalchemy import select
 
 from api.audit import append
 from api.keys import create_key
+from api.reference import person_reference, reference_secret
 from api.store import audit_events, changes, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from scoring.item import Purpose, Role
@@ -459,7 +460,8 @@ def test_a_worker_killed_mid_post_leaves_each_record_whole_or_absent_and_acknowl
         _sqlite_is_sound(db)
         now = _snapshot(db)
         stored = {r for r in now.records if r.startswith("FAULT-")}
-        person = {r: p for r, p in now.clusters.items() if r.startswith("FAULT-")}
+        shown = reference_secret(open_store(db))              # responders are told person references
+        person = {r: person_reference(p, shown) for r, p in now.clusters.items() if r.startswith("FAULT-")}
         changed = [r for _, op, r in now.changes if op == "upsert" and r and r.startswith("FAULT-")]
         audited = [json.loads(payload)["record_id"] for _, action, payload in now.audit if action == "record_upsert"]
         assert len(changed) == len(set(changed)) and len(audited) == len(set(audited)), "each write once"

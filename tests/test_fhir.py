@@ -12,7 +12,7 @@ from sqlalchemy import select
 from api.app import create_app
 from api.audit import verify
 from api.keys import create_key
-from api.reference import record_reference
+from api.reference import person_reference, record_reference
 from api.store import audit_events, records
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
@@ -300,7 +300,8 @@ def test_each_match_is_audited_like_v1_match_with_the_purpose_from_the_header(se
     assert (event["principal"], event["agency"], event["role"]) == ("pd-1", "METRO_PD", "officer")
     assert event["query_hash"] == v1_event["query_hash"] and event["versions"] == v1_event["versions"]
     secret = client.application.extensions["briefing"].reference_key
-    assert [{**c, "record_id": record_reference(c["record_id"], secret)} for c in event["candidates"]] == \
+    assert [{**c, "person_id": person_reference(c["person_id"], secret), "record_id": record_reference(c["record_id"], secret)}
+            for c in event["candidates"]] == \
         [{"person_id": e["resource"]["id"], "record_id": e["resource"]["identifier"][0]["value"], "grade": _grade(e)}
          for e in _matches(bundle)]
     assert _post(client, keys["co"], _parameters(_patient(subject)), "treatment").status_code == 200

@@ -18,7 +18,7 @@ from evaluation.labels import read_labels
 from matching.model import MatcherModel
 from scoring.item import Purpose, Role
 from tests.cli_run import run_briefing
-from tests.loaded_county import loaded_county
+from tests.loaded_county import loaded_county, shown_person, shown_record
 
 MODEL = MatcherModel.load("models/matcher.json")
 
@@ -226,7 +226,8 @@ def test_not_a_match_splits_the_right_record_out_and_the_next_answer_no_longer_j
     briefing = client.post("/v1/briefings", json={
         "incident": {"id": "INC-REVIEW-1", "call_type": "welfare_check", "received_at": "2026-01-05T10:00:00+00:00"},
         "subject": subject, "purpose": "TREATMENT"}, headers=_h(keys["co"])).get_json()
-    assert (person, moved) not in {(c["person_id"], c["record_id"]) for c in briefing["resolution"]["candidates"]}
+    assert (shown_person(store, person), shown_record(store, moved)) not in \
+        {(c["person_id"], c["record_id"]) for c in briefing["resolution"]["candidates"]}
     # The feed resending the record cannot put it back: the steward's decision overrules the scores.
     feed = create_key(store, f"feed-{row['agency']}", Role.feed, row["agency"], [])
     resent = {k: v for k, v in row.items() if v and k in ("record_id", *review.RECORD_FIELDS)}

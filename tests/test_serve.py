@@ -23,11 +23,10 @@ from sqlalchemy import func, select
 
 from api.audit import verify
 from api.keys import create_key
-from api.reference import record_reference, reference_secret
 from api.store import Store, audit_events, changes, clusters, consents, context_items, records
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from tests.loaded_county import loaded_county
+from tests.loaded_county import loaded_county, shown_person, shown_record
 
 
 def _free_port() -> int:
@@ -100,11 +99,6 @@ def _subjects(served: Served, n: int) -> list[dict]:
     return [{k: v for k, v in q.items() if k != "received_at"} for q in incident_queries(served.incidents.head(n))]
 
 
-def _reference(server, record_id: str) -> str:
-    """What a responder is told for `record_id` (api.reference: the served store's secret)."""
-    return record_reference(record_id, reference_secret(server.store))
-
-
 def _counts(store: Store) -> dict:
     with store.engine.connect() as connection:
         return {t.name: connection.execute(select(func.count()).select_from(t)).scalar()
@@ -139,8 +133,8 @@ def test_a_record_written_through_one_worker_is_resolved_through_every_worker(se
                                                   _briefing(server, subject, k)), range(8)))
     for status, answer in answers:
         assert status == 200, answer
-        assert answer["resolution"]["candidates"][0]["person_id"] == person
-        assert answer["resolution"]["candidates"][0]["record_id"] == _reference(server, record["record_id"])
+        assert answer["resolution"]["candidates"][0]["person_id"] == shown_person(server.store, person)
+        assert answer["resolution"]["candidates"][0]["record_id"] == shown_record(server.store, record["record_id"])
     # Every worker that answered has applied the change: their indexes hold the same number of records.
     with ThreadPoolExecutor(4) as pool:
         sizes = {answer["records"] for _, answer in pool.map(lambda k: _call(server.base, "/readyz"), range(12))}
@@ -219,4 +213,4 @@ def test_ingest_cli_rejects_a_bad_file_whole_then_a_good_load_is_served(server, 
         answers = list(pool.map(lambda k: _call(server.base, "/v1/match", server.keys["ems"],
                                                 {"subject": subject, "purpose": "EMERGENCY"}), range(8)))
     for status, answer in answers:
-        assert status == 200 and answer["resolution"]["candidates"][0]["record_id"] == _reference(server, row["record_id"]), answer
+        assert status == 200 and answer["resolution"]["candidates"][0]["record_id"] == shown_record(server.store, row["record_id"]), answer

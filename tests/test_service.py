@@ -4,13 +4,15 @@ import json
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from api.app import create_app
 from api.audit import verify
 from api.keys import create_key
+from api.store import audit_events, clusters
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from tests.loaded_county import county_clock, loaded_county
+from tests.loaded_county import county_clock, loaded_county, shown_person, shown_record
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +37,15 @@ def _request(row, subject, purpose="EMERGENCY"):
 
 
 def _person_of(store, record_id: str) -> str:
-    from sqlalchemy import select
-
-    from api.store import clusters
     with store.engine.connect() as connection:
         return connection.execute(select(clusters.c.person_id).where(clusters.c.record_id == record_id)).scalar_one()
+
+
+def _audited(store, request_id: str) -> dict:
+    """The payload of the audit event of one request."""
+    with store.engine.connect() as connection:
+        return json.loads(connection.execute(select(audit_events.c.payload)
+                                             .where(audit_events.c.request_id == request_id)).scalar_one())
 
 
 def _post(client, key, body):
@@ -118,7 +124,8 @@ def test_feedback_is_stored_and_auditors_can_see_who_saw_a_person(service):
         answer = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
         if answer["resolution"]["status"] == "resolved":
             break
-    person = answer["resolution"]["candidates"][0]["person_id"]
+    assert answer["resolution"]["candidates"][0]["person_id"].startswith("psn-")      # responders get a reference
+    person = _audited(store, answer["request_id"])["candidates"][0]["person_id"]      # the auditor knows the id
     events = client.get(f"/v1/audit/events?person_id={person}", headers={"Authorization": f"Bearer {auditor}"}).get_json()["events"]
     assert events and all(e["principal"] == "co-1" and e["purpose"] == "TREATMENT" for e in events)
     assert any(e["incident_id"] == answer["incident_id"] for e in events)
@@ -157,12 +164,13 @@ def test_a_feed_writes_its_own_agency_and_the_next_briefing_sees_the_new_record(
     row = incidents.iloc[0]
     subject = {"given_name": "Wilhelmina", "family_name": "Throckbottom", "dob": "1961-04-05"}
     answer = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
-    assert answer["resolution"]["candidates"][0]["person_id"] == person
+    assert answer["resolution"]["candidates"][0]["person_id"] == shown_person(store, person)
     assert [i["item_id"] for i in answer["items"]] == ["CI-FEED-1"]
     assert client.delete("/v1/records/RMS-FEED-1", headers={"Authorization": f"Bearer {other}"}).status_code == 403
     assert client.delete("/v1/records/RMS-FEED-1", headers={"Authorization": f"Bearer {feed}"}).status_code == 204
     gone = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
-    assert all(c["record_id"] != "RMS-FEED-1" for c in gone["resolution"]["candidates"]) and gone["items"] == []
+    assert all(c["record_id"] != shown_record(store, "RMS-FEED-1") for c in gone["resolution"]["candidates"])
+    assert gone["items"] == []
     assert verify(store).ok
 
 
@@ -175,10 +183,10 @@ def test_a_write_through_one_worker_is_seen_by_the_next_request_to_another(servi
     person = _person_of(store, "EHR-FEED-9")
     subject = {"given_name": "Bartholomew", "family_name": "Quenneville", "dob": "1958-09-30"}
     seen = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
-    assert seen["resolution"]["candidates"][0]["person_id"] == person
+    assert seen["resolution"]["candidates"][0]["person_id"] == shown_person(store, person)
     assert client.delete("/v1/records/EHR-FEED-9", headers={"Authorization": f"Bearer {feed}"}).status_code == 204
     gone = _post(other_worker, keys["co"], _request(incidents.iloc[0], subject, "TREATMENT")).get_json()
-    assert all(c["record_id"] != "EHR-FEED-9" for c in gone["resolution"]["candidates"])
+    assert all(c["record_id"] != shown_record(store, "EHR-FEED-9") for c in gone["resolution"]["candidates"])
 
 
 def test_repeated_bad_keys_are_throttled_but_a_valid_key_from_the_same_address_is_not(service):

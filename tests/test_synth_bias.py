@@ -15,16 +15,18 @@ from tests.cli_run import run_briefing
 
 # sha256 of the files of a 2 000-person county (seed 3) written by the generator *before* the bias
 # flag existed. A deliberate change to the generator changes them: regenerate them then, after
-# checking that the change is meant to alter the unbiased county.
+# checking that the change is meant to alter the unbiased county. Issue 15 did so on purpose:
+# serious-threat items now expire within 14 days of verification (context items, and the feedback
+# and relevance that follow from them).
 UNBIASED_2000_SEED_3 = {
     "records.csv": "44afaa84cdfd769b52fd122c7652c24ed56c64f679cabc4c1cfc36aec4da70f5",
     "truth.csv": "cec8a014292a7dcd94300c427d0fcf8f730fcd35c7048a9bd4000cb7c7feb30b",
     "demographics.csv": "d21c5010964a32a8043ad501ac0e46be600e9928f0d54d45ee86d240faf2df0e",
     "incidents.csv": "0e58a54693a5bb5e0281dd5b2ecbe38851519b2fccb84cf034e697b5e5893d9d",
-    "context_items.csv": "4a2a25e09fb923b1ba856d5732e544e1775c79e565e5f8bc0206524675771d2b",
+    "context_items.csv": "275777a8fe0d97a7ba6806f0a318db564bb321512ffe8791c593387d1c263d26",
     "consents.csv": "b52b40b2b267be3c37c95dbb88b1a4859d372f24f384d33bb77df3a938334b3f",
-    "feedback.csv": "d1eeefc1eff06127f3a1f4ea1088f49c43317711b2e41d028248033618ec095a",
-    "relevance.csv": "03dc5442f2f0b6d6db6a79259ab22cff1b9b045d681f14450449d089c08508e7",
+    "feedback.csv": "eb6f8747a54f56a35d0bf68e12319702f955da8f2c025974e7b9401f1b8e0120",
+    "relevance.csv": "5f895f109a33383a55837d29e07c5cf7e0a2a650bc65a5e319e2810312b0bbaa",
 }
 PERSONS, SEED = 4000, 5
 NAME_COLUMNS = ["given_name", "family_name"]

@@ -193,15 +193,17 @@ def _fhir_match(served, key: str, person: str) -> Answer:
 
 def test_match_answers_name_no_program(served):
     subject = {"subject": served.world.persons["D"].subject(), "purpose": "EMERGENCY"}
-    refs = set()
+    refs, persons = set(), set()
     for key in ("officer-metro", "ems-county"):
         answer = call(served, "POST", "/v1/match", key, subject)
         assert answer.json["resolution"]["status"] == "resolved"
         names_no_program(answer.text)
         refs |= {c["record_id"] for c in answer.json["resolution"]["candidates"]}
+        persons |= {c["person_id"] for c in answer.json["resolution"]["candidates"]}
     briefing = brief(served, "officer-metro", "D")
     names_no_program(briefing.text)
     refs |= {c["record_id"] for c in resolved(briefing)["resolution"]["candidates"]}
+    persons |= {c["person_id"] for c in resolved(briefing)["resolution"]["candidates"]}
     fhir = _fhir_match(served, "officer-metro", "D")
     assert fhir.status == 200, fhir.text[:300]
     names_no_program(fhir.text)
@@ -211,8 +213,12 @@ def test_match_answers_name_no_program(served):
                                and re.fullmatch(r"ref-[0-9a-f]{20}", i["value"]) for i in identifiers), identifiers
     assert len(refs) == 1                                  # the same query, the same record: one stable reference
     assert all(re.fullmatch(r"ref-[0-9a-f]{20}", r) for r in refs), refs
+    # A store person id is an unkeyed hash of a record id (guess `SUD-D0001`, hash it, compare): responders get a
+    # keyed reference instead, the same one for the same person.
+    assert len(persons) == 1 and all(re.fullmatch(r"psn-[0-9a-f]{20}", p) for p in persons), persons
     steward = call(served, "POST", "/v1/match", "steward-1", subject).json["resolution"]["candidates"]
     assert steward[0]["record_id"] in {"SUD-D0001", "EHR-D0001"}   # stewards review records: they keep real ids
+    assert steward[0]["person_id"] not in persons and not steward[0]["person_id"].startswith("psn-")
 
 
 # ---- finding 5: FHIR $match was quadratic in repeated parameters ---------------------------------------------------

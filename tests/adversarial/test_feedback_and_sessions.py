@@ -12,6 +12,7 @@ Every test runs on SQLite and on PostgreSQL (skipped without a server, except un
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import uuid
@@ -26,6 +27,7 @@ from sqlalchemy import func, insert, select
 from api import review
 from api.app import create_app
 from api.keys import create_key
+from api.person_data import person_items
 from api.store import audit_events, clusters, feedback, shown_items
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
@@ -210,8 +212,6 @@ def test_feedback_is_accepted_exactly_once_per_shown_item_of_the_caller(county, 
 
 def _briefed(app, keys, incidents, clock, who="co", purpose="TREATMENT"):
     """A real briefing that returned items: (its answer, the person's item ids it did not return)."""
-    from api.person_data import person_items
-
     client = app.test_client()
     for row, subject in zip(incidents.to_dict("records"), incident_queries(incidents)):
         received = datetime.fromisoformat(row["received_at"])
@@ -221,8 +221,10 @@ def _briefed(app, keys, incidents, clock, who="co", purpose="TREATMENT"):
         answer = client.post("/v1/briefings", json=body, headers=_auth(keys[who])).get_json()
         if answer.get("items"):
             store = app.extensions["briefing"].store
-            with store.engine.connect() as connection:
-                every = {i.item_id for i in person_items(connection, answer["items"][0]["person_id"])}
+            with store.engine.connect() as connection:     # the answer's person is a reference: the audit has the id
+                audited = json.loads(connection.execute(select(audit_events.c.payload).where(
+                    audit_events.c.request_id == answer["request_id"])).scalar_one())
+                every = {i.item_id for i in person_items(connection, audited["candidates"][0]["person_id"])}
             returned = {i["item_id"] for i in answer["items"]}
             if every - returned:
                 return answer, sorted(every - returned)
