@@ -3,7 +3,9 @@
 `create_app(db, models_dir)` opens the store, loads the matcher, the ranker and the rules, and
 builds the resolver's index from the store's records and clusters; `/readyz` answers 200 once
 that is done. Every error is JSON (`{"error", "message"}`, plus `fields` for 422) and never a
-stack trace. Requests over 1 MiB get 413.
+stack trace. Requests over 1 MiB get 413. A NUL character, which no store column can hold, is
+refused before any handler runs: 404 in the URL path, 422 naming the field in a query parameter
+or a JSON body (`validated`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from matching.resolve import Resolver
 from scoring.rules import Rules
 
 MAX_BODY = 1 << 20
+NUL = "\x00"
+NUL_MESSAGE = "must not contain a NUL character"
 log = logging.getLogger("briefing")
 
 
@@ -122,6 +126,7 @@ def create_app(db: str, models_dir: str | Path = "models", budget_ms: float = 25
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     service = app.extensions["briefing"]
     app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=service.resolver.index_.n_records))
+    app.before_request(_refuse_nul_in_url)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     return app
@@ -158,8 +163,8 @@ def authorise(roles) -> object:
 class _Invalid(HTTPException):
     code = 422
 
-    def __init__(self, fields: dict[str, str]):
-        super().__init__(description="the request body does not match the schema")
+    def __init__(self, fields: dict[str, str], description: str = "the request body does not match the schema"):
+        super().__init__(description=description)
         self.fields = fields
 
 
@@ -168,16 +173,54 @@ def validated(model):
 
     The body is parsed by `FastJSON` (orjson), whose depth limit (1,024) turns deeply nested JSON into
     a 400 rather than a RecursionError (tests/adversarial/test_input_attacks.py): keep a depth-limited parser.
+    A NUL character in any string or key is a 422 naming each field path that holds one (`nul_locations`):
+    PostgreSQL text cannot store U+0000, so it would otherwise fail in the store as a 500.
     """
     if (request.content_length or 0) > current_app.config["MAX_CONTENT_LENGTH"]:
         abort(413, description=f"the body is over {current_app.config['MAX_CONTENT_LENGTH']:,} bytes")
     data = request.get_json(silent=True, force=True)
     if data is None:
         abort(400, description="the body must be a JSON object (Content-Type: application/json)")
+    holding = [".".join(str(p) for p in loc) or "body" for loc in nul_locations(data)]
+    if holding:
+        raise _Invalid(dict.fromkeys(holding, NUL_MESSAGE))
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid(exc) from None
+
+
+def nul_locations(data, limit: int = 100) -> list[tuple]:
+    """The locations (tuples of keys and list indexes) of the strings and keys in parsed JSON `data` that
+    hold a NUL character, at most `limit`. One iterative walk: linear in the size of `data`, whatever its
+    depth. A key holding a NUL is named with the NUL written `\\u0000`."""
+    found, stack = [], [((), data)]
+    while stack and len(found) < limit:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if NUL in value:
+                found.append(loc)
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                if NUL in key:
+                    found.append((*loc, key.replace(NUL, "\\u0000")))
+                else:
+                    stack.append(((*loc, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*loc, k), item) for k, item in reversed(list(enumerate(value))))
+    return found[:limit]
+
+
+def _refuse_nul_in_url() -> None:
+    """`before_request`: a NUL (%00) in the URL path names nothing (404); in a query parameter, 422 naming it.
+
+    Stores cannot hold U+0000 (PostgreSQL raises DataError), so such a value never reaches a query."""
+    if NUL in request.path:
+        abort(404, description="nothing has a name holding a NUL character")
+    holding = {name.replace(NUL, "\\u0000"): NUL_MESSAGE for name, value in request.args.items(multi=True)
+               if NUL in name or NUL in value}
+    if holding:
+        raise _Invalid(holding, "the query parameters do not match the schema")
 
 
 def invalid(exc: ValidationError) -> HTTPException:

@@ -342,6 +342,11 @@ class _Check:
         if self.keyed_rows and not self.expected and self.key is not None:
             self.add("witness", None, f"the log is keyed but its witness holds nothing for it ({self.trail.describe()}):"
                                       " it was moved, deleted or replaced")
+        if self.events and not self.keyed_rows and self.key is not None:
+            # A key is made only by a keyed append, so a log without one keyed event was downgraded: recomputed with
+            # plain SHA-256 (and the witness removed, or this would be reported as a rewrite of witnessed events).
+            self.add("rewrite", None, f"an audit key exists ({self.trail.describe()}) but no event in the log is keyed: "
+                                      "the chain was recomputed without the key")
 
     def result(self, anchor: tuple[int, str] | None) -> Verification:
         problems = sorted(self.problems.values(), key=lambda p: (p.seq is not None, p.seq or 0))

@@ -68,7 +68,7 @@ class Location(BaseModel):
 
 class Incident(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str
+    id: str = Field(min_length=1, max_length=200)     # stored in varchar(200) columns (shown_items, feedback)
     call_type: CALL_TYPES
     received_at: AwareDatetime
     location: Location | None = None

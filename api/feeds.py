@@ -51,8 +51,8 @@ class RecordIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     record_id: str = Field(min_length=1, max_length=200)
-    agency: str | None = None
-    source_system: str | None = None
+    agency: str | None = Field(default=None, max_length=200)          # an id, like record_id
+    source_system: str | None = Field(default=None, max_length=200)
     given_name: str | None = None
     middle_name: str | None = None
     family_name: str | None = None

@@ -7,17 +7,19 @@ name with only `text` is split: first word given, last family), every other name
 `birthDate` a date, or a birth year when partial (YYYY, YYYY-MM); gender male/female/other/unknown
 is M/F/X/U; the first phone (or sms), email and address not marked `old`; an identifier of system
 us-ssn its last four digits. Elements that are not FHIR R4 elements of their type are refused, so a
-typo such as `birthdate` is not a silent miss.
+typo such as `birthdate` is not a silent miss. A NUL character in any string or key is refused (422).
 
-Out: a `searchset` Bundle, best first, at most `count` entries: a Patient with the person id and
-the identity fields of the best-matching record (never context items), `search.score` = match
-probability, and the `match-grade` extension. The Patient's identifier names the record without
-saying which program holds it: for every role but steward it is the opaque reference of
-api/reference.py (system `urn:briefing:record-ref`, value `ref-…`), with no `assigner` and no
-agency anywhere, because a record id (`EHR-…`, `SUD-…`) or an agency tells a responder that the
-person is a patient of a behavioural-health or substance-use program, which 42 CFR Part 2
-protects. Stewards, who review records, get the real record id (system `urn:briefing:record-id`)
-and its agency as `assigner`. The audit event keeps the real ids. With `onlyCertainMatches` only a single certain
+Out: a `searchset` Bundle, best first, at most `count` entries: a Patient per candidate (never
+context items), `search.score` = match probability, and the `match-grade` extension. For every role
+but steward the Patient is `resourceType`, `id` (the opaque person reference `psn-…`) and
+`identifier` (the opaque record reference of api/reference.py: system `urn:briefing:record-ref`,
+value `ref-…`, no `assigner`) and nothing else: no name, telecom, address, gender or birth date of
+any stored record, and no agency. The best-matching record may be a substance-use program's or an
+EHR's, and its phone and address, like a record id (`EHR-…`, `SUD-…`) or an agency, would tell a
+responder without consent what that program holds about the person, which 42 CFR Part 2 and HIPAA
+protect; the responder already knows what it sent. Stewards, who review records, get the
+person id, the identity fields of the best-matching record, the real record id (system
+`urn:briefing:record-id`) and its agency as `assigner`. The audit event keeps the real ids. With `onlyCertainMatches` only a single certain
 match is returned; several certain ones, or an ambiguous resolution, return none (as the
 operation's definition asks). An ambiguous resolution also gets an OperationOutcome entry
 (`search.mode = outcome`, code `multiple-matches`).
@@ -269,6 +271,11 @@ def _parameters() -> MatchParameters:
     if not isinstance(data, dict) or data.get("resourceType") != "Parameters":
         raise Refused(400, [_issue("structure", "the body must be a FHIR Parameters resource (JSON) with a parameter "
                                    "'resource' holding the Patient to match", "Parameters")])
+    from api.app import NUL_MESSAGE, nul_locations
+
+    holding = nul_locations(data, MAX_ISSUES)
+    if holding:
+        raise Refused(422, [_issue("invalid", f"{_fhirpath(loc)}: {NUL_MESSAGE}", _fhirpath(loc)) for loc in holding])
     try:
         body = MatchParameters.model_validate(data)
     except ValidationError as exc:
@@ -375,11 +382,16 @@ def _urn(person_id: str) -> str:
 
 
 def _patient(person_id: str, row, reference=None) -> dict:
-    """A Patient with the identity fields of one record (no context items).
+    """The Patient of one candidate (never context items).
 
-    `reference`: record id -> opaque reference, for everyone but stewards; the identifier then
-    carries the reference and no assigner. Without it (stewards) the real id and its agency.
+    `reference`: record id -> opaque reference, for everyone but stewards: the Patient is then only
+    its id and that reference, with no identity field of the record (a responder learns who matched,
+    never the phone or address a substance-use program or an EHR holds). Without it (stewards) the
+    record's identity fields, its real id and its agency.
     """
+    if reference is not None:
+        return {"resourceType": "Patient", "id": person_id,
+                "identifier": [{"system": REFERENCE_SYSTEM, "value": reference(row["record_id"])}]}
     text = {k: (str(row[k]).strip() or None) if row[k] is not None else None for k in row.keys()}
     name = {"use": "usual", "family": text["family_name"],
             "given": [g for g in (text["given_name"], text["middle_name"]) if g], "suffix": [text["name_suffix"]]}
@@ -390,8 +402,7 @@ def _patient(person_id: str, row, reference=None) -> dict:
     address = {"line": [text["street"]] if text["street"] else None, "city": text["city"], "state": text["state"],
                "postalCode": text["postcode"]}
     patient = {"resourceType": "Patient", "id": person_id,
-               "identifier": [{"system": REFERENCE_SYSTEM, "value": reference(row["record_id"])} if reference else
-                              {"system": RECORD_SYSTEM, "value": row["record_id"],
+               "identifier": [{"system": RECORD_SYSTEM, "value": row["record_id"],
                                **({"assigner": {"display": text["agency"]}} if text["agency"] else {})}],
                "name": [n for n in names if len(n) > 1], "telecom": telecom,
                "gender": SEX_TO_GENDER.get((text["sex"] or "").upper()[:1]),

@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column, or_, select
 
 from api.audit import append
@@ -48,7 +48,7 @@ from api.review_queue import from_resolver, live_constraints, open_pairs, stewar
 from api.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from matching.model import MatcherModel
 from matching.record import RecordsFileError, read_records
-from scoring.item import Consent, ContextItem
+from scoring.item import CONSENT_CATEGORIES, ID_LENGTH, LEGAL_CATEGORIES, Consent, ContextItem, Purpose
 
 BULK_MIN = 1_000
 
@@ -68,15 +68,55 @@ def in_utc_range(value):
 
 
 class ItemIn(ContextItem):
-    """A context item as a feed or a load writes it: a ContextItem whose times exist in UTC."""
+    """A context item as a feed or a load writes it: a ContextItem whose times exist in UTC, and that
+    was not observed or verified in the future (more than a day ahead of the writer's clock): a
+    verification dated ahead would rank a copy above every other agency's and stretch a
+    serious-threat disclosure's cap."""
 
     _utc_range = field_validator("observed_at", "last_verified_at", "review_due", "expires_at", mode="after")(in_utc_range)
 
+    @field_validator("observed_at", "last_verified_at", mode="after")
+    @classmethod
+    def _not_ahead(cls, value):
+        if value is not None and value > datetime.now(timezone.utc) + timedelta(days=1):
+            raise ValueError("is in the future: an item is observed or verified no later than it is sent")
+        return value
+
 
 class ConsentIn(Consent):
-    """A consent as a feed or a load writes it: a Consent whose times exist in UTC."""
+    """A consent as a feed or a load writes it: stricter than the `Consent` the policy reads.
+
+    Its times exist in UTC; every list is filled and bounded; every category is one Briefing
+    knows, with at least one legal category: a consent of item categories alone would release
+    nothing, and a misspelt category (`medicl`, `part2`) is refused here rather than stored to
+    cover nothing. A consent already stored is still read as a `Consent`, and the policy fails
+    closed on it (scoring.consent).
+    """
+
+    recipients: tuple[str, ...] = Field(min_length=1, max_length=50)
+    purposes: tuple[Purpose, ...] = Field(min_length=1, max_length=len(Purpose))
+    categories: tuple[str, ...] = Field(min_length=1, max_length=len(CONSENT_CATEGORIES))
 
     _utc_range = field_validator("valid_from", "valid_until", "revoked_at", "signed_at", mode="after")(in_utc_range)
+
+    @field_validator("recipients", mode="after")
+    @classmethod
+    def _named(cls, values):
+        if any(not value.strip() or len(value) > ID_LENGTH for value in values):
+            raise ValueError(f"each recipient is an agency or a role name of 1 to {ID_LENGTH} characters")
+        return values
+
+    @field_validator("categories", mode="after")
+    @classmethod
+    def _known(cls, values):
+        unknown = sorted(set(values) - CONSENT_CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown[:5]))}: "
+                             "use legal categories (PART2, PHI, CJI, ...) and item categories (medical, ...) as written")
+        if not LEGAL_CATEGORIES.intersection(values):
+            raise ValueError("list the legal categories the consent releases (PART2, PHI, ...): item categories "
+                             "alone release nothing")
+        return values
 
 
 class IngestError(ValueError):

@@ -48,7 +48,7 @@ def operations() -> list[Operation]:
     from api.oversight import EventQuery, Feedback
     from api.review_api import DecisionIn, MergeIn, QueueQuery, SplitIn
     from api.withdraw import ErasureIn, RetractIn, RevokeIn
-    from scoring.item import Consent, ContextItem
+    from api.ingest import ConsentIn, ItemIn
 
     return [
         Operation("/v1/briefings", "post", "resolve an incident's subject and rank the permitted items", 200,
@@ -62,10 +62,10 @@ def operations() -> list[Operation]:
                   errors=AUTH_ERRORS + (404,), path_parameter="record_id"),
         Operation("/v1/context-items", "post", "upsert a context item on a record of the feed's agency (403 if the "
                   "item belongs to another agency; 409 if it would move to another agency's record)", 200,
-                  s.ItemWritten, ContextItem, AUTH_ERRORS + BODY_ERRORS + (409,)),
+                  s.ItemWritten, ItemIn, AUTH_ERRORS + BODY_ERRORS + (409,)),
         Operation("/v1/consents", "post", "upsert a consent on a record of the feed's agency (403 if the consent "
                   "belongs to another agency; 409 if it would move to another agency's record)", 200,
-                  s.ConsentWritten, Consent, AUTH_ERRORS + BODY_ERRORS + (409,)),
+                  s.ConsentWritten, ConsentIn, AUTH_ERRORS + BODY_ERRORS + (409,)),
         Operation("/v1/context-items/{item_id}/retract", "post", "retract an item, or mark it entered in error", 200,
                   s.ItemRetracted, RetractIn, AUTH_ERRORS + BODY_ERRORS + (404,), path_parameter="item_id",
                   optional_body=True),

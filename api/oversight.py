@@ -9,8 +9,9 @@ item exists or not), and 409 for a second feedback. The feedback row, the `shown
 NULL` decides between concurrent posts (on any worker), so exactly one is accepted.
 
 `GET /v1/audit/events` (auditor): the audit log, newest first, filtered by person ("who saw this
-person's information, when, why"), principal, incident and time. The person filter finds every
-event whose payload names the person under a `person_id` or `…_person_id` field at any depth:
+person's information, when, why"), principal, incident and time (`since` / `until`: times that exist
+in UTC, else 422). The person filter finds every event whose payload names the person under a
+`person_id` or `…_person_id` field at any depth:
 briefing / match / FHIR match candidates, steward reads (`person_read`, the review pages' reads),
 merges, splits and undos, record writes and registry erasures. `GET /v1/persons/<id>` (steward): a
 person's records, identity fields only. Every call is itself audited.
@@ -22,10 +23,11 @@ import json
 from datetime import datetime, timezone
 
 from flask import Blueprint, abort, current_app, jsonify, request
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import and_, insert, select, update
 
 from api.audit import append, canonical
+from api.ingest import in_utc_range
 from api.store import audit_events, feedback, shown_items
 from scoring.item import RESPONDERS, Role
 
@@ -51,6 +53,9 @@ class EventQuery(BaseModel):
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     limit: int = Field(default=100, ge=1, le=MAX_EVENTS)
+
+    # `0001-01-01T00:00:00+23:59` is a valid time with no UTC equivalent: 422 naming it, not an OverflowError
+    _utc_range = field_validator("since", "until", mode="after")(in_utc_range)
 
 
 @blueprint.post("/v1/feedback")

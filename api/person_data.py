@@ -2,11 +2,19 @@
 
 Items and consents are read per request (a retraction or a revoked consent takes effect on the
 next request); `index_frames` feeds the resolver's in-memory index at start-up.
+
+A stored row that no longer reads as an item or a consent (written before a rule tightened, or
+by hand) is left out and logged, never raised: one bad row must not turn every briefing about the
+person into an error, and leaving it out fails closed (an unread consent permits nothing, an
+unread item is not shown).
 """
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from api.store import Store, clusters, consents, context_items, records
@@ -29,13 +37,24 @@ def _of_person(table, person_id: str):
             .where(clusters.c.person_id == person_id))
 
 
+log = logging.getLogger("briefing")
+
+
 def person_items(connection, person_id: str) -> list[ContextItem]:
-    """Every context item on a person's records (one query)."""
-    return [ContextItem(**{k: v for k, v in row.items() if v is not None})
-            for row in connection.execute(_of_person(context_items, person_id)).mappings()]
+    """Every context item on a person's records that reads as one (one query)."""
+    return _readable(ContextItem, connection.execute(_of_person(context_items, person_id)).mappings(), "item_id")
 
 
 def person_consents(connection, person_id: str) -> list[Consent]:
-    """Every consent on a person's records (one query)."""
-    return [Consent(**{k: v for k, v in row.items() if v is not None})
-            for row in connection.execute(_of_person(consents, person_id)).mappings()]
+    """Every consent on a person's records that reads as one (one query)."""
+    return _readable(Consent, connection.execute(_of_person(consents, person_id)).mappings(), "consent_id")
+
+
+def _readable(model: type[BaseModel], rows, key: str) -> list:
+    out = []
+    for row in rows:
+        try:
+            out.append(model(**{k: v for k, v in row.items() if v is not None}))
+        except ValidationError as exc:
+            log.warning("stored %s %r does not read as one and is left out: %s", key, row[key], exc.errors()[0]["msg"])
+    return out

@@ -51,6 +51,7 @@ from sqlalchemy import delete, select, update
 
 from api.audit import append
 from api.changes import record_change
+from api.feeds import refuse_write
 from api.ingest import in_utc_range, utc_text
 from api.retention import begin_writing, parse_time
 from api.store import clusters, consents, context_items, feedback, records
@@ -76,9 +77,7 @@ class RevokeIn(BaseModel):
 
     @field_validator("revoked_at")
     @classmethod
-    def _not_in_the_future(cls, value):
-        if value is not None and value > datetime.now(timezone.utc):
-            raise ValueError("a revocation cannot take effect in the future")
+    def _in_utc_range(cls, value):
         return in_utc_range(value)
 
 
@@ -101,6 +100,22 @@ def _optional_body(model):
     return validated(model)
 
 
+def _refuse_foreign(principal, table, key: str, ident: str, kind: str) -> None:
+    """A feed acting on another agency's item or consent: refused (403, never naming the owner) and audited.
+
+    Checked before the write transaction, so the refusal's audit event commits on its own; `_may_write`
+    checks again under the row lock (a record's agency cannot change under its items and consents).
+    """
+    if principal.role != Role.feed:
+        return
+    with current_app.extensions["briefing"].store.engine.connect() as connection:
+        agency = connection.execute(select(records.c.agency).join(table, table.c.record_id == records.c.record_id)
+                                    .where(table.c[key] == ident)).scalar()
+    if agency is not None and agency != principal.agency:
+        refuse_write(principal, kind, ident, 403, f"a feed of {principal.agency} may not change this {kind}: "
+                                                  "it belongs to another agency")
+
+
 def _may_write(principal, agency: str | None, what: str) -> None:
     """403 unless `principal` is an admin or a feed of the agency `what` belongs to (the message never names it)."""
     if principal.role == Role.feed and agency != principal.agency:
@@ -113,6 +128,7 @@ def retract_item(item_id: str):
 
     principal = authorise(WRITERS)
     body = _optional_body(RetractIn)
+    _refuse_foreign(principal, context_items, "item_id", item_id, "item")
     store = current_app.extensions["briefing"].store
     with store.begin() as connection:
         begin_writing(connection)
@@ -137,11 +153,15 @@ def retract_item(item_id: str):
 
 @blueprint.post("/v1/consents/<consent_id>/revoke")
 def revoke_consent(consent_id: str):
-    from api.app import authorise
+    from api.app import authorise, unprocessable
 
     principal = authorise(WRITERS)
     body = _optional_body(RevokeIn)
-    when = (body.revoked_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = current_app.extensions["briefing"].clock()        # the policy's clock: a revocation binds from then on
+    if body.revoked_at is not None and body.revoked_at > now:
+        raise unprocessable({"revoked_at": "a revocation cannot take effect in the future"})
+    when = (body.revoked_at or now).astimezone(timezone.utc)
+    _refuse_foreign(principal, consents, "consent_id", consent_id, "consent")
     store = current_app.extensions["briefing"].store
     with store.begin() as connection:
         begin_writing(connection)

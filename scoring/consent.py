@@ -11,7 +11,9 @@ only the consents of the item's person; this module checks the rest:
 - listing the item's *legal* category (42 CFR 2.31: a Part 2 disclosure needs a consent that
   describes the substance-use information, so only `PART2` unlocks a PART2 item, only `PHI` a
   PHI item); where the consent also lists item categories (`PHI|communication_need`), the item's
-  category must be one of them. Item categories alone never unlock anything;
+  category must be one of them. Item categories alone never unlock anything, and a consent
+  listing a category Briefing does not know (a typo such as `medicl`, or `part2` in lower case)
+  covers nothing: an unreadable scope must never widen to every category;
 - held by the same agency as the item.
 """
 
@@ -20,9 +22,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Iterable
 
-from scoring.item import Category, Consent, ContextItem, Principal, Purpose
-
-ITEM_CATEGORIES = frozenset(c.value for c in Category)
+from scoring.item import CONSENT_CATEGORIES, LEGAL_CATEGORIES, Consent, ContextItem, Principal, Purpose
 
 
 def is_active(consent: Consent, now: datetime) -> bool:
@@ -35,10 +35,13 @@ def is_active(consent: Consent, now: datetime) -> bool:
 
 
 def lists_category(consent: Consent, item: ContextItem) -> bool:
-    """The consent names the item's legal category and, if it names item categories, the item's one."""
-    if item.legal_category.value not in consent.categories:
+    """The consent names the item's legal category and, if it names item categories, the item's one.
+
+    Fails closed: a consent with any category outside the vocabulary covers nothing.
+    """
+    if item.legal_category.value not in consent.categories or not CONSENT_CATEGORIES.issuperset(consent.categories):
         return False
-    scoped = [c for c in consent.categories if c in ITEM_CATEGORIES]
+    scoped = [c for c in consent.categories if c not in LEGAL_CATEGORIES]
     return not scoped or item.category.value in scoped
 
 

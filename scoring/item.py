@@ -54,6 +54,10 @@ class Purpose(str, Enum):
     THREAT = "THREAT"
 
 
+LEGAL_CATEGORIES = frozenset(c.value for c in LegalCategory)
+CONSENT_CATEGORIES = LEGAL_CATEGORIES | frozenset(c.value for c in Category)   # what a consent's categories may name
+ID_LENGTH = 200                                  # the store's id columns (String(200))
+
 LAW_ENFORCEMENT = frozenset({Role.dispatcher, Role.officer})
 CLINICAL = frozenset({Role.co_responder, Role.ems})
 RESPONDERS = LAW_ENFORCEMENT | CLINICAL
@@ -83,8 +87,8 @@ class ContextItem(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    item_id: str = Field(min_length=1)
-    record_id: str = Field(min_length=1)
+    item_id: str = Field(min_length=1, max_length=ID_LENGTH)
+    record_id: str = Field(min_length=1, max_length=ID_LENGTH)
     record_agency: str | None = None
     category: Category
     code: str = Field(min_length=1)
@@ -121,8 +125,8 @@ class Consent(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    consent_id: str = Field(min_length=1)
-    record_id: str = Field(min_length=1)
+    consent_id: str = Field(min_length=1, max_length=ID_LENGTH)
+    record_id: str = Field(min_length=1, max_length=ID_LENGTH)
     record_agency: str | None = None
     recipients: tuple[str, ...]                     # agency names and/or role names
     purposes: tuple[Purpose, ...]

@@ -30,6 +30,8 @@ no items at all.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,6 +42,7 @@ from scoring.item import CLINICAL, LAW_ENFORCEMENT, RESPONDERS, Consent, Context
 
 SERIOUS_THREAT = "SERIOUS_THREAT"
 SERIOUS_THREAT_MAX_DAYS = 14
+ATTESTED = re.compile(r"[^\W_]")          # an attestation holds at least one letter or digit
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ def decide(principal: Principal, purpose: Purpose, item: ContextItem, consents: 
 
 
 def is_serious_threat_disclosure(item: ContextItem, now: datetime) -> bool:
-    """A clinician's serious-threat disclosure that expires within the cap of its verification (or observation)."""
+    """A clinician's serious-threat disclosure that expires within the cap of its verification (or observation).
+
+    The cap runs from the verification or from `now`, whichever is earlier: a verification dated in
+    the future must not stretch a disclosure past the cap.
+    """
+    start = min(item.last_verified_at or item.observed_at or now, now)
     return ((item.disclosure_basis or "").upper() == SERIOUS_THREAT and item.source_type == "clinician"
-            and item.expires_at is not None
-            and item.expires_at - (item.last_verified_at or item.observed_at or now) <= timedelta(days=SERIOUS_THREAT_MAX_DAYS))
+            and item.expires_at is not None and item.expires_at - start <= timedelta(days=SERIOUS_THREAT_MAX_DAYS))
 
 
 def _phi(principal: Principal, purpose: Purpose, item: ContextItem, consents: Iterable[Consent], now: datetime,
@@ -116,6 +123,7 @@ def _part2(principal: Principal, purpose: Purpose, item: ContextItem, consents: 
                         log={"consent_id": consent.consent_id,
                              "redisclosure_notice": "42 CFR 2.32: further disclosure prohibited without consent"})
     attestation = (incident.get("emergency_attestation") or "").strip()
+    attestation = attestation if ATTESTED.search(attestation) else ""      # words, not blanks or invisible characters
     if (principal.role == Role.ems and purpose == Purpose.EMERGENCY and incident.get("call_type") in medical_emergencies
             and attestation):
         return Decision(True, "PERMIT_PART2_MEDICAL_EMERGENCY", log={

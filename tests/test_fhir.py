@@ -133,12 +133,48 @@ def test_a_match_is_a_valid_r4_searchset_with_the_grades_and_scores_of_v1_match(
         assert [(e["resource"]["id"], e["search"]["score"], _grade(e)) for e in entries] == \
             [(c["person_id"], c["match_probability"], c["grade"]) for c in expected]
         for entry, record_id in zip(entries, real_ids):
+            assert entry["resource"]["identifier"] == [{"system": REFERENCE, "value": record_reference(record_id, secret)}]
+        matched += bool(entries)
+    assert matched >= 15
+
+
+def test_a_responder_match_carries_no_identity_field_of_any_stored_record(service):
+    """The best-matching record may be a substance-use program's: its phone, address, name, sex or birth date
+    tell an officer without consent what that program holds. A responder gets the references only."""
+    client, keys, store, subjects = service
+    shown = 0
+    for key, purpose in (("officer", "LAW"), ("co", "TREATMENT")):
+        for subject in subjects[:20]:
+            bundle = _post(client, keys[key], _parameters(_patient(subject)), purpose).get_json()
+            for entry in _matches(bundle):
+                patient = entry["resource"]
+                assert set(patient) == {"resourceType", "id", "identifier"}, patient
+                assert patient["id"].startswith("psn-") and [i["system"] for i in patient["identifier"]] == [REFERENCE]
+                shown += 1
+    assert shown >= 15
+
+
+def test_a_steward_match_maps_the_best_records_identity_fields_onto_the_patient(service):
+    client, keys, store, subjects = service
+    matched = 0
+    for subject in subjects[:30]:
+        bundle = _post(client, keys["steward"], _parameters(_patient(subject))).get_json()
+        Bundle.model_validate(bundle)
+        expected = _v1(client, keys["steward"], subject)["candidates"]
+        entries = _matches(bundle)
+        assert [(e["resource"]["id"], _grade(e)) for e in entries] == [(c["person_id"], c["grade"]) for c in expected]
+        for entry, candidate in zip(entries, expected):
             with store.engine.connect() as connection:
-                record = connection.execute(select(records).where(records.c.record_id == record_id)).mappings().one()
+                record = connection.execute(select(records).where(records.c.record_id == candidate["record_id"])
+                                            ).mappings().one()
             patient = entry["resource"]
-            assert patient["identifier"] == [{"system": REFERENCE, "value": record_reference(record_id, secret)}]
+            assert patient["identifier"] == [{"system": "urn:briefing:record-id", "value": record["record_id"],
+                                              "assigner": {"display": record["agency"]}}]
             assert patient["name"][0].get("family") == record["family_name"]
             assert patient.get("birthDate") == (record["dob"] or record["birth_year"])
+            assert patient.get("gender") == GENDER.get(record["sex"])
+            assert [t["value"] for t in patient.get("telecom", [])] == [v for v in (record["phone"], record["email"]) if v]
+            assert patient.get("address", [{}])[0].get("postalCode") == record["postcode"]
             assert set(patient) <= {"resourceType", "id", "identifier", "name", "telecom", "gender", "birthDate", "address"}
         matched += bool(entries)
     assert matched >= 15

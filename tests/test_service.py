@@ -9,7 +9,7 @@ from sqlalchemy import select
 from api.app import create_app
 from api.audit import verify
 from api.keys import create_key
-from api.store import audit_events, clusters
+from api.store import audit_events, clusters, consents
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import county_clock, loaded_county, shown_person, shown_record
@@ -69,6 +69,25 @@ def test_briefing_resolves_ranks_permitted_items_and_audits_the_call(service):
     assert seen_items > 0
     audit = verify(store)
     assert audit.ok and audit.events == before + 40
+
+
+def test_a_stored_consent_that_no_longer_reads_fails_closed_and_breaks_nothing(service):
+    client, keys, store, incidents = service
+    for row, subject in list(zip(incidents.to_dict("records"), incident_queries(incidents)))[:40]:
+        first = _post(client, keys["co"], _request(row, subject, "TREATMENT")).get_json()
+        if first["items"]:
+            break
+    person = _audited(store, first["request_id"])["candidates"][0]["person_id"]
+    with store.begin() as connection:       # a row from before the write rules tightened: no recipients at all
+        record_id = connection.execute(select(clusters.c.record_id).where(clusters.c.person_id == person)).scalars().first()
+        connection.execute(consents.insert().values(consent_id="CNS-UNREADABLE", record_id=record_id, recipients=None,
+                                                    purposes="TREATMENT", categories="PHI|PART2",
+                                                    valid_from="2000-01-01T00:00:00+00:00", updated_at="2026-01-01"))
+    again = _post(client, keys["co"], _request(row, subject, "TREATMENT"))
+    assert again.status_code == 200, again.get_json()
+    assert [i["item_id"] for i in again.get_json()["items"]] == [i["item_id"] for i in first["items"]]
+    with store.begin() as connection:
+        connection.execute(consents.delete().where(consents.c.consent_id == "CNS-UNREADABLE"))
 
 
 def test_no_key_a_bad_key_or_a_role_that_may_not_brief_is_refused(service):

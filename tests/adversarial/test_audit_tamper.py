@@ -183,6 +183,17 @@ def test_deleting_events_and_recomputing_the_whole_chain_without_the_key_is_repo
         assert "without the key" in result.reason
 
 
+def test_a_log_recomputed_without_the_key_and_its_witness_deleted_is_still_reported(db):
+    # The downgrade: delete an event, re-chain everything with plain SHA-256 so it looks like an old unkeyed log,
+    # and remove the witness that would show the rewrite. The key file says the log was keyed.
+    store = open_store(db)
+    _attack(store, delete(audit_events).where(audit_events.c.seq == 3))
+    _recompute(store, _plain_sha256)
+    store.audit.witness_path.unlink()
+    result = verify(store)
+    assert not result.ok and result.kind == "rewrite" and "without the key" in result.reason, result
+
+
 def test_restoring_a_witnessed_number_with_forged_content_is_reported(db):
     store = open_store(db)
     row = _rows(store)[-1]

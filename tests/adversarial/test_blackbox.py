@@ -112,6 +112,24 @@ def test_officer_with_phi_consent_gets_no_part2_item(served):
     assert not reached(brief(served, "co-crisis", "A")) & {"CI-A-P2-APPR", "CI-A-P2-COMM"}
 
 
+def test_a_misspelt_or_item_only_consent_scope_is_refused_not_widened(served):
+    # A scope of `PART2|medicl` once dropped the typo and so covered every Part 2 item of the record.
+    for categories in ("PART2|medicl", "PART2|Medical", "part2", "medical|effective_approach", ""):
+        answer = call(served, "POST", "/v1/consents", "feed-bh",
+                      consent_body("CNS-F-TYPO", "EHR-F0001", recipients="officer", categories=categories))
+        assert answer.status == 422 and "categories" in answer.json["fields"], (categories, answer.text[:300])
+    assert not reached(brief(served, "officer-metro", "F")) & {"CI-F-P2"}
+
+
+def test_an_empty_consent_cannot_break_every_briefing_about_a_person(served):
+    # Empty lists were stored as NULL, after which every briefing about the person answered 500, for everyone.
+    before = reached(brief(served, "co-crisis", "G", purpose="TREATMENT"))
+    for field in ("recipients", "purposes", "categories"):
+        answer = call(served, "POST", "/v1/consents", "feed-bh", consent_body("CNS-G-EMPTY", "EHR-G0001", **{field: []}))
+        assert answer.status == 422 and field in answer.json["fields"], (field, answer.text[:300])
+    assert reached(brief(served, "co-crisis", "G", purpose="TREATMENT")) == before
+
+
 def test_part2_consent_reaches_only_the_agency_and_category_it_names(served):
     got = reached(brief(served, "co-crisis", "C"))
     assert "CI-C-P2-SVC" in got                           # control: a PART2 consent naming CRISIS_TEAM works
@@ -170,6 +188,14 @@ def test_feed_cannot_rewrite_another_agencys_consent(served):
     assert "CI-F-P2" not in reached(brief(served, "officer-metro", "F"))
     events = call(served, "GET", "/v1/audit/events?principal=feed-metro&limit=1000", "auditor-1").json["events"]
     assert any(e["action"] == "write_refused" and e.get("id") == "CNS-F-P2" for e in events)
+
+
+def test_a_feed_cannot_date_a_verification_ahead_to_outrank_another_agencys_copy(served):
+    ahead = (datetime.now(timezone.utc) + timedelta(days=3650)).isoformat()
+    for field in ("observed_at", "last_verified_at"):
+        answer = call(served, "POST", "/v1/context-items", "feed-metro",
+                      item_body("CI-F-AHEAD", "RMS-F0001", code="APPR_SLOW_APPROACH_F", **{field: ahead}))
+        assert answer.status == 422 and field in answer.json["fields"], (field, answer.text[:300])
 
 
 def test_admin_cannot_move_an_item_or_consent_onto_another_agencys_record(served):

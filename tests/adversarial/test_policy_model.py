@@ -55,12 +55,12 @@ LEGAL_CATEGORIES = tuple(c.value for c in LegalCategory)
 THREAT_CAP = timedelta(days=14)
 BASES = (None, "serious_threat", "SERIOUS_THREAT", "Serious_Threat", "consent", "hipaa_treatment",
          "part2_medical_emergency")
-ATTESTATIONS = (None, "", "   ", "Medic 7, R. Diaz: unresponsive patient, suspected overdose",
+ATTESTATIONS = (None, "", "   ", "\u200b\u200b", "--", "Medic 7, R. Diaz: unresponsive patient, suspected overdose",
                 "EMT K. Lee attests: seizure, unknown medication")
 SOURCES = ("clinician", "officer", "caregiver", "self", None)
 RESPONDER_LIST = (Role.dispatcher, Role.officer, Role.co_responder, Role.ems)
 RECIPIENTS = tuple(r.value for r in Role) + AGENCIES
-CONSENT_CATEGORIES = LEGAL_CATEGORIES + ITEM_CATEGORIES + ("UNKNOWN",)
+CONSENT_CATEGORIES = LEGAL_CATEGORIES + ITEM_CATEGORIES + ("UNKNOWN", "part2", "medicl", "Medical")   # typos too
 SECOND = timedelta(seconds=1)
 RULES = Rules.load()
 
@@ -102,7 +102,7 @@ def make_case(rng: random.Random) -> dict:
 
     items = []
     for k in range(rng.randint(1, 6)):
-        verified, observed = maybe(past=True), maybe(past=True)
+        verified, observed = maybe(past=chance(0.9)), maybe(past=True)      # a feed may date a verification ahead
         roll = rng.random()
         expires = (None if roll < 0.4 else moment() if roll < 0.7
                    else (verified or observed or NOW) + timedelta(days=rng.randint(0, 20), seconds=pick([0, 1, -1])))
@@ -160,6 +160,8 @@ def consent_grants(c: Consent, item: ContextItem, case) -> bool:
     who, purpose = case["principal"], case["purpose"]
     in_force = all(c.valid_from <= t and (c.valid_until is None or t < c.valid_until)
                    and (c.revoked_at is None or t < c.revoked_at) for t in _times(case))
+    if set(c.categories) - set(LEGAL_CATEGORIES) - set(ITEM_CATEGORIES):
+        return False                    # a scope Briefing cannot read releases nothing (a typo must not widen it)
     listed_items = {x for x in c.categories if x in ITEM_CATEGORIES}
     describes = item.legal_category.value in c.categories and (not listed_items or item.category.value in listed_items)
     return (in_force and describes and purpose in c.purposes
@@ -174,7 +176,7 @@ def live(item: ContextItem, case) -> bool:
 def serious_threat(item: ContextItem) -> bool:
     return ((item.disclosure_basis or "").upper() == "SERIOUS_THREAT" and item.source_type == "clinician"
             and item.expires_at is not None
-            and item.expires_at - (item.last_verified_at or item.observed_at or NOW) <= THREAT_CAP)
+            and item.expires_at - min(item.last_verified_at or item.observed_at or NOW, NOW) <= THREAT_CAP)
 
 
 def oracle(item: ContextItem, case) -> set[str]:
@@ -195,7 +197,7 @@ def oracle(item: ContextItem, case) -> set[str]:
         if role in LAW_ENFORCEMENT and purpose == Purpose.THREAT and serious_threat(item):
             bases.add("serious threat")
     if legal == "PART2":
-        attested = (case["incident"]["emergency_attestation"] or "").strip()
+        attested = any(ch.isalnum() for ch in (case["incident"]["emergency_attestation"] or ""))
         if role == "ems" and purpose == Purpose.EMERGENCY and case["incident"]["call_type"] in MEDICAL_EMERGENCIES and attested:
             bases.add("2.51")
     return bases
