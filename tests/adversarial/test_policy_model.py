@@ -318,8 +318,24 @@ def _withheld_part2_mentioned(monkeypatch):      # "1 item withheld" about a Par
         d, disclose_existence=True))(part2(*a)))
 
 
+def _typo_widens_the_scope(monkeypatch):         # second review: `PART2|medicl` covered every Part 2 item
+    import scoring.consent
+
+    monkeypatch.setattr(scoring.consent, "lists_category", lambda c, item: item.legal_category.value in c.categories and (
+        not [x for x in c.categories if x in ITEM_CATEGORIES] or item.category.value in c.categories))
+
+
+def _blank_attestation(monkeypatch):             # second review: an invisible attestation unlocked 2.51
+    import re
+
+    import scoring.policy
+
+    monkeypatch.setattr(scoring.policy, "ATTESTED", re.compile(r"."))
+
+
 @pytest.mark.parametrize("fault", [_item_categories_unlock, _judged_at_the_incident_time, _ems_exception_on_every_call,
-                                   _long_lived_threats, _withheld_part2_mentioned])
+                                   _long_lived_threats, _withheld_part2_mentioned, _typo_widens_the_scope,
+                                   _blank_attestation])
 def test_the_checker_catches_each_fault_the_issue_found_when_it_is_put_back(monkeypatch, fault):
     # The checker must be able to fail: with a fault re-introduced it has to report a violation.
     fault(monkeypatch)
