@@ -42,16 +42,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.adversarial.vocabulary import CALL_TYPES, CLINICAL, LAW_ENFORCEMENT, MEDICAL_EMERGENCIES, RESPONDER_ROLES
 from tests.cli_run import run_briefing
 from tests.served import serving
 
-LAW_ENFORCEMENT = frozenset({"officer", "dispatcher"})
-CLINICAL = frozenset({"co_responder", "ems"})
-RESPONDER_ROLES = LAW_ENFORCEMENT | CLINICAL
-#: Agreed behaviour 9: the call types on which EMS may use the 42 CFR 2.51 medical-emergency exception.
-MEDICAL_EMERGENCIES = frozenset({"overdose", "medical", "suicidal_person", "mental_health_crisis"})
-CALL_TYPES = ("disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
-              "domestic", "medical", "missing_person", "other")
 PURPOSES = ("EMERGENCY", "LAW", "TREATMENT", "THREAT")
 #: Agencies whose very name tells that a person is a behavioural-health or substance-use patient.
 PROTECTED_AGENCIES = ("COUNTY_BH", "HARBOR_SUD")

@@ -38,18 +38,12 @@ from hypothesis import strategies as st
 from scoring.briefing import brief
 from scoring.item import Category, Consent, ContextItem, LegalCategory, Principal, Purpose, Role, Status
 from scoring.rules import Rules
+from tests.adversarial.vocabulary import CALL_TYPES, CLINICAL, LAW_ENFORCEMENT, MEDICAL_EMERGENCIES, RESPONDER_ROLES
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 FAST_CASES = 2500
 AGENCIES = ("METRO_PD", "COUNTY_EMS", "COUNTY_BH", "HARBOR_SUD")
 ROLES = tuple(Role)
-LAW_ENFORCEMENT = frozenset({"dispatcher", "officer"})
-CLINICAL = frozenset({"co_responder", "ems"})
-RESPONDER_ROLES = LAW_ENFORCEMENT | CLINICAL
-#: Issue 15 / agreed behaviour 9: the only call types on which EMS may use 42 CFR 2.51.
-MEDICAL_EMERGENCIES = frozenset({"overdose", "medical", "suicidal_person", "mental_health_crisis"})
-CALL_TYPES = ("disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
-              "domestic", "medical", "missing_person", "other")
 ITEM_CATEGORIES = tuple(c.value for c in Category)
 LEGAL_CATEGORIES = tuple(c.value for c in LegalCategory)
 THREAT_CAP = timedelta(days=14)
