@@ -43,6 +43,8 @@ from scoring.item import Role
 
 blueprint = Blueprint("feeds", __name__)
 WRITERS = {Role.feed, Role.admin}
+FIELD_LENGTH = 200               # a name, a street, a city
+ALIASES_LENGTH = 2_000           # every alias of a record together
 
 
 class RecordIn(BaseModel):
@@ -53,20 +55,22 @@ class RecordIn(BaseModel):
     record_id: str = Field(min_length=1, max_length=200)
     agency: str | None = Field(default=None, max_length=200)          # an id, like record_id
     source_system: str | None = Field(default=None, max_length=200)
-    given_name: str | None = None
-    middle_name: str | None = None
-    family_name: str | None = None
-    name_suffix: str | None = None
-    aliases: str | None = None
+    # Bounded like a person's details are: an identity field of megabytes is an attack on the resolver and the
+    # steward pages, not a record (tests/adversarial/test_complexity.py).
+    given_name: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    middle_name: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    family_name: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    name_suffix: str | None = Field(default=None, max_length=20)
+    aliases: str | None = Field(default=None, max_length=ALIASES_LENGTH, description="'|'-separated names")
     dob: date | None = None
     birth_year: int | None = Field(default=None, ge=1850, le=2100)
     sex: str | None = Field(default=None, pattern="^[MFXU]$")
-    phone: str | None = None
-    email: str | None = None
-    street: str | None = None
-    city: str | None = None
-    state: str | None = None
-    postcode: str | None = None
+    phone: str | None = Field(default=None, max_length=50)
+    email: str | None = Field(default=None, max_length=320)
+    street: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    city: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    state: str | None = Field(default=None, max_length=FIELD_LENGTH)
+    postcode: str | None = Field(default=None, max_length=20)
     ssn_last4: str | None = Field(default=None, pattern="^[0-9]{4}$")
     recorded_at: AwareDatetime | None = None
 

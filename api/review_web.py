@@ -44,6 +44,9 @@ class Segment:
     changed: bool
 
 
+DIFF_LIMIT = 500                 # characters per value that the pair page diffs character by character
+
+
 def diff_segments(left: str | None, right: str | None, ignore_case: bool = True) -> tuple[list[Segment], list[Segment]]:
     """Each side cut into runs of characters the two values share and runs that differ.
 
@@ -51,6 +54,9 @@ def diff_segments(left: str | None, right: str | None, ignore_case: bool = True)
     (the same characters, up to case when `ignore_case`: "Ibonne" and "IVONNE" differ only in b/V).
     """
     a, b = left or "", right or ""
+    if len(a) > DIFF_LIMIT or len(b) > DIFF_LIMIT:      # SequenceMatcher is quadratic: long values are shown whole
+        changed = a.casefold() != b.casefold() if ignore_case else a != b
+        return [Segment(a, changed)] if a else [], [Segment(b, changed)] if b else []
     ours: list[Segment] = []
     theirs: list[Segment] = []
     fold = (lambda text: [c.casefold() for c in text]) if ignore_case else list

@@ -44,6 +44,7 @@ class Extras:
     strings: dict[int, str] = field(default_factory=dict)
     lists: dict[int, frozenset] = field(default_factory=dict)
     list_lengths: dict[int, int] = field(default_factory=dict)
+    codes: dict[str, int] = field(default_factory=dict)       # `strings` the other way round: one lookup per word
 
 
 class Vocabulary:
@@ -97,13 +98,12 @@ class Vocabulary:
     def find(self, value: str, extras: Extras) -> int:
         """The code of `value`, or a temporary one in `extras` if no record has it."""
         found = self._code.get(value)
+        if found is None:
+            found = extras.codes.get(value)
         if found is not None:
             return found
-        for code, text in extras.strings.items():
-            if text == value:
-                return code
         code = len(self.strings) + len(extras.strings)
-        extras.strings[code] = value
+        extras.strings[code], extras.codes[value] = value, code
         return code
 
     def find_list(self, values, extras: Extras) -> int:

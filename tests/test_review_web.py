@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from api import review_session
 from api.app import create_app
 from api.keys import create_key, revoke_key
-from api.review_web import diff_segments, highlight, weight_chart
+from api.review_web import DIFF_LIMIT, Segment, diff_segments, highlight, weight_chart
 from api.store import MAX_ID, audit_events, clusters, settings as settings_table
 from api.throttle import FailureThrottle
 from scoring.item import Purpose, Role
@@ -54,6 +54,16 @@ def test_highlighted_html_reads_back_as_the_value_and_escapes_markup(a, b):
     assert html.unescape(re.sub(r"</?mark>", "", without_hints)) == a
     assert "<script" not in rendered.replace("&lt;script", "")
     assert rendered.count("<mark>") == sum(s.changed for s in ours)
+
+
+def test_a_long_value_is_shown_whole_not_diffed_so_a_pair_page_costs_linear_time():
+    # Second attack review: two 80,000-character streets made the pair page's character diff (quadratic) outlast
+    # the worker timeout. Past the limit a value is one segment, changed unless equal: the page still rejoins.
+    long_a, long_b = "A" * (DIFF_LIMIT + 1), "B" * 80_000
+    ours, theirs = diff_segments(long_a, long_b)
+    assert ours == [Segment(long_a, True)] and theirs == [Segment(long_b, True)]
+    assert diff_segments(long_a, long_a.lower()) == ([Segment(long_a, False)], [Segment(long_a.lower(), False)])
+    assert diff_segments(long_a, "", ignore_case=False) == ([Segment(long_a, True)], [])
 
 
 def test_diff_marks_the_transposed_letters_and_an_empty_side():

@@ -104,6 +104,14 @@ def fhir_repeated_parameters(n: int) -> bytes:
                   "parameter": [{"name": "count", "valuePositiveInt": 1}] * n + [{"name": "resource", "resource": PATIENT}]})
 
 
+def many_aliases(n: int) -> bytes:
+    """A record whose aliases are ~n bytes of distinct words: each word new to the index (second attack review:
+    the resolver compared every new word with every other, quadratic, until a worker timed out)."""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    words = "|".join("".join(letters[k // 26 ** d % 26] for d in range(5)) + "Q" for k in range(n // 7))
+    return _json({"record_id": "RMS-CPLX-ALIASES", "given_name": "Zed", "aliases": words})
+
+
 #: (path, key, base body, the string field, the list field): every POST endpoint that reads a JSON body.
 JSON_POSTS = (
     ("/v1/briefings", "officer-metro",
@@ -139,6 +147,7 @@ def _cases() -> list[Case]:
                             ("repeated-key", repeated_key(base, repeat)), ("long-array", long_array(base, *list_at)),
                             ("deep-nesting", deep)):
             cases.append(Case(f"POST {path} {shape}", "POST", path, key, make))
+    cases.append(Case("POST /v1/records many-distinct-aliases", "POST", "/v1/records", "feed-metro", many_aliases))
     cases.append(Case("POST /fhir/Patient/$match repeated-parameters", "POST", "/fhir/Patient/$match", "officer-metro",
                       fhir_repeated_parameters))
     form = "application/x-www-form-urlencoded"
