@@ -10,7 +10,6 @@ or a JSON body (`validated`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

@@ -15,8 +15,8 @@ refused with 422 at `incident.received_at`. `emergency_attestation` (who attests
 emergency, and why) is what lets EMS use the 42 CFR 2.51 exception on a medical-emergency call;
 it is logged with each disclosure it allowed.
 
-Answers never name a record's source: every `record_id` a responder is told is an opaque reference
-(`ref-…`, api.reference), for `/v1/match` too (stewards, who review records, get real ids; the
+Answers never name a record's source: every `record_id` and `person_id` a responder is told is an
+opaque reference (`ref-…`, `psn-…`, api.reference), for `/v1/match` too (stewards, who review records, get real ids; the
 audit log keeps them). An item's `sources` name the agencies of its copies, and every copy there
 was itself permitted to this requester (the ranking merges permitted items only): a Part 2 item
 released under a consent or the 2.51 exception shows the program that holds it, since the

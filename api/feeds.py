@@ -75,7 +75,7 @@ class RecordIn(BaseModel):
     recorded_at: AwareDatetime | None = None
 
 
-def _foreign(principal, agency: str | None) -> bool:
+def is_foreign_write(principal, agency: str | None) -> bool:
     """True when `principal` is a feed and `agency` is not its own (admins write every agency's data)."""
     return principal.role == Role.feed and agency != principal.agency
 
@@ -114,7 +114,7 @@ def upsert_record():
 
     principal = _writer()
     body = validated(RecordIn)
-    if body.agency is not None and _foreign(principal, body.agency):
+    if body.agency is not None and is_foreign_write(principal, body.agency):
         refuse_write(principal, "record", body.record_id, 403, _own_records_only(principal))
     record = body.model_dump(exclude_none=True, mode="json")
     service = current_app.extensions["briefing"]
@@ -124,7 +124,7 @@ def upsert_record():
         with service.store.engine.connect() as connection:
             stored = connection.execute(select(records.c.agency).where(records.c.record_id == record["record_id"])).first()
             attached = stored is not None and _has_attachments(connection, record["record_id"])
-        if stored is not None and _foreign(principal, stored[0]):
+        if stored is not None and is_foreign_write(principal, stored[0]):
             refuse_write(principal, "record", record["record_id"], 403,
                          f"record {record['record_id']!r} belongs to another agency")
         record.setdefault("agency", stored[0] if stored is not None else principal.agency)
@@ -172,7 +172,7 @@ def delete_record(record_id: str):
         row = connection.execute(select(records.c.agency).where(records.c.record_id == record_id)).first()
     if row is None:
         abort(404, description=f"no record {record_id!r}")
-    if _foreign(principal, row[0]):
+    if is_foreign_write(principal, row[0]):
         refuse_write(principal, "record", record_id, 403, f"record {record_id!r} belongs to another agency")
     with service.resolver.lock:
         with service.store.begin() as connection:
@@ -225,10 +225,10 @@ def _refusal(connection, principal, table, key: str, ident: str, target: str | N
     """Why this write of `ident` onto a record of agency `target` is refused, as (status, message); None if it is not."""
     stored = connection.execute(select(records.c.agency).select_from(table.join(records, records.c.record_id == table.c.record_id))
                                 .where(table.c[key] == ident).with_for_update()).first()
-    if stored is not None and _foreign(principal, stored.agency):
+    if stored is not None and is_foreign_write(principal, stored.agency):
         return 403, f"this {noun} belongs to another agency"
     if stored is not None and stored.agency != target:
         return 409, f"{noun} {ident!r} cannot move to a record of another agency"
-    if _foreign(principal, target):
+    if is_foreign_write(principal, target):
         return 403, _own_records_only(principal)
     return None

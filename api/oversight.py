@@ -9,7 +9,9 @@ item exists or not), and 409 for a second feedback. The feedback row, the `shown
 NULL` decides between concurrent posts (on any worker), so exactly one is accepted.
 
 `GET /v1/audit/events` (auditor): the audit log, newest first, filtered by person ("who saw this
-person's information, when, why"), principal, incident and time (`since` / `until`: times that exist
+person's information, when, why"), principal, incident, request (`request_id`: what a CAD answer
+carries, so a briefing a responder saw, with its `psn-` / `ref-` references, leads to its event and
+the real ids) and time (`since` / `until`: times that exist
 in UTC, else 422). The person filter finds every event whose payload names the person under a
 `person_id` or `…_person_id` field at any depth:
 briefing / match / FHIR match candidates, steward reads (`person_read`, the review pages' reads),
@@ -50,6 +52,7 @@ class EventQuery(BaseModel):
     person_id: str | None = Field(default=None, max_length=200)
     principal: str | None = Field(default=None, max_length=200)
     incident_id: str | None = Field(default=None, max_length=200)
+    request_id: str | None = Field(default=None, max_length=64)     # the `request_id` every answer carries
     since: AwareDatetime | None = None
     until: AwareDatetime | None = None
     limit: int = Field(default=100, ge=1, le=MAX_EVENTS)
@@ -118,6 +121,8 @@ def get_audit_events():
     statement = select(audit_events).order_by(audit_events.c.seq.desc())
     if query.principal:
         statement = statement.where(audit_events.c.principal == query.principal)
+    if query.request_id:
+        statement = statement.where(audit_events.c.request_id == query.request_id)
     if query.since:
         statement = statement.where(audit_events.c.at >= query.since.astimezone(timezone.utc).isoformat())
     if query.until:

@@ -20,6 +20,8 @@ from sqlalchemy import select
 from api.store import Store, clusters, consents, context_items, records
 from scoring.item import Consent, ContextItem
 
+log = logging.getLogger("briefing")
+
 
 def index_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records in canonical columns, clusters) for building the resolver."""
@@ -35,9 +37,6 @@ def _of_person(table, person_id: str):
             .join(records, records.c.record_id == table.c.record_id)
             .join(clusters, clusters.c.record_id == table.c.record_id)
             .where(clusters.c.person_id == person_id))
-
-
-log = logging.getLogger("briefing")
 
 
 def person_items(connection, person_id: str) -> list[ContextItem]:

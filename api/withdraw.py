@@ -51,7 +51,7 @@ from sqlalchemy import delete, select, update
 
 from api.audit import append
 from api.changes import record_change
-from api.feeds import refuse_write
+from api.feeds import is_foreign_write, refuse_write
 from api.ingest import in_utc_range, utc_text
 from api.retention import begin_writing, parse_time
 from api.store import clusters, consents, context_items, feedback, records
@@ -105,20 +105,19 @@ def _refuse_foreign(principal, table, key: str, ident: str, kind: str) -> None:
 
     Checked before the write transaction, so the refusal's audit event commits on its own; `_may_write`
     checks again under the row lock (a record's agency cannot change under its items and consents).
+    An unknown id passes here and is 404 there.
     """
-    if principal.role != Role.feed:
-        return
     with current_app.extensions["briefing"].store.engine.connect() as connection:
-        agency = connection.execute(select(records.c.agency).join(table, table.c.record_id == records.c.record_id)
-                                    .where(table.c[key] == ident)).scalar()
-    if agency is not None and agency != principal.agency:
+        row = connection.execute(select(records.c.agency).join(table, table.c.record_id == records.c.record_id)
+                                 .where(table.c[key] == ident)).first()
+    if row is not None and is_foreign_write(principal, row.agency):
         refuse_write(principal, kind, ident, 403, f"a feed of {principal.agency} may not change this {kind}: "
                                                   "it belongs to another agency")
 
 
 def _may_write(principal, agency: str | None, what: str) -> None:
     """403 unless `principal` is an admin or a feed of the agency `what` belongs to (the message never names it)."""
-    if principal.role == Role.feed and agency != principal.agency:
+    if is_foreign_write(principal, agency):
         abort(403, description=f"a feed of {principal.agency} may not change {what}: it belongs to another agency")
 
 

@@ -9,9 +9,11 @@ A test that wants the real clock instead dates the county with `as_of` (evaluati
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+from sqlalchemy import select
+
 from api.ingest import ingest
 from api.reference import person_reference, record_reference, reference_secret
-from api.store import Store, open_store
+from api.store import Store, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 
@@ -47,3 +49,14 @@ def shown_person(store: Store, person_id: str) -> str:
 def shown_record(store: Store, record_id: str) -> str:
     """What a responder is told for `record_id` by a service over `store` (api.reference)."""
     return record_reference(record_id, reference_secret(store))
+
+
+SUBJECT_FIELDS = ("given_name", "middle_name", "family_name", "name_suffix", "dob", "sex", "phone", "email", "street",
+                  "city", "postcode")
+
+
+def stored_subject(store: Store, record_id: str) -> dict:
+    """A subject that describes one stored record: its identity fields that are filled."""
+    with store.engine.connect() as connection:
+        row = connection.execute(select(records).where(records.c.record_id == record_id)).mappings().one()
+    return {k: row[k] for k in SUBJECT_FIELDS if row[k]}

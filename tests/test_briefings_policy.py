@@ -21,10 +21,8 @@ from api.keys import create_key
 from api.reference import record_reference
 from api.store import audit_events, consents, context_items, records, shown_items
 from scoring.item import Purpose, Role
-from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county
+from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county, stored_subject
 
-SUBJECT_FIELDS = ("given_name", "middle_name", "family_name", "name_suffix", "dob", "sex", "phone", "email", "street",
-                  "city", "postcode")
 SOURCE_PREFIXES = ("EHR-", "RMS-", "CAD-", "EPCR-", "988-", "VR-", "SUD-")
 AGENCY_NAMES = re.compile(r"\b(COUNTY_BH|METRO_PD|COUNTY_911|COUNTY_EMS|CRISIS_LINE|REGISTRY)\b")   # not VOLUNTARY_REGISTRY
 
@@ -44,12 +42,6 @@ def world(tmp_path_factory):
 
 def _auth(key):
     return {"Authorization": f"Bearer {key}"}
-
-
-def _subject(store, record_id):
-    with store.engine.connect() as connection:
-        row = connection.execute(select(records).where(records.c.record_id == record_id)).mappings().one()
-    return {k: row[k] for k in SUBJECT_FIELDS if row[k]}
 
 
 def _body(subject, purpose="TREATMENT", received_at=None, call_type="mental_health_crisis", incident_id=None, **extra):
@@ -116,7 +108,7 @@ def test_a_caller_chosen_incident_time_inside_a_lapsed_consent_does_not_release_
     checked = 0
     for item_id, record_id, valid_from, valid_until in _lapsed_part2_consent(store)[:10]:
         inside = datetime.fromisoformat(valid_from) + timedelta(days=1)
-        subject = _subject(store, record_id)
+        subject = stored_subject(store, record_id)
         then = create_app(db, clock=lambda: inside).test_client()     # the control: a server whose clock is inside
         if item_id not in _shown(_brief(then, keys["co"], _body(subject, received_at=inside))):
             continue                                                 # not resolved to the item's person: try another
@@ -143,7 +135,7 @@ def test_an_item_expired_at_the_servers_clock_is_not_revived_by_an_earlier_incid
     assert rows
     for item_id, record_id, expires_at in rows:
         before = datetime.fromisoformat(expires_at) - timedelta(days=2)
-        subject = _subject(store, record_id)
+        subject = stored_subject(store, record_id)
         then = create_app(db, clock=lambda: before).test_client()
         if item_id not in _shown(_brief(then, keys["officer"], _body(subject, "LAW", received_at=before))):
             continue
@@ -160,7 +152,7 @@ def test_responders_get_opaque_record_references_and_stewards_real_ids(world):
     with store.engine.connect() as connection:
         record_id = connection.execute(select(records.c.record_id).where(records.c.agency == "COUNTY_BH")
                                        .order_by(records.c.record_id).limit(1)).scalar()
-    subject = _subject(store, record_id)
+    subject = stored_subject(store, record_id)
     officer = client.post("/v1/match", json={"subject": subject, "purpose": "EMERGENCY"}, headers=_auth(keys["officer"]))
     steward = client.post("/v1/match", json={"subject": subject, "purpose": "LAW"}, headers=_auth(keys["steward"]))
     real = [c["record_id"] for c in steward.get_json()["resolution"]["candidates"]]
@@ -180,7 +172,7 @@ def test_a_briefing_names_no_record_and_only_the_agencies_of_permitted_items(wor
     seen_sources = 0
     for record_id in record_ids:
         for who, purpose in (("officer", "EMERGENCY"), ("co", "TREATMENT")):
-            answer = _brief(client, keys[who], _body(_subject(store, record_id), purpose))
+            answer = _brief(client, keys[who], _body(stored_subject(store, record_id), purpose))
             candidates = answer["resolution"]["candidates"]
             assert all(c["record_id"].startswith("ref-") for c in candidates)
             event = _last_event(store)
@@ -205,7 +197,7 @@ def test_every_returned_item_is_recorded_as_shown_once_and_a_resent_incident_kee
         record_id = connection.execute(select(context_items.c.record_id).where(
             context_items.c.legal_category == "VOLUNTARY_REGISTRY", context_items.c.status == "active",
             context_items.c.expires_at.is_(None)).order_by(context_items.c.item_id).limit(1)).scalar()
-    body = _body(_subject(store, record_id), "TREATMENT", incident_id=f"INC-SHOWN-{uuid.uuid4().hex[:6]}")
+    body = _body(stored_subject(store, record_id), "TREATMENT", incident_id=f"INC-SHOWN-{uuid.uuid4().hex[:6]}")
     first = _brief(client, keys["co"], body)
     assert first["items"]
     again = _brief(client, keys["co"], body)
@@ -234,7 +226,7 @@ def test_ems_reaches_part2_without_consent_only_on_a_medical_call_with_an_attest
     _, client, keys, store, _ = world
     attestation = "Medic 12, P. Okafor: unresponsive, suspected opioid overdose; treatment history needed"
     for item_id, record_id in _part2_without_consent(store):
-        subject = _subject(store, record_id)
+        subject = stored_subject(store, record_id)
         attested = _brief(client, keys["ems"], _body(subject, "EMERGENCY", call_type="overdose",
                                                      emergency_attestation=attestation))
         if item_id not in _shown(attested):
@@ -287,7 +279,7 @@ def test_a_stalled_resolver_leaves_no_stale_work_queued_and_fresh_requests_answe
         record_id = connection.execute(select(context_items.c.record_id).where(
             context_items.c.legal_category == "VOLUNTARY_REGISTRY", context_items.c.expires_at.is_(None))
             .order_by(context_items.c.item_id).limit(1)).scalar()
-    body = _body(_subject(store, record_id), "TREATMENT")
+    body = _body(stored_subject(store, record_id), "TREATMENT")
     answers, seconds = [], []
     for _ in range(40):
         started = time.perf_counter()

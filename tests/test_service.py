@@ -144,7 +144,12 @@ def test_feedback_is_stored_and_auditors_can_see_who_saw_a_person(service):
         if answer["resolution"]["status"] == "resolved":
             break
     assert answer["resolution"]["candidates"][0]["person_id"].startswith("psn-")      # responders get a reference
-    person = _audited(store, answer["request_id"])["candidates"][0]["person_id"]      # the auditor knows the id
+    # Handed the CAD's answer, the auditor finds its event by request id, and there the person's real id.
+    [event] = client.get(f"/v1/audit/events?request_id={answer['request_id']}",
+                         headers={"Authorization": f"Bearer {auditor}"}).get_json()["events"]
+    assert event["action"] == "briefing" and event["incident_id"] == row["incident_id"]
+    person = event["candidates"][0]["person_id"]
+    assert person == _audited(store, answer["request_id"])["candidates"][0]["person_id"] and not person.startswith("psn-")
     events = client.get(f"/v1/audit/events?person_id={person}", headers={"Authorization": f"Bearer {auditor}"}).get_json()["events"]
     assert events and all(e["principal"] == "co-1" and e["purpose"] == "TREATMENT" for e in events)
     assert any(e["incident_id"] == answer["incident_id"] for e in events)

@@ -14,10 +14,8 @@ from api.audit import verify
 from api.keys import create_key
 from api.store import audit_events, changes, clusters, consents, context_items, feedback, records
 from scoring.item import Purpose, Role
-from tests.loaded_county import loaded_county
+from tests.loaded_county import loaded_county, stored_subject
 
-SUBJECT_FIELDS = ("given_name", "middle_name", "family_name", "name_suffix", "dob", "sex", "phone", "email", "street",
-                  "city", "postcode")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +36,6 @@ def world(tmp_path_factory):
 
 def _auth(key):
     return {"Authorization": f"Bearer {key}"}
-
-
-def _subject(store, record_id):
-    with store.engine.connect() as connection:
-        row = connection.execute(select(records).where(records.c.record_id == record_id)).mappings().one()
-    return {k: row[k] for k in SUBJECT_FIELDS if row[k]}
 
 
 def _brief(client, key, subject, purpose="TREATMENT", received_at=None):
@@ -77,7 +69,7 @@ def _shown_item(client, key, store, statement, purpose="TREATMENT", tries=40):
     with store.engine.connect() as connection:
         rows = connection.execute(statement.limit(tries)).all()
     for item_id, record_id in rows:
-        if item_id in _shown(_brief(client, key, _subject(store, record_id), purpose)):
+        if item_id in _shown(_brief(client, key, stored_subject(store, record_id), purpose)):
             return item_id, record_id
     pytest.fail("no candidate item is shown by a briefing")
 
@@ -113,7 +105,7 @@ def test_a_retracted_item_is_never_briefed_again_and_the_retraction_is_audited(w
     with store.engine.connect() as connection:
         assert connection.execute(select(context_items.c.status).where(context_items.c.item_id == item_id)).scalar() == "retracted"
     for key in (keys["co"], keys["officer"]):
-        answer = _brief(client, key, _subject(store, record_id), "EMERGENCY")
+        answer = _brief(client, key, stored_subject(store, record_id), "EMERGENCY")
         assert item_id not in _shown(answer)
         assert all(w["reason"] != "DENY_NOT_ACTIVE" for w in answer["withheld"])    # not even mentioned
     denied = _events(store, "briefing")[-1]["payload"]["denied"]
@@ -187,7 +179,7 @@ def _covering_consent(client, keys, store):
         held = by_record.get(record_id, [])
         if len(held) == 1 and "TREATMENT" in held[0]["purposes"] and "co_responder" in held[0]["recipients"] \
                 and held[0]["revoked_at"] is None and (held[0]["valid_until"] or "9999") > (now + timedelta(days=30)).isoformat():
-            if item_id in _shown(_brief(client, keys["co"], _subject(store, record_id))):
+            if item_id in _shown(_brief(client, keys["co"], stored_subject(store, record_id))):
                 return held[0]["consent_id"], item_id, record_id
     for item_id, record_id in part2:        # none in the county: the treatment programme's feed sends one
         if record_id in by_record:
@@ -197,7 +189,7 @@ def _covering_consent(client, keys, store):
             "consent_id": consent_id, "record_id": record_id, "recipients": "co_responder", "purposes": "TREATMENT",
             "categories": "PART2", "valid_from": "2020-01-01T00:00:00+00:00", "valid_until": "2100-01-01T00:00:00+00:00"})
         assert sent.status_code == 200
-        if item_id in _shown(_brief(client, keys["co"], _subject(store, record_id))):
+        if item_id in _shown(_brief(client, keys["co"], stored_subject(store, record_id))):
             return consent_id, item_id, record_id
     pytest.fail("no Part 2 item is shown to a co-responder under a consent")
 
@@ -217,7 +209,7 @@ def test_revoked_consent_stops_disclosure_on_the_next_briefing(world):
     event = _events(store, "consent_revoke")[-1]["payload"]
     assert (event["consent_id"], event["revoked_at"], event["reason"]) == (consent_id, body["revoked_at"],
                                                                           "patient withdrew consent")
-    answer = _brief(client, keys["co"], _subject(store, record_id))
+    answer = _brief(client, keys["co"], stored_subject(store, record_id))
     assert item_id not in _shown(answer)
     assert all("PART2" not in w["reason"] for w in answer["withheld"])       # its existence is not disclosed either
     assert {"item_id": item_id, "reason": "DENY_PART2_NO_CONSENT"} in _events(store, "briefing")[-1]["payload"]["denied"]
@@ -228,9 +220,9 @@ def test_a_revocation_binds_an_incident_received_before_it_and_a_resent_copy_doe
     _, client, keys, store, _ = world
     consent_id, item_id, record_id = _covering_consent(client, keys, store)
     received = datetime.now(timezone.utc) - timedelta(minutes=2)
-    assert item_id in _shown(_brief(client, keys["co"], _subject(store, record_id), received_at=received))
+    assert item_id in _shown(_brief(client, keys["co"], stored_subject(store, record_id), received_at=received))
     assert client.post(f"/v1/consents/{consent_id}/revoke", headers=_auth(keys["feed_bh"])).status_code == 200
-    assert item_id not in _shown(_brief(client, keys["co"], _subject(store, record_id), received_at=received))
+    assert item_id not in _shown(_brief(client, keys["co"], stored_subject(store, record_id), received_at=received))
     with store.engine.connect() as connection:
         stored = dict(connection.execute(select(consents).where(consents.c.consent_id == consent_id)).mappings().one())
     resent = {k: v for k, v in stored.items() if v is not None and k not in ("updated_at", "revoked_at")}
@@ -238,7 +230,7 @@ def test_a_revocation_binds_an_incident_received_before_it_and_a_resent_copy_doe
     with store.engine.connect() as connection:
         assert connection.execute(select(consents.c.revoked_at).where(consents.c.consent_id == consent_id)).scalar() \
             == stored["revoked_at"]
-    assert item_id not in _shown(_brief(client, keys["co"], _subject(store, record_id), received_at=received))
+    assert item_id not in _shown(_brief(client, keys["co"], stored_subject(store, record_id), received_at=received))
 
 
 def test_revoking_is_refused_to_another_agencys_feed_to_other_roles_and_for_unknown_consents(world):
@@ -318,7 +310,7 @@ def test_erasing_registry_data_removes_items_consents_and_records_everywhere_and
         names = [n for n in connection.execute(select(records.c.family_name).where(records.c.record_id.in_(registry))).scalars() if n]
         kept_items = sorted(connection.execute(select(context_items.c.item_id).where(
             context_items.c.record_id.in_(others), context_items.c.legal_category != "VOLUNTARY_REGISTRY")).scalars())
-    subject = _subject(store, registry[0])
+    subject = stored_subject(store, registry[0])
     with store.begin() as connection:       # feedback on an erased item goes with it
         connection.execute(feedback.insert().values(incident_id="INC-W-FB", item_id=expected_items[0], principal="co-w",
                                                     helped=1, outcome="it helped", created_at=datetime.now(timezone.utc).isoformat()))
@@ -353,7 +345,7 @@ def test_erasing_registry_data_removes_items_consents_and_records_everywhere_and
     after = _brief(client, keys["co"], subject)
     assert not _shown(after) & set(expected_items)
     assert all(c["record_id"] not in registry for c in after["resolution"]["candidates"])
-    elsewhere = _brief(other_worker.test_client(), keys["co"], _subject(store, others[0]))
+    elsewhere = _brief(other_worker.test_client(), keys["co"], stored_subject(store, others[0]))
     assert all(c["record_id"] not in registry for c in elsewhere["resolution"]["candidates"])
     assert not set(registry) & set(other_worker.extensions["briefing"].resolver.index_.slot_of)
 
