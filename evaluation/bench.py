@@ -11,6 +11,8 @@
     python -m evaluation.bench service100k   # POST /v1/briefings at 200 req/s for 60 s (evaluation/bench_service.py)
     python -m evaluation.bench service100k-gthread   # ... served by one worker with 4 threads
     python -m evaluation.bench service1m     # ... over 1,000,000 records
+    python -m evaluation.bench external      # FEBRL 1-4 and evaluation/data/external/*.csv.gz beside plain Splink (evaluation/bench_external.py)
+    python -m evaluation.bench external-resolve   # ... the resolver on each set, each query's own record left out
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone.
@@ -20,9 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,35 +30,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-BRIEFING = [sys.executable, "-m", "api.cli"]
-REPO = Path(__file__).resolve().parent.parent
-
-
-def machine() -> dict:
-    """What the figure was measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(mem_gb, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
-
-
-def run_child(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in GB of that child alone, via wait4)."""
-    started = time.perf_counter()
-    child = subprocess.Popen(args, cwd=REPO, stdout=sys.stderr)
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    if child.returncode != 0:
-        raise subprocess.CalledProcessError(child.returncode, args)
-    return time.perf_counter() - started, usage.ru_maxrss / 2**20
-
+from evaluation.bench_external import bench_external, bench_external_resolve
+from evaluation.child_process import BRIEFING, REPO, machine, run_child  # noqa: F401 (bench_* modules take them from here)
 
 def _metrics(clusters: pd.DataFrame, truth: pd.DataFrame) -> dict:
     from evaluation.linkage import linkage_metrics
@@ -228,7 +200,8 @@ def bench_link1m_spark(work: Path) -> dict:
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
            "link1m-spark": bench_link1m_spark,
            "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200,
-           "service100k": bench_service100k, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m}
+           "service100k": bench_service100k, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
+           "external": bench_external, "external-resolve": bench_external_resolve}
 
 
 def main(argv: list[str] | None = None) -> int:
