@@ -11,10 +11,11 @@ SEED   ?= 7
 
 .PHONY: demo test bench model ranker audit venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps gecko-syndata==0.6.4 'lxml>=5.3,<6'
 	@touch $(STAMP)
 
 venv: $(STAMP)
