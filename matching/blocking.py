@@ -36,10 +36,26 @@ PREDICTION_KEYS: tuple[tuple[str, ...], ...] = (
     ("street", "given_canon"),
     ("postcode", "family_first"),
     ("email",),
-    # Last, so only data small or sparse enough keeps them: a shared address or SSN digits alone
-    # (a household, a shelter) give too many pairs in a county but find fully renamed duplicates.
+    # Partial keys, as Splink's tutorials block: the first letters of both names (a typo past them in
+    # each name, with a DOB error too), either name with the day and month of birth (a year typo),
+    # phonetic forms of both names, the postcode's area with the DOB or a name, the surname with the
+    # given name's initial, the street with the surname's first letters, the given name with the city.
+    ("given_prefix", "family_prefix"),
+    ("family_prefix", "dob_md"),
+    ("given_canon", "dob_md"),
+    ("given_phonetic", "family_phonetic"),
+    ("given_prefix", "family_prefix", "birth_year"),
+    ("postcode_area", "dob"),
+    ("postcode_area", "family_prefix"),
+    ("postcode_area", "given_prefix"),
+    ("family_first", "given_initial"),
+    ("street", "family_prefix"),
+    ("given_canon", "city"),
+    # Last, so only data small or sparse enough keeps them: a shared address, street or SSN digits
+    # alone (a household, a shelter) give too many pairs in a county but find fully renamed duplicates.
     ("ssn_last4",),
     ("address_key",),
+    ("street",),
 )
 SWAPPED_NAMES_SQL = "l.given_name = r.family_name AND l.family_name = r.given_name"
 SWAPPED_DOB_SQL = "l.dob_swap = r.dob"
@@ -106,21 +122,40 @@ def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[Blocking
 
 
 MIN_EM_PAIRS = 1_000
+MAX_EM_ROUNDS = 4
+#: EM rounds to choose from, most informative first: each leaves every comparison that does not read
+#: its columns to be estimated.
+EM_CANDIDATES: tuple[tuple[str, ...], ...] = (
+    ("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year"),
+    ("ssn_last4",), ("phone",), ("given_prefix", "family_prefix"), ("email",), ("given_canon",),
+    ("family_first",), ("birth_year",), ("postcode",),
+)
 
 
-def training_blocking_rules(std: pd.DataFrame, fields: set[str]) -> list[tuple[str, ...]]:
-    """Two or three EM rounds, each blocking on fields the other rounds estimate.
+def training_blocking_rules(std: pd.DataFrame, fields: set[str],
+                            comparison_columns: dict[str, set[str]] | None = None) -> list[tuple[str, ...]]:
+    """EM rounds, each blocking on columns the other rounds estimate, until every comparison is estimated.
 
-    A round whose rule yields fewer than MIN_EM_PAIRS pairs on this data is skipped: EM cannot
-    estimate anything from (almost) no comparisons.
+    Splink's EM cannot estimate a comparison that reads a column the round blocks on, so a file
+    whose rounds all block on the date of birth would leave the date of birth untrained (m = u:
+    neutral). Rounds are taken in `EM_CANDIDATES` order while they estimate a comparison no earlier
+    round did (at least two rounds, at most `MAX_EM_ROUNDS`). `comparison_columns` maps each
+    comparison to the columns it reads (without it, any two viable rounds do). A round whose rule
+    yields fewer than MIN_EM_PAIRS pairs on this data is skipped: EM cannot estimate anything from
+    (almost) no comparisons.
     """
-    def viable(candidates: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-        return [c for c in candidates if set(c) <= fields and pair_count(std, c) >= MIN_EM_PAIRS]
-
-    rules = viable([("dob",), ("given_canon", "family_first"), ("phone", "birth_year"), ("postcode", "birth_year")])
-    if len(rules) < 2:
-        rules = viable([("given_canon",), ("family_first",), ("birth_year",), ("phone",), ("postcode",)])
-    return rules[:3]
+    viable = [c for c in EM_CANDIDATES if set(c) <= fields and pair_count(std, c) >= MIN_EM_PAIRS]
+    columns_of = comparison_columns or {}
+    estimated: set[str] = set()
+    rounds: list[tuple[str, ...]] = []
+    for rule in viable:
+        gains = {name for name, used in columns_of.items() if not used & set(rule)} - estimated
+        if gains or len(rounds) < 2:
+            rounds.append(rule)
+            estimated |= gains
+        if len(rounds) >= MAX_EM_ROUNDS or (len(rounds) >= 2 and estimated >= set(columns_of)):
+            break
+    return rounds
 
 
 def deterministic_rules(fields: set[str]) -> list[BlockingRuleCreator]:

@@ -27,7 +27,24 @@ _SWAPPED = '"given_name_l" = "family_name_r" AND "family_name_l" = "given_name_r
 # Swapped, each with a typo ("REE ZACHAKRY" for Zachary Rees): a call-taker's swap is often also misheard.
 _SWAPPED_FUZZY = ('jaro_winkler_similarity("given_name_l", "family_name_r") >= 0.88 AND '
                   'jaro_winkler_similarity("family_name_l", "given_name_r") >= 0.88')
+# A household's shared evidence: a similar street with a similar family name or phone (typos included).
+_SIMILAR_STREET = 'jaro_winkler_similarity("street_l", "street_r") >= 0.9'
+_FAMILY_AT_HOME = 'jaro_winkler_similarity("family_name_l", "family_name_r") >= 0.92 AND ' + _SIMILAR_STREET
+_PHONE_AT_HOME = 'jaro_winkler_similarity("phone_l", "phone_r") >= 0.9 AND ' + _SIMILAR_STREET
+_HOUSEHOLD = 'jaro_winkler_similarity("family_name_l", "family_name_r") >= 0.92 AND ' + _PHONE_AT_HOME
+_FAMILY_BY_PHONE = 'jaro_winkler_similarity("family_name_l", "family_name_r") >= 0.92 AND jaro_winkler_similarity("phone_l", "phone_r") >= 0.9'
+_SAME_FAMILY_AT_HOME = '"family_name_l" = "family_name_r" AND "address_key_l" = "address_key_r"'
+_SAME_HOUSEHOLD = _SAME_FAMILY_AT_HOME + ' AND "phone_l" = "phone_r"'
 _CROSSED = '"given_name_l" = "family_name_r" OR "family_name_l" = "given_name_r"'
+
+
+#: A level that generalises a stricter one (label -> the stricter level's label). Where training never sees
+#: the general level (a county whose city always follows its postcode never has "same postcode, other
+#: city"), it takes the stricter level's parameters instead of counting for nothing
+#: (`matching.train.neutralise_unobserved_levels`).
+LEVEL_FALLBACKS = {
+    "Same postcode, different street": "Same postcode and city, different street",
+}
 
 
 def _custom(sql: str, label: str) -> cll.CustomLevel:
@@ -80,9 +97,21 @@ def _given_name(fields: set[str]) -> ComparisonCreator:
     return cl.CustomComparison(levels, output_column_name="given_name", comparison_description="Given name")
 
 
+def _counted_under(field: str, sql: str, label: str) -> cll.CustomLevel:
+    """A level whose evidence another comparison (`field`) counts: m = u, fixed, weight 0."""
+    return _custom(sql, f"{label} (counted under {field})").configure(
+        m_probability=0.001, u_probability=0.001, fix_m_probability=True, fix_u_probability=True)
+
+
 def _family_name(fields: set[str]) -> ComparisonCreator:
+    household = []
+    if {"street", "households"} <= fields:
+        household.append(_counted_under("address", _FAMILY_AT_HOME, "Similar family name and street"))
+    if {"phone", "households"} <= fields:
+        household.append(_counted_under("phone", _FAMILY_BY_PHONE, "Similar family name and phone"))
     levels = [
         cll.NullLevel("family_name"),
+        *household,
         cll.ExactMatchLevel("family_name", term_frequency_adjustments=True).configure(tf_adjustment_weight=NAME_TF_WEIGHT),
         _custom('"family_first_l" = "family_first_r"', "First surname of a compound matches"),
         cll.JaroWinklerLevel("family_name", 0.92),
@@ -136,18 +165,35 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
     return cl.CustomComparison(levels, output_column_name="dob", comparison_description="Date of birth")
 
 
+def _home_levels(fields: set[str]) -> list[cll.CustomLevel]:
+    """The street's agreement with the phone and, where the file has households (`matching.household`),
+    the family name: learned jointly, strictest first."""
+    family, phone = {"family_name", "households"} <= fields, "phone" in fields
+    shapes = [(family and phone, _SAME_HOUSEHOLD, "Same family name, phone and address"),
+              (family, _SAME_FAMILY_AT_HOME, "Same family name and address"),
+              (family and phone, _HOUSEHOLD, "Similar family name, phone and street"),
+              (family, _FAMILY_AT_HOME, "Similar family name and street"),
+              (phone, _PHONE_AT_HOME, "Similar phone and street")]
+    return [_custom(sql, label) for wanted, sql, label in shapes if wanted]
+
+
 def _address(fields: set[str]) -> ComparisonCreator:
-    """Street, postcode and city as one comparison (they describe one place, so their evidence counts once)."""
+    """Street, postcode and city as one comparison (they describe one place, so their evidence counts once).
+
+    A shared street, phone and family name are one piece of evidence too: everyone in a household has
+    all three, so counting them apart made a parent and child look like one person by where they live
+    alone (on a household-rich file, 4 % of the pairs linked were such). The street's agreement with
+    the phone, and with the family name where the file has households, is learned as levels here
+    (`_home_levels`) and is neutral under phone and family_name."""
     has_city = "city" in fields
     same_city = '"city_l" = "city_r"'
-    similar_street = 'jaro_winkler_similarity("street_l", "street_r") >= 0.9'
+    similar_street = _SIMILAR_STREET
     levels: list = []
     if "street" in fields:
         null_sql = _either_null("street", "postcode") if "postcode" in fields else _either_null("street")
-        levels += [
-            _custom(null_sql, "No address on one side").configure(is_null_level=True),
-            cll.ExactMatchLevel("address_key", term_frequency_adjustments=True).configure(label_for_charts="Same address"),
-        ]
+        levels.append(_custom(null_sql, "No address on one side").configure(is_null_level=True))
+        levels += _home_levels(fields)
+        levels.append(cll.ExactMatchLevel("address_key", term_frequency_adjustments=True).configure(label_for_charts="Same address"))
         if "postcode" in fields:
             levels.append(_custom(f'{similar_street} AND "postcode_l" = "postcode_r"', "Similar street, same postcode"))
         if has_city:
@@ -187,8 +233,19 @@ def _sex() -> ComparisonCreator:
     return _exact_then("sex", "\"sex_l\" = 'X' OR \"sex_r\" = 'X'", "X on one side, M or F on the other", "Sex")
 
 
-def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False) -> ComparisonCreator:
-    levels = [cll.NullLevel(col), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
+def _phone(fields: set[str]) -> ComparisonCreator:
+    """Phone; where the street agrees too, the evidence is counted once, under address (m = u, fixed).
+    Where the file has households, a similar phone and family name (no street to go by) are learned
+    as one level here, and are neutral under family_name."""
+    first = [_counted_under("address", _PHONE_AT_HOME, "Similar phone and street")] if "street" in fields else []
+    if {"family_name", "households"} <= fields:
+        first.append(_custom(_FAMILY_BY_PHONE, "Similar phone and family name"))
+    return _exact_fuzzy("phone", "Phone", tf=True, typo=True, first=first)
+
+
+def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False,
+                 first: list | None = None) -> ComparisonCreator:
+    levels = [cll.NullLevel(col), *(first or []), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
     if typo:
         levels.append(cll.DamerauLevenshteinLevel(col, 1).configure(label_for_charts="One-character typo"))
     levels.append(cll.ElseLevel())
@@ -211,7 +268,7 @@ def build_comparisons(fields: set[str]) -> list[ComparisonCreator]:
     if "sex" in fields:
         comparisons.append(_sex())
     if "phone" in fields:
-        comparisons.append(_exact_fuzzy("phone", "Phone", tf=True, typo=True))
+        comparisons.append(_phone(fields))
     if "email" in fields:
         comparisons.append(_exact_fuzzy("email", "E-mail", typo=True))
     if "street" in fields or "postcode" in fields:

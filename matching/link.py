@@ -18,6 +18,7 @@ from typing import Callable
 
 import pandas as pd
 
+from matching.calibration import expected_of_pairs
 from matching.cluster import Clustering, RecordPairs, check_constraints, cluster, record_pairs
 from matching.model import MatcherModel
 from matching.standardise import available_fields, standardise
@@ -80,11 +81,11 @@ def link_records(
     if must_link or cannot_link:
         check_constraints(must_link, cannot_link, std["unique_id"])  # contradictions fail before scoring
 
-    linker = None
+    linker = scored = None
     if model is None:
         t0 = time.perf_counter()
         fitted = (matcher or Matcher(engine=engine, spark_master=spark_master)).fit(std, progress=step)
-        model, linker = fitted.model_, fitted.linker_
+        model, linker, scored = fitted.model_, fitted.linker_, fitted.predictions_
         timings["train"] = time.perf_counter() - t0
     else:
         missing = sorted(_model_fields(model) - _compared_fields(available_fields(std)))
@@ -96,7 +97,7 @@ def link_records(
     floor = min(floor, model.thresholds.review_low, link_at)
     t0 = time.perf_counter()
     step("scoring candidate pairs")
-    pairs = predict_pairs(std, model, floor=floor, linker=linker, engine=engine, spark_master=spark_master)
+    pairs = predict_pairs(std, model, floor=floor, linker=linker, engine=engine, spark_master=spark_master, scored=scored)
     timings["predict"] = time.perf_counter() - t0
     result = LinkResult(clustering=Clustering(clusters=pd.DataFrame()), pairs=pairs, model=model,
                         summary={"records": int(len(std)), "agencies": int(std["agency"].nunique(dropna=True)),
@@ -145,6 +146,8 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
                        "certain": thresholds.certain, "probable": thresholds.probable,
                        "possible": thresholds.possible, "chosen_by": thresholds.chosen_by},
         "model_version": result.model.version,
+        **expected_of_pairs(pairs["match_probability"].to_numpy(), link_at,
+                            result.model.splink["probability_two_random_records_match"], len(ids)),
         "prior": result.model.splink.get("probability_two_random_records_match"),
         "prior_rescaled": result.model.training.get("prior_rescaled"),
         "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},

@@ -25,11 +25,14 @@ STANDARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "given_variants": ("given_name",),
     "given_canon": ("given_name",),
     "given_phonetic": ("given_name",),
+    "given_prefix": ("given_name",),
+    "given_initial": ("given_name",),
     "middle_name": ("middle_name",),
     "middle_initial": ("middle_name",),
     "family_name": ("family_name",),
     "family_first": ("family_name",),
     "family_phonetic": ("family_name",),
+    "family_prefix": ("family_name",),
     "name_suffix": ("name_suffix",),
     "alias_names": ("aliases",),
     "dob": ("dob",),
@@ -41,10 +44,15 @@ STANDARD_COLUMNS: dict[str, tuple[str, ...]] = {
     "email": ("email",),
     "street": ("street",),
     "postcode": ("postcode",),
+    "postcode_area": ("postcode",),
     "city": ("city",),
     "address_key": ("street", "postcode"),
     "ssn_last4": ("ssn_last4",),
 }
+
+#: Prefix lengths of the partial keys blocking uses (as Splink's tutorials block on the first letters of
+#: each name and of the postcode): a typo after the prefix in both names still shares these keys.
+GIVEN_PREFIX, FAMILY_PREFIX, POSTCODE_AREA = 3, 4, 3
 
 #: Standardised columns holding lists, and numbers; every other one holds strings.
 LIST_COLUMNS = ("given_variants", "alias_names")
@@ -195,6 +203,8 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     out["given_variants"] = _map_unique(given, lambda v: list(nm.given_variants(v)) or None)
     out["given_canon"] = _map_unique(given, nm.given_canonical)
     out["given_phonetic"] = _map_unique(given, nm.phonetic)
+    out["given_prefix"] = out["given_name"].str[:GIVEN_PREFIX]
+    out["given_initial"] = out["given_name"].str[:1]
     middle = col("middle_name")
     out["middle_name"] = _map_unique(middle, nm.joined)
     out["middle_initial"] = out["middle_name"].str[:1]
@@ -202,6 +212,7 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     out["family_name"] = _map_unique(family, nm.joined)
     out["family_first"] = _map_unique(family, nm.surname_first)
     out["family_phonetic"] = _map_unique(out["family_first"], nm.phonetic)
+    out["family_prefix"] = out["family_first"].str[:FAMILY_PREFIX]
     out["name_suffix"] = _map_unique(col("name_suffix"), nm.suffix)
     out["alias_names"] = _map_unique(col("aliases"), lambda v: list(_alias_names(v)) or None)
 
@@ -218,6 +229,7 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     out["email"] = _map_unique(col("email"), email)
     out["street"] = _map_unique(col("street"), street)
     out["postcode"] = _map_unique(col("postcode"), postcode)
+    out["postcode_area"] = out["postcode"].str[:POSTCODE_AREA]
     out["city"] = _map_unique(col("city"), city)
     both = out["street"].notna() & out["postcode"].notna()
     out["address_key"] = (out["street"] + " " + out["postcode"]).where(both, out["street"])
@@ -258,12 +270,15 @@ def standardise_row(record: Mapping[str, object]) -> dict[str, object]:
     out["given_variants"] = list(nm.given_variants(given)) or None
     out["given_canon"] = nm.given_canonical(given)
     out["given_phonetic"] = nm.phonetic(given)
+    out["given_prefix"] = _prefix(out["given_name"], GIVEN_PREFIX)
+    out["given_initial"] = _prefix(out["given_name"], 1)
     out["middle_name"] = nm.joined(_text(record, "middle_name"))
     out["middle_initial"] = out["middle_name"][:1] if out["middle_name"] is not None else None
     family = _text(record, "family_name")
     out["family_name"] = nm.joined(family)
     out["family_first"] = nm.surname_first(family)
     out["family_phonetic"] = nm.phonetic(out["family_first"])
+    out["family_prefix"] = _prefix(out["family_first"], FAMILY_PREFIX)
     out["name_suffix"] = nm.suffix(_text(record, "name_suffix"))
     out["alias_names"] = list(_alias_names(_text(record, "aliases"))) or None
     dob = _text(record, "dob")
@@ -278,6 +293,7 @@ def standardise_row(record: Mapping[str, object]) -> dict[str, object]:
     out["email"] = email(_text(record, "email"))
     out["street"] = street(_text(record, "street"))
     out["postcode"] = postcode(_text(record, "postcode"))
+    out["postcode_area"] = _prefix(out["postcode"], POSTCODE_AREA)
     out["city"] = city(_text(record, "city"))
     if out["street"] is not None and out["postcode"] is not None:
         out["address_key"] = f"{out['street']} {out['postcode']}"
@@ -285,6 +301,10 @@ def standardise_row(record: Mapping[str, object]) -> dict[str, object]:
         out["address_key"] = out["street"]
     out["ssn_last4"] = ssn_last4(_text(record, "ssn_last4"))
     return out
+
+
+def _prefix(text: str | None, length: int) -> str | None:
+    return text[:length] if text is not None else None
 
 
 def _year(text: str | None) -> int | None:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -25,8 +26,10 @@ from matching.blocking import (
     deterministic_rules,
     training_blocking_rules,
 )
-from matching.comparisons import build_comparisons
+from matching.calibration import LINK_EXPECTED_PRECISION, bayes_factors, default_link_threshold, estimate_prior, logit2
+from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
 from matching.engine import model_json
+from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
 from matching.standardise import LIST_COLUMNS, available_fields
 
@@ -75,6 +78,40 @@ def linker_for(standardised: pd.DataFrame, settings: Any, engine: str = "duckdb"
     return linker
 
 
+#: Random pairs per record sampled to estimate u, within [MIN_U_PAIRS, Matcher.max_pairs_u]: the
+#: sample grows with the data, so a small file does not pay for five million comparisons.
+U_PAIRS_PER_RECORD = 20
+MIN_U_PAIRS = 250_000
+
+
+def u_sample_size(n_records: int, cap: float) -> int:
+    """How many random pairs estimate u for `n_records` records (at most `cap`)."""
+    return int(min(cap, max(MIN_U_PAIRS, U_PAIRS_PER_RECORD * n_records)))
+
+
+#: `Matcher._calibrate` keeps the pairs a link with a floor this low could need, should the calibrated
+#: prior be up to MAX_PRIOR_RISE times the one training started from.
+KEPT_FLOOR = 0.001
+MAX_PRIOR_RISE = 256
+
+
+@dataclass
+class ScoredPairs:
+    """Splink's predictions over the blocked pairs, scored with `prior`; `link_records` reuses them.
+
+    Pairs whose Bayes factor is below 2 ** `lowest_bits` were left out."""
+
+    table: Any
+    prior: float
+    lowest_bits: float
+
+
+def comparison_columns(fields: set[str]) -> dict[str, set[str]]:
+    """Each comparison's output name -> the standardised columns its levels read."""
+    comparisons = (creator.get_comparison("duckdb") for creator in build_comparisons(fields))
+    return {c.output_column_name: {col.input_name for col in c._input_columns_used_by_case_statement} for c in comparisons}
+
+
 class NotTrainable(ValueError):
     """The records cannot support unsupervised training (too few comparable pairs)."""
 
@@ -84,9 +121,11 @@ class Matcher:
 
     Parameters
     ----------
-    max_pairs_u : random pairs sampled to estimate u probabilities.
+    max_pairs_u : at most this many random pairs are sampled to estimate u probabilities
+        (`u_sample_size`: 20 per record, at least 250,000).
     em_max_pairs : cap on pairs per EM round (None: all blocked pairs).
-    prior_recall : assumed recall of the deterministic rules that estimate the match prior.
+    prior_recall : assumed recall of the deterministic rules that give the starting match prior
+        (the prior itself is then calibrated on all blocked pairs, `matching.calibration`).
     seed : makes u sampling reproducible (within one engine: u samples differ between DuckDB and Spark).
     blocking_budget : how many candidate pairs prediction may generate (see `matching.blocking`).
     engine, spark_master : where Splink's SQL runs (`matching.engine`); the model is the same format either way.
@@ -121,7 +160,10 @@ class Matcher:
         """Estimate the prior, u (random sampling) and m (EM over several blocking rules)."""
         started = time.perf_counter()
         fields = available_fields(standardised)
-        em_rules = training_blocking_rules(standardised, fields)
+        households = household_share(standardised)
+        if households > HOUSEHOLD_SHARE:
+            fields.add("households")
+        em_rules = training_blocking_rules(standardised, fields, comparison_columns(fields))
         if not em_rules:
             raise NotTrainable(
                 f"{len(standardised):,} records give too few comparable pairs to train a matcher "
@@ -137,7 +179,8 @@ class Matcher:
             linker.training.estimate_probability_two_random_records_match(deterministic_rules(fields), recall=self.prior_recall)
             _floor_prior(linker, len(standardised), self.prior_recall)
             step("estimating u by random sampling")
-            linker.training.estimate_u_using_random_sampling(max_pairs=self.max_pairs_u, seed=self.seed)
+            u_pairs = u_sample_size(len(standardised), self.max_pairs_u)
+            linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=self.seed)
             for columns in em_rules:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
@@ -145,15 +188,23 @@ class Matcher:
         splink_model, neutralised = neutralise_unobserved_levels(model_json(linker))
         self.fields_ = fields
         self.linker_ = linker_for(standardised, splink_model, self.engine, self.spark_master) if neutralised else linker
+        step("calibrating the prior on every blocked pair")
+        calibration = self._calibrate(splink_model, len(standardised))
+        link = calibration["link_threshold"]
         self.model_ = MatcherModel(
             splink=splink_model,
-            thresholds=Thresholds(),
+            thresholds=Thresholds(link=link, review_low=min(Thresholds.review_low, link),
+                                  chosen_by=f"calibrated: the lowest threshold the model expects to link at "
+                                            f"precision >= {calibration['link_expected_precision']} (no labels)"),
             training={
                 "records": int(len(standardised)),
                 "fields": sorted(fields),
+                "household_share": round(households, 4),
                 "data_hash": data_hash(standardised),
                 "seed": self.seed,
                 "max_pairs_u": self.max_pairs_u,
+                "u_pairs_sampled": u_pairs,
+                "calibration": calibration,
                 "engine": self.engine,
                 "prediction_blocking_rules": kept,
                 "blocking_rules_dropped_for_size": dropped,
@@ -163,6 +214,32 @@ class Matcher:
             },
         )
         return self
+
+    def _calibrate(self, splink_model: dict, n_records: int) -> dict:
+        """Score every blocked pair once, set the calibrated prior on the model and the linker, keep the scores.
+
+        The predictions stay in the engine as `predictions_` (scored with the starting prior), so
+        `link_records` re-weights them instead of predicting again. Only pairs whose Bayes factor is at
+        least 1 are kept (lower for a small file, down to what a `KEPT_FLOOR` probability needs should the
+        prior rise `MAX_PRIOR_RISE`-fold): each pair left out adds less than the prior to the expected
+        matches, under 0.01 % of them on a million records, and keeping all of them (38 million pairs
+        there) took the link past 8 GB.
+        """
+        settings = self.linker_._settings_obj
+        start = settings._probability_two_random_records_match
+        lowest_bits = min(0.0, logit2(KEPT_FLOOR) - logit2(min(0.5, MAX_PRIOR_RISE * start)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = self.linker_.inference.predict(threshold_match_weight=logit2(start) + lowest_bits)
+        factors = bayes_factors(self.linker_, table, start, n_records)
+        prior = estimate_prior(factors, fallback=start)
+        settings._probability_two_random_records_match = prior
+        splink_model["probability_two_random_records_match"] = prior
+        self.predictions_ = ScoredPairs(table=table, prior=start, lowest_bits=lowest_bits)
+        link, sweep = default_link_threshold(factors, prior)
+        return {"prior_from_deterministic_rules": start, "prior": prior, "blocked_pairs": int(factors.pairs.sum()),
+                "expected_matches": round(factors.expected_matches(prior), 1), "link_threshold": link,
+                "link_expected_precision": LINK_EXPECTED_PRECISION, "sweep": sweep}
 
 
 def _floor_prior(linker, n_records: int, recall: float) -> None:
@@ -185,20 +262,28 @@ M_FLOOR = 1e-6
 def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
     """Repair levels training could not estimate; returns the model and the "field: level" labels changed.
 
-    - A level training never observed at all (no m, no u: say, "same postcode, different city" in data
-      where the city follows the postcode) gets m = u: weight 0, instead of Splink's arbitrary default.
+    - A level training never observed at all (no m, no u: "same postcode, different street" in data
+      where the city always follows the postcode) takes the parameters of the stricter level it
+      generalises (`comparisons.LEVEL_FALLBACKS`) when training estimated that one, so a shared postcode
+      still counts where one side lacks the city; otherwise it gets m = u: weight 0, instead of
+      Splink's arbitrary default.
     - A level EM never saw among matches (a DOB typo in data with no DOB typos: m missing or zero)
       gets m = u too, instead of minus infinity on real data where it occurs.
     - A level EM drove to almost zero gets m = `M_FLOOR`: strong evidence against, not a veto.
     """
     changed = []
     for comparison in splink_model["comparisons"]:
+        by_label = {level.get("label_for_charts"): level for level in comparison["comparison_levels"]}
         for level in comparison["comparison_levels"]:
             if level.get("is_null_level") or level.get("fix_m_probability"):
                 continue
             m, u = level.get("m_probability"), level.get("u_probability")
             label = f"{comparison['output_column_name']}: {level.get('label_for_charts')}"
-            if m is None and u is None and level.get("sql_condition", "").strip().upper() != "ELSE":
+            parent = by_label.get(LEVEL_FALLBACKS.get(level.get("label_for_charts")), {})
+            if m is None and u is None and parent.get("m_probability") and parent.get("u_probability"):
+                level["m_probability"], level["u_probability"] = parent["m_probability"], parent["u_probability"]
+                changed.append(f"{label} (never observed: as '{parent['label_for_charts']}')")
+            elif m is None and u is None and level.get("sql_condition", "").strip().upper() != "ELSE":
                 level["m_probability"] = level["u_probability"] = M_FLOOR
                 changed.append(f"{label} (never observed: neutral)")
             elif u and (m is None or m <= 0):
@@ -211,25 +296,39 @@ def neutralise_unobserved_levels(splink_model: dict) -> tuple[dict, list[str]]:
 
 
 def predict_pairs(standardised: pd.DataFrame, model: MatcherModel, floor: float = 0.01, linker=None,
-                  engine: str = "duckdb", spark_master: str | None = None) -> pd.DataFrame:
+                  engine: str = "duckdb", spark_master: str | None = None,
+                  scored: ScoredPairs | None = None) -> pd.DataFrame:
     """Score every blocked pair of `standardised` with `model`; pairs with probability >= floor.
 
     Returns `record_id_l, record_id_r, match_weight, match_probability` (ids as in the input,
     the lower id on the left as Splink orders them). `linker` reuses one already built on
-    these records (as `Matcher.fit` leaves it); otherwise one is built on `engine`.
+    these records (as `Matcher.fit` leaves it); otherwise one is built on `engine`. `scored`:
+    the fit's own predictions (`Matcher.predictions_`), re-weighted to the model's prior
+    instead of predicted again.
     """
-    return scored_pairs(linker or linker_for(standardised, model.splink, engine, spark_master), floor)
+    return scored_pairs(linker or linker_for(standardised, model.splink, engine, spark_master), floor,
+                        scored=scored, prior=model.splink["probability_two_random_records_match"])
 
 
-def scored_pairs(linker, floor: float = 0.01) -> pd.DataFrame:
-    """Run the linker's `predict()` and return its pairs in Briefing's column names."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        predictions = linker.inference.predict(threshold_match_probability=floor)
+def scored_pairs(linker, floor: float = 0.01, scored: ScoredPairs | None = None, prior: float | None = None) -> pd.DataFrame:
+    """Run the linker's `predict()` (or re-weight `scored` to `prior`) and return its pairs in Briefing's column names."""
+    if scored is not None and (floor <= 0 or logit2(floor) - logit2(prior) < scored.lowest_bits):
+        scored.table.drop_table_from_database_and_remove_from_cache()
+        scored = None  # the floor asks for pairs the fit did not keep: predict again
+    if scored is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            table = linker.inference.predict(threshold_match_probability=floor)
+        columns, where = "match_weight, match_probability", ""
+    else:
+        table = scored.table
+        weight = f"(match_weight + {logit2(prior) - logit2(scored.prior)!r})"
+        columns = f"{weight} AS match_weight, 1.0 / (1.0 + pow(2.0, -{weight})) AS match_probability"
+        where = f"WHERE {weight} >= {logit2(floor)!r}"
     sql = f"""
-        SELECT unique_id_l AS record_id_l, unique_id_r AS record_id_r, match_weight, match_probability
-        FROM {predictions.physical_name}
+        SELECT unique_id_l AS record_id_l, unique_id_r AS record_id_r, {columns}
+        FROM {table.physical_name} {where}
     """
     pairs = linker.misc.query_sql(sql, output_type="pandas")
-    predictions.drop_table_from_database_and_remove_from_cache()
+    table.drop_table_from_database_and_remove_from_cache()
     return pairs
