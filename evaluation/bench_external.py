@@ -304,13 +304,15 @@ def resolve_set(name: str, work: Path, sample: int = RESOLVE_SAMPLE, singles: in
                 wrong.append(f"{record_id} -> {best.record_id} ({best.grade}, {best.match_probability:.4f})")
         elif len(wrong) < 5:
             wrong.append(f"{record_id} -> no_match")
-    alone_outcomes = Counter()
+    alone_outcomes, alone_certain = Counter(), []
     for record_id in alone:
         result, seconds, dropped = query(str(record_id))
         latencies.append(seconds)
         dropped_fields.update(dropped)
         best = result.candidates[0] if result.candidates else None
         alone_outcomes[best.grade if best else "no_match"] += 1
+        if best is not None and best.grade == "certain" and len(alone_certain) < 5:
+            alone_certain.append(f"{record_id} -> {best.record_id} ({best.match_probability:.4f})")
     ms = np.array(latencies) * 1000 if latencies else np.zeros(1)
     n = len(shared)
     return {
@@ -321,6 +323,7 @@ def resolve_set(name: str, work: Path, sample: int = RESOLVE_SAMPLE, singles: in
         "outcomes": {g: outcomes.get(g, 0) for g in ("certain", "probable", "possible", "no_match")},
         "statuses": dict(statuses), "wrong_examples": wrong,
         "sole_records_queried": int(len(alone)), "sole_records_answered_certain": alone_outcomes.get("certain", 0),
+        "sole_records_certain_examples": alone_certain,
         "sole_record_outcomes": {g: alone_outcomes.get(g, 0) for g in ("certain", "probable", "possible", "no_match")},
         "subject_fields_refused": dict(dropped_fields),
         "latency_ms": {"p50": round(float(np.percentile(ms, 50)), 3), "p99": round(float(np.percentile(ms, 99)), 3)},

@@ -11,7 +11,9 @@ in the shape the service returns as `resolution`:
 Only persons at `possible` grade or better are returned: a weaker candidate is somebody
 else's history. Status `ambiguous` means two persons are both at least `probable` and their
 best match weights are within `ambiguity_margin` bits (default 2: the runner-up is at least a
-quarter as likely), so a responder must not be shown either as *the* subject.
+quarter as likely), so a responder must not be shown either as *the* subject. A candidate is
+never `certain` while one of its fields weighs `CONFLICT_BITS` or more against it (a date of birth
+a generation apart, another sex): however strong the rest, such a match is at most `probable`.
 
 The prior is rescaled to the number of records indexed, as batch linking does
 (`MatcherModel.for_population`), so probabilities mean the same at any index size.
@@ -43,6 +45,9 @@ BUILD_CHUNK = 100_000
 CONTEXT_COMPARISONS = ("phone", "address")
 MAX_CANDIDATES = 5
 GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2}
+#: A field whose weight is this many bits against (16 to 1) keeps a candidate below `certain`:
+#: a parent and child sharing a name, phone and address outweigh a DOB a generation apart.
+CONFLICT_BITS = 4.0
 
 
 @dataclass
@@ -165,6 +170,8 @@ class Resolver:
         out: list[Candidate] = []
         for row in order:
             grade = self.model_.thresholds.grade(float(probs[row]))
+            if grade == "certain" and scores.weights[row].min() <= -CONFLICT_BITS:
+                grade = "probable"
             person = index.person_ids[slots[row]]
             if person in seen:
                 continue
