@@ -80,7 +80,7 @@ def linker_for(standardised: pd.DataFrame, settings: Any, engine: str = "duckdb"
 
 #: Random pairs per record sampled to estimate u, within [MIN_U_PAIRS, Matcher.max_pairs_u]: the
 #: sample grows with the data, so a small file does not pay for five million comparisons.
-U_PAIRS_PER_RECORD = 20
+U_PAIRS_PER_RECORD = 10
 MIN_U_PAIRS = 250_000
 
 
