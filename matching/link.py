@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from matching.calibration import expected_of_pairs
 from matching.cluster import Clustering, RecordPairs, check_constraints, cluster, record_pairs
@@ -169,15 +171,21 @@ def _compared_fields(fields: set[str]) -> set[str]:
     return out
 
 
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A frame as CSV through Arrow's writer (several times faster than pandas' on a few hundred thousand pairs)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
+
+
 def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
     """Write clusters.csv, pairs.csv, model.json, summary.json (and events.csv with a previous run) atomically."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        result.clustering.clusters.to_csv(staging / "clusters.csv", index=False)
+        _write_csv(result.clustering.clusters, staging / "clusters.csv")
         pairs = result.pairs.sort_values(["match_probability", "record_id_l", "record_id_r"], ascending=[False, True, True])
-        pairs.to_csv(staging / "pairs.csv", index=False, float_format="%.10g")
+        _write_csv(pairs, staging / "pairs.csv")
         result.model.save(staging / "model.json")
         if len(result.clustering.events):
             result.clustering.events.to_csv(staging / "events.csv", index=False)
