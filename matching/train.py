@@ -122,7 +122,7 @@ class Matcher:
     Parameters
     ----------
     max_pairs_u : at most this many random pairs are sampled to estimate u probabilities
-        (`u_sample_size`: 20 per record, at least 250,000).
+        (`u_sample_size`: 10 per record, at least 250,000).
     em_max_pairs : cap on pairs per EM round (None: all blocked pairs).
     prior_recall : assumed recall of the deterministic rules that give the starting match prior
         (the prior itself is then calibrated on all blocked pairs, `matching.calibration`).
