@@ -49,8 +49,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from evaluation.child_process import BRIEFING, machine, run_child
+from evaluation.external import available_sets, best_threshold, blocking_recall, pairwise_scores, true_pairs, truth_stats, write_set
+from evaluation.splink_tutorial import tutorial_frame
+from matching.model import MatcherModel
+from matching.query import SUBJECT_FIELDS, Subject
+from matching.record import read_records
+from matching.resolve import Resolver
+from matching.standardise import standardise
+from matching.train import to_arrow
 
 SHOW_COLUMNS = ["given_name", "family_name", "dob", "postcode", "city", "street", "ssn_last4", "phone", "email"]
 RESOLVE_SAMPLE = 1_000
@@ -58,8 +67,6 @@ RESOLVE_SINGLES = 500
 
 
 def _selected(sets: list[str] | None) -> list[str]:
-    from evaluation.external import available_sets
-
     have = available_sets()
     if sets is None:
         env = os.environ.get("BRIEFING_EXTERNAL_SETS", "").strip()
@@ -91,11 +98,6 @@ def _missed_text(missed: pd.DataFrame, limit: int) -> list[str]:
 
 
 def _briefing(set_dir: Path, records_path: Path, truth: pd.DataFrame, pairs: pd.DataFrame, run: dict) -> dict:
-    from evaluation.external import best_threshold, blocking_recall, pairwise_scores
-    from matching.record import read_records
-    from matching.standardise import standardise
-    from matching.train import to_arrow
-
     out = set_dir / "briefing"
     model = json.loads((out / "model.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
@@ -124,9 +126,6 @@ def _briefing(set_dir: Path, records_path: Path, truth: pd.DataFrame, pairs: pd.
 
 
 def _plain(set_dir: Path, records_path: Path, truth: pd.DataFrame, pairs: pd.DataFrame, run: dict) -> dict:
-    from evaluation.external import best_threshold, blocking_recall, pairwise_scores
-    from evaluation.splink_tutorial import tutorial_frame
-
     out = set_dir / "splink"
     summary = json.loads((out / "summary.json").read_text())
     frame = tutorial_frame(records_path)
@@ -146,8 +145,6 @@ def _plain(set_dir: Path, records_path: Path, truth: pd.DataFrame, pairs: pd.Dat
 
 def bench_set(name: str, work: Path) -> dict:
     """Both linkers on set `name`, measured and scored (see module docstring)."""
-    from evaluation.external import true_pairs, truth_stats, write_set
-
     set_dir = work / name
     records_path, truth_path = write_set(name, set_dir)
     truth = pd.read_csv(truth_path, dtype=str, keep_default_na=False)
@@ -204,16 +201,11 @@ def bench_external(work: Path, sets: list[str] | None = None) -> dict:
 
 
 def _subject_fields(row: dict) -> dict:
-    from matching.query import SUBJECT_FIELDS
-
     return {f: row[f] for f in SUBJECT_FIELDS if row.get(f) is not None}
 
 
 def _subject(row: dict):
     """A Subject from a full record; fields the query schema refuses are left out (and named)."""
-    from pydantic import ValidationError
-
-    from matching.query import Subject
 
     fields = _subject_fields(row)
     dropped: list[str] = []
@@ -239,11 +231,6 @@ def _rows(records: pd.DataFrame) -> list[dict]:
 
 
 def resolve_set(name: str, work: Path, sample: int = RESOLVE_SAMPLE, singles: int = RESOLVE_SINGLES, seed: int = 0) -> dict:
-    from evaluation.external import write_set
-    from matching.model import MatcherModel
-    from matching.record import read_records
-    from matching.resolve import Resolver
-
     set_dir = work / name
     linked = set_dir / "briefing"
     records_path = set_dir / "records.csv"

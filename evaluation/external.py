@@ -29,8 +29,13 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
+
+from evaluation.febrl import load_febrl
+from evaluation.linkage import linkage_metrics
+from matching.record import CANONICAL_COLUMNS
 
 REPO = Path(__file__).resolve().parent.parent
 EXTERNAL_DIR = REPO / "evaluation" / "data" / "external"
@@ -49,11 +54,7 @@ def available_sets(external_dir: Path = EXTERNAL_DIR) -> list[str]:
 
 def load_set(name: str, external_dir: Path = EXTERNAL_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(records in canonical columns, truth with record_id, person_key) of set `name`."""
-    from matching.record import CANONICAL_COLUMNS
-
     if name in FEBRL_SETS:
-        from evaluation.febrl import load_febrl
-
         return load_febrl(int(name[-1]))
     path = Path(external_dir) / f"{name}.csv.gz"
     if not path.is_file():
@@ -110,8 +111,6 @@ def blocking_recall(frame, rules: list[str], pairs: pd.DataFrame, id_column: str
     Table), with `id_column`. Returns true_pairs, covered, recall, per-rule coverage (each rule
     alone) and, with `examples`, up to that many missed pairs showing the `show` columns.
     """
-    import duckdb
-
     con = duckdb.connect()
     try:
         con.execute("SET threads = 1")
@@ -151,8 +150,6 @@ def blocking_recall(frame, rules: list[str], pairs: pd.DataFrame, id_column: str
 
 
 def pairwise_scores(clusters: pd.DataFrame, truth: pd.DataFrame) -> dict:
-    from evaluation.linkage import linkage_metrics
-
     m = linkage_metrics(clusters[["record_id", "person_id"]].astype(str), truth[["record_id", "person_key"]].astype(str))
     return {"precision": round(m.pairwise_precision, 6), "recall": round(m.pairwise_recall, 6),
             "f1": round(m.pairwise_f1, 6), "predicted_pairs": m.predicted_pairs, "persons": m.n_clusters}

@@ -59,6 +59,8 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import splink.comparison_library as cl
+from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 #: Briefing's canonical column for each column of the tutorial.
 TUTORIAL_COLUMNS = {"first_name": "given_name", "surname": "family_name", "dob": "dob",
@@ -115,8 +117,6 @@ def present_columns(frame: pd.DataFrame) -> set[str]:
 
 
 def _comparisons(present: set[str]) -> tuple[list, list[str]]:
-    import splink.comparison_library as cl
-
     library = [
         ({"given_name", "family_name", CONCAT}, "given_name_family_name",
          lambda: cl.ForenameSurnameComparison("given_name", "family_name", forename_surname_concat_col_name=CONCAT)),
@@ -131,8 +131,6 @@ def _comparisons(present: set[str]) -> tuple[list, list[str]]:
 
 
 def _rules(candidates: tuple[tuple[str, ...], ...], present: set[str]) -> tuple[list, list[str]]:
-    from splink import block_on
-
     kept = [block_on(*cols) for cols in candidates if _columns_of(cols) <= present]
     dropped = [" + ".join(cols) for cols in candidates if not _columns_of(cols) <= present]
     return kept, dropped
@@ -146,8 +144,6 @@ def blocking_rule_sql(present: set[str]) -> list[str]:
 
 def run(records_path: str | Path, out_dir: str | Path, max_pairs_u: float = MAX_PAIRS_U, seed: int = SEED) -> dict:
     """Train, predict and cluster as the tutorial does; write pairs.csv, clusters.csv, summary.json; return the summary."""
-    from splink import DuckDBAPI, Linker, SettingsCreator, block_on
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
