@@ -14,7 +14,7 @@ SEED   ?= 7
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,evaluation]'
 	$(BIN)/python -m pip install --quiet --no-deps gecko-syndata==0.6.4 'lxml>=5.3,<6'
 	@touch $(STAMP)
 
@@ -36,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/briefing ingest --db $(DEMO)/briefing.db $(DEMO)/county/records.csv \
 		$(DEMO)/county/context_items.csv $(DEMO)/county/consents.csv
 	@echo
-	$(BIN)/python -m api.demo --db $(DEMO)/briefing.db --county $(DEMO)/county --port $(PORT)
+	$(BIN)/python -m api.cli.demo --db $(DEMO)/briefing.db --county $(DEMO)/county --port $(PORT)
 	@echo
 	@echo "Serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop). Files: $(DEMO)/county, $(DEMO)/link, $(DEMO)/briefing.db"
 	$(BIN)/briefing serve --db $(DEMO)/briefing.db --port $(PORT)
@@ -58,20 +58,20 @@ model: $(STAMP)
 	$(BIN)/briefing link $(MODEL_WORK)/heldout/records.csv --model models/matcher.json --out $(MODEL_WORK)/heldout/link --quiet
 	$(BIN)/briefing eval linkage --clusters $(MODEL_WORK)/heldout/link/clusters.csv --truth $(MODEL_WORK)/heldout/truth.csv \
 		--demographics $(MODEL_WORK)/heldout/demographics.csv --json $(MODEL_WORK)/heldout.json
-	$(BIN)/python -m evaluation.model_card --model models/matcher.json --eval $(MODEL_WORK)/heldout.json --out models/MATCHER.md
+	$(BIN)/python -m evaluation.linkage.model_card --model models/matcher.json --eval $(MODEL_WORK)/heldout.json --out models/MATCHER.md
 
 ## ranker: evaluate the ranking on a held-out split, then retrain models/ranker.json on all feedback and write models/RANKER.md
 RANKER_WORK := out/ranking
 ranker: $(STAMP)
 	$(BIN)/briefing synth --persons 38800 --seed 1 --out $(RANKER_WORK)/county --quiet
 	$(BIN)/briefing eval ranking $(RANKER_WORK)/county --json $(RANKER_WORK)/eval.json
-	$(BIN)/briefing train-ranker $(RANKER_WORK)/county --eval $(RANKER_WORK)/eval.json
+	$(BIN)/briefing train-ranker $(RANKER_WORK)/county --out models/ranker.json --eval $(RANKER_WORK)/eval.json
 
-## audit: the fairness audit on a held-out 100k-record county: out/audit/report.html, report.json, model-card sections
+## audit: the fairness audit on a held-out 100k-record county: out/audit/report.html, report.json, and (--cards models) the model cards' sections
 AUDIT_WORK := out/audit
 audit: $(STAMP)
 	$(BIN)/briefing synth --persons 38800 --seed 101 --out $(AUDIT_WORK)/county --quiet
-	$(BIN)/briefing eval fairness $(AUDIT_WORK)/county --out $(AUDIT_WORK)
+	$(BIN)/briefing eval fairness $(AUDIT_WORK)/county --out $(AUDIT_WORK) --cards models
 
 clean:
 	rm -rf out .pytest_cache

@@ -1,0 +1,1 @@
+"""Briefing: the service (service/, review/, web/) and the `briefing` command line (cli)."""

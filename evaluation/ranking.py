@@ -4,7 +4,7 @@ a person's items, measured against the hidden relevance on incidents the scoreca
 `evaluate_ranking(county_dir, seed, test_share, bootstrap)`:
 
 1. **Split** the incidents (all of `incidents.csv`, seeded permutation, `test_share` of them to test).
-2. **Train** the scorecard (`scoring.ranker.train_scorecard`) on the feedback rows of the *train*
+2. **Train** the scorecard (`scoring.ranker_fit.fit_ranker`) on the feedback rows of the *train*
    incidents only; C and the factor on the model's log-odds when combined with the rules
    (`rank_weight`) are chosen on a held-out part of that training feedback (never relevance, never
    a test incident).
@@ -23,10 +23,16 @@ a person's items, measured against the hidden relevance on incidents the scoreca
 Bootstrap: percentile intervals over `bootstrap` replicates that resample test *persons* with
 replacement, each drawn person bringing all of their test incidents (a frequent caller's incidents
 are not independent); with one incident per person this is the plain incident bootstrap.
+
+The county directory is a data source for training too: `load_county` gives a `CountyContext`, which
+is the `scoring.ranker_fit.FeedbackData` that production training (`fit_ranker`, `briefing
+train-ranker`) reads. `evaluation.ranking_card.model_card` writes `models/RANKER.md` from a model file
+and this evaluation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,9 +41,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluation.stats import ci95, person_bootstrap_means
 from scoring.item import ContextItem
-from scoring.rank import rank
-from scoring.ranker import Examples, ItemScorecard, agencies_for, feedback_examples, live, train_scorecard
+from scoring.rank import RankedItem, rank
+from scoring.ranker import ItemScorecard
+from scoring.ranker_features import live
+from scoring.ranker_fit import FeedbackData, fit_ranker
 from scoring.rules import Rules
 
 METHODS = ("rules", "model", "combined")
@@ -67,15 +76,12 @@ def _read(directory: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
 
 
 @dataclass
-class CountyContext:
-    """What ranking evaluation and training read from a synthetic county directory."""
+class CountyContext(FeedbackData):
+    """What ranking evaluation and training read from a synthetic county directory: the feedback data
+    training reads (`when`: incident id -> (call type, received time); `items`: the items of incident
+    subjects, by id; `person_of_item`, `person_items`, `feedback`), plus the incidents and relevance."""
 
     incidents: pd.DataFrame                              # incident_id, call_type, received_at, person_key
-    when: dict[str, tuple[str, datetime]]                # incident id -> (call type, received time)
-    items: dict[str, ContextItem]                        # items of incident subjects, by id
-    person_of_item: dict[str, str]
-    person_items: dict[str, list[ContextItem]]
-    feedback: pd.DataFrame
     relevance: pd.DataFrame | None = None
     files: dict[str, str] = field(default_factory=dict)
 
@@ -128,32 +134,6 @@ def load_county(county_dir: str | Path, relevance: bool = True) -> CountyContext
                          files={"dir": str(d)})
 
 
-def examples_for(ctx: CountyContext, incident_ids=None, rules: Rules | None = None) -> Examples:
-    """Feedback examples of `incident_ids` (all when None); with `rules`, `rows["rules_score"]` too."""
-    fb = ctx.feedback if incident_ids is None else ctx.feedback[ctx.feedback["incident_id"].isin(set(incident_ids))]
-    ex = feedback_examples(fb, ctx.when, ctx.items, ctx.person_items, ctx.person_of_item)
-    if rules is not None:
-        scores = []
-        for incident_id, item_id, call_type in ex.rows[["incident_id", "item_id", "call_type"]].itertuples(index=False):
-            item, now = ctx.items[item_id], ctx.when[incident_id][1]
-            agencies = agencies_for(item, ctx.person_items.get(ctx.person_of_item[item_id], ()), now)
-            scores.append(sum(v for _, v in rules.terms(item, call_type, now, agencies)))
-        ex.rows["rules_score"] = np.asarray(scores, dtype=float)
-    return ex
-
-
-def fit_ranker(ctx: CountyContext, incident_ids=None, rules: Rules | None = None, seed: int = 0,
-               rank_weight: float | str = "auto", C: float | str = "auto") -> ItemScorecard:
-    """Train the scorecard on the feedback of `incident_ids` (all when None)."""
-    rules = rules or Rules.load()
-    ex = examples_for(ctx, incident_ids, rules)
-    if len(ex) == 0:
-        raise RankingDataError(f"{ctx.files.get('dir', '')}: no feedback rows to train on")
-    model = train_scorecard(ex, C=C, seed=seed, rules_scores=ex.rows["rules_score"].to_numpy(), rank_weight=rank_weight)
-    model.training_["rules_version"] = rules.version
-    return model
-
-
 def split_incidents(incident_ids, seed: int, test_share: float) -> tuple[list[str], list[str]]:
     """(train ids, test ids): a seeded permutation of the incidents, `test_share` of them to test."""
     if not 0.0 < test_share < 1.0:
@@ -188,33 +168,32 @@ def average_precision(gains, threshold: float = RELEVANT) -> float:
     return float(np.mean(np.cumsum(hit)[hit] / positions))
 
 
-def _ci(values: np.ndarray) -> list[float | None]:
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return [None, None]
-    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-
-
-def _bootstrap_means(table: pd.DataFrame, columns: list[str], replicates: int, seed: int) -> dict[str, np.ndarray]:
-    """Per column, `replicates` means over resampled persons (each with all their rows); NaN rows skipped."""
-    persons = pd.Categorical(table["person_key"])
-    n = len(persons.categories)
-    rng = np.random.default_rng([seed, 1])
-    draws = np.zeros((replicates, n))
-    for r in range(replicates):
-        draws[r] = np.bincount(rng.integers(0, n, n), minlength=n)
-    out = {}
-    for col in columns:
-        v = table[col].to_numpy(dtype=float)
-        ok = np.isfinite(v)
-        sums = np.bincount(persons.codes[ok], weights=v[ok], minlength=n)
-        counts = np.bincount(persons.codes[ok], minlength=n).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[col] = (draws @ sums) / (draws @ counts)
-    return out
-
-
 # --------------------------------------------------------------------------- evaluation
+
+
+#: What each figure of the report means (written into it).
+DEFINITIONS = {
+    "gain": "relevance 0-3 (linear), a merged line takes the max over its items, no row = 0",
+    "ndcg": "DCG@k / ideal DCG@k over the same lines; incidents with all gains 0 left out",
+    "map": f"average precision with relevant = relevance >= {RELEVANT}; incidents without a relevant line left out",
+    "safety_pin_recall": "test incidents whose person has a live pinnable item (Rules.is_pinnable): the most "
+                         "recent one (by event date) is in the top 3 of the combined ranking",
+    "unverified_danger_top1": "test incidents whose combined top line is a doubtful danger label "
+                              "(Rules.is_doubtful_danger) while another category is ranked",
+    "expired_shown": "lines, over all three rankings, carrying an expired or inactive item",
+}
+
+
+@dataclass
+class _Tally:
+    """What ranking the test incidents measured: one row of metrics per incident, and the counts."""
+
+    rows: list[dict] = field(default_factory=list)
+    expired_shown: int = 0
+    doubtful_top1: dict[str, int] = field(default_factory=lambda: {m: 0 for m in METHODS})
+    pin_incidents: int = 0
+    pin_hits: int = 0
+    pin_misses: list[dict] = field(default_factory=list)
 
 
 def evaluate_ranking(county_dir: str | Path, seed: int = 0, test_share: float = 0.5, bootstrap: int = 1000,
@@ -231,22 +210,42 @@ def evaluate_ranking(county_dir: str | Path, seed: int = 0, test_share: float = 
     model = fit_ranker(ctx, train_ids, rules, seed=seed, rank_weight=rank_weight, C=C)
     train_seconds = time.perf_counter() - started
 
-    relevance = ctx.relevance
-    test_set = set(test_ids)
-    rel = relevance[relevance["incident_id"].isin(test_set)]
-    grade_of = {(i, j): int(r) for i, j, r in rel[["incident_id", "item_id", "relevance"]].itertuples(index=False)}
-    person_of_incident = dict(zip(ctx.incidents["incident_id"], ctx.incidents["person_key"]))
+    rel = ctx.relevance[ctx.relevance["incident_id"].isin(set(test_ids))]
     evaluated = sorted(set(rel["incident_id"]))
     say(f"ranking {len(evaluated):,} test incidents three ways")
-
-    rows, expired_shown, doubtful_top1 = [], 0, {m: 0 for m in METHODS}
-    pin_incidents, pin_hits, pin_misses = 0, 0, []
     started = time.perf_counter()
+    tally = _rank_test_incidents(ctx, rel, evaluated, rules, model)
+    rank_seconds = time.perf_counter() - started
+
+    table = pd.DataFrame(tally.rows)
+    columns = [f"{m}:{meth}" for m in METRICS for meth in METHODS] + ["ndcg5_diff"]
+    say(f"bootstrap ({bootstrap:,} replicates over persons)")
+    boot = person_bootstrap_means(table, columns, bootstrap, seed) if len(table) and bootstrap > 0 else {}
+    report = {"county_dir": str(county_dir), "seed": seed, "test_share": test_share, "rules_version": rules.version,
+              "n_incidents": _incident_counts(ctx, train_ids, test_ids, evaluated, table, model)}
+    report.update(_figures(table, boot, tally))
+    report.update({
+        "model": {"C": model.C, "rank_weight": model.rank_weight, "features": len(model.feature_names_),
+                  "training_rows": model.training_["rows"], "training_data_sha256": model.training_["data_sha256"],
+                  "metrics": model.training_["metrics"], "train_seconds": round(train_seconds, 3)},
+        "rank_seconds": round(rank_seconds, 3),
+        "bootstrap": {"replicates": bootstrap, "unit": "person (all of a person's test incidents together)"},
+        "definitions": dict(DEFINITIONS),
+        "split": {"train_incident_ids_sha256": _ids_hash(train_ids), "test_incident_ids_sha256": _ids_hash(test_ids)},
+    })
+    return report
+
+
+def _rank_test_incidents(ctx: CountyContext, rel: pd.DataFrame, evaluated: list[str], rules: Rules,
+                         model: ItemScorecard) -> _Tally:
+    """Rank each evaluated incident's subject's items three ways and measure each ranking."""
+    grade_of = {(i, j): int(r) for i, j, r in rel[["incident_id", "item_id", "relevance"]].itertuples(index=False)}
+    person_of_incident = dict(zip(ctx.incidents["incident_id"], ctx.incidents["person_key"]))
+    tally = _Tally()
     for incident_id in evaluated:
         call_type, now = ctx.when[incident_id]
         person = person_of_incident[incident_id]
         items = ctx.person_items.get(person, [])
-        by_id = {i.item_id: i for i in items}
         rankings = {
             "rules": rank(items, call_type, "certain", now, rules),
             "model": rank(items, call_type, "certain", now, rules, model=model, use_rules=False),
@@ -254,101 +253,95 @@ def evaluate_ranking(county_dir: str | Path, seed: int = 0, test_share: float = 
         }
         row = {"incident_id": incident_id, "person_key": person, "call_type": call_type,
                "lines": len(rankings["rules"])}
-        for method, ranked in rankings.items():
-            gains = [max(grade_of.get((incident_id, s["item_id"]), 0) for s in line.sources) for line in ranked]
-            row[f"ndcg_at_3:{method}"] = ndcg(gains, 3)
-            row[f"ndcg_at_5:{method}"] = ndcg(gains, 5)
-            row[f"map:{method}"] = average_precision(gains)
-            expired_shown += sum(1 for line in ranked for s in line.sources if not live(by_id[s["item_id"]], now))
-            if ranked and rules.is_doubtful_danger(by_id[ranked[0].item_id], now) and \
-                    any(line.category != ranked[0].category for line in ranked):
-                doubtful_top1[method] += 1
+        _measure(row, rankings, {i.item_id: i for i in items}, grade_of, now, rules, tally)
         row["ndcg5_diff"] = row["ndcg_at_5:combined"] - row["ndcg_at_5:rules"]
-        pinnable = [i for i in items if live(i, now) and rules.is_pinnable(i, now)]
-        if pinnable:
-            pin_incidents += 1
-            latest = max(pinnable, key=lambda i: (i.observed_at or i.last_verified_at, i.last_verified_at, i.item_id))
-            position = next(k for k, line in enumerate(rankings["combined"])
-                            if latest.item_id in {s["item_id"] for s in line.sources})
-            if position < int(rules.safety_pin["top"]):
-                pin_hits += 1
-            else:
-                pin_misses.append({"incident_id": incident_id, "item_id": latest.item_id, "position": position + 1})
-        rows.append(row)
-    rank_seconds = time.perf_counter() - started
+        _check_safety_pin(incident_id, items, rankings["combined"], now, rules, tally)
+        tally.rows.append(row)
+    return tally
 
-    table = pd.DataFrame(rows)
-    columns = [f"{m}:{meth}" for m in METRICS for meth in METHODS] + ["ndcg5_diff"]
-    say(f"bootstrap ({bootstrap:,} replicates over persons)")
-    boot = _bootstrap_means(table, columns, bootstrap, seed) if len(table) and bootstrap > 0 else {}
 
-    def block(metric: str) -> dict:
-        out = {}
-        for meth in METHODS:
-            col = f"{metric}:{meth}"
-            values = table[col].to_numpy(dtype=float) if len(table) else np.array([])
-            out[meth] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
-                         "ci95": _ci(boot[col]) if col in boot else [None, None],
-                         "n_incidents": int(np.isfinite(values).sum())}
-        return out
+def _measure(row: dict, rankings: dict[str, list[RankedItem]], by_id: dict[str, ContextItem], grade_of: dict,
+             now: datetime, rules: Rules, tally: _Tally) -> None:
+    """NDCG@3, NDCG@5 and MAP of each ranking into `row`; expired items shown and doubtful danger labels first into `tally`."""
+    incident_id = row["incident_id"]
+    for method, ranked in rankings.items():
+        gains = [max(grade_of.get((incident_id, s["item_id"]), 0) for s in line.sources) for line in ranked]
+        row[f"ndcg_at_3:{method}"] = ndcg(gains, 3)
+        row[f"ndcg_at_5:{method}"] = ndcg(gains, 5)
+        row[f"map:{method}"] = average_precision(gains)
+        tally.expired_shown += sum(1 for line in ranked for s in line.sources if not live(by_id[s["item_id"]], now))
+        if ranked and rules.is_doubtful_danger(by_id[ranked[0].item_id], now) and \
+                any(line.category != ranked[0].category for line in ranked):
+            tally.doubtful_top1[method] += 1
 
+
+def _check_safety_pin(incident_id: str, items: list[ContextItem], combined: list[RankedItem], now: datetime,
+                      rules: Rules, tally: _Tally) -> None:
+    """Whether the person's most recent pinnable item (if any) is in the combined ranking's top lines."""
+    pinnable = [i for i in items if live(i, now) and rules.is_pinnable(i, now)]
+    if not pinnable:
+        return
+    tally.pin_incidents += 1
+    latest = max(pinnable, key=lambda i: (i.observed_at or i.last_verified_at, i.last_verified_at, i.item_id))
+    position = next(k for k, line in enumerate(combined) if latest.item_id in {s["item_id"] for s in line.sources})
+    if position < int(rules.safety_pin["top"]):
+        tally.pin_hits += 1
+    else:
+        tally.pin_misses.append({"incident_id": incident_id, "item_id": latest.item_id, "position": position + 1})
+
+
+def _incident_counts(ctx: CountyContext, train_ids: list[str], test_ids: list[str], evaluated: list[str],
+                     table: pd.DataFrame, model: ItemScorecard) -> dict:
+    return {"total": int(len(ctx.incidents)), "train": len(train_ids), "test": len(test_ids),
+            "test_ranked": len(evaluated),
+            "train_with_feedback": int(model.training_["incidents"]),
+            "test_persons": int(table["person_key"].nunique()) if len(table) else 0}
+
+
+def _metric_block(table: pd.DataFrame, boot: dict[str, np.ndarray], metric: str) -> dict:
+    """Per method: the mean of `metric` over the incidents that have it, its bootstrap CI and their number."""
+    out = {}
+    for meth in METHODS:
+        col = f"{metric}:{meth}"
+        values = table[col].to_numpy(dtype=float) if len(table) else np.array([])
+        out[meth] = {"mean": float(np.nanmean(values)) if np.isfinite(values).any() else None,
+                     "ci95": list(ci95(boot[col]) or (None, None)) if col in boot else [None, None],
+                     "n_incidents": int(np.isfinite(values).sum())}
+    return out
+
+
+def _figures(table: pd.DataFrame, boot: dict[str, np.ndarray], tally: _Tally) -> dict:
+    """The report's measured figures: metrics per method, the combined - rules difference, the ordering rules' checks."""
     diff = table["ndcg5_diff"].to_numpy(dtype=float) if len(table) else np.array([])
     by_call_type = {}
     if len(table):
         for call_type, part in table.groupby("call_type"):
             by_call_type[call_type] = {"n_incidents": int(part["ndcg_at_5:rules"].notna().sum()),
                                        **{meth: float(part[f"ndcg_at_5:{meth}"].mean()) for meth in METHODS}}
-    training = dict(model.training_)
-    report = {
-        "county_dir": str(county_dir),
-        "seed": seed,
-        "test_share": test_share,
-        "rules_version": rules.version,
-        "n_incidents": {"total": int(len(ctx.incidents)), "train": len(train_ids), "test": len(test_ids),
-                        "test_ranked": len(evaluated),
-                        "train_with_feedback": int(training["incidents"]),
-                        "test_persons": int(table["person_key"].nunique()) if len(table) else 0},
-        "ndcg_at_5": block("ndcg_at_5"),
-        "ndcg_at_3": block("ndcg_at_3"),
-        "map": block("map"),
+    diff_ci = list(ci95(boot["ndcg5_diff"]) or (None, None)) if "ndcg5_diff" in boot else [None, None]
+    return {
+        "ndcg_at_5": _metric_block(table, boot, "ndcg_at_5"),
+        "ndcg_at_3": _metric_block(table, boot, "ndcg_at_3"),
+        "map": _metric_block(table, boot, "map"),
         "combined_minus_rules": float(np.nanmean(diff)) if np.isfinite(diff).any() else None,
-        "combined_minus_rules_ci95": _ci(boot["ndcg5_diff"]) if "ndcg5_diff" in boot else [None, None],
-        "combined_beats_rules": bool("ndcg5_diff" in boot and _ci(boot["ndcg5_diff"])[0] is not None
-                                     and _ci(boot["ndcg5_diff"])[0] > 0),
-        "safety_pin_recall": (pin_hits / pin_incidents) if pin_incidents else None,
-        "safety_pin_incidents": pin_incidents,
-        "safety_pin_misses": pin_misses[:20],
-        "expired_shown": expired_shown,
-        "unverified_danger_top1": doubtful_top1["combined"],
-        "unverified_danger_top1_by_method": doubtful_top1,
+        "combined_minus_rules_ci95": diff_ci,
+        "combined_beats_rules": bool("ndcg5_diff" in boot and diff_ci[0] is not None and diff_ci[0] > 0),
+        "safety_pin_recall": (tally.pin_hits / tally.pin_incidents) if tally.pin_incidents else None,
+        "safety_pin_incidents": tally.pin_incidents,
+        "safety_pin_misses": tally.pin_misses[:20],
+        "expired_shown": tally.expired_shown,
+        "unverified_danger_top1": tally.doubtful_top1["combined"],
+        "unverified_danger_top1_by_method": tally.doubtful_top1,
         "ndcg_at_5_by_call_type": by_call_type,
-        "model": {"C": model.C, "rank_weight": model.rank_weight, "features": len(model.feature_names_),
-                  "training_rows": training["rows"], "training_data_sha256": training["data_sha256"],
-                  "metrics": training["metrics"], "train_seconds": round(train_seconds, 3)},
-        "rank_seconds": round(rank_seconds, 3),
-        "bootstrap": {"replicates": bootstrap, "unit": "person (all of a person's test incidents together)"},
-        "definitions": {
-            "gain": "relevance 0-3 (linear), a merged line takes the max over its items, no row = 0",
-            "ndcg": "DCG@k / ideal DCG@k over the same lines; incidents with all gains 0 left out",
-            "map": f"average precision with relevant = relevance >= {RELEVANT}; incidents without a relevant line left out",
-            "safety_pin_recall": "test incidents whose person has a live pinnable item (Rules.is_pinnable): the most "
-                                 "recent one (by event date) is in the top 3 of the combined ranking",
-            "unverified_danger_top1": "test incidents whose combined top line is a doubtful danger label "
-                                      "(Rules.is_doubtful_danger) while another category is ranked",
-            "expired_shown": "lines, over all three rankings, carrying an expired or inactive item",
-        },
-        "split": {"train_incident_ids_sha256": _ids_hash(train_ids), "test_incident_ids_sha256": _ids_hash(test_ids)},
     }
-    return report
 
 
 def _ids_hash(ids) -> str:
-    import hashlib
-
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
-def _fmt_ci(entry: dict) -> str:
+def format_ci(entry: dict) -> str:
+    """`mean [lo, hi]` of one method's figure (`n/a` without a mean)."""
     lo, hi = entry["ci95"]
     mean = entry["mean"]
     if mean is None:
@@ -368,7 +361,7 @@ def render_text(report: dict) -> str:
              f"{'metric':<10} {'rules':>26} {'model':>26} {'rules + model':>26}"]
     for metric in ("ndcg_at_3", "ndcg_at_5", "map"):
         b = report[metric]
-        lines.append(f"{metric:<10} {_fmt_ci(b['rules']):>26} {_fmt_ci(b['model']):>26} {_fmt_ci(b['combined']):>26}")
+        lines.append(f"{metric:<10} {format_ci(b['rules']):>26} {format_ci(b['model']):>26} {format_ci(b['combined']):>26}")
     lo, hi = report["combined_minus_rules_ci95"]
     diff = report["combined_minus_rules"]
     recall = report["safety_pin_recall"]
@@ -380,102 +373,3 @@ def render_text(report: dict) -> str:
               f"expired items shown: {report['expired_shown']}",
               f"unverified danger label ranked first: {report['unverified_danger_top1']}"]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- model card
-
-
-def model_card(manifest: dict, evaluation: dict | None = None, provenance: str = "") -> str:
-    """`models/RANKER.md`: intended use, data, features, metrics, caveats (from the model file's content
-    (`manifest`: `models/ranker.json` as a dict) and, when given, an `eval ranking` JSON measured on
-    held-out incidents)."""
-    m = manifest.get("metrics", {}) or {}
-    tr = manifest.get("training", {}) or {}
-    coef = manifest.get("coefficients", {}) or {}
-    fmt = lambda v, d=4: "n/a" if v is None else f"{v:.{d}f}"  # noqa: E731
-    lines = [
-        "# Ranker model card",
-        "",
-        f"Model file: `ranker.json` (JSON, never a pickle; loading checks its SHA-256 `{str(manifest.get('sha256'))[:12]}…`) "
-        f"— format `{manifest.get('format')}`, scikit-learn {manifest.get('sklearn_version')}, created "
-        f"{manifest.get('created')}.",
-        "",
-        "## Intended use",
-        "Ordering the context items of a person *already resolved* for an incident, together with the declarative",
-        "rules (`scoring/rules.toml`): rank score = rules terms + rank weight × model terms, each term shown to the",
-        "responder. The model estimates how likely responders are to mark an item as helpful at this kind of call.",
-        "It never decides access (the access policy runs first), never overrides the ordering rules (doubtful danger",
-        "labels sink; the safety pin holds), and is not a risk score about a person.",
-        "",
-        "## Training data",
-        provenance or "Responder feedback (`feedback.csv`: incident, item, helped 0/1) of a synthetic county.",
-        "",
-        f"- feedback rows: {tr.get('rows', 'n/a'):,} from {tr.get('incidents', 'n/a'):,} incidents; "
-        f"helped share {fmt(tr.get('helped_share'), 3)}" if isinstance(tr.get("rows"), int) else "- feedback rows: n/a",
-        f"- training-data hash (sha256 of the sorted `incident_id,item_id,helped` rows): `{manifest.get('training_data_sha256')}`",
-        f"- rules version used to choose the rank weight: `{tr.get('rules_version', 'n/a')}`",
-        "",
-        "## Model",
-        f"{manifest.get('model')}; C = {manifest.get('params', {}).get('C')} (chosen by held-out log loss), "
-        f"rank weight = {manifest.get('params', {}).get('rank_weight')} (chosen by held-out AUC of rules + weight × "
-        "log-odds). Units: natural-log odds.",
-        "",
-        f"### Features ({manifest.get('n_features')}) — no demographic attribute",
-        "Category one-hot; call type × category; source type one-hot; legal category one-hot; ln(1 + days since last",
-        "verified, else observed); date seen unknown; verified; past review date; unverified / stale / vague danger label;",
-        "unspecific danger code; corroborating agencies. Nothing about the person: no race/ethnicity, sex, age or birth",
-        "year, name or postcode (demographics exist only in evaluation fixtures; a test checks the model file).",
-        "",
-        "Largest weights (log-odds):",
-        "",
-        "| feature | weight |",
-        "|---|---|",
-    ]
-    for name, w in sorted(coef.items(), key=lambda kv: -abs(kv[1]))[:15]:
-        lines.append(f"| `{name}` | {w:+.3f} |")
-    lines += [
-        "",
-        "## Metrics",
-        f"On a held-out {int(100 * m.get('holdout_share_of_incidents', 0))} % of the training incidents "
-        f"({m.get('holdout_rows', 'n/a')} feedback rows; model fitted on the rest with the same settings): "
-        f"log loss {fmt(m.get('log_loss'))} (base rate {fmt(m.get('base_rate_log_loss'))}), AUC {fmt(m.get('auc'))} "
-        f"(rules score alone: AUC {fmt(m.get('rules_auc'))}).",
-    ]
-    if evaluation:
-        n = evaluation["n_incidents"]
-        lines += [
-            "",
-            f"Ranking quality on held-out incidents (`briefing eval ranking`, split seed {evaluation['seed']}): a scorecard "
-            f"trained the same way on the feedback of {n['train']:,} train incidents only (C = {evaluation['model']['C']}, "
-            f"rank weight {evaluation['model']['rank_weight']}), measured on {n['test_ranked']:,} test incidents against the "
-            f"hidden relevance; 95 % bootstrap CIs over persons; rules `{evaluation['rules_version']}`:",
-            "",
-            "| metric | rules | model | rules + model |",
-            "|---|---|---|---|",
-        ]
-        for metric, label in (("ndcg_at_3", "NDCG@3"), ("ndcg_at_5", "NDCG@5"), ("map", "MAP (rel ≥ 2)")):
-            b = evaluation[metric]
-            lines.append(f"| {label} | " + " | ".join(_fmt_ci(b[k]) for k in METHODS) + " |")
-        lo, hi = evaluation["combined_minus_rules_ci95"]
-        diff = evaluation["combined_minus_rules"]
-        lines += [
-            "",
-            f"NDCG@5 rules + model − rules: {diff:+.4f} (95 % CI {lo:+.4f} to {hi:+.4f}). Safety-pin recall "
-            f"{fmt(evaluation['safety_pin_recall'], 3)} over {evaluation['safety_pin_incidents']} incidents; expired items "
-            f"shown {evaluation['expired_shown']}; unverified danger label ranked first {evaluation['unverified_danger_top1']}.",
-        ] if diff is not None and lo is not None else []
-    lines += [
-        "",
-        "## Caveats",
-        "- Trained and measured on synthetic feedback (`evaluation/SYNTH.md` §7). Responders' marks carry biases (approach",
-        "  guidance liked, danger labels and legal status marked unhelpful more than their relevance says): the model learns",
-        "  them, which is one reason it is added to the rules rather than replacing them, and why the ordering rules",
-        "  (doubtful danger labels sink, the safety pin) are applied after scoring.",
-        "- Feedback is small (a few thousand rows): call type × category weights are shrunk towards zero by L2",
-        "  regularisation; rare pairs mostly fall back on the category weight.",
-        "- Feedback was shown in random order (no position bias). Real feedback on a ranked screen would need",
-        "  position-bias correction before training.",
-        "- Re-train when the rules file, the item vocabulary or the feature list changes; the model file's feature list",
-        "  must match the code's or loading fails (so must its content digest: an edited file is refused).",
-    ]
-    return "\n".join(lines) + "\n"

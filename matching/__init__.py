@@ -1,0 +1,1 @@
+"""Record linkage: standardise records, train and run the Splink matcher, cluster persons, resolve in real time."""

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 from splink import block_on
-from splink.internals.blocking_rule_creator import BlockingRuleCreator
-from splink.internals.blocking_rule_creator_utils import to_blocking_rule_creator
+
+from matching.splink_api import BlockingRuleCreator, blocking_rule_creator
 
 PREDICTION_KEYS: tuple[tuple[str, ...], ...] = (
     ("dob",),
@@ -114,7 +114,7 @@ def choose_prediction_rules(std: pd.DataFrame, fields: set[str], budget: Blockin
 
 def as_creators(rules: list[dict]) -> list[BlockingRuleCreator]:
     """Splink blocking-rule creators for rules as returned by `choose_prediction_rules`."""
-    return [to_blocking_rule_creator({"blocking_rule": r["rule"], "sql_dialect": "duckdb"}) for r in rules]
+    return [blocking_rule_creator(r["rule"]) for r in rules]
 
 
 def _rules(fields: set[str], candidates: list[tuple[str, ...]]) -> list[BlockingRuleCreator]:

@@ -12,6 +12,7 @@ Splink refuses unknown keys in its settings, so the file wraps them:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -75,8 +76,6 @@ class MatcherModel:
     @property
     def version(self) -> str:
         """Short content hash of the Splink parameters and thresholds: names the model in audit logs."""
-        import hashlib
-
         payload = json.dumps({"splink": self.splink, "thresholds": asdict(self.thresholds)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -87,7 +87,13 @@ class AddOutcome:
 
 
 class Resolver:
-    """Resolve subjects against an in-memory index of records and persons."""
+    """Resolve subjects against an in-memory index of records and persons.
+
+    scikit-learn's conventions: `__init__` keeps the parameters (and `lock`, which guards every
+    change); `fit` / `fit_standardised` learn `model_` (the model rescaled to the records indexed),
+    `scorer_`, `index_`, `unusable_rules_` (blocking rules the index cannot use) and start
+    `review_pairs_` (pairs opened for a steward by `add_record`).
+    """
 
     def __init__(self, model: MatcherModel, ambiguity_margin: float = AMBIGUITY_MARGIN,
                  max_candidates: int = MAX_CANDIDATES, context_comparisons: tuple[str, ...] = CONTEXT_COMPARISONS,
@@ -97,11 +103,6 @@ class Resolver:
         self.context_comparisons = context_comparisons
         self.ambiguity_margin = ambiguity_margin
         self.max_candidates = max_candidates
-        self.model_: MatcherModel | None = None
-        self.scorer_: Scorer | None = None
-        self.index_: CandidateIndex | None = None
-        self.review_pairs_: list[dict] = []
-        self.unusable_rules_: list[str] = []
         self.lock = threading.RLock()      # held by every change; callers may hold it to pair a change with a store write
 
     # ---------------------------------------------------------------- building
@@ -124,15 +125,16 @@ class Resolver:
         if missing.any():
             raise ValueError(f"{int(missing.sum())} records have no person in the clustering "
                              f"(first: {ids[missing].iloc[0]!r})")
-        self.model_ = self.base_model.for_population(len(ids))
-        self.scorer_ = Scorer(self.model_.splink)
+        self.review_pairs_: list[dict] = []
+        self.model_: MatcherModel = self.base_model.for_population(len(ids))
+        self.scorer_: Scorer = Scorer(self.model_.splink)
         rules = [r["blocking_rule"] if isinstance(r, dict) else r
                  for r in self.model_.splink.get("blocking_rules_to_generate_predictions", [])]
         specs, self.unusable_rules_ = key_specs(rules, set(self.scorer_.columns_) | set(STANDARD_COLUMNS))
         index = CandidateIndex(specs, self.scorer_.columns_, self.scorer_.tf_columns_, max_scored=self.max_scored)
         index.build(({c: _column(chunk, c) for c in index.column_names} for chunk in chunks),
                     ids.to_numpy(dtype=object), person.loc[ids].to_numpy(dtype=object))
-        self.index_ = index
+        self.index_: CandidateIndex = index
         settle_memory()
         return self
 
@@ -255,7 +257,7 @@ class Resolver:
             index.delete(record_id)
 
     def _ready(self) -> tuple[CandidateIndex, Scorer]:
-        if self.index_ is None or self.scorer_ is None:
+        if getattr(self, "index_", None) is None or getattr(self, "scorer_", None) is None:
             raise RuntimeError("the resolver has no index yet: call fit() first")
         return self.index_, self.scorer_
 

@@ -4,9 +4,9 @@ Splink's `predict()` assigns each pair one level per comparison (the first level
 condition is true, the null level first), adds the level's match weight, adds a
 term-frequency adjustment on levels that have one, and adds the prior's log-odds. `Scorer`
 does exactly that: the level conditions compiled by `matching.level_sql`, the weights taken
-from Splink's own parsed settings objects (so clamping and defaults are Splink's), and term
-frequencies computed the way Splink computes them (value count / non-null count over the
-records being linked). Tests hold its weights to Splink's within 1e-6.
+from Splink's own parsed settings objects (`matching.splink_api.parse_model`, so clamping and
+defaults are Splink's), and term frequencies computed the way Splink computes them (value count /
+non-null count over the records being linked). Tests hold its weights to Splink's within 1e-6.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from matching.encoding import Extras, Vocabulary
 from matching.level_sql import Pairs, Side, columns_used, compile_condition
+from matching.splink_api import LevelParameters, parse_model
 
 
 @dataclass(frozen=True)
@@ -120,22 +121,14 @@ class Scorer:
     """Match weights of pairs under one trained Splink model (`MatcherModel.splink`)."""
 
     def __init__(self, splink_settings: Mapping):
-        from splink.internals.misc import prob_to_match_weight
-        from splink.internals.settings_creator import SettingsCreator
-
-        settings = SettingsCreator.from_path_or_dict(dict(splink_settings)).get_settings("duckdb")
-        self.prior_weight_ = float(prob_to_match_weight(settings._probability_two_random_records_match))
-        comparisons = []
-        for comparison in settings.comparisons:
-            levels = []
-            for level in comparison.comparison_levels:
-                levels.append(_level(level, comparison.comparison_levels))
-            comparisons.append(Comparison(comparison.output_column_name, tuple(levels)))
-        self.comparisons_ = tuple(comparisons)
+        parsed = parse_model(splink_settings)
+        self.prior_weight_ = parsed.prior_match_weight
+        self.comparisons_ = tuple(Comparison(field, tuple(_level(level) for level in levels))
+                                  for field, levels in parsed.comparisons)
         used: set[str] = set()
-        for comparison in settings.comparisons:
-            for level in comparison.comparison_levels:
-                if not level._is_else_level:
+        for _, levels in parsed.comparisons:
+            for level in levels:
+                if not level.is_else:
                     used |= columns_used(level.sql_condition)
         self.tf_columns_ = sorted({lv.tf_column for c in self.comparisons_ for lv in c.levels if lv.tf_column})
         self.columns_ = sorted(used | set(self.tf_columns_))
@@ -176,22 +169,18 @@ def _label(comparison: Comparison, level: int) -> str:
     return NOT_COUNTED_LABEL if level == NOT_COUNTED else comparison.levels[level].label
 
 
-def _level(level, all_levels) -> Level:
-    """Freeze one Splink ComparisonLevel into what the scorer needs."""
-    condition = None if level._is_else_level else compile_condition(level.sql_condition)
-    if level.is_null_level:
-        return Level(level.label_for_charts, condition, 0.0, True)
-    weight = level._match_weight
-    if weight is None:
-        raise ValueError(f"level {level.label_for_charts!r} has no trained m/u probabilities")
-    tf_column = None
-    tf_weight = tf_min = log2_u = 0.0
-    if level._has_tf_adjustments and level._tf_adjustment_weight and not level._is_else_level:
-        tf_column = level._tf_adjustment_input_column_name
-        tf_weight = float(level._tf_adjustment_weight)
-        tf_min = float(level._tf_minimum_u_value)
-        log2_u = math.log2(level._u_probability_corresponding_to_exact_match(all_levels))
-    return Level(level.label_for_charts, condition, float(weight), False, tf_column, tf_weight, tf_min, log2_u)
+def _level(level: LevelParameters) -> Level:
+    """Freeze one comparison level, as Splink parses it, into what the scorer needs."""
+    condition = None if level.is_else else compile_condition(level.sql_condition)
+    if level.is_null:
+        return Level(level.label, condition, 0.0, True)
+    if level.match_weight is None:
+        raise ValueError(f"level {level.label!r} has no trained m/u probabilities")
+    tf = level.tf
+    if tf is None:
+        return Level(level.label, condition, float(level.match_weight), False)
+    return Level(level.label, condition, float(level.match_weight), False, tf.column, tf.weight, tf.minimum_u,
+                 math.log2(tf.u_exact))
 
 
 def _tf_adjustment(level: Level, pairs: Pairs, rows: np.ndarray, tf: TermFrequencies) -> np.ndarray:

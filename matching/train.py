@@ -1,9 +1,11 @@
 """Train the Splink matcher (unsupervised) and score candidate pairs.
 
-`Matcher` follows scikit-learn's conventions: parameters in `__init__`, `fit` learns
-`model_` (a `MatcherModel`) and `fields_`, `predict` scores the blocked pairs of a set of
-standardised records. Splink's SQL runs on DuckDB (in memory, the default) or on Spark
-(`engine="spark"`, see `matching.engine`); the model JSON is the same whichever engine trains it.
+`Matcher` follows scikit-learn's conventions: parameters in `__init__`; `fit` learns `model_`
+(a `MatcherModel`) and `fields_`, and leaves `linker_` (the Splink linker over the training
+records) and `predictions_` (its scored blocked pairs) for `link_records` to reuse. There is no
+`Matcher.predict`: `predict_pairs` scores the blocked pairs of a set of standardised records with
+a model. Splink's SQL runs on DuckDB (in memory, the default) or on Spark (`engine="spark"`, see
+`matching.engine`); the model JSON is the same whichever engine trains it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-from splink import block_on
+from splink import SettingsCreator, block_on
 
 from matching.blocking import (
     BlockingBudget,
@@ -28,9 +30,10 @@ from matching.blocking import (
 )
 from matching.calibration import LINK_EXPECTED_PRECISION, bayes_factors, default_link_threshold, estimate_prior, logit2
 from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
-from matching.engine import model_json
+from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
+from matching.splink_api import comparison_input_columns, linker_prior, set_linker_prior
 from matching.standardise import LIST_COLUMNS, available_fields
 
 log = logging.getLogger(__name__)
@@ -67,8 +70,6 @@ def linker_for(standardised: pd.DataFrame, settings: Any, engine: str = "duckdb"
     `engine`: "duckdb" (in memory, the default) or "spark" (`spark_master`, default local[2]); see
     `matching.engine`. Settings and models are always given in DuckDB SQL.
     """
-    from matching.engine import build_linker
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         linker = build_linker(to_arrow(standardised), settings, engine, spark_master)
@@ -108,8 +109,7 @@ class ScoredPairs:
 
 def comparison_columns(fields: set[str]) -> dict[str, set[str]]:
     """Each comparison's output name -> the standardised columns its levels read."""
-    comparisons = (creator.get_comparison("duckdb") for creator in build_comparisons(fields))
-    return {c.output_column_name: {col.input_name for col in c._input_columns_used_by_case_statement} for c in comparisons}
+    return dict(comparison_input_columns(creator) for creator in build_comparisons(fields))
 
 
 class NotTrainable(ValueError):
@@ -142,9 +142,7 @@ class Matcher:
         self.engine = engine
         self.spark_master = spark_master
 
-    def settings_for(self, fields: set[str], prediction_rules: list[dict]):
-        from splink import SettingsCreator
-
+    def settings_for(self, fields: set[str], prediction_rules: list[dict]) -> SettingsCreator:
         return SettingsCreator(
             link_type="dedupe_only",
             unique_id_column_name="unique_id",
@@ -225,15 +223,14 @@ class Matcher:
         matches, under 0.01 % of them on a million records, and keeping all of them (38 million pairs
         there) took the link past 8 GB.
         """
-        settings = self.linker_._settings_obj
-        start = settings._probability_two_random_records_match
+        start = linker_prior(self.linker_)
         lowest_bits = min(0.0, logit2(KEPT_FLOOR) - logit2(min(0.5, MAX_PRIOR_RISE * start)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             table = self.linker_.inference.predict(threshold_match_weight=logit2(start) + lowest_bits)
         factors = bayes_factors(self.linker_, table, start, n_records)
         prior = estimate_prior(factors, fallback=start)
-        settings._probability_two_random_records_match = prior
+        set_linker_prior(self.linker_, prior)
         splink_model["probability_two_random_records_match"] = prior
         self.predictions_ = ScoredPairs(table=table, prior=start, lowest_bits=lowest_bits)
         link, sweep = default_link_threshold(factors, prior)
@@ -247,10 +244,9 @@ def _floor_prior(linker, n_records: int, recall: float) -> None:
 
     A prior of zero is a match weight of minus infinity: EM and every prediction would fail.
     """
-    settings = linker._settings_obj
-    if settings._probability_two_random_records_match <= 0:
+    if linker_prior(linker) <= 0:
         all_pairs = max(n_records * (n_records - 1) / 2, 1)
-        settings._probability_two_random_records_match = min(1.0 / (recall * all_pairs), 0.5)
+        set_linker_prior(linker, min(1.0 / (recall * all_pairs), 0.5))
 
 
 #: The smallest m probability training may leave on a level. EM over a couple of million pairs cannot

@@ -1,8 +1,9 @@
 """Context items, consents and requesting principals: the typed inputs of the access policy.
 
-The vocabularies are DESIGN.md's (data model; roles and purposes). Items and consents are
-pydantic models so a feed's bad row is refused field by field; `record_agency` on both is
-filled in by whoever resolved the record (the policy never looks a record up itself).
+The vocabularies (item categories, call types, legal categories, roles, purposes) are DESIGN.md's
+(data model; roles and purposes). Items and consents are pydantic models so a feed's bad row is
+refused field by field; `record_agency` on both is filled in by whoever resolved the record (the
+policy never looks a record up itself).
 """
 
 from __future__ import annotations
@@ -26,6 +27,24 @@ class Category(str, Enum):
     legal_status = "legal_status"
     housing_context = "housing_context"
     recent_event = "recent_event"
+
+
+class CallType(str, Enum):
+    """The incident's call type, as the CAD sends it: the rules weigh categories per call type
+    (`rules.toml`), the scorecard has a feature per call type and category (`scoring.ranker_features`),
+    and the Part 2 medical-emergency exception names call types (`[policy]`). Order matters: it is
+    the scorecard's feature order."""
+
+    disturbance = "disturbance"
+    welfare_check = "welfare_check"
+    overdose = "overdose"
+    suicidal_person = "suicidal_person"
+    mental_health_crisis = "mental_health_crisis"
+    trespass = "trespass"
+    domestic = "domestic"
+    medical = "medical"
+    missing_person = "missing_person"
+    other = "other"
 
 
 class LegalCategory(str, Enum):

@@ -11,11 +11,11 @@ UTF-8; floats are written exactly, so a file read and written again has the same
 document: bytes that are not UTF-8 JSON (a pickle is recognised and never unpickled), a digest
 missing or not matching the content (the file was edited or corrupted after it was saved), another
 format, a feature list or coefficient set that is not this code's `FEATURES`, a non-finite or
-non-numeric weight, unknown or out-of-range parameters. It then rebuilds the fitted estimator:
-`coef_`, `intercept_`, `classes_`, `n_features_in_`, `feature_names_`, `training_`, and the
-`LogisticRegression` in `estimator_` with the same weights, so `predict_proba`, `decision_function`
-and `terms` give exactly what the saved model gave. `file_sha256_` is the digest (the service reports
-its first 12 characters as the ranker's version).
+non-numeric weight, unknown or out-of-range parameters. It returns the checked content
+(`SavedScorecard`), from which `ItemScorecard.load` (`scoring.ranker`) rebuilds the fitted estimator
+with the same weights, so `predict_proba`, `decision_function` and `terms` give exactly what the saved
+model gave; `file_sha256_` is the digest (the service reports its first 12 characters as the ranker's
+version). This module knows the file, not the estimator: `scoring.ranker` imports it, never the reverse.
 
 The digest detects corruption and edits by anyone who does not recompute it; it is not a signature.
 What it cannot do, the format does: whoever can write the file can change weights, never run code.
@@ -28,14 +28,17 @@ import hmac
 import json
 import math
 import os
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
+import sklearn
 
-from scoring.ranker import FEATURES, FORMAT, ItemScorecard
+from scoring.ranker_features import FEATURES
 
+FORMAT = "briefing.ranker/2"           # /1 was a joblib pickle beside a JSON manifest; /2 is one JSON file
 MODEL = "ItemScorecard (sklearn.linear_model.LogisticRegression, L2)"
 UNITS = "natural-log odds of helped; rank terms = rank_weight x coefficient x value"
 PICKLE_MAGIC = b"\x80"                 # protocol 2+ pickles (joblib's too) start with PROTO
@@ -52,10 +55,19 @@ def content_digest(content: dict) -> str:
     return hashlib.sha256(canonical(content).encode("utf-8")).hexdigest()
 
 
-def describe(model: ItemScorecard) -> dict:
-    """Everything the file holds about a fitted `model` except the digest."""
-    import sklearn
+@dataclass(frozen=True)
+class SavedScorecard:
+    """A ranker file's checked content: what `ItemScorecard.load` rebuilds the fitted scorecard from."""
 
+    params: dict
+    coef: np.ndarray
+    intercept: float
+    training: dict
+    digest: str
+
+
+def describe(model) -> dict:
+    """Everything the file holds about a fitted `model` (a `scoring.ranker.ItemScorecard`) except the digest."""
     coefficients = model.coefficients()
     training = dict(getattr(model, "training_", {}) or {})
     return {
@@ -76,7 +88,7 @@ def describe(model: ItemScorecard) -> dict:
     }
 
 
-def write(model: ItemScorecard, path: str | Path) -> Path:
+def write(model, path: str | Path) -> Path:
     """Write `model` to `path` (atomically: a temporary file beside it, then renamed); returns `path`."""
     path = Path(path)
     content = describe(model)
@@ -98,9 +110,9 @@ def _number(value, what: str, path: Path) -> float:
     return float(value)
 
 
-def _params(raw, path: Path) -> dict:
-    """The scorecard's parameters from the file, checked: exactly `ItemScorecard`'s, each in range."""
-    expected = set(ItemScorecard().get_params())
+def _params(raw, path: Path, names: Iterable[str]) -> dict:
+    """The scorecard's parameters from the file, checked: exactly `names` (`ItemScorecard`'s), each in range."""
+    expected = set(names)
     if not isinstance(raw, dict) or set(raw) != expected:
         raise ValueError(f"{path}: params must name exactly {sorted(expected)}")
     C = _number(raw["C"], "params.C", path)
@@ -138,8 +150,9 @@ def _parse(path: Path) -> dict:
     return document
 
 
-def read(path: str | Path) -> ItemScorecard:
-    """The scorecard saved at `path` by `write`, checked (see the module docstring) and rebuilt."""
+def read(path: str | Path, param_names: Iterable[str]) -> SavedScorecard:
+    """The scorecard saved at `path` by `write`, checked (see the module docstring); `param_names`: the
+    estimator's parameters, which the file must name exactly."""
     path = Path(path)
     document = _parse(path)
     stated = document.pop("sha256", None)
@@ -166,27 +179,6 @@ def read(path: str | Path) -> ItemScorecard:
     training = document.get("training") or {}
     if not isinstance(training, dict) or not isinstance(document.get("metrics") or {}, dict):
         raise ValueError(f"{path}: training and metrics must be objects")
-    return _rebuild(_params(document.get("params"), path), coef, intercept, {
+    return SavedScorecard(_params(document.get("params"), path, param_names), coef, intercept, {
         "data_sha256": document.get("training_data_sha256"), "metrics": document.get("metrics") or {}, **training},
         actual)
-
-
-def _rebuild(params: dict, coef: np.ndarray, intercept: float, training: dict, digest: str) -> ItemScorecard:
-    """A fitted scorecard (and its LogisticRegression) with exactly these weights."""
-    model = ItemScorecard(**params)
-    estimator = LogisticRegression(C=model.C, class_weight=model.class_weight, max_iter=model.max_iter,
-                                   solver=model.solver)
-    estimator.coef_ = coef.reshape(1, -1).copy()
-    estimator.intercept_ = np.array([intercept])
-    estimator.classes_ = np.array([0, 1])
-    estimator.n_features_in_ = len(FEATURES)
-    estimator.n_iter_ = np.array([0], dtype=np.int32)
-    model.estimator_ = estimator
-    model.coef_ = coef
-    model.intercept_ = intercept
-    model.classes_ = np.array([0, 1])
-    model.n_features_in_ = len(FEATURES)
-    model.feature_names_ = list(FEATURES)
-    model.training_ = training
-    model.file_sha256_ = digest
-    return model

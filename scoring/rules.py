@@ -2,7 +2,9 @@
 
 `Rules.load()` reads the TOML file; `Rules.version` is its content hash, so every briefing can
 name the exact rules that ordered it, and the access-policy settings of its `[policy]` section (the
-call types on which the 42 CFR 2.51 medical-emergency exception may apply). `Rules.terms` turns
+call types on which the 42 CFR 2.51 medical-emergency exception may apply). Every call type the file
+names (a `[category_weight.<call type>]` section, `policy.medical_emergency_call_types`) must be a
+`scoring.item.CallType`, or loading fails naming it. `Rules.terms` turns
 one (merged) item into named additive terms, the transparent half of an item's score. The ordering rules live in `scoring.rank`; the
 predicates they need (`is_doubtful_danger`, `is_pinnable`) live here, next to their numbers.
 """
@@ -15,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from scoring.item import ContextItem
+from scoring.item import CallType, ContextItem
 
 RULES_PATH = Path(__file__).with_name("rules.toml")
 GRADES = ("possible", "probable", "certain")
+_KNOWN_CALL_TYPES = frozenset(t.value for t in CallType)
 
 
 class RulesError(ValueError):
@@ -57,6 +60,8 @@ class Rules:
         calls = policy.get("medical_emergency_call_types", []) if isinstance(policy, dict) else None
         if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
             raise RulesError(f"{path}: policy.medical_emergency_call_types must be a list of call types")
+        _check_call_types(path, [(f"category_weight.{t}", t) for t in data["category_weight"] if t != "default"]
+                          + [("policy.medical_emergency_call_types", c) for c in calls])
         return cls(**{k: data[k] for k in required}, policy=policy, version=hashlib.sha256(raw).hexdigest()[:12])
 
     @property
@@ -130,6 +135,14 @@ class Rules:
 
     def grade_at_least(self, grade: str | None, minimum: str) -> bool:
         return grade in GRADES and GRADES.index(grade) >= GRADES.index(minimum)
+
+
+def _check_call_types(path: str | Path, named: list[tuple[str, str]]) -> None:
+    """Every call type the file names (as (key, call type)) must be a `CallType`: a typo would silently never apply."""
+    for key, call_type in named:
+        if call_type not in _KNOWN_CALL_TYPES:
+            raise RulesError(f"{path}: {key}: unknown call type {call_type!r} "
+                             f"(known: {', '.join(t.value for t in CallType)})")
 
 
 def _age_days(item: ContextItem, now: datetime) -> float | None:

@@ -1,6 +1,7 @@
 """Run the `briefing` command line in-process, as a user would: exit status and the error message."""
 
-from api.cli import CliError, build_parser
+from api.cli.common import CliError
+from api.cli.main import build_parser
 
 
 def run_briefing(argv: list[str]) -> tuple[int, str]:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.postgres import Unavailable, in_ci, start_server
 
-# A PostgreSQL store keeps its audit key and witness under $XDG_STATE_HOME/briefing/<url hash>/ (api/audit_trail.py):
+# A PostgreSQL store keeps its audit key and witness under $XDG_STATE_HOME/briefing/<url hash>/ (api/service/audit_trail.py):
 # the tests' throwaway databases keep theirs in a temporary directory, not in the home directory.
 os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="briefing-test-state-"))
 

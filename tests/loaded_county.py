@@ -11,9 +11,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from api.ingest import ingest
-from api.reference import person_reference, record_reference, reference_secret
-from api.store import Store, open_store, records
+from api.service.ingest import ingest
+from api.service.reference import person_reference, record_reference, reference_secret
+from api.service.store import Store, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 
@@ -42,12 +42,12 @@ def loaded_county(directory: Path, persons: int, seed: int, db: str | None = Non
 
 
 def shown_person(store: Store, person_id: str) -> str:
-    """What a responder is told for `person_id` by a service over `store` (api.reference)."""
+    """What a responder is told for `person_id` by a service over `store` (api.service.reference)."""
     return person_reference(person_id, reference_secret(store))
 
 
 def shown_record(store: Store, record_id: str) -> str:
-    """What a responder is told for `record_id` by a service over `store` (api.reference)."""
+    """What a responder is told for `record_id` by a service over `store` (api.service.reference)."""
     return record_reference(record_id, reference_secret(store))
 
 

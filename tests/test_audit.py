@@ -9,8 +9,8 @@ import threading
 import pytest
 from sqlalchemy import delete, update
 
-from api.audit import KEYED_ACTION, append, verify
-from api.store import audit_events, open_store
+from api.service.audit import KEYED_ACTION, append, verify
+from api.service.store import audit_events, open_store
 from tests.cli_run import run_briefing
 
 

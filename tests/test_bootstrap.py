@@ -1,6 +1,6 @@
 import pandas as pd
 
-from evaluation.bootstrap import fnmr_bootstrap, person_pair_counts
+from evaluation.stats import fnmr_bootstrap, person_counts
 
 
 def _world(split_every: int, groups=("a", "b"), persons_per_group=40):
@@ -21,7 +21,7 @@ def _world(split_every: int, groups=("a", "b"), persons_per_group=40):
 
 def test_person_pair_counts_count_kept_pairs():
     clusters, truth, _ = _world(split_every=1, groups=("b",), persons_per_group=1)
-    counts = person_pair_counts(clusters, truth)
+    counts = person_counts(clusters, truth)
     assert counts.loc["b0", "true_pairs"] == 3 and counts.loc["b0", "kept_pairs"] == 1
 
 

@@ -16,10 +16,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import func, select
 
-from api.app import create_app
-from api.keys import create_key
-from api.reference import record_reference
-from api.store import audit_events, consents, context_items, records, shown_items
+from api.service.keys import create_key
+from api.service.reference import record_reference
+from api.service.store import audit_events, consents, context_items, records, shown_items
+from api.web.app import create_app
 from scoring.item import Purpose, Role
 from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county, stored_subject
 
@@ -270,10 +270,10 @@ def test_a_stalled_resolver_leaves_no_stale_work_queued_and_fresh_requests_answe
         stall.wait(30)
         return real_resolve(subject)
 
-    import api.briefings
+    import api.service.disclosure
 
-    real_items = api.briefings.person_items
-    monkeypatch.setattr(api.briefings, "person_items", lambda *a: reads.append(1) or real_items(*a))
+    real_items = api.service.disclosure.person_items
+    monkeypatch.setattr(api.service.disclosure, "person_items", lambda *a: reads.append(1) or real_items(*a))
     monkeypatch.setattr(service.resolver, "resolve", stalled)
     with store.engine.connect() as connection:
         record_id = connection.execute(select(context_items.c.record_id).where(

@@ -2,7 +2,7 @@
 
 import pytest
 
-from api.cli import main
+from api.cli.main import main
 
 HEADER = "record_id,agency,given_name,family_name,dob,phone\n"
 

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-import evaluation.ranking as ranking
+import scoring.ranker_fit as ranker_fit
 from evaluation.ranking import average_precision, evaluate_ranking, ndcg, split_incidents
 from evaluation.synth.county import generate_county
 from scoring.item import ContextItem
 from scoring.rank import rank
-from scoring.ranker import feedback_hash
+from scoring.ranker_fit import feedback_hash
 from scoring.rules import Rules
 from tests.cli_run import run_briefing
 
@@ -97,13 +97,13 @@ def test_split_is_seeded_disjoint_and_complete():
 
 def test_evaluation_never_trains_on_a_test_incident(county, monkeypatch):
     seen = []
-    real = ranking.train_scorecard
+    real = ranker_fit.train_scorecard
 
     def spy(examples, **kw):
         seen.append(examples.rows.copy())
         return real(examples, **kw)
 
-    monkeypatch.setattr(ranking, "train_scorecard", spy)
+    monkeypatch.setattr(ranker_fit, "train_scorecard", spy)
     result = evaluate_ranking(county, seed=3, bootstrap=0)
     incidents = pd.read_csv(county / "incidents.csv", dtype=str, keep_default_na=False)
     feedback = pd.read_csv(county / "feedback.csv", dtype=str, keep_default_na=False)
@@ -145,12 +145,14 @@ def test_eval_ranking_names_a_missing_file(county, tmp_path, missing):
 
 
 def test_add_parsers_puts_ranking_under_the_existing_eval_command():
-    from api.cli import build_parser
+    from api.cli.main import build_parser
 
-    parser = build_parser()                    # api.cli registers the ranking commands itself
+    parser = build_parser()                    # api.cli.main registers the ranking commands itself
     assert parser.parse_args(["eval", "ranking", "DIR"]).func.__name__ == "cmd_eval_ranking"
     assert parser.parse_args(["eval", "linkage", "--clusters", "c", "--truth", "t"]).func.__name__ == "cmd_eval_linkage"
-    assert parser.parse_args(["train-ranker", "DIR"]).out == "models/ranker.json"
+    assert parser.parse_args(["train-ranker", "DIR", "--out", "r.json"]).out == "r.json"
+    with pytest.raises(SystemExit):            # a command writes only where it is told to: no default --out
+        parser.parse_args(["train-ranker", "DIR"])
 
 
 # --------------------------------------------------------------------------- merged copies and the safety pin

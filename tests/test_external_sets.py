@@ -1,9 +1,9 @@
 """The committed gecko-syndata benchmark sets (evaluation/data/external/) and the script that makes them.
 
-The SHA-256 of each committed file is pinned here, and the generator (evaluation/gecko_sets.py) is re-run
+The SHA-256 of each committed file is pinned here, and the generator (evaluation/synth/gecko_sets.py) is re-run
 into a temporary directory to check it writes exactly those bytes, so neither the files nor the script can
 change silently. Regenerating both sets takes about 6 s. If a change is intended: run
-``python -m evaluation.gecko_sets --out evaluation/data/external`` and update PINNED (and evaluation/DATA.md).
+``python -m evaluation.synth.gecko_sets --out evaluation/data/external`` and update PINNED (and evaluation/DATA.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _sha256(data: bytes) -> str:
 def test_committed_file_matches_pinned_hashes(name):
     data = (EXTERNAL / f"{name}.csv.gz").read_bytes()
     gz_sha, csv_sha, *_ = PINNED[name]
-    assert _sha256(data) == gz_sha, f"{name}.csv.gz changed; regenerate it with evaluation.gecko_sets"
+    assert _sha256(data) == gz_sha, f"{name}.csv.gz changed; regenerate it with evaluation.synth.gecko_sets"
     assert _sha256(gzip.decompress(data)) == csv_sha
     assert len(data) < 3_000_000
 
@@ -75,10 +75,10 @@ def test_generator_reproduces_committed_files(tmp_path):
         if in_ci():
             pytest.fail(f"CI=true: gecko-syndata must be installed: {exc}", pytrace=False)
         pytest.skip(f"gecko-syndata not installed: {exc}")
-    from evaluation import gecko_sets
+    from evaluation.synth import gecko_sets
 
     assert gecko_sets.main(["--out", str(tmp_path), "--quiet"]) == 0
     for name, (gz_sha, csv_sha, *_) in PINNED.items():
         data = (tmp_path / f"{name}.csv.gz").read_bytes()
-        assert _sha256(gzip.decompress(data)) == csv_sha, f"evaluation.gecko_sets no longer reproduces {name}"
+        assert _sha256(gzip.decompress(data)) == csv_sha, f"evaluation.synth.gecko_sets no longer reproduces {name}"
         assert _sha256(data) == gz_sha, f"{name}: same CSV but different gzip bytes (zlib differs?)"

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.fairness_measures import MIN_PERSONS
-from evaluation.fairness_ranker import (ATTRIBUTES, STIGMATISING, SUPPORTIVE, group_ratios, ideal_weight, incident_table,
-                                        invariance, position_weight, ranked_lines, ranker_fairness, ratio_measure)
-from evaluation.fairness_report import write_report
+from evaluation.measures import MIN_PERSONS
+from evaluation.fairness.ranker import ATTRIBUTES, ranker_fairness
+from evaluation.fairness.ranker_exposure import STIGMATISING, SUPPORTIVE, ideal_weight, incident_table, position_weight, ranked_lines
+from evaluation.fairness.ranker_groups import group_ratio_measure, group_ratios
+from evaluation.fairness.ranker_invariance import invariance
+from evaluation.fairness.report import write_report
 from evaluation.ranking import load_county
 from evaluation.synth.county import generate_county
 from scoring.ranker import ItemScorecard
@@ -169,7 +171,7 @@ def test_section_has_every_measure_with_reference_and_small_groups_not_judged(se
 def test_insufficient_when_no_group_but_the_reference_is_large_enough():
     persons = pd.DataFrame({"g": ["a"] * 40 + ["b"] * 10, "x": 1.0, "n": 1.0})
     table = group_ratios(persons, "g", {"rate": ("x", "n")}, 50, 0)
-    measure = ratio_measure("m", "m", "g", table, "rate")
+    measure = group_ratio_measure("m", "m", "g", table, "rate")
     assert measure.verdict == "insufficient" and measure.value is None and "b (10)" in measure.note
 
 

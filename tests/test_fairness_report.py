@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.fairness_measures import Figure, GroupFigure, Measure, Section
-from evaluation.fairness_report import BEGIN, END, card_section, ratio_plot, refresh_card, render_verdict_text, write_report
-from api.cli_fairness import _matcher_audit
+from evaluation.measures import Figure, GroupFigure, Measure, Section
+from evaluation.fairness.plots import ratio_plot
+from evaluation.fairness.report import BEGIN, END, card_section, refresh_card, render_verdict_text, write_report
 from evaluation.synth.county import generate_county
 from tests.cli_run import run_briefing
 
@@ -171,7 +171,7 @@ def test_eval_fairness_writes_the_report_and_refreshes_the_cards(audited):
     county, out, cards, argv = audited
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     names = [s["name"] for s in report["sections"]]
-    assert names == (["matcher", "ranker"] if _matcher_audit() is not None else ["ranker"])
+    assert names == ["matcher", "ranker"]
     ranker = next(s for s in report["sections"] if s["name"] == "ranker")
     assert len(ranker["measures"]) == 15 and len(ranker["figures"]) == 4
     text = (out / "report.html").read_text(encoding="utf-8")
@@ -193,6 +193,24 @@ def test_eval_fairness_writes_the_report_and_refreshes_the_cards(audited):
         assert card.count(BEGIN) == 1 and _outside(card) == _outside(original)
 
 
+def test_eval_fairness_writes_nothing_outside_out_without_cards(audited, tmp_path, monkeypatch):
+    """Without --cards the model cards are left alone, even the ones at models/ of the working directory."""
+    county = audited[0]
+    (tmp_path / "models").mkdir()
+    for file in ("MATCHER.md", "RANKER.md"):
+        shutil.copy(MODELS / file, tmp_path / "models" / file)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    status, err = run_briefing(["eval", "fairness", str(county), "--out", str(out), "--replicates", "20", "--sample", "10",
+                                "--matcher-model", str(MODELS / "matcher.json"), "--ranker-model",
+                                str(MODELS / "ranker.json"), "--quiet"])
+    assert status == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
+    for file in ("MATCHER.md", "RANKER.md"):
+        assert (tmp_path / "models" / file).read_bytes() == (MODELS / file).read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "out"]
+
+
 def test_eval_fairness_bad_input_is_exit_2_naming_the_file(tmp_path, audited):
     county = audited[0]
     status, err = run_briefing(["eval", "fairness", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
@@ -200,7 +218,7 @@ def test_eval_fairness_bad_input_is_exit_2_naming_the_file(tmp_path, audited):
     partial = tmp_path / "partial"
     shutil.copytree(county, partial)
     (partial / "relevance.csv").unlink()
-    status, err = run_briefing(["eval", "fairness", str(partial), "--out", str(tmp_path / "o"), "--no-cards"])
+    status, err = run_briefing(["eval", "fairness", str(partial), "--out", str(tmp_path / "o")])
     assert status == 2 and "relevance.csv" in err and "no such file" in err
     assert not (tmp_path / "o" / "report.html").exists()
 

@@ -33,10 +33,10 @@ import psutil
 import pytest
 from sqlalchemy import select
 
-from api.audit import append
-from api.keys import create_key
-from api.reference import person_reference, reference_secret
-from api.store import audit_events, changes, clusters, consents, context_items, open_store, records
+from api.service.audit import append
+from api.service.keys import create_key
+from api.service.reference import person_reference, reference_secret
+from api.service.store import audit_events, changes, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county

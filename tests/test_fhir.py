@@ -9,11 +9,11 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from sqlalchemy import select
 
-from api.app import create_app
-from api.audit import verify
-from api.keys import create_key
-from api.reference import person_reference, record_reference
-from api.store import audit_events, records
+from api.service.audit import verify
+from api.service.keys import create_key
+from api.service.reference import person_reference, record_reference
+from api.service.store import audit_events, records
+from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county

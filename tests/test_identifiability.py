@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from evaluation.identifiability import GIVEN_ONLY, MORE, NOTHING, identifiability
+from evaluation.linkage.identifiability import GIVEN_ONLY, MORE, NOTHING, identifiability
 from matching.query import Subject
 from matching.standardise import standardise
 

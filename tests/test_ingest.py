@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from api.audit import verify
-from api.ingest import BULK_MIN, ConsentIn, IngestError, consent_row, ingest, record_row, upsert
-from api.store import audit_events, clusters, consents, context_items, open_store, records
+from api.service.audit import verify
+from api.service.ingest import BULK_MIN, ConsentIn, IngestError, consent_row, ingest, record_row, upsert
+from api.service.store import audit_events, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 from tests.cli_run import run_briefing

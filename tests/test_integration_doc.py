@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from api.app import create_app
-from api.keys import create_key
+from api.service.keys import create_key
+from api.web.app import create_app
 from scoring.item import Purpose, Role
 from tests.loaded_county import county_clock, loaded_county
 
@@ -69,7 +69,7 @@ def _fits(shown, actual, where: str, ids: dict) -> None:
 
 
 def test_the_document_has_a_sample_for_every_endpoint():
-    from api.openapi import operations
+    from api.web.openapi import operations
 
     sent = {(request.split()[0].lower(), request.split()[1].split("?")[0]) for request, *_ in _exchanges()}
     for op in operations():

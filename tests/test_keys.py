@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from api.audit import verify
-from api.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
-from api.store import open_store
+from api.service.audit import verify
+from api.service.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
+from api.service.store import open_store
 from scoring.item import Purpose, Role
 from tests.cli_run import run_briefing
 
@@ -53,6 +53,28 @@ def test_duplicate_names_and_unknown_names_are_refused(store):
         revoke_key(store, "nobody")
 
 
+@pytest.mark.parametrize("role", [Role.dispatcher, Role.officer, Role.co_responder, Role.ems])
+def test_a_responder_key_without_a_purpose_is_refused_naming_the_purposes(store, role):
+    # every briefing claims a purpose its key grants: a responder key with none would answer 403 to all of them
+    with pytest.raises(ValueError, match=f"{role.value}.*EMERGENCY, LAW, TREATMENT, THREAT"):
+        create_key(store, f"{role.value}-bare", role, "COUNTY", [])
+    assert list_keys(store) == []
+
+
+def test_keys_that_get_no_briefings_need_no_purpose(store):
+    for role in (Role.feed, Role.steward, Role.auditor, Role.admin):
+        create_key(store, f"{role.value}-1", role, "COUNTY", [])
+    assert len(list_keys(store)) == 4
+
+
+def test_keys_cli_refuses_a_responder_key_without_purpose(tmp_path, capsys):
+    db = str(tmp_path / "k.db")
+    status, message = run_briefing(["keys", "create", "--db", db, "--name", "pd-1", "--role", "officer",
+                                    "--agency", "METRO_PD"])
+    assert status == 2 and "--purpose" in message and "EMERGENCY, LAW, TREATMENT, THREAT" in message
+    assert capsys.readouterr().out == "" and list_keys(open_store(db)) == []
+
+
 def test_store_is_a_sqlite_file_in_wal_mode_with_foreign_keys(store):
     with store.engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -78,7 +100,7 @@ def test_keys_cli_prints_only_the_key_and_refuses_a_duplicate(tmp_path, capsys):
 def _events(store, *actions) -> list[tuple[str, dict, str | None]]:
     from sqlalchemy import select
 
-    from api.store import audit_events
+    from api.service.store import audit_events
 
     with store.engine.connect() as connection:
         rows = connection.execute(select(audit_events.c.action, audit_events.c.payload, audit_events.c.principal)
@@ -111,14 +133,14 @@ def test_the_keys_cli_audits_its_user(tmp_path):
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from api.app import create_app
+    from api.web.app import create_app
 
     db = str(tmp_path_factory.mktemp("auth") / "auth.db")
     return create_app(db, Path(__file__).resolve().parents[1] / "models")
 
 
 def test_failed_authentication_is_audited_until_the_lockout_and_a_flood_adds_nothing_more(app):
-    from api.throttle import PER_CREDENTIAL, FailureThrottle
+    from api.service.throttle import PER_CREDENTIAL, FailureThrottle
 
     service = app.extensions["briefing"]
     service.throttle = FailureThrottle()
@@ -140,7 +162,7 @@ def test_failed_authentication_is_audited_until_the_lockout_and_a_flood_adds_not
 
 
 def test_a_flood_of_distinct_bad_keys_from_one_address_is_audited_a_bounded_number_of_times(app):
-    from api.throttle import PER_ADDRESS, FailureThrottle
+    from api.service.throttle import PER_ADDRESS, FailureThrottle
 
     service = app.extensions["briefing"]
     service.throttle = FailureThrottle()

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.labels import (LabelsFileError, Labels, labels_report, measure_at, read_labels, render_labels_text,
+from evaluation.linkage.labels import (LabelsFileError, Labels, labels_report, measure_at, read_labels, render_labels_text,
                                wilson_interval)
-from evaluation.thresholds import lowest_threshold_with_precision
+from matching.thresholds import lowest_threshold_with_precision
 from tests.cli_run import run_briefing
 
 HEADER = "record_id_l,record_id_r,decision,match_probability\n"

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from api.cli import main
-from evaluation.linkage import linkage_metrics
+from api.cli.main import main
+from matching.accuracy import linkage_metrics
 from evaluation.synth.county import generate_county
 
 

@@ -1,4 +1,4 @@
-"""evaluation.linkage: pairwise / B-cubed metrics and per-group error rates."""
+"""evaluation.linkage.metrics: pairwise / B-cubed metrics and per-group error rates."""
 
 from __future__ import annotations
 
@@ -12,13 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluation.linkage import (
-    MISSING_GROUP,
-    LinkageMetrics,
-    error_rate_ratio,
-    group_error_rates,
-    linkage_metrics,
-)
+from evaluation.linkage.metrics import MISSING_GROUP, error_rate_ratio, group_error_rates
+from matching.accuracy import LinkageMetrics, linkage_metrics
 
 # Truth used by the hand-built examples: A has 3 records, B 2, C 1 -> 3 + 1 + 0 = 4 true pairs.
 TRUTH = pd.DataFrame({"record_id": ["r1", "r2", "r3", "r4", "r5", "r6"],

@@ -2,7 +2,7 @@
 
 Each operation is called with a key whose role may call it (and, for responders, that may claim
 every purpose), so the generated bodies reach the handlers rather than stopping at 403; the
-checks run on whatever comes back: success answers against `api.schemas`, errors against `Error`.
+checks run on whatever comes back: success answers against `api.web.schemas`, errors against `Error`.
 """
 
 import pytest
@@ -10,9 +10,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.app import create_app
-from api.keys import create_key
-from api.throttle import FailureThrottle
+from api.service.keys import create_key
+from api.service.throttle import FailureThrottle
+from api.web.app import create_app
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
 

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scoring.item import Category, ContextItem, LegalCategory, Status
+from scoring.item import CallType, Category, ContextItem, LegalCategory, Status
 from scoring.rank import FACT, POSSIBLE_MATCH, rank
-from scoring.rules import Rules, RulesError
+from scoring.rules import RULES_PATH, Rules, RulesError
 
 NOW = datetime(2026, 3, 1, tzinfo=timezone.utc)
 RULES = Rules.load()
@@ -30,6 +30,20 @@ def test_rules_file_has_a_content_hash_version_and_a_bad_file_is_refused(tmp_pat
     broken.write_text("not = [toml")
     with pytest.raises(RulesError, match="rules.toml"):
         Rules.load(broken)
+
+
+def test_every_call_type_the_rules_file_names_is_a_known_call_type(tmp_path):
+    """A misspelt call type in rules.toml would silently never apply: loading refuses it, naming it and its key."""
+    named = set(RULES.category_weight) - {"default"} | RULES.medical_emergency_call_types
+    assert named and named <= {t.value for t in CallType}
+    text = RULES_PATH.read_text(encoding="utf-8")
+    cases = (("[category_weight.overdose]", "[category_weight.over_dose]", "category_weight.over_dose", "over_dose"),
+             ('"mental_health_crisis"]', '"mental_crisis"]', "policy.medical_emergency_call_types", "mental_crisis"))
+    for good, bad, key, unknown in cases:
+        edited = tmp_path / "rules.toml"
+        edited.write_text(text.replace(good, bad), encoding="utf-8")
+        with pytest.raises(RulesError, match=rf"{key}: unknown call type '{unknown}'"):
+            Rules.load(edited)
 
 
 def test_terms_add_up_to_the_score_and_name_each_rule():
@@ -111,7 +125,7 @@ def test_the_order_does_not_depend_on_the_order_items_arrive_in(items, call_type
 def test_the_scorecard_and_the_rules_agree_on_what_a_danger_label_is():
     """The model keeps its own copy (its features must not move with the rules file); the two must not drift."""
     from evaluation.synth.needs_catalogue import NEEDS_SPEC
-    from scoring.ranker import DANGER_CATEGORIES, STALE_DANGER_DAYS, VAGUE_CODES
+    from scoring.ranker_features import DANGER_CATEGORIES, STALE_DANGER_DAYS, VAGUE_CODES
 
     assert VAGUE_CODES == set(RULES.danger["vague_codes"])
     assert DANGER_CATEGORIES == set(RULES.danger["categories"]) and STALE_DANGER_DAYS == RULES.danger["stale_after_days"]

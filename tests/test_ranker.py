@@ -19,12 +19,14 @@ import sklearn
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from evaluation.ranking import examples_for, fit_ranker, load_county
+from evaluation.ranking import load_county
 from evaluation.synth.county import generate_county
 from scoring.item import ContextItem
 from scoring.rank import rank
-from scoring.ranker import DEFAULT_PATH, FEATURES, FORMAT, ItemScorecard, feature_matrix, feedback_hash, item_features
-from scoring.ranker_file import content_digest
+from scoring.ranker import DEFAULT_PATH, ItemScorecard
+from scoring.ranker_features import FEATURES, feature_matrix, item_features
+from scoring.ranker_file import FORMAT, content_digest
+from scoring.ranker_fit import examples_for, feedback_hash, fit_ranker
 from scoring.rules import Rules
 from tests.cli_run import run_briefing
 
@@ -283,7 +285,7 @@ def test_a_pickle_is_never_loaded_as_a_ranker(fitted, tmp_path):
 
 
 def test_the_committed_ranker_is_a_verified_json_file_and_no_pickle_ships(tmp_path):
-    from api.app import create_app
+    from api.web.app import create_app
 
     model = ItemScorecard.load(DEFAULT_PATH)
     assert DEFAULT_PATH.name == "ranker.json" and model.feature_names_ == list(FEATURES)

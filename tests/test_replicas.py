@@ -1,7 +1,7 @@
 """Two `briefing serve` replicas on different ports over one PostgreSQL store.
 
 Each replica applies the store's change feed before every request it authenticates
-(`api.changes`), so what is written through one replica is resolvable through the other on its
+(`api.service.changes`), so what is written through one replica is resolvable through the other on its
 next request — well inside the 2 seconds the deployment note promises. The same holds for a key
 revoked through the CLI and for a record deleted through the other replica.
 """
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from api.keys import create_key, revoke_key
-from api.reference import record_reference, reference_secret
+from api.service.keys import create_key, revoke_key
+from api.service.reference import record_reference, reference_secret
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
 from tests.served import call, serving
@@ -33,7 +33,7 @@ def replicas(tmp_path_factory, postgres_url):
 
 
 def _resolved_record(base: str, key: str) -> str | None:
-    """The opaque reference (api.reference) of the best candidate a responder is told."""
+    """The opaque reference (api.service.reference) of the best candidate a responder is told."""
     status, answer = call(base, "POST", "/v1/match", key, {"subject": SUBJECT, "purpose": "EMERGENCY"})
     assert status == 200, answer
     candidates = answer["resolution"]["candidates"]

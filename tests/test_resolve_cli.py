@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from api.cli import main
+from api.cli.main import main
 from evaluation.synth.county import generate_county
 
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select, update
 
-from api.audit import PURGE_ACTION, append, verify
-from api.retention import AUDIT_RETENTION_DAYS, RetentionError, purge
-from api.store import audit_events, changes, consents, context_items, feedback, metadata, open_store, records, review_decisions
+from api.service.audit import PURGE_ACTION, append, verify
+from api.service.retention import AUDIT_RETENTION_DAYS, RetentionError, purge
+from api.service.store import audit_events, changes, consents, context_items, feedback, metadata, open_store, records, review_decisions
 from tests.cli_run import run_briefing
 from tests.loaded_county import loaded_county
 
@@ -269,7 +269,7 @@ def test_the_anchor_is_carried_forward_and_moves_with_later_purges():
 
 
 def test_an_upgraded_log_verifies_after_retention_removes_its_unkeyed_events_and_the_upgrade_event():
-    from api.audit import GENESIS, KEYED_ACTION, chain_hash
+    from api.service.audit import GENESIS, KEYED_ACTION, chain_hash
 
     store = _memory_store()
     with store.engine.begin() as connection:            # written the old way: plain SHA-256, no witness

@@ -1,4 +1,4 @@
-"""Steward review: the queue, decisions that change answers at once, undo, the API, labels (api.review*)."""
+"""Steward review: the queue, decisions that change answers at once, undo, the API, labels (api/review/, api/web/review_api.py)."""
 
 import csv
 import json
@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from api import ingest as ingest_module
-from api import review
-from api.app import create_app
-from api.audit import verify
-from api.ingest import ingest
-from api.keys import create_key
-from api.store import audit_events, clusters, person_events, review_pairs
-from evaluation.labels import read_labels
+from api.review import decisions as review
+from api.review import queue as review_queue
+from api.service import ingest as ingest_module
+from api.service.audit import verify
+from api.service.ingest import ingest
+from api.service.keys import create_key
+from api.service.stewardship import live_constraints
+from api.service.store import RECORD_FIELDS, audit_events, clusters, person_events, review_pairs
+from api.web.app import create_app
+from evaluation.linkage.labels import read_labels
 from matching.model import MatcherModel
 from scoring.item import Purpose, Role
 from tests.cli_run import run_briefing
@@ -156,7 +158,7 @@ def test_queue_filters_and_paging(county):
     assert _queue(client, keys["steward"], reason="batch_band", limit=200)["total"] == everything["total"] - 1
     page = _queue(client, keys["steward"], limit=5, offset=5)
     assert page["total"] == everything["total"] and page["pairs"] == everything["pairs"][5:10]
-    entries, total = review.queue(county[2], review.QueueFilters(agency=agency), limit=3)
+    entries, total = review_queue.queue(county[2], review_queue.QueueFilters(agency=agency), limit=3)
     assert total == by_agency["total"] and [e.pair_id for e in entries] == [p["pair_id"] for p in by_agency["pairs"][:3]]
     bad = client.get("/v1/review/queue?limit=500&reason=gut&min_probability=2&colour=red", headers=_h(keys["steward"]))
     assert bad.status_code == 422 and {"limit", "reason", "min_probability", "colour"} <= set(bad.get_json()["fields"])
@@ -169,7 +171,7 @@ def test_the_pair_page_shows_both_records_and_weights_that_sum_to_the_total(coun
     detail = client.get(f"/v1/review/pairs/{pair['pair_id']}", headers=_h(keys["steward"])).get_json()
     assert detail["entry"]["pair_id"] == pair["pair_id"] and detail["decisions"] == []
     assert detail["left"]["record_id"] == pair["record_id_l"] and detail["right"]["record_id"] == pair["record_id_r"]
-    assert set(detail["left"]) == {"record_id", *review.RECORD_FIELDS}
+    assert set(detail["left"]) == {"record_id", *RECORD_FIELDS}
     assert detail["explanation"][0]["field"] == "prior"
     assert sum(e["weight"] for e in detail["explanation"]) == pytest.approx(detail["match_weight"], abs=1e-4)
     assert detail["match_probability"] == pytest.approx(pair["match_probability"], abs=0.05)
@@ -230,7 +232,7 @@ def test_not_a_match_splits_the_right_record_out_and_the_next_answer_no_longer_j
         {(c["person_id"], c["record_id"]) for c in briefing["resolution"]["candidates"]}
     # The feed resending the record cannot put it back: the steward's decision overrules the scores.
     feed = create_key(store, f"feed-{row['agency']}", Role.feed, row["agency"], [])
-    resent = {k: v for k, v in row.items() if v and k in ("record_id", *review.RECORD_FIELDS)}
+    resent = {k: v for k, v in row.items() if v and k in ("record_id", *RECORD_FIELDS)}
     written = client.post("/v1/records", json=resent, headers=_h(feed))
     assert written.status_code == 200 and _persons(store)[moved] != person, written.get_json()
     # Another worker (a fresh app over the same store) answers the same.
@@ -307,7 +309,7 @@ def test_undo_goes_newest_first_per_record(county):
 
 def _live_constraints_expected(store) -> int:
     with store.engine.connect() as connection:
-        must, cannot = review.live_constraints(connection)
+        must, cannot = live_constraints(connection)
     return len(must) + len(cannot)
 
 
@@ -469,7 +471,7 @@ def test_the_review_endpoints_conform_to_the_openapi_document_with_a_steward_key
     import schemathesis
     from hypothesis import HealthCheck, given, settings
 
-    from api.throttle import FailureThrottle
+    from api.service.throttle import FailureThrottle
 
     db, store = loaded_county(tmp_path, 200, 3)
     steward = create_key(store, "st", Role.steward, "COUNTY", [])

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from api.keys import create_key
-from api.store import audit_events
+from api.service.keys import create_key
+from api.service.store import audit_events
 from scoring.item import Role
 from tests.loaded_county import loaded_county
 from tests.postgres import in_ci

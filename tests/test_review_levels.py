@@ -1,6 +1,6 @@
 """The review page's evidence is Splink's: per field the level `predict()` gives the pair, in total the stored weight.
 
-A pair page re-scores its pair with the resolver's native scorer (api.review.pair_detail); the pair itself was
+A pair page re-scores its pair with the resolver's native scorer (api.review.decisions.pair_detail); the pair itself was
 scored by the batch link (Splink's `predict()`, matching.link). For every queued pair of a county loaded the way
 the review tests load one, the page must show, per comparison, the level Splink's own `predict()` assigns (read
 from its gamma columns), and a total equal to the stored pair's match weight. And the resolver, asked for the
@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from api.app import create_app
-from api.keys import create_key
-from api.person_data import index_frames
-from api.store import records, review_pairs
+from api.service.keys import create_key
+from api.service.person_data import index_frames
+from api.service.store import records, review_pairs
+from api.web.app import create_app
 from matching.model import MatcherModel
 from matching.query import SUBJECT_FIELDS
 from matching.resolve import Resolver

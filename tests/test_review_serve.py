@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from api.audit import verify
-from api.keys import create_key
+from api.service.audit import verify
+from api.service.keys import create_key
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county, shown_person, shown_record
 from tests.served import serving

@@ -13,12 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from api import review_session
-from api.app import create_app
-from api.keys import create_key, revoke_key
-from api.review_web import DIFF_LIMIT, Segment, diff_segments, highlight, weight_chart
-from api.store import MAX_ID, audit_events, clusters, settings as settings_table
-from api.throttle import FailureThrottle
+from api.service.keys import create_key, revoke_key
+from api.service.store import MAX_ID, audit_events, clusters, settings as settings_table
+from api.service.throttle import FailureThrottle
+from api.web.app import create_app
+from api.web.review import session as review_session
+from api.web.review.pages import DIFF_LIMIT, Segment, diff_segments, highlight, weight_chart
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
 
@@ -99,7 +99,7 @@ def test_chart_bars_chain_and_add_up_to_the_total_bar(values):
 
 
 def test_session_secret_is_made_once_and_shared_and_the_environment_wins(tmp_path, monkeypatch):
-    from api.store import open_store
+    from api.service.store import open_store
 
     monkeypatch.delenv("BRIEFING_SESSION_SECRET", raising=False)
     store = open_store(str(tmp_path / "s.db")).create()
@@ -295,14 +295,14 @@ def test_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(county, clie
 
 
 def test_an_unexpected_error_is_a_page_without_a_stack_trace(county, client, monkeypatch):
-    import api.review
+    import api.review.queue
 
     _sign_in(client, county[2]["steward"])
 
     def broken(*args, **kwargs):
         raise RuntimeError("database on fire")
 
-    monkeypatch.setattr(api.review, "queue", broken)
+    monkeypatch.setattr(api.review.queue, "queue", broken)
     answer = client.get("/review")
     assert answer.status_code == 500 and b"Something went wrong" in answer.data
     assert b"Traceback" not in answer.data and b"on fire" not in answer.data
@@ -325,10 +325,10 @@ def test_the_queue_lists_pairs_in_priority_order_with_filters(county, client):
                   'for="reason"', 'for="agency"', 'for="min_probability"', 'for="max_probability"'):
         assert label in text
     shown = [int(p) for p in PAIR_LINK.findall(text)]
-    entries, _ = api_review().queue(store, api_review().QueueFilters(), limit=50)
+    entries, _ = api_review().queue.queue(store, api_review().queue.QueueFilters(), limit=50)
     assert shown[1:len(entries) + 1] == [e.pair_id for e in entries]   # [0] is the "first pair" link
     narrow = client.get("/review", query_string={"min_probability": "0.5", "max_probability": "0.9"})
-    assert _count(narrow.data) == api_review().queue(store, api_review().QueueFilters(min_probability=0.5,
+    assert _count(narrow.data) == api_review().queue.queue(store, api_review().queue.QueueFilters(min_probability=0.5,
                                                                                       max_probability=0.9))[1]
     bad = client.get("/review", query_string={"min_probability": "lots", "reason": "whim"})
     assert bad.status_code == 200 and _count(bad.data) == total and b"was not applied" in bad.data
@@ -336,7 +336,8 @@ def test_the_queue_lists_pairs_in_priority_order_with_filters(county, client):
 
 
 def api_review():
-    import api.review
+    import api.review.decisions
+    import api.review.queue
 
     return api.review
 
@@ -348,7 +349,7 @@ def test_the_pair_page_shows_both_records_the_differences_and_the_weights(county
     page = client.get(f"/review/pairs/{pair_id}")
     assert page.status_code == 200
     text = page.data.decode()
-    detail = api_review().pair_detail(county[0].extensions["briefing"], pair_id)
+    detail = api_review().decisions.pair_detail(county[0].extensions["briefing"], pair_id)
     assert f"Record {detail.left['record_id']}" in text and f"Record {detail.right['record_id']}" in text
     assert "<mark>" in text or all(str(detail.left.get(f)) == str(detail.right.get(f)) for f in ("given_name", "family_name"))
     assert text.count("<rect ") == len(detail.explanation) + 1 and 'role="img"' in text
@@ -382,7 +383,7 @@ def test_decisions_and_undo_through_the_forms_change_the_queue(county, client):
     again = client.post(f"/review/pairs/{pair_id}/decision", data={"csrf_token": token, "decision": "match"})
     assert b"already decided" in client.get(again.headers["Location"]).data
 
-    decision_id = api_review().recent_decisions(store, reviewer="steward-2", limit=1)[0]["decision_id"]
+    decision_id = api_review().decisions.recent_decisions(store, reviewer="steward-2", limit=1)[0]["decision_id"]
     answer = client.post(f"/review/decisions/{decision_id}/undo", data={"csrf_token": token, "back": "/review"})
     assert answer.status_code == 302 and answer.headers["Location"] == "/review"
     assert _actions(store)[-1] == "review_undo"
@@ -396,7 +397,7 @@ def test_decisions_and_undo_through_the_forms_change_the_queue(county, client):
     assert unsure.status_code == 302 and _count(client.get("/review").data) == before - 1
     listed = client.get("/review", query_string={"status": "unsure"}).data.decode()
     assert f"/review/pairs/{pair_id}" in listed and "decided: Unsure" in listed
-    decision_id = api_review().recent_decisions(store, reviewer="steward-2", limit=1)[0]["decision_id"]
+    decision_id = api_review().decisions.recent_decisions(store, reviewer="steward-2", limit=1)[0]["decision_id"]
     client.post(f"/review/decisions/{decision_id}/undo", data={"csrf_token": token})
     assert _count(client.get("/review").data) == before
 
@@ -407,7 +408,7 @@ def test_the_person_page_splits_a_record_out_and_merges_it_back(county, client):
     with store.engine.connect() as connection:
         person_id = connection.execute(select(clusters.c.person_id).group_by(clusters.c.person_id)
                                        .having(func.count() >= 2).order_by(clusters.c.person_id).limit(1)).scalar()
-    found = api_review().person_records(store, person_id)
+    found = api_review().decisions.person_records(store, person_id)
     page = client.get(f"/review/persons/{person_id}")
     assert page.status_code == 200 and all(r["record_id"] in page.data.decode() for r in found)
     assert _actions(store)[-1] == "review_person_read"
@@ -417,8 +418,8 @@ def test_the_person_page_splits_a_record_out_and_merges_it_back(county, client):
     assert answer.status_code == 302 and _actions(store)[-1] == "person_split"
     message = client.get(answer.headers["Location"]).data.decode()
     new_person = re.search(r"now belongs to a new person, ([^.<]+)\.", message).group(1)
-    assert [r["record_id"] for r in api_review().person_records(store, new_person)] == [moved]
-    assert moved not in {r["record_id"] for r in api_review().person_records(store, person_id)}
+    assert [r["record_id"] for r in api_review().decisions.person_records(store, new_person)] == [moved]
+    assert moved not in {r["record_id"] for r in api_review().decisions.person_records(store, person_id)}
 
     refused = client.post(f"/review/persons/{person_id}/merge", data={"csrf_token": token, "other_person_id": new_person})
     assert b"Not merged" in client.get(refused.headers["Location"]).data      # the split's cannot-link holds them apart
@@ -427,7 +428,7 @@ def test_the_person_page_splits_a_record_out_and_merges_it_back(county, client):
     answer = client.post(f"/review/person-events/{event_id.group(1)}/undo",
                          data={"csrf_token": token, "back": f"/review/persons/{person_id}"})
     assert answer.headers["Location"] == f"/review/persons/{person_id}" and _actions(store)[-1] == "person_event_undo"
-    assert {r["record_id"] for r in api_review().person_records(store, person_id)} == {r["record_id"] for r in found}
+    assert {r["record_id"] for r in api_review().decisions.person_records(store, person_id)} == {r["record_id"] for r in found}
 
     with store.engine.connect() as connection:
         one, other = connection.execute(select(clusters.c.person_id).group_by(clusters.c.person_id)
@@ -437,6 +438,6 @@ def test_the_person_page_splits_a_record_out_and_merges_it_back(county, client):
     assert answer.status_code == 302 and _actions(store)[-1] == "person_merge"
     page = client.get(answer.headers["Location"]).data.decode()
     kept = answer.headers["Location"].rsplit("/", 1)[1]
-    assert "Merged" in page and "Undo the merge" in page and len(api_review().person_records(store, kept)) == 2
+    assert "Merged" in page and "Undo the merge" in page and len(api_review().decisions.person_records(store, kept)) == 2
     nowhere = client.post(f"/review/persons/{one}/merge", data={"csrf_token": token, "other_person_id": "NOPE"})
     assert b"Not merged" in client.get(nowhere.headers["Location"]).data

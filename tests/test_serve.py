@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from api.audit import verify
-from api.keys import create_key
-from api.store import Store, audit_events, changes, clusters, consents, context_items, records
+from api.service.audit import verify
+from api.service.keys import create_key
+from api.service.store import Store, audit_events, changes, clusters, consents, context_items, records
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county, shown_person, shown_record
@@ -173,9 +173,8 @@ def test_the_audit_chain_holds_after_concurrent_requests_from_several_clients(se
 
 
 def _briefing_cli(*args: str) -> subprocess.CompletedProcess:
-    """`briefing ARGS` in a new process, as the console script runs it (`python -m api.cli` would load api.cli
-    twice, and a CliError raised from api.cli_store would then escape main() as a traceback and status 1)."""
-    entry = "import sys; from api.cli import main; sys.exit(main(sys.argv[1:]))"
+    """`briefing ARGS` in a new process, as the console script runs it (`api.cli.main:main`)."""
+    entry = "import sys; from api.cli.main import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", entry, *args], capture_output=True, text=True, timeout=300)
 
 

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from api.app import create_app
-from api.audit import verify
-from api.keys import create_key
-from api.store import audit_events, clusters, consents
+from api.service.audit import verify
+from api.service.keys import create_key
+from api.service.store import audit_events, clusters, consents
+from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import county_clock, loaded_county, shown_person, shown_record
@@ -236,7 +236,7 @@ def test_match_answers_who_it_is_and_stewards_see_identity_not_items(service):
     with store.engine.connect() as connection:
         from sqlalchemy import select
 
-        from api.store import clusters
+        from api.service.store import clusters
         person = connection.execute(select(clusters.c.person_id).limit(1)).scalar()
     page = client.get(f"/v1/persons/{person}", headers={"Authorization": f"Bearer {keys['steward']}"})
     assert page.status_code == 200 and page.get_json()["records"] and "items" not in page.get_json()

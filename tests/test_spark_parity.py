@@ -26,19 +26,19 @@ WEIGHT_TOLERANCE = 1e-6
 
 @pytest.fixture(scope="module")
 def spark():
-    from matching import engine
+    from matching.spark.session import spark_available, spark_session, stop_spark
 
     try:
-        reason = engine.spark_available()
+        reason = spark_available()
     except Exception as exc:  # pragma: no cover - a broken install
         reason = str(exc)
     if reason:
         if in_ci():
             pytest.fail(f"CI=true: the Spark parity tests must run, but {reason}", pytrace=False)
         pytest.skip(reason)
-    session = engine.spark_session("local[2]")
+    session = spark_session("local[2]")
     yield session
-    engine.stop_spark()
+    stop_spark()
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def records(county):
 
 @pytest.fixture(scope="module")
 def duckdb_model(county, tmp_path_factory):
-    from api.cli import main
+    from api.cli.main import main
 
     path = tmp_path_factory.mktemp("duckdb-model") / "model.json"
     assert main(["train-matcher", str(county / "records.csv"), "--out", str(path), "--max-pairs-u", "3e5", "--quiet"]) == 0
@@ -102,7 +102,7 @@ def test_same_model_gives_the_same_pairs_weights_and_clusters_on_spark(spark, re
 
 def test_spark_trained_model_has_the_same_format_and_runs_on_both_engines(spark, county, duckdb_model, tmp_path):
     """`briefing train-matcher --engine spark`, then `briefing link --model` on DuckDB and on Spark: same results."""
-    from api.cli import main
+    from api.cli.main import main
     from matching.model import MatcherModel
 
     records = str(county / "records.csv")
@@ -140,7 +140,8 @@ def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):
     import duckdb
     import sqlglot
 
-    from matching import engine
+    from matching.spark.jaro_udf import jaro_udf_registered
+    from matching.spark.sql import jaro_sql, spark_sql
 
     values = sorted(set(records["given_name"].dropna()) | set(records["family_name"].dropna())
                     | set(records["street"].dropna().str.upper()))[:260]
@@ -151,9 +152,9 @@ def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):
     con.register("p", pairs)
     expected = con.execute("SELECT a, b, jaro_winkler_similarity(a, b) AS jw, jaro_similarity(a, b) AS j FROM p").df()
     spark.createDataFrame(pairs).createOrReplaceTempView("briefing_jaro_pairs")
-    assert engine._java_jaro, "the Java UDF should build and register where Spark runs"
-    udf_sql = f"SELECT a, b, {engine.spark_sql('jaro_winkler_similarity(a, b)')} AS jw, {engine.spark_sql('jaro_similarity(a, b)')} AS j"
-    fallback_sql = f"SELECT a, b, {engine._jaro_sql('a', 'b', True)} AS jw, {engine._jaro_sql('a', 'b', False)} AS j"
+    assert jaro_udf_registered(), "the Java UDF should build and register where Spark runs"
+    udf_sql = f"SELECT a, b, {spark_sql('jaro_winkler_similarity(a, b)')} AS jw, {spark_sql('jaro_similarity(a, b)')} AS j"
+    fallback_sql = f"SELECT a, b, {jaro_sql('a', 'b', True)} AS jw, {jaro_sql('a', 'b', False)} AS j"
     for sql in (udf_sql, fallback_sql):
         sql = sqlglot.transpile(sql + " FROM briefing_jaro_pairs", read="spark", write="customspark")[0]
         got = spark.sql(sql).toPandas()
@@ -165,7 +166,7 @@ def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):
 
 
 def test_engine_options_are_checked(county, tmp_path, capsys):
-    from api.cli import main
+    from api.cli.main import main
 
     status = main(["link", str(county / "records.csv"), "--out", str(tmp_path / "x"), "--spark-master", "local[2]"])
     assert status == 2
@@ -174,7 +175,7 @@ def test_engine_options_are_checked(county, tmp_path, capsys):
 
 
 def test_spark_sql_translation_keeps_duckdb_semantics():
-    from matching.engine import spark_sql
+    from matching.spark.sql import spark_sql
 
     assert spark_sql('array_length(list_intersect("a_l", "a_r")) >= 1') == "SIZE(ARRAY_INTERSECT(`a_l`, `a_r`)) >= 1"
     dl = spark_sql('damerau_levenshtein("x_l", "x_r") <= 1')

@@ -2,7 +2,7 @@
 
 import pytest
 
-from evaluation.spark_projection import project
+from evaluation.bench.spark_projection import project
 
 
 def _run(records: int, standardise: float, train: float, predict: float, cluster: float, wall: float, gb: float) -> dict:

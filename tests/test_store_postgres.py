@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select, text, update
 
-from api.audit import append, verify
-from api.changes import record_change
-from api.ingest import IngestError, ingest, upsert
-from api.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
-from api.store import (audit_events, changes, clusters, consents, context_items, database_url, open_store, records)
+from api.service.audit import append, verify
+from api.service.changes import record_change
+from api.service.ingest import IngestError, ingest, upsert
+from api.service.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
+from api.service.store import (audit_events, changes, clusters, consents, context_items, database_url, open_store, records)
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 from scoring.item import Purpose, Role
@@ -118,7 +118,7 @@ def test_the_audit_key_and_witness_of_a_server_store_live_in_a_state_directory_a
     from sqlalchemy import delete
     from sqlalchemy.engine import make_url
 
-    from api.audit_trail import trail_for
+    from api.service.audit_trail import trail_for
 
     url, store = pg
     without_password = make_url(database_url(url)).set(password=None).render_as_string(hide_password=False)

@@ -5,9 +5,9 @@ from datetime import date, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from api.app import create_app
-from api.demo import demo_briefing
-from api.keys import create_key
+from api.cli.demo import demo_briefing
+from api.service.keys import create_key
+from api.web.app import create_app
 from evaluation.synth.county import generate_county
 from evaluation.synth.dating import years_back_from
 from scoring.item import Purpose, Role

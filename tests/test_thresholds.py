@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from evaluation.thresholds import choose_thresholds, lowest_threshold_with_precision
+from matching.thresholds import choose_thresholds, lowest_threshold_with_precision
 
 
 def test_lowest_threshold_keeps_precision_at_every_higher_cut():

@@ -4,7 +4,7 @@ memory that stays bounded whatever an attacker sends (issue 15: 100,000 bad keys
 The clock is injected, so nothing here depends on wall-clock time or on the process's memory.
 """
 
-from api.throttle import FailureThrottle
+from api.service.throttle import FailureThrottle
 
 
 class Clock:

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from api.app import create_app
-from api.audit import verify
-from api.keys import create_key
-from api.store import audit_events, changes, clusters, consents, context_items, feedback, records
+from api.service.audit import verify
+from api.service.keys import create_key
+from api.service.store import audit_events, changes, clusters, consents, context_items, feedback, records
+from api.web.app import create_app
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county, stored_subject
 

@@ -15,23 +15,26 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from matching.record import CANONICAL_COLUMNS
-
-from evaluation.synth.bias import Bias, NameBias, extra_police_records
-from evaluation.synth.population import T_END, T_START, Population, build_population
+from evaluation.synth.bias import DEFAULT_GROUP, KINDS, Bias, NameBias, extra_police_records
+from evaluation.synth.clock import dst_offsets, format_recorded_at
+from evaluation.synth.context import ContextTables, make_context
+from evaluation.synth.dating import redate
+from evaluation.synth.feedback import make_relevance_and_feedback
+from evaluation.synth.incidents import default_n_incidents, make_incidents
+from evaluation.synth.names import RACES
+from evaluation.synth.needs import catalogue, draw_needs, latent_traits
+from evaluation.synth.persons import build_population
+from evaluation.synth.places import unique_phones
+from evaluation.synth.population import T_END, T_START, Population
 from evaluation.synth.population_history import (
     address_history_frame, person_keys, persons_frame, phone_history_frame,
 )
-from evaluation.synth.places import unique_phones
 from evaluation.synth.sources import AGENCIES, BH, CAD, CRISIS, RMS, SHARE, VR, make_records
-
-if TYPE_CHECKING:
-    from evaluation.synth.context import ContextTables
+from matching.record import CANONICAL_COLUMNS
 
 
 CHUNK_PERSONS = 20_000
@@ -81,27 +84,6 @@ def agency_probabilities(pop: Population, n_iter: int = 60) -> np.ndarray:
     return p / p.sum(1, keepdims=True)
 
 
-def _dst_offsets(t: np.ndarray) -> np.ndarray:
-    """UTC offset in minutes for US Eastern time (DST: 2nd Sun Mar 07:00 UTC to 1st Sun Nov 06:00 UTC)."""
-    years = np.arange(1970, 2201)
-    def nth_sunday(y, month, nth):
-        first = np.array([f"{yy}-{month:02d}-01" for yy in y], dtype="datetime64[D]")
-        dow = (first.astype(np.int64) + 3) % 7  # 0 = Monday
-        return first + ((6 - dow) % 7 + 7 * (nth - 1)).astype("timedelta64[D]")
-    start = nth_sunday(years, 3, 2).astype("datetime64[m]").astype(np.int64) + 7 * 60
-    end = nth_sunday(years, 11, 1).astype("datetime64[m]").astype(np.int64) + 6 * 60
-    yi = (t.astype("datetime64[m]").astype("datetime64[Y]").astype(np.int64)).clip(0, len(years) - 1)
-    dst = (t >= start[yi]) & (t < end[yi])
-    return np.where(dst, -240, -300)
-
-
-def format_recorded_at(t: np.ndarray) -> np.ndarray:
-    off = _dst_offsets(t)
-    local = np.datetime_as_string((t + off).astype("datetime64[m]"), unit="m")
-    suffix = np.where(off == -240, ":00-04:00", ":00-05:00")
-    return np.char.add(local.astype("U16"), suffix).astype(object)
-
-
 def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency: np.ndarray, rec_t: np.ndarray,
                   rec_ids: np.ndarray, incidents: pd.DataFrame, bias: Bias | None = None):
     """Latent needs -> context items + consents -> relevance + feedback for ``incidents``.
@@ -109,10 +91,6 @@ def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency
     ``[seed, 10]`` (feedback), so records and incidents do not change.  A ``data`` bias
     raises its group's caution-flag rate and lowers the verification of its safety flags
     (bias.py; no extra draws).  Returns (ContextTables, relevance frame, feedback frame)."""
-    from evaluation.synth.context import make_context
-    from evaluation.synth.feedback import make_relevance_and_feedback
-    from evaluation.synth.needs import catalogue, draw_needs, latent_traits
-
     n_ag = len(AGENCIES)
     key = rec_person.astype(np.int64) * n_ag + rec_agency
     has_agency = np.bincount(key, minlength=pop.n * n_ag).reshape(pop.n, n_ag) > 0
@@ -120,7 +98,7 @@ def synth_context(pop: Population, seed: int, rec_person: np.ndarray, rec_agency
     rng = np.random.default_rng([seed, 8])
     group = bias.persons(pop.a["race"]) if bias is not None and bias.kind == "data" else None
     needs = draw_needs(cat, latent_traits(pop, has_agency, rng, group), rng)
-    rec_day = (rec_t + _dst_offsets(rec_t)) // 1440   # local date of recorded_at
+    rec_day = (rec_t + dst_offsets(rec_t)) // 1440   # local date of recorded_at
     ct = make_context(cat, needs, rec_person, rec_agency, rec_day, rec_ids, pop.a["preferred"], pop.n, seed, group)
     relevance, feedback = make_relevance_and_feedback(ct, incidents, pop.n, seed)
     return ct, relevance, feedback
@@ -170,8 +148,6 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     ``bias.DEFAULT_GROUP``): ``"matching"`` (inconsistent names) or ``"data"`` (more police
     records, more unverified safety flags) -- see bias.py and SYNTH.md §8.  Without it the files
     are the same bytes as before the flag existed."""
-    from evaluation.synth.incidents import default_n_incidents, make_incidents
-
     injected = Bias.make(bias, bias_group)
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -257,8 +233,6 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
     tables = {"records": records, "truth": truth, "demographics": demo, "incidents": incidents,
               "context_items": ct.items, "consents": ct.consents, "feedback": feedback, "relevance": relevance}
     if as_of is not None:
-        from evaluation.synth.dating import redate
-
         tables = redate(tables, as_of)
     paths = {name: out_dir / f"{name}.csv" for name in tables}
     for name, df in tables.items():
@@ -277,9 +251,6 @@ def generate_county(persons: int, seed: int, out_dir: Path, progress: bool = Tru
 def main(argv: list[str] | None = None) -> None:
     """``python -m evaluation.synth.county --persons N --seed S --out DIR``."""
     import argparse
-
-    from evaluation.synth.bias import DEFAULT_GROUP, KINDS
-    from evaluation.synth.names import RACES
 
     ap = argparse.ArgumentParser(description="Generate a synthetic county (records, truth, demographics, incidents, "
                                              "context items, consents, feedback, relevance).")

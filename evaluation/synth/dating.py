@@ -24,6 +24,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from evaluation.synth.clock import dst_offsets
+
 #: The first day after the incident window (incidents.INCIDENT_END, local time).
 INCIDENT_WINDOW_END = date(2026, 7, 1)
 DATE_COLUMNS = {
@@ -94,14 +96,12 @@ def _date(value, years: int):
 
 def _eastern_offsets(column: pd.Series) -> pd.Series:
     """Each US Eastern stamp (`…T10:00:00-05:00`) with the UTC offset of its (new) date, by the generator's DST rule."""
-    from evaluation.synth.county import _dst_offsets
-
     parts = column.astype(object).where(column.map(lambda v: isinstance(v, str)), "").str.extract(_EASTERN)
     stamped = parts[0].notna().to_numpy()
     if not stamped.any():
         return column
     local = parts.loc[stamped, 0].to_numpy(dtype="datetime64[m]").astype(np.int64)
-    offset = np.where(_dst_offsets(local + 300) == -240, "-04:00", "-05:00")   # as if standard time, then its rule
+    offset = np.where(dst_offsets(local + 300) == -240, "-04:00", "-05:00")   # as if standard time, then its rule
     out = column.copy()
     out[stamped] = parts.loc[stamped, 0].to_numpy(dtype=object) + parts.loc[stamped, 1].fillna("").to_numpy(dtype=object) + offset
     return out

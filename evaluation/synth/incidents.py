@@ -19,14 +19,15 @@ import numpy as np
 import pandas as pd
 
 from evaluation.synth import corrupt as C
-from evaluation.synth.county import format_recorded_at
+from evaluation.synth.clock import format_recorded_at
 from evaluation.synth.places import (
     STYLE_TITLE_ABBR, STYLE_TITLE_FULL, STYLE_TITLE_HASH, STYLE_UPPER_ABBR, STYLE_UPPER_FULL, unique_phones,
 )
 from evaluation.synth.population import (
     ADDR_SHELTER, ADDR_STREET, T_END, Population, address_at, family_at, mobile_at,
 )
-from evaluation.synth.sources import CAD_AGE_ERR, _case, _fmt_phone
+from evaluation.synth.sources import CAD_AGE_ERR, format_phone, upper_or_title
+from scoring.item import CallType
 
 COLUMNS = (
     "incident_id", "call_type", "received_at", "location_street", "location_city", "location_postcode",
@@ -34,8 +35,7 @@ COLUMNS = (
     "subject_dob", "subject_approx_age", "subject_sex", "subject_phone", "subject_email", "subject_street",
     "subject_city", "subject_postcode", "person_key",
 )
-CALL_TYPES = ("disturbance", "welfare_check", "overdose", "suicidal_person", "mental_health_crisis", "trespass",
-              "domestic", "medical", "missing_person", "other")
+CALL_TYPES = tuple(c.value for c in CallType)   # order matters: BASE_MIX and CALL_MIX follow it
 # incidents: local (US Eastern) 2026-01-01T00:00-05:00 .. 2026-07-01T00:00-04:00, right after the record window
 INCIDENT_START = T_END + 5 * 60
 INCIDENT_END = T_END + 181 * 1440 + 4 * 60
@@ -238,7 +238,7 @@ def make_incidents(pop: Population, keys: np.ndarray, seed: int, n: int,
     callback, subj_phone, _ = phones(pop, rng, person, t, ctype, blank, exclude_phones)
     given, middle, family, suffix = subject_names(pop, rng, pyrng, person, t, blank)
     upper = U() < RATES["upper_case"]
-    given, middle, family = (_case(x, upper) for x in (given, middle, family))
+    given, middle, family = (upper_or_title(x, upper) for x in (given, middle, family))
     suffix = np.array([s if u else {"JR": "Jr", "SR": "Sr"}.get(s, s) for s, u in zip(suffix, upper)], dtype=object)
     # date of birth (ID shown / subject known) and the age the call-taker entered
     has_dob = ~blank & (U() < RATES["dob_present"])
@@ -260,7 +260,7 @@ def make_incidents(pop: Population, keys: np.ndarray, seed: int, n: int,
     up_style = np.isin(style, (STYLE_UPPER_ABBR, STYLE_UPPER_FULL))
     city = np.array([c.upper() if u else c for c, u in zip(comp["city"], up_style)], dtype=object)
     fmt = _choose(U(), PHONE_MIX)
-    fmt_phone = lambda x: np.array(["" if p < 0 else _fmt_phone(int(p), int(f))  # noqa: E731
+    fmt_phone = lambda x: np.array(["" if p < 0 else format_phone(int(p), int(f))  # noqa: E731
                                     for p, f in zip(x, fmt)], dtype=object)
     mine = at_home & ~blank
     ids = np.array([f"INC-{x:08d}" for x in 10_000 + np.cumsum(rng.integers(1, 4, n))], dtype=object)

@@ -78,7 +78,7 @@ STYLES = ((STYLE_UPPER_ABBR, STYLE_UPPER_FULL), (STYLE_UPPER_ABBR, STYLE_UPPER_F
           (STYLE_TITLE_ABBR, STYLE_TITLE_ABBR), (STYLE_TITLE_HASH, STYLE_TITLE_ABBR))
 SUFFIX_FORMS = ({"JR": "JR", "SR": "SR"}, {"JR": "JR", "SR": "SR"}, {"JR": "Jr", "SR": "Sr"},
                 {"JR": "Jr.", "SR": "Sr."}, {}, {"JR": "Jr", "SR": "Sr"})
-PHONE_FORMATS = (  # (format index, weight) per agency; see _fmt_phone
+PHONE_FORMATS = (  # (format index, weight) per agency; see format_phone
     ((0, 0.8), (1, 0.2)), ((2, 0.9), (1, 0.1)), ((1, 0.7), (0, 0.3)),
     ((3, 0.5), (0, 0.5)), ((4, 0.6), (2, 0.4)), ((4, 0.4), (3, 0.3), (0, 0.3)),
 )
@@ -88,7 +88,8 @@ def rate(name: str, agency: np.ndarray) -> np.ndarray:
     return np.asarray(R[name])[agency]
 
 
-def _fmt_phone(num: int, f: int) -> str:
+def format_phone(num: int, f: int) -> str:
+    """A 10-digit number in format ``f``: (AAA) EEE-LLLL, AAA-EEE-LLLL, digits, AAA.EEE.LLLL or +1 AAA EEE LLLL."""
     s = f"{num:010d}"
     a, b, c = s[:3], s[3:6], s[6:]
     return (f"({a}) {b}-{c}", f"{a}-{b}-{c}", s, f"{a}.{b}.{c}", f"+1 {a} {b} {c}")[f]
@@ -112,7 +113,8 @@ def _pick(u: np.ndarray, agency: np.ndarray, names: tuple[str, ...]) -> np.ndarr
     return out
 
 
-def _case(values: np.ndarray, upper: np.ndarray) -> np.ndarray:
+def upper_or_title(values: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Each value as given where ``upper`` (the generator writes upper case), else title-cased."""
     return np.array([v if u else v.title() for v, u in zip(values, upper)], dtype=object)
 
 
@@ -195,7 +197,7 @@ def make_records(pop: Population, person: np.ndarray, t: np.ndarray, agency: np.
     # casing
     upper = U() < rate("upper_case", ag)
     lower = crisis & ~upper & (U() < 0.12)
-    given, middle, family, aliases = (_case(x, upper) for x in (given, middle, family, aliases))
+    given, middle, family, aliases = (upper_or_title(x, upper) for x in (given, middle, family, aliases))
     given[lower] = np.array([g.lower() for g in given[lower]], dtype=object)
     # ---- date of birth / birth year ----
     dob = a["dob"][person].copy()
@@ -243,7 +245,7 @@ def make_records(pop: Population, person: np.ndarray, t: np.ndarray, agency: np.
         for f, w in opts:
             fmt[m & (uf >= acc) & (uf < acc + w)] = f
             acc += w
-    phone_s = np.array(["" if p < 0 else _fmt_phone(int(p), int(f)) for p, f in zip(phone, fmt)], dtype=object)
+    phone_s = np.array(["" if p < 0 else format_phone(int(p), int(f)) for p, f in zip(phone, fmt)], dtype=object)
     # ---- email, ssn ----
     email = np.where(U() < rate("email", ag), a["email"][person], "").astype(object)
     ssn = np.where(U() < rate("ssn_last4", ag), a["ssn4"][person], "").astype(object)
@@ -270,7 +272,7 @@ def make_records(pop: Population, person: np.ndarray, t: np.ndarray, agency: np.
     street = pop.places.render_street(addr, style, U() < rate("unit_dropped", ag))
     C.apply_where(street, U() < rate("street_typo", ag), C.keyboard_typo, pyrng)
     comp = pop.places.components(addr)
-    city = _case(comp["city"].astype(object), upper)
+    city = upper_or_title(comp["city"].astype(object), upper)
     postcode = comp["postcode"].astype(object)
     z4 = (addr >= 0) & (U() < rate("zip4", ag))
     postcode[z4] = np.array([f"{z}-{(int(x) * 7919) % 10000:04d}" for z, x in zip(postcode[z4], addr[z4])], dtype=object)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, insert, select, update
 
-from api.audit import GENESIS, KEYED_ACTION, AuditKeyMissing, append, chain_hash, keyed_hash, verify
-from api.store import audit_events, open_store
+from api.service.audit import GENESIS, KEYED_ACTION, AuditKeyMissing, append, chain_hash, keyed_hash, verify
+from api.service.store import audit_events, open_store
 from tests.cli_run import run_briefing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def test_environment_moves_the_key_and_witness_and_every_process_finds_the_same_
     store = open_store(db).create()
     with store.begin() as connection:
         append(connection, "briefing", {"k": "in-process"})
-    script = ("import sys; from api.audit import append; from api.store import open_store\n"
+    script = ("import sys; from api.service.audit import append; from api.service.store import open_store\n"
               "s = open_store(sys.argv[1])\n"
               "with s.begin() as c: append(c, 'briefing', {'k': 'child'})\n")
     for _ in range(2):                       # two other processes over the same store append to the same chain

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import pytest
 
-from api.app import MAX_BODY, create_app
+from api.web.app import MAX_BODY, create_app
 from tests.adversarial.conftest import load_world
 
 SMALL = 64 * 1024

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 
-from api import review
-from api.app import create_app
-from api.keys import create_key
-from api.person_data import person_items
-from api.store import audit_events, clusters, feedback, shown_items
+from api.review import decisions as review
+from api.service.keys import create_key
+from api.service.person_data import person_items
+from api.service.store import audit_events, clusters, feedback, shown_items
+from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
@@ -72,7 +72,7 @@ def _shown(store, principal: str, incident_id: str, item_id: str) -> None:
 
 
 def _some_item(store) -> str:
-    from api.store import context_items
+    from api.service.store import context_items
 
     with store.engine.connect() as connection:
         return connection.execute(select(context_items.c.item_id).order_by(context_items.c.item_id).limit(1)).scalar()
@@ -166,7 +166,7 @@ def test_feedback_poisoning_by_a_race_of_concurrent_posts_is_accepted_once(count
 
 
 def test_feedback_row_its_shown_link_and_its_audit_event_commit_together(county, monkeypatch):
-    import api.oversight
+    import api.service.feedback
 
     app, store, keys, *_ = county
     client, incident, item = app.test_client(), f"INC-{uuid.uuid4().hex[:8]}", _some_item(store)
@@ -176,7 +176,7 @@ def test_feedback_row_its_shown_link_and_its_audit_event_commit_together(county,
         raise RuntimeError("audit store unavailable")
 
     with monkeypatch.context() as patch:
-        patch.setattr(api.oversight, "append", failing)
+        patch.setattr(api.service.feedback, "append", failing)
         assert _post_feedback(client, keys["officer"], incident, item).status_code == 500
     assert _feedback_rows(store, incident) == []
     with store.engine.connect() as connection:

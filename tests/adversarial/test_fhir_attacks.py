@@ -2,7 +2,7 @@
 
 - **Program participation** (finding 4): a responder's `$match` answer must not say which program
   holds a record: no record id (`EHR-…`, `SUD-…` name their source), no agency, no `assigner`. The
-  Patient's identifier is the opaque reference of api/reference.py (system `urn:briefing:record-ref`).
+  Patient's identifier is the opaque reference of api/service/reference.py (system `urn:briefing:record-ref`).
   Stewards, who review records, keep the real ids (system `urn:briefing:record-id`).
 - **Quadratic repetition** (finding 5): 16,000 repeated `count` parameters answer 422, and the time
   grows at most linearly: against a 1,000-parameter body, time ratio <= 2 x size ratio (median of 3).
@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from api.app import create_app
-from api.keys import create_key
-from api.reference import record_reference
-from api.store import audit_events, records
+from api.service.keys import create_key
+from api.service.reference import record_reference
+from api.service.store import audit_events, records
+from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county

@@ -23,10 +23,10 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from api.app import create_app
-from api.keys import create_key
-from api.openapi import operations
-from api.store import consents, context_items
+from api.service.keys import create_key
+from api.service.store import consents, context_items
+from api.web.app import create_app
+from api.web.openapi import operations
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county
 

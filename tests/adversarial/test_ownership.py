@@ -23,12 +23,12 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from api.app import create_app
-from api.audit import verify
-from api import ingest as ingest_module
-from api.ingest import IngestError, ingest, upsert
-from api.keys import create_key
-from api.store import audit_events, consents, context_items, records
+from api.service import ingest as ingest_module
+from api.service.audit import verify
+from api.service.ingest import IngestError, ingest, upsert
+from api.service.keys import create_key
+from api.service.store import audit_events, consents, context_items, records
+from api.web.app import create_app
 from matching.model import MatcherModel
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county

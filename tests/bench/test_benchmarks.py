@@ -7,43 +7,46 @@ import json
 
 import pytest
 
-from evaluation import bench
+from evaluation.bench.child import machine
+from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
+from evaluation.bench.rank import bench_rank200
+from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
 
 pytestmark = pytest.mark.slow
 
 
 def _report(result: dict) -> dict:
-    result["machine"] = bench.machine()
+    result["machine"] = machine()
     print(json.dumps(result, indent=2))
     return result
 
 
 def test_febrl4_pairwise_f1_at_least_0_999(tmp_path):
-    result = _report(bench.bench_febrl4(tmp_path))
+    result = _report(bench_febrl4(tmp_path))
     assert result["value"] >= 0.999
 
 
 def test_county_100k_f1_precision_and_fnmr_parity(tmp_path):
-    result = _report(bench.bench_county(tmp_path))
+    result = _report(bench_county(tmp_path))
     assert result["precision"] >= 0.995
     assert result["f1"] >= 0.97
     assert result["fnmr_ratio_race_ethnicity"] <= 1.25
 
 
 def test_one_million_records_link_in_six_minutes_under_8_gb(tmp_path):
-    result = _report(bench.bench_link1m(tmp_path))
+    result = _report(bench_link1m(tmp_path))
     assert result["briefing"]["seconds"] <= 360
     assert result["briefing"]["peak_rss_gb"] <= 8
 
 
 def test_one_million_synthetic_records_in_five_minutes(tmp_path):
-    result = _report(bench.bench_synth1m(tmp_path))
+    result = _report(bench_synth1m(tmp_path))
     assert result["records"] >= 950_000
     assert result["seconds"] <= 300
 
 
 def test_resolver_on_100k_records_equals_splink_and_finds_subjects(tmp_path):
-    result = _report(bench.bench_resolve100k(tmp_path))
+    result = _report(bench_resolve100k(tmp_path))
     assert result["parity_with_splink_predict"]["pairs"] >= 10_000
     assert result["parity_with_splink_predict"]["max_abs_diff"] <= 1e-6
     assert result["records_added_then_resolved"]["resolved_to_the_new_record_next_query"] == result["records_added_then_resolved"]["added"]
@@ -52,7 +55,7 @@ def test_resolver_on_100k_records_equals_splink_and_finds_subjects(tmp_path):
 
 
 def test_resolver_on_a_million_records_in_5_ms_p99_under_2_gb(tmp_path):
-    result = _report(bench.bench_resolve1m(tmp_path))
+    result = _report(bench_resolve1m(tmp_path))
     assert result["queries"]["n"] >= 1_000
     assert result["queries"]["latency_ms"]["p99"] <= 5
     assert result["rss_gb_process_with_index"] <= 2
@@ -62,5 +65,5 @@ def test_resolver_on_a_million_records_in_5_ms_p99_under_2_gb(tmp_path):
 
 
 def test_ranking_200_items_of_one_person_in_1_ms_p99(tmp_path):
-    result = _report(bench.bench_rank200(tmp_path))
+    result = _report(bench_rank200(tmp_path))
     assert result["latency_ms"]["p99"] <= 1

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from evaluation import bench
+from evaluation.bench.child import machine
 from tests.adversarial.test_policy_model import cases, check
 
 pytestmark = pytest.mark.slow
@@ -42,7 +42,7 @@ def test_policy_model_checker_finds_no_violation_in_100k_generated_briefings():
     run()
     result = {"benchmark": "policy model checker", "cases": count["cases"], "item_decisions": sum(reasons.values()),
               "violations": count["violations"], "examples": violations, "reasons": dict(reasons.most_common()),
-              "seconds": round(time.perf_counter() - started, 1), "machine": bench.machine()}
+              "seconds": round(time.perf_counter() - started, 1), "machine": machine()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "examples"}, indent=2))

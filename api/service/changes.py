@@ -1,0 +1,63 @@
+"""Keeping every worker's index current: a change feed in the store, applied before each request.
+
+Each write of a record (feed, ingest) and each key revocation appends a row to `changes` in the
+same transaction.
+Before a request that resolves, a worker reads the changes after the last one it applied (one
+indexed query) and applies them to its in-memory index: the record as stored, under the person
+the store assigned. A bulk load appends one `rebuild`, after which the worker rebuilds its index.
+So a write through any worker is seen by the next request to every worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import func, insert, select
+
+from api.service.audit import hold_audit_lock
+from api.service.store import RECORD_FIELDS, changes, clusters, records
+
+
+def record_change(connection, op: str, record_id: str | None = None) -> None:
+    # Changes must commit in seq order, or a worker that read past a later seq would never apply an earlier one
+    # committed after it. SQLite's single writer gives that order; on PostgreSQL the audit chain's lock does.
+    # It is held to the commit: take it last in a transaction (after any row locks) so it cannot deadlock.
+    hold_audit_lock(connection)
+    connection.execute(insert(changes).values(record_id=record_id, op=op, at=datetime.now(timezone.utc).isoformat()))
+
+
+def latest(connection) -> int:
+    return connection.execute(select(func.coalesce(func.max(changes.c.seq), 0))).scalar()
+
+
+def apply_changes(service) -> int:
+    """Apply the changes after `service.applied`; returns how many were applied.
+
+    `upsert` / `delete` of a record: the record as stored goes into (or out of) the index;
+    `rebuild`: the index is rebuilt from the store; `keys`: the worker forgets the keys it knew.
+    """
+    with service.store.engine.connect() as connection:
+        rows = connection.execute(select(changes).where(changes.c.seq > service.applied).order_by(changes.c.seq)).all()
+        if not rows:
+            return 0
+        if any(r.op == "keys" for r in rows):
+            service.keys.clear()
+        if any(r.op == "rebuild" for r in rows):
+            service.rebuild()
+            service.applied = rows[-1].seq
+            return len(rows)
+        with service.resolver.lock:
+            for row in rows:
+                if row.op == "keys":
+                    continue
+                stored = connection.execute(select(records, clusters.c.person_id).join(
+                    clusters, clusters.c.record_id == records.c.record_id).where(records.c.record_id == row.record_id)
+                ).mappings().first()
+                if stored is None:
+                    if row.record_id in service.resolver.index_.slot_of:
+                        service.resolver.delete_record(row.record_id)
+                else:
+                    fields = {f: stored[f] for f in ("record_id",) + RECORD_FIELDS if stored[f] is not None}
+                    service.resolver.put_record(fields, stored["person_id"])
+            service.applied = rows[-1].seq
+    return len(rows)

@@ -1,0 +1,428 @@
+"""`briefing ingest`: load records, context items and consents into the store, all or nothing.
+
+Each file's kind is known from its columns (consents: `consent_id` + `recipients`; items:
+`item_id` + `category`; records: `record_id`). Every file is validated before anything is
+written: records by the strict reader (`matching.record`), items and consents row by row by
+their typed models, and every item's and consent's `record_id` must name a record in the store
+or in the same load. Any problem rejects the whole load with `file:line:column` messages.
+
+Ownership: an item or a consent belongs to the agency of the record it hangs on when first
+written, and never moves to a record of another agency: a load that would hang a stored item or
+consent on a record of another agency, or change the agency of a stored record that items or
+consents hang on (they would move with it), is rejected. `upsert` enforces the same rule in the
+statement itself (`OwnershipConflict`), so no writer, and no race between two writers, can move one.
+
+Times of items and consents are stored as UTC text of one fixed width (`utc_text`), so text
+order is time order; a time with no UTC equivalent (years 1 to 9999) is refused. A resent
+consent keeps the earliest revocation, compared as times (rows stored before normalisation may
+carry any offset).
+
+New records are linked so that every record belongs to a person: a bulk load (at least
+`BULK_MIN` new records, or an empty store) re-links the whole store with the committed matcher
+keeping person ids stable; a few records go through the real-time resolver (join a person at
+`certain`, else start one). Rows upsert by id, so a feed may resend a file safely. Linking
+happens before the single write transaction, so a failure leaves the store as it was.
+
+Stewards' live decisions bind both paths (api.service.stewardship): the bulk link gets them as
+must-link / cannot-link constraints, the resolver path checks each record against them
+(`steward_person`). Both store the pairs a steward should review in the same transaction: the
+bulk link every pair in the model's review band `[review_low, link)`, the resolver each new
+record that joined no person at `certain` (`reason` batch_band / new_record); a pair already
+decided is not reopened.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pandas as pd
+from pydantic import Field, ValidationError, field_validator
+from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column, or_, select
+
+from api.service.audit import append
+from api.service.changes import record_change
+from api.service.stewardship import from_resolver, live_constraints, open_pairs, steward_person
+from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, dialect_insert, records
+from api.service.times import in_utc_range, utc_text
+from matching.model import MatcherModel
+from matching.link import link_records
+from matching.record import RecordsFileError, read_records
+from matching.resolve import Resolver
+from scoring.item import CONSENT_CATEGORIES, ID_LENGTH, LEGAL_CATEGORIES, Consent, ContextItem, Purpose
+
+BULK_MIN = 1_000
+
+
+class OwnershipConflict(ValueError):
+    """An upsert would have moved an item or a consent to a record of another agency; that row was not written."""
+
+
+class ItemIn(ContextItem):
+    """A context item as a feed or a load writes it: a ContextItem whose times exist in UTC, and that
+    was not observed or verified in the future (more than a day ahead of the writer's clock): a
+    verification dated ahead would rank a copy above every other agency's and stretch a
+    serious-threat disclosure's cap."""
+
+    _utc_range = field_validator("observed_at", "last_verified_at", "review_due", "expires_at", mode="after")(in_utc_range)
+
+    @field_validator("observed_at", "last_verified_at", mode="after")
+    @classmethod
+    def _not_ahead(cls, value):
+        if value is not None and value > datetime.now(timezone.utc) + timedelta(days=1):
+            raise ValueError("is in the future: an item is observed or verified no later than it is sent")
+        return value
+
+
+class ConsentIn(Consent):
+    """A consent as a feed or a load writes it: stricter than the `Consent` the policy reads.
+
+    Its times exist in UTC; every list is filled and bounded; every category is one Briefing
+    knows, with at least one legal category: a consent of item categories alone would release
+    nothing, and a misspelt category (`medicl`, `part2`) is refused here rather than stored to
+    cover nothing. A consent already stored is still read as a `Consent`, and the policy fails
+    closed on it (scoring.consent).
+    """
+
+    recipients: tuple[str, ...] = Field(min_length=1, max_length=50)
+    purposes: tuple[Purpose, ...] = Field(min_length=1, max_length=len(Purpose))
+    categories: tuple[str, ...] = Field(min_length=1, max_length=len(CONSENT_CATEGORIES))
+
+    _utc_range = field_validator("valid_from", "valid_until", "revoked_at", "signed_at", mode="after")(in_utc_range)
+
+    @field_validator("recipients", mode="after")
+    @classmethod
+    def _named(cls, values):
+        if any(not value.strip() or len(value) > ID_LENGTH for value in values):
+            raise ValueError(f"each recipient is an agency or a role name of 1 to {ID_LENGTH} characters")
+        return values
+
+    @field_validator("categories", mode="after")
+    @classmethod
+    def _known(cls, values):
+        unknown = sorted(set(values) - CONSENT_CATEGORIES)
+        if unknown:
+            raise ValueError(f"unknown categor{'y' if len(unknown) == 1 else 'ies'} {', '.join(map(repr, unknown[:5]))}: "
+                             "use legal categories (PART2, PHI, CJI, ...) and item categories (medical, ...) as written")
+        if not LEGAL_CATEGORIES.intersection(values):
+            raise ValueError("list the legal categories the consent releases (PART2, PHI, ...): item categories "
+                             "alone release nothing")
+        return values
+
+
+class IngestError(ValueError):
+    """The load was rejected; `problems` are `file:line:column: message` lines. Nothing was written."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems[:20]) + (f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""))
+        self.problems = problems
+
+
+@dataclass
+class IngestSummary:
+    records: int = 0
+    new_records: int = 0
+    context_items: int = 0
+    consents: int = 0
+    linking: str = "none"
+    persons_touched: int = 0
+    review_pairs: list[dict] = field(default_factory=list)    # stored as (record_id_l, record_id_r, match_probability)
+    review_reason: str = "new_record"
+
+
+def file_kind(columns: list[str]) -> str | None:
+    names = set(columns)
+    if {"consent_id", "recipients"} <= names:
+        return "consents"
+    if {"item_id", "category"} <= names:
+        return "context_items"
+    if "record_id" in names:
+        return "records"
+    return None
+
+
+def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=None,
+           principal: str = "cli:ingest") -> IngestSummary:
+    """Validate every file, link new records, then write everything (and one audit event) in one transaction."""
+    step = progress or (lambda label: None)
+    step("validating")
+    batch_records, items, consent_rows, problems, headers = [], [], [], [], {}
+    for path in map(Path, paths):
+        if not path.is_file():
+            problems.append(f"{path}: no such file")
+            continue
+        header = headers[path] = list(pd.read_csv(path, nrows=0, dtype=str).columns)
+        kind = file_kind(header)
+        if kind is None:
+            problems.append(f"{path}:1: cannot tell what this file holds: records need record_id, context items "
+                            f"item_id and category, consents consent_id and recipients")
+        elif kind == "records":
+            try:
+                batch_records.append((path, read_records(path).frame))
+            except RecordsFileError as exc:
+                problems.extend(str(p) for p in exc.problems)
+        else:
+            model_type, out = (ItemIn, items) if kind == "context_items" else (ConsentIn, consent_rows)
+            problems.extend(_validate_rows(path, header, model_type, out))
+    existing = _stored_records(store)
+    frames = [frame for _, frame in batch_records]
+    batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id"])
+    known = set(existing["record_id"]) | set(batch["record_id"].astype(str))
+    for path, line, row in items + consent_rows:
+        if row.record_id not in known:
+            problems.append(f"{path}:{line}: record_id {row.record_id!r} is in neither the store nor this load")
+    if not problems:
+        problems = _ownership_problems(store, existing, batch_records, items, consent_rows, headers)
+    if problems:
+        raise IngestError(problems)
+
+    summary = IngestSummary(records=len(batch), context_items=len(items), consents=len(consent_rows))
+    person_rows = _link(store, existing, batch, model, summary, step)
+    step("writing")
+    now = datetime.now(timezone.utc).isoformat()
+    try:
+        _write(store, paths, batch, person_rows, items, consent_rows, summary, now, principal)
+    except OwnershipConflict as exc:             # a writer moved a row between the checks above and this write
+        raise IngestError([str(exc)]) from None
+    return summary
+
+
+def _write(store: Store, paths, batch, person_rows, items, consent_rows, summary: IngestSummary, now: str,
+           principal: str) -> None:
+    """Everything the load writes, and its audit event, in one transaction."""
+    with store.begin() as connection:
+        if len(batch):
+            upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
+        if person_rows is not None:
+            if summary.linking == "batch":
+                connection.execute(delete(clusters))
+            upsert(connection, clusters, "record_id", person_rows)
+        upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
+        upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
+        open_pairs(connection, summary.review_pairs, summary.review_reason, now)
+        if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
+            if summary.linking == "batch":
+                record_change(connection, "rebuild")
+            else:
+                for row in person_rows:
+                    record_change(connection, "upsert", row["record_id"])
+        append(connection, "ingest", {"files": [str(p) for p in paths], "records": summary.records,
+                                      "new_records": summary.new_records, "context_items": summary.context_items,
+                                      "consents": summary.consents, "linking": summary.linking,
+                                      "persons_touched": summary.persons_touched,
+                                      "review_pairs": len(summary.review_pairs)}, principal=principal)
+
+
+def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list[str]:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    problems = []
+    seen: dict[str, int] = {}
+    id_field = "item_id" if issubclass(model_type, ContextItem) else "consent_id"
+    for offset, row in enumerate(frame.to_dict("records")):
+        line = offset + 2
+        try:
+            parsed = model_type(**{k: v for k, v in row.items() if v != ""})
+        except ValidationError as exc:
+            for error in exc.errors():
+                name = str(error["loc"][0]) if error["loc"] else "row"
+                column = header.index(name) + 1 if name in header else 1
+                problems.append(f"{path}:{line}:{column}: {name}: {error['msg']}")
+            continue
+        key = getattr(parsed, id_field)
+        if key in seen:
+            problems.append(f"{path}:{line}:{header.index(id_field) + 1}: {id_field} {key!r} repeats line {seen[key]}")
+        seen[key] = line
+        out.append((path, line, parsed))
+    return problems
+
+
+def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
+                        consent_rows: list, headers: dict[Path, list[str]]) -> list[str]:
+    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record."""
+    stored = {str(r): _text(a) for r, a in zip(existing["record_id"], existing["agency"])}
+    after, changed = dict(stored), []
+    for path, frame in batches:
+        agencies = frame["agency"] if "agency" in frame else [None] * len(frame)
+        for record_id, agency in zip(frame["record_id"].astype(str), agencies):
+            if record_id in stored and stored[record_id] != _text(agency):
+                changed.append((path, record_id))
+            after[record_id] = _text(agency)
+    problems = []
+    with store.engine.connect() as connection:
+        for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
+            hung = dict(_chunked(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
+                                 [getattr(row, key) for _, _, row in rows]))
+            for path, line, row in rows:
+                ident = getattr(row, key)
+                if ident in hung and stored.get(hung[ident]) != after.get(row.record_id):
+                    problems.append(f"{path}:{line}:{headers[path].index('record_id') + 1}: record_id: {key} {ident!r} "
+                                    f"hangs on a record of another agency than {row.record_id!r}: an item or consent "
+                                    f"never moves to a record of another agency")
+        attached = {r for table in (context_items, consents) for (r,) in _chunked(
+            connection, lambda ids: select(table.c.record_id.distinct()).where(table.c.record_id.in_(ids)),
+            [record_id for _, record_id in changed])}
+    for path, record_id in changed:
+        if record_id in attached:
+            line, column = _record_line(path, record_id)
+            problems.append(f"{path}:{line}:{column}: agency: record {record_id!r} has context items or consents: its "
+                            f"agency cannot change (they would move with it to another agency)")
+    return problems
+
+
+def _chunked(connection, statement_for, ids: list, chunk: int = 500) -> list[tuple]:
+    """The rows of `statement_for(ids)`, asked `chunk` ids at a time (bound parameters are limited)."""
+    rows = []
+    for start in range(0, len(ids), chunk):
+        rows.extend(tuple(r) for r in connection.execute(statement_for(ids[start: start + chunk])))
+    return rows
+
+
+def _record_line(path: Path, record_id: str) -> tuple[int, int]:
+    """(line where `record_id`'s row starts, column of `agency`) in a records CSV; read only to report a problem."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = [h.strip() for h in next(reader, [])]
+        at, column = header.index("record_id"), header.index("agency") + 1 if "agency" in header else 1
+        start = reader.line_num + 1
+        for row in reader:
+            if len(row) > at and row[at].strip() == record_id:
+                return start, column
+            start = reader.line_num + 1
+    return 1, column
+
+
+def _stored_records(store: Store) -> pd.DataFrame:
+    with store.engine.connect() as connection:
+        frame = pd.read_sql(select(records), connection)
+        people = pd.read_sql(select(clusters), connection)
+    return frame.merge(people, on="record_id", how="left")
+
+
+def _link(store: Store, existing: pd.DataFrame, batch: pd.DataFrame, model: MatcherModel, summary: IngestSummary,
+          step) -> list[dict] | None:
+    """Person ids for the load's records (and, for a bulk load, every record): rows for `clusters`."""
+    if batch.empty:
+        return None
+    new_ids = set(batch["record_id"].astype(str)) - set(existing["record_id"])
+    summary.new_records = len(new_ids)
+    if existing.empty or len(new_ids) >= BULK_MIN:
+        step(f"linking all {len(existing) + len(new_ids):,} records")
+        kept = existing[~existing["record_id"].isin(set(batch["record_id"]))].drop(columns=["person_id", "ingested_at"])
+        every = pd.concat([kept, batch], ignore_index=True) if len(kept) else batch
+        previous = existing.dropna(subset=["person_id"])[["record_id", "person_id"]]
+        with store.engine.connect() as connection:
+            must, cannot = live_constraints(connection)
+        result = link_records(every, model=model, previous=previous if len(previous) else None,
+                              must_link=must, cannot_link=cannot)
+        summary.linking = "batch"
+        summary.persons_touched = int(result.clustering.clusters["person_id"].nunique())
+        low, link_at = result.model.thresholds.review_low, result.model.thresholds.link
+        pairs = result.pairs
+        band = pairs[(pairs["match_probability"] >= low) & (pairs["match_probability"] < link_at)]
+        summary.review_pairs = band[["record_id_l", "record_id_r", "match_probability"]].to_dict("records")
+        summary.review_reason = "batch_band"
+        return result.clustering.clusters.to_dict("records")
+    step(f"resolving {len(batch):,} records against {len(existing):,}")
+    resolver = Resolver(model).fit(existing.drop(columns=["person_id", "ingested_at"]), existing[["record_id", "person_id"]])
+    rows = []
+    with store.engine.connect() as connection:
+        for record in batch.astype(object).where(batch.notna(), None).to_dict("records"):
+            record = {k: v for k, v in record.items() if v is not None}
+            previous = None
+            if record["record_id"] in resolver.index_.slot_of:
+                previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]]
+                outcome = resolver.update_record(record)
+            else:
+                outcome = resolver.add_record(record)
+            person, _ = steward_person(connection, outcome.record_id, outcome.person_id, resolver.index_.person_id_set,
+                                       previous)
+            if person != outcome.person_id:           # a steward's decision overrules the scores
+                resolver.put_record(record, person)
+            rows.append({"record_id": outcome.record_id, "person_id": person})
+            if outcome.review_pair:
+                summary.review_pairs.append(from_resolver(outcome.review_pair))
+    summary.linking = "resolver"
+    summary.persons_touched = len({r["person_id"] for r in rows})
+    return rows
+
+
+def _text(value) -> str | None:
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def record_row(record: dict, now: str) -> dict:
+    return {"record_id": str(record["record_id"]), **{f: _text(record.get(f)) for f in RECORD_FIELDS}, "ingested_at": now}
+
+
+def _joined(values) -> str | None:
+    return "|".join(str(getattr(v, "value", v)) for v in values) if values else None
+
+
+def item_row(item: ContextItem, now: str) -> dict:
+    return {"item_id": item.item_id, "record_id": item.record_id, "category": item.category.value, "code": item.code,
+            "text": item.text, "legal_category": item.legal_category.value, "security_labels": _joined(item.security_labels),
+            "consent_id": item.consent_id, "disclosure_basis": item.disclosure_basis, "source_type": item.source_type,
+            "observed_at": utc_text(item.observed_at), "last_verified_at": utc_text(item.last_verified_at),
+            "review_due": utc_text(item.review_due), "expires_at": utc_text(item.expires_at), "status": item.status.value,
+            "updated_at": now}
+
+
+def consent_row(consent: Consent, now: str) -> dict:
+    return {"consent_id": consent.consent_id, "record_id": consent.record_id, "recipients": _joined(consent.recipients),
+            "purposes": _joined(consent.purposes), "categories": _joined(consent.categories),
+            "valid_from": utc_text(consent.valid_from), "valid_until": utc_text(consent.valid_until),
+            "revoked_at": utc_text(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
+            "signed_at": utc_text(consent.signed_at), "updated_at": now}
+
+
+def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
+    """Insert rows, replacing any with the same key (SQLite and PostgreSQL).
+
+    A consent's revocation sticks: resending an older copy of a revoked consent keeps the
+    earliest `revoked_at` (a revocation is withdrawn only by a new consent under a new id),
+    compared as times. An item or a consent never moves to a record of another agency: the
+    replacement is conditional on it, and `OwnershipConflict` is raised (the caller's
+    transaction should roll back) if any row was held back.
+    """
+    if not rows:
+        return
+    insert = dialect_insert(connection)
+    owned = table is context_items or table is consents
+    for start in range(0, len(rows), chunk):
+        batch = rows[start: start + chunk]
+        statement = insert(table).values(batch)
+        updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+        if table is consents:
+            stored, sent = table.c.revoked_at, statement.excluded.revoked_at
+            kept, given = _as_time(connection, stored), _as_time(connection, sent)
+            earlier = or_(kept < given, and_(kept == given, stored <= sent))
+            updates["revoked_at"] = case((and_(stored.is_not(None), or_(sent.is_(None), earlier)), stored), else_=sent)
+        statement = statement.on_conflict_do_update(index_elements=[key], set_=updates,
+                                                    where=_same_agency(table) if owned else None)
+        if not owned:
+            connection.execute(statement)
+            continue
+        written = set(connection.execute(statement.returning(table.c[key])).scalars())     # rows inserted or replaced
+        held = [row[key] for row in batch if row[key] not in written]
+        if held:
+            raise OwnershipConflict(f"{table.name}: {', '.join(map(repr, held[:5]))}{' ...' if len(held) > 5 else ''} "
+                                    f"would move to a record of another agency; an item or consent never does")
+
+
+def _as_time(connection, column):
+    """A stored time text as a time SQL can compare (rows written before `utc_text` may carry any offset)."""
+    if connection.dialect.name == "postgresql":
+        return cast(column, TIMESTAMP(timezone=True))
+    return func.julianday(column)
+
+
+def _same_agency(table):
+    """The upsert's condition for replacing a row: the record it hangs on and the record sent have one agency."""
+    def agency(column: str):
+        return select(records.c.agency).where(records.c.record_id == literal_column(column)).scalar_subquery()
+
+    return agency(f"{table.name}.record_id").is_not_distinct_from(agency("excluded.record_id"))
