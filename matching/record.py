@@ -37,11 +37,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# The field rules (BIRTH_YEAR_MIN, SEX_VALUES, ...) stay importable from here.
-from matching.record_checks import (  # noqa: F401
-    BIRTH_YEAR_MAX, BIRTH_YEAR_MIN, MULTI_VALUE_SEPARATOR, MULTI_VALUED_COLUMNS, SEX_VALUES,
-    Checked, Issue, check_columns, show, values_at,
-)
+from matching.record_checks import BIRTH_YEAR_MIN, Checked, Issue, check_columns, show, values_at
 from matching.record_parse import (
     UTF8_BOM, Structure, columns_from_rows, field_at, line_and_start, quote_never_closed,
     read_columns, scan_structure, split_header,

@@ -1,7 +1,7 @@
 """Production training of the ranker: responder feedback -> examples -> a fitted `ItemScorecard`.
 
 `FeedbackData` is what training reads, as plain typed data from any source (a synthetic county's
-CSVs: `evaluation.ranking.load_county`; a live store's feedback later): the feedback rows and the
+CSVs: `evaluation.ranking.county.load_county`; a live store's feedback later): the feedback rows and the
 incidents, items and persons they name. `examples_for` turns it into `Examples` (features per
 `scoring.ranker_features`, with each row's rules score when given the rules); `train_scorecard` fits
 a scorecard on examples, choosing C and the rank weight on a held-out share of the incidents;

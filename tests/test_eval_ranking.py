@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import scoring.ranker_fit as ranker_fit
-from evaluation.ranking import average_precision, evaluate_ranking, ndcg, split_incidents
+from evaluation.ranking.evaluate import average_precision, evaluate_ranking, ndcg, split_incidents
 from evaluation.synth.county import generate_county
 from scoring.item import ContextItem
 from scoring.rank import rank

@@ -17,7 +17,7 @@ from evaluation.fairness.ranker_exposure import STIGMATISING, SUPPORTIVE, ideal_
 from evaluation.fairness.ranker_groups import group_ratio_measure, group_ratios
 from evaluation.fairness.ranker_invariance import invariance
 from evaluation.fairness.report import write_report
-from evaluation.ranking import load_county
+from evaluation.ranking.county import load_county
 from evaluation.synth.county import generate_county
 from scoring.ranker import ItemScorecard
 from scoring.rules import Rules

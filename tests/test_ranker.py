@@ -19,7 +19,7 @@ import sklearn
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from evaluation.ranking import load_county
+from evaluation.ranking.county import load_county
 from evaluation.synth.county import generate_county
 from scoring.item import ContextItem
 from scoring.rank import rank

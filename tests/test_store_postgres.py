@@ -177,7 +177,7 @@ def test_keys_create_authenticate_revoke_and_refuse_duplicates(pg):
         "ems-1", Role.ems, "COUNTY_EMS", (Purpose.EMERGENCY, Purpose.TREATMENT))
     assert authenticate(store, key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     with pytest.raises(KeyRefused, match="already exists"):
-        create_key(store, "ems-1", Role.ems, "COUNTY_EMS", [])
+        create_key(store, "ems-1", Role.ems, "COUNTY_EMS", [Purpose.EMERGENCY])
     soon = create_key(store, "tmp", Role.officer, "METRO_PD", [Purpose.LAW],
                       expires_at=datetime.now(timezone.utc) + timedelta(hours=1))
     assert authenticate(store, soon) is not None

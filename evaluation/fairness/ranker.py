@@ -9,7 +9,7 @@ and age band (at the incident year) from `demographics.csv`; the reference is th
 fewer than `MIN_PERSONS` persons, or whose ratio's 95 % interval spans more than (1.25 / 0.80)² (as in the
 matcher half), is shown but not judged; a measure with no judged group is insufficient.
 
-- *NDCG@5* per group (`evaluation.ranking.ndcg`; incidents whose lines all have relevance 0 left out).
+- *NDCG@5* per group (`evaluation.ranking.evaluate.ndcg`; incidents whose lines all have relevance 0 left out).
 - *Exposure.* A line at position p gets w(p) = 1/log2(1 + p) for p <= 5, else 0. E(C) sums w over an
   incident's lines of a class C — stigmatising: safety_flag, recent_event, legal_status; supportive:
   communication_need, sensory_need, trauma_trigger, effective/ineffective_approach, cognitive_developmental,
@@ -62,7 +62,7 @@ from evaluation.fairness.ranker_groups import (BIAS_KINDS, RANKED_PAIRS, RAW_PAI
                                                group_ratios, invariance_measure, terms_by_group)
 from evaluation.fairness.ranker_invariance import feature_check, invariance
 from evaluation.linkage.metrics import age_band
-from evaluation.ranking import RankingDataError, load_county
+from evaluation.ranking.county import RankingDataError, load_county
 from scoring.ranker import DEFAULT_PATH, ItemScorecard
 from scoring.ranker_fit import feedback_hash
 from scoring.rules import Rules

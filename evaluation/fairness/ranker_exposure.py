@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from evaluation.ranking import ndcg
+from evaluation.ranking.evaluate import ndcg
 from scoring.rank import rank
 from scoring.rules import Rules
 

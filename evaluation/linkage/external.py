@@ -117,7 +117,7 @@ def blocking_recall(frame, rules: list[str], pairs: pd.DataFrame, id_column: str
         con.register("records_input", frame)
         con.register("pairs_input", pairs[["id_a", "id_b"]].astype(str))
         con.execute("CREATE TABLE records AS SELECT * FROM records_input")
-        con.execute(f"""CREATE TABLE pairs AS
+        con.execute("""CREATE TABLE pairs AS
                         SELECT CASE WHEN p.id_a < p.id_b THEN p.id_a ELSE p.id_b END AS id_l,
                                CASE WHEN p.id_a < p.id_b THEN p.id_b ELSE p.id_a END AS id_r
                         FROM pairs_input p""")

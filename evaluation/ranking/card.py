@@ -1,12 +1,12 @@
 """`models/RANKER.md`, the ranker's model card: intended use, training data, features, metrics, caveats.
 
 Written by `briefing train-ranker` beside the model file, from the file's content and, when given,
-the held-out figures of `briefing eval ranking` (`evaluation.ranking.evaluate_ranking`).
+the held-out figures of `briefing eval ranking` (`evaluation.ranking.evaluate.evaluate_ranking`).
 """
 
 from __future__ import annotations
 
-from evaluation.ranking import METHODS, format_ci
+from evaluation.ranking.evaluate import METHODS, format_ci
 
 
 def model_card(manifest: dict, evaluation: dict | None = None, provenance: str = "") -> str:

@@ -24,10 +24,8 @@ Bootstrap: percentile intervals over `bootstrap` replicates that resample test *
 replacement, each drawn person bringing all of their test incidents (a frequent caller's incidents
 are not independent); with one incident per person this is the plain incident bootstrap.
 
-The county directory is a data source for training too: `load_county` gives a `CountyContext`, which
-is the `scoring.ranker_fit.FeedbackData` that production training (`fit_ranker`, `briefing
-train-ranker`) reads. `evaluation.ranking_card.model_card` writes `models/RANKER.md` from a model file
-and this evaluation.
+The county's files are read by `evaluation.ranking.county`; `evaluation.ranking.card.model_card`
+writes `models/RANKER.md` from a model file and this evaluation.
 """
 
 from __future__ import annotations
@@ -41,97 +39,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from evaluation.ranking.county import CountyContext, load_county
 from evaluation.stats import ci95, person_bootstrap_means
 from scoring.item import ContextItem
 from scoring.rank import RankedItem, rank
 from scoring.ranker import ItemScorecard
 from scoring.ranker_features import live
-from scoring.ranker_fit import FeedbackData, fit_ranker
+from scoring.ranker_fit import fit_ranker
 from scoring.rules import Rules
 
 METHODS = ("rules", "model", "combined")
 METRICS = ("ndcg_at_3", "ndcg_at_5", "map")
 RELEVANT = 2
-
-
-class RankingDataError(ValueError):
-    """A county directory lacks a file or column the ranking needs: the message names the file."""
-
-
-# --------------------------------------------------------------------------- data
-
-
-def _read(directory: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    path = directory / name
-    if not path.is_file():
-        raise RankingDataError(f"{path}: no such file (the ranking needs {name} in {directory})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RankingDataError(f"{path}: not a readable CSV: {exc}") from exc
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise RankingDataError(f"{path}:1: needs column(s) {', '.join(missing)}; found {', '.join(frame.columns) or 'none'}")
-    return frame
-
-
-@dataclass
-class CountyContext(FeedbackData):
-    """What ranking evaluation and training read from a synthetic county directory: the feedback data
-    training reads (`when`: incident id -> (call type, received time); `items`: the items of incident
-    subjects, by id; `person_of_item`, `person_items`, `feedback`), plus the incidents and relevance."""
-
-    incidents: pd.DataFrame                              # incident_id, call_type, received_at, person_key
-    relevance: pd.DataFrame | None = None
-    files: dict[str, str] = field(default_factory=dict)
-
-
-def load_county(county_dir: str | Path, relevance: bool = True) -> CountyContext:
-    """Read incidents, records (agency), truth (record → person), context items, feedback (and relevance).
-
-    Only the items of incident subjects are parsed. Raises `RankingDataError` naming a missing file.
-    """
-    d = Path(county_dir)
-    if not d.is_dir():
-        raise RankingDataError(f"{d}: no such directory")
-    incidents = _read(d, "incidents.csv", ("incident_id", "call_type", "received_at", "person_key"))
-    feedback = _read(d, "feedback.csv", ("incident_id", "item_id", "helped"))
-    rel = _read(d, "relevance.csv", ("incident_id", "item_id", "relevance")) if relevance else None
-    items_frame = _read(d, "context_items.csv", ("item_id", "record_id", "category", "code", "legal_category"))
-    records = _read(d, "records.csv", ("record_id", "agency"))
-    truth = _read(d, "truth.csv", ("record_id", "person_key"))
-    if not feedback.empty and not feedback["helped"].isin(["0", "1"]).all():
-        bad = int(np.flatnonzero(~feedback["helped"].isin(["0", "1"]).to_numpy())[0]) + 2
-        raise RankingDataError(f"{d / 'feedback.csv'}:{bad}: helped must be 0 or 1")
-    when = {}
-    for row in incidents[["incident_id", "call_type", "received_at"]].itertuples(index=False):
-        try:
-            received = datetime.fromisoformat(row.received_at)
-        except ValueError as exc:
-            raise RankingDataError(f"{d / 'incidents.csv'}: incident {row.incident_id}: received_at: {exc}") from exc
-        when[row.incident_id] = (row.call_type, received)
-    person_of_record = dict(zip(truth["record_id"], truth["person_key"]))
-    agency_of_record = dict(zip(records["record_id"], records["agency"]))
-    subjects = set(incidents["person_key"]) - {""}
-    persons = items_frame["record_id"].map(person_of_record).fillna("")
-    wanted = items_frame[persons.isin(subjects).to_numpy()]
-    items: dict[str, ContextItem] = {}
-    person_of_item: dict[str, str] = {}
-    person_items: dict[str, list[ContextItem]] = {}
-    for n, row in zip(wanted.index, wanted.to_dict("records")):
-        try:
-            item = ContextItem(**row, record_agency=agency_of_record.get(row["record_id"]) or None)
-        except ValueError as exc:
-            errors = getattr(exc, "errors", lambda: [])()
-            where = f"{errors[0]['loc'][0]}: {errors[0]['msg']}" if errors and errors[0].get("loc") else str(exc).splitlines()[0]
-            raise RankingDataError(f"{d / 'context_items.csv'}:{n + 2}: {where}") from exc
-        person = person_of_record[row["record_id"]]
-        items[item.item_id] = item
-        person_of_item[item.item_id] = person
-        person_items.setdefault(person, []).append(item)
-    return CountyContext(incidents=incidents, when=when, items=items, person_of_item=person_of_item,
-                         person_items=person_items, feedback=feedback, relevance=rel,
-                         files={"dir": str(d)})
 
 
 def split_incidents(incident_ids, seed: int, test_share: float) -> tuple[list[str], list[str]]:

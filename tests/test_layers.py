@@ -1,0 +1,66 @@
+"""The house's rules, checked on every run: layers and independence (import-linter, contracts in
+`.importlinter`), no import hidden inside a function to dodge a cycle, and rooms of a size a
+newcomer can read (modules ≤ 500 lines; functions ≤ 80 lines outside the synthetic-data generator)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("matching", "scoring", "api", "evaluation", "models")
+
+
+def _sources():
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            yield path, ast.parse(path.read_text(), filename=str(path))
+
+
+def test_import_contracts_hold():
+    lint = Path(sys.executable).parent / "lint-imports"
+    done = subprocess.run([str(lint), "--config", str(REPO / ".importlinter")], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_project_import_hides_inside_a_function():
+    """Third-party heavies (pyspark, matplotlib, …) may load lazily; the project's own modules never do,
+    since a module imported inside a function is how an import cycle hides from the linter's reader."""
+    hidden = []
+    for path, tree in _sources():
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    if name.split(".")[0] in PACKAGES:
+                        hidden.append(f"{path.relative_to(REPO)}:{node.lineno} {fn.name} imports {name}")
+    assert not hidden, "\n".join(hidden)
+
+
+def test_no_module_over_500_lines():
+    long = [f"{p.relative_to(REPO)}: {n}" for p, _ in _sources()
+            if (n := len(p.read_text().splitlines())) > 500]
+    assert not long, long
+
+
+def test_no_function_over_80_lines_outside_the_synthetic_generator():
+    long = []
+    for path, tree in _sources():
+        if "synth" in path.relative_to(REPO).parts:
+            continue
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = fn.end_lineno - fn.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(REPO)}:{fn.lineno} {fn.name} {n}")
+    assert not long, long
