@@ -3,6 +3,7 @@ with the roles each view really requires, and every repository file it or the RE
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -59,3 +60,30 @@ def test_docs_link_only_files_in_the_repository(doc):
         assert not target.startswith(("http://", "https://", "/")), f"{doc} links outside the repository: {target}"
         resolved = (path.parent / target).resolve()
         assert resolved.is_relative_to(REPO) and resolved.exists(), f"{doc} links a missing file: {target}"
+
+
+DOCS = ["README.md", "BENCHMARKS.md", "docs/architecture.md", "docs/integration.md", "docs/security.md",
+        "evaluation/DATA.md", "evaluation/SYNTH.md", "models/MATCHER.md", "models/RANKER.md"]
+TOP = {p.name for p in REPO.iterdir()}
+
+
+@pytest.mark.parametrize("doc", DOCS + ["Makefile"])
+def test_every_python_module_a_command_runs_exists(doc):
+    text = (REPO / doc).read_text()
+    for module in set(re.findall(r"python -m ([A-Za-z_][\w.]*)", text)):
+        assert importlib.util.find_spec(module) is not None, f"{doc}: `python -m {module}` names no module"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_repository_path_a_doc_names_exists(doc):
+    """A `path/like/this.py` in backticks whose first part is a folder of the repository must exist."""
+    path = REPO / doc
+    for named in set(re.findall(r"`([\w.-]+/[\w./-]*)`", path.read_text())):
+        parts = Path(named).parts
+        if parts[0] in ("..", "."):
+            target = (path.parent / named).resolve()
+        elif parts[0] in TOP and parts[0] not in ("out",):
+            target = REPO / named
+        else:
+            continue
+        assert target.exists(), f"{doc} names {named}, which does not exist"

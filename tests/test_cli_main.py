@@ -41,6 +41,15 @@ def test_ingest_runs_from_a_directory_outside_the_repository(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("briefing.db")) == ["records.csv"]
 
 
+def test_link_runs_from_a_directory_outside_the_repository_with_the_committed_model(tmp_path):
+    (tmp_path / "records.csv").write_text(RECORDS, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "api.cli", "link", "records.csv", "--model", str(models.MATCHER),
+                           "--out", "linked", "--quiet"], cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["records"] == 3 and (tmp_path / "linked" / "clusters.csv").is_file()
+
+
 def test_the_served_app_loads_the_default_models_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     app = create_app(str(tmp_path / "briefing.db"))

@@ -1,6 +1,7 @@
 """The house's rules, checked on every run: layers and independence (import-linter, contracts in
 `.importlinter`), no import hidden inside a function to dodge a cycle, and rooms of a size a
-newcomer can read (modules ≤ 500 lines; functions ≤ 80 lines outside the synthetic-data generator)."""
+newcomer can read (modules ≤ 500 lines; functions ≤ 80 lines outside the synthetic-data generator), private
+names kept private."""
 
 from __future__ import annotations
 
@@ -64,3 +65,14 @@ def test_no_function_over_80_lines_outside_the_synthetic_generator():
                 if n > 80:
                     long.append(f"{path.relative_to(REPO)}:{fn.lineno} {fn.name} {n}")
     assert not long, long
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """A name with a leading underscore is its module's own; another module that needs it gets a public name."""
+    crossing = []
+    for path, tree in _sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] in PACKAGES:
+                crossing += [f"{path.relative_to(REPO)}:{node.lineno} {node.module}.{a.name}"
+                             for a in node.names if a.name.startswith("_")]
+    assert not crossing, crossing

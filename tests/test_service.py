@@ -1,6 +1,7 @@
 """The service's per-incident call: keys and roles, validation, resolution + policy + ranking, audit."""
 
 import json
+import time
 
 import pandas as pd
 import pytest
@@ -126,9 +127,17 @@ def test_health_and_readiness(service):
     assert missing.status_code == 404 and missing.is_json
 
 
-def test_a_briefing_past_its_budget_answers_unavailable_at_once_and_is_audited(service, tmp_path):
+def test_a_briefing_past_its_budget_answers_unavailable_at_once_and_is_audited(service, tmp_path, monkeypatch):
     client, keys, store, incidents = service
-    slow = create_app(str(store.engine.url.database), budget_ms=0.001, clock=county_clock).test_client()
+    app = create_app(str(store.engine.url.database), budget_ms=1, clock=county_clock)
+    resolver = app.extensions["briefing"].resolver
+    resolve = resolver.resolve
+
+    def slow_resolve(subject):          # sleeping lets the waiting thread see the budget run out (a budget alone
+        time.sleep(0.2)                 # races a resolve that finishes within one GIL switch interval)
+        return resolve(subject)
+    monkeypatch.setattr(resolver, "resolve", slow_resolve)
+    slow = app.test_client()
     body = _request(incidents.iloc[0], incident_queries(incidents.head(1))[0])
     before = verify(store).events
     answer = _post(slow, keys["co"], body).get_json()

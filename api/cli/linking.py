@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import ValidationError
 
 import models
-from api.cli.common import CliError, Stages, load_model, load_records, positive_int_arg, probability_arg, read_table
+from api.cli.common import CliError, Stages, positive_int_arg, probability_arg
+from api.cli.inputs import load_model, load_records, read_table
 from evaluation.synth.incidents import incident_queries
 from matching.link import link_records, recluster, write_link_outputs
 from matching.query import Subject, field_messages

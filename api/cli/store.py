@@ -19,7 +19,9 @@ from dataclasses import asdict
 from sqlalchemy.exc import SQLAlchemyError
 
 import models
-from api.cli.common import CliError, Stages, current_user, existing_store, load_model, open_store_at
+from api.cli.common import CliError, Stages
+from api.cli.inputs import load_model
+from api.cli.stores import current_user, existing_store, open_store_at
 from api.service.ingest import IngestError, ingest
 from api.service.retention import RetentionError, purge
 from api.web.serve import serve

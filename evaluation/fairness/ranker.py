@@ -63,6 +63,7 @@ from evaluation.fairness.ranker_groups import (BIAS_KINDS, RANKED_PAIRS, RAW_PAI
 from evaluation.fairness.ranker_invariance import feature_check, invariance
 from evaluation.linkage.metrics import age_band
 from evaluation.ranking.county import RankingDataError, load_county
+from matching.table import read_table
 from scoring.ranker import DEFAULT_PATH, ItemScorecard
 from scoring.ranker_fit import feedback_hash
 from scoring.rules import Rules
@@ -71,14 +72,7 @@ ATTRIBUTES = ("race_ethnicity", "sex", "age_band")
 
 
 def _csv(directory: Path, name: str, columns: tuple[str, ...], usecols=None) -> pd.DataFrame:
-    path = directory / name
-    if not path.is_file():
-        raise RankingDataError(f"{path}: no such file (the ranker audit needs {name} in {directory})")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, usecols=usecols)
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise RankingDataError(f"{path}:1: needs column(s) {', '.join(missing)}")
-    return frame
+    return read_table(directory / name, columns, f"the ranker audit's {name}", usecols=usecols, error=RankingDataError)
 
 
 def _raw_persons(directory: Path, records: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:

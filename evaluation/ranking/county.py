@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from matching.table import TableError, read_table
 from scoring.item import ContextItem
 from scoring.ranker_fit import FeedbackData
 
 
-class RankingDataError(ValueError):
+class RankingDataError(TableError):
     """A county directory lacks a file or column the ranking needs: the message names the file."""
 
 
@@ -27,17 +28,7 @@ class RankingDataError(ValueError):
 
 
 def _read(directory: Path, name: str, columns: tuple[str, ...]) -> pd.DataFrame:
-    path = directory / name
-    if not path.is_file():
-        raise RankingDataError(f"{path}: no such file (the ranking needs {name} in {directory})")
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RankingDataError(f"{path}: not a readable CSV: {exc}") from exc
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise RankingDataError(f"{path}:1: needs column(s) {', '.join(missing)}; found {', '.join(frame.columns) or 'none'}")
-    return frame
+    return read_table(directory / name, columns, f"the ranking's {name}", error=RankingDataError)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, session, url_for
 from markupsafe import Markup, escape
 
 from api.review import decisions
@@ -243,20 +243,29 @@ def decide_pair(pair_id: int):
     return redirect(url_for("review_web.queue_page"))
 
 
-@blueprint.post(f"/decisions/<int(max={MAX_ID}):decision_id>/undo")
-def undo_decision(decision_id: int):
+def _undo(undo, missing: str, undone) -> Response:
+    """Run `undo()`; 404 with `missing` when there is nothing to undo, a flash of why when it is refused, else a flash
+    of `undone(result)`; then back to where the steward came from."""
     back = review_session.safe_next(request.form.get("back"), url_for("review_web.queue_page"))
     try:
-        result = decisions.undo(service(), decision_id, _reviewer())
+        result = undo()
     except KeyError:
-        abort(404, description=f"There is no decision {decision_id}.")
+        abort(404, description=missing)
     except ValueError as exc:
         flash(f"Not undone: {exc}", "error")
         return redirect(back)
-    if (session.get("last_decision") or {}).get("id") == decision_id:
-        session.pop("last_decision")
-    flash(f"Undone: the decision on pair {result.pair_id} is withdrawn and the pair is back in the queue.", "info")
+    flash(undone(result), "info")
     return redirect(back)
+
+
+@blueprint.post(f"/decisions/<int(max={MAX_ID}):decision_id>/undo")
+def undo_decision(decision_id: int):
+    def undone(result) -> str:
+        if (session.get("last_decision") or {}).get("id") == decision_id:
+            session.pop("last_decision")
+        return f"Undone: the decision on pair {result.pair_id} is withdrawn and the pair is back in the queue."
+    return _undo(lambda: decisions.undo(service(), decision_id, _reviewer()),
+                 f"There is no decision {decision_id}.", undone)
 
 
 @blueprint.get("/persons/<person_id>")
@@ -274,16 +283,9 @@ def person_page(person_id: str):
 
 @blueprint.post(f"/person-events/<int(max={MAX_ID}):event_id>/undo")
 def undo_person_event(event_id: int):
-    back = review_session.safe_next(request.form.get("back"), url_for("review_web.queue_page"))
-    try:
-        done = decisions.undo_person_event(service(), event_id, _reviewer())
-    except KeyError:
-        abort(404, description=f"There is no merge or split {event_id}.")
-    except ValueError as exc:
-        flash(f"Not undone: {exc}", "error")
-        return redirect(back)
-    flash(f"Undone: the {done['kind']} is withdrawn and its records are back where they were.", "info")
-    return redirect(back)
+    return _undo(lambda: decisions.undo_person_event(service(), event_id, _reviewer()),
+                 f"There is no merge or split {event_id}.",
+                 lambda done: f"Undone: the {done['kind']} is withdrawn and its records are back where they were.")
 
 
 @blueprint.post("/persons/<person_id>/split")
