@@ -58,7 +58,8 @@ class LinkageMetrics:
 # --------------------------------------------------------------------------- helpers
 
 
-def pair_count(n: np.ndarray) -> np.ndarray:
+def pairs_within(n: np.ndarray) -> np.ndarray:
+    """The pairs among n records, C(n, 2), element-wise."""
     n = np.asarray(n, dtype=np.int64)
     return n * (n - 1) // 2
 
@@ -153,9 +154,9 @@ def linkage_metrics(clusters: pd.DataFrame, truth: pd.DataFrame) -> LinkageMetri
     appears twice in either, or if an id / label is null.
     """
     c = contingency(clusters, truth)
-    tp = int(pair_count(c.cell_size).sum())
-    predicted = int(pair_count(c.cluster_size).sum())
-    true = int(pair_count(c.person_size).sum())
+    tp = int(pairs_within(c.cell_size).sum())
+    predicted = int(pairs_within(c.cluster_size).sum())
+    true = int(pairs_within(c.person_size).sum())
     precision = tp / predicted if predicted else 1.0
     recall = tp / true if true else 1.0
 

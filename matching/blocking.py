@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 from splink import block_on
 
-from matching.splink_api import BlockingRuleCreator, blocking_rule_creator
+from matching.splink_internals import BlockingRuleCreator, blocking_rule_creator
 
 PREDICTION_KEYS: tuple[tuple[str, ...], ...] = (
     ("dob",),

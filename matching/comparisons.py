@@ -15,7 +15,7 @@ from __future__ import annotations
 import splink.comparison_level_library as cll
 import splink.comparison_library as cl
 
-from matching.splink_api import ComparisonCreator
+from matching.splink_internals import ComparisonCreator
 
 
 # Half-strength term-frequency adjustment on names: full strength penalises agreement on common

@@ -4,7 +4,7 @@ Splink's `predict()` assigns each pair one level per comparison (the first level
 condition is true, the null level first), adds the level's match weight, adds a
 term-frequency adjustment on levels that have one, and adds the prior's log-odds. `Scorer`
 does exactly that: the level conditions compiled by `matching.level_sql`, the weights taken
-from Splink's own parsed settings objects (`matching.splink_api.parse_model`, so clamping and
+from Splink's own parsed settings objects (`matching.splink_internals.parse_model`, so clamping and
 defaults are Splink's), and term frequencies computed the way Splink computes them (value count /
 non-null count over the records being linked). Tests hold its weights to Splink's within 1e-6.
 """
@@ -20,7 +20,7 @@ import numpy as np
 
 from matching.encoding import Extras, Vocabulary
 from matching.level_sql import Pairs, Side, columns_used, compile_condition
-from matching.splink_api import LevelParameters, parse_model
+from matching.splink_internals import LevelParameters, parse_model
 
 
 @dataclass(frozen=True)

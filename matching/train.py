@@ -33,7 +33,7 @@ from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
 from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
-from matching.splink_api import comparison_input_columns, linker_prior, set_linker_prior
+from matching.splink_internals import comparison_input_columns, linker_prior, set_linker_prior
 from matching.standardise import LIST_COLUMNS, available_fields
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """When a consent lets an item reach a requester.
 
 A consent belongs to the person its `record_id` resolves to and covers the items that the
-record's agency holds about that person in the listed categories (DESIGN.md). The caller passes
+record's agency holds about that person in the listed categories (docs/architecture.md, "Data model"). The caller passes
 only the consents of the item's person; this module checks the rest:
 
 - in force at every moment the disclosure is judged at (the server's now and, when given, the

@@ -1,7 +1,7 @@
 """Context items, consents and requesting principals: the typed inputs of the access policy.
 
-The vocabularies (item categories, call types, legal categories, roles, purposes) are DESIGN.md's
-(data model; roles and purposes). Items and consents are pydantic models so a feed's bad row is
+The vocabularies (item categories, call types, legal categories, roles, purposes) are those of the data model
+in docs/architecture.md. Items and consents are pydantic models so a feed's bad row is
 refused field by field; `record_agency` on both is filled in by whoever resolved the record (the
 policy never looks a record up itself).
 """

@@ -1,7 +1,7 @@
 """Access policy: may this principal see this item for this purpose, and why (default deny).
 
 One decision per (principal, purpose, item), with a reason code for the audit log. The rules are
-DESIGN.md's, as issue 15 tightened them:
+docs/architecture.md's, as issue 15 tightened them:
 
 - Only responder roles (dispatcher, officer, co_responder, ems) ever see context items, and only
   for a purpose their key grants. Items that are not active, or are expired, never pass.

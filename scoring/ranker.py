@@ -169,7 +169,7 @@ class ItemScorecard(ClassifierMixin, BaseEstimator):
         return {name: float(w) for name, w in zip(FEATURES, self.coef_)}
 
     # ------------------------------------------------------------------ files
-    def save(self, path: str | Path = DEFAULT_PATH) -> Path:
+    def save(self, path: str | Path) -> Path:
         """Write the scorecard as its JSON model file (see `scoring.ranker_file`); returns `path`."""
         check_is_fitted(self, "coef_")
         return ranker_file.write(self, path)

@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import models
-from api.cli.main import build_parser
+from api.cli.common import subparsers_of
+from api.cli.main import COMMANDS, build_parser, main
 from api.web.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +84,25 @@ def test_help_into_a_closed_pipe_ends_quietly():
     finally:
         os.close(write)
     assert done.returncode in (0, 1) and done.stderr == ""       # argparse itself ignores a failed write of help
+
+
+def test_each_command_is_found_in_the_modules_the_dispatcher_loads_for_it():
+    for command in COMMANDS:
+        sub = subparsers_of(build_parser([command]))
+        assert command in sub.choices, command
+    everything = subparsers_of(build_parser())
+    assert set(everything.choices) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [[], ["nonsense"], ["--bogus"], ["eval"]])
+def test_a_command_line_without_a_known_command_is_refused_as_argparse_refuses_it(argv, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and "usage: briefing" in capsys.readouterr().err
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert stopped.value.code == 0 and all(command in out for command in COMMANDS)

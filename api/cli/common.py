@@ -3,7 +3,7 @@
 - `CliError` / `EXIT_BAD_INPUT`: bad input is one message (often `file:line:column: message`) on stderr and
   exit status 2, never a traceback; `api.cli.main.main` prints it.
 - `Stages` and `progress`: progress on stderr; results go to files or stdout.
-- (Readers of files are in `api.cli.inputs`, store openers in `api.cli.stores`: only the commands that
+- (Readers of files are in `api.cli.inputs`, store openers in `api.cli.db`: only the commands that
   need pandas or SQLAlchemy load them.)
 - Argument types for argparse: `probability_arg`, `positive_int_arg`, `non_negative_int_arg`, `expiry_arg`,
   `as_of_arg`; `subparsers_of` / `eval_subparsers` for the `eval` group that several modules add to.

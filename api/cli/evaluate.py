@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from api.cli.common import CliError, as_of_arg, needs_extra, positive_int_arg, probability_arg
+from api.cli.common import CliError, as_of_arg, eval_subparsers, needs_extra, positive_int_arg, probability_arg
 from api.cli.inputs import read_table
 from evaluation.linkage.labels import Labels, LabelsFileError, labels_report, read_labels, render_labels_text
 from evaluation.linkage.report import linkage_report, render_text
@@ -91,8 +91,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_synth)
     needs_extra(p, "evaluation")
 
-    p = sub.add_parser("eval", help="evaluate against truth")
-    eval_sub = p.add_subparsers(dest="what", required=True)
+    eval_sub = eval_subparsers(sub)
     q = eval_sub.add_parser("linkage", help="pairwise / B-cubed accuracy and error rates by group (against truth); "
                                              "precision / recall at candidate thresholds (from steward labels)")
     q.add_argument("--clusters", help="clusters.csv (record_id, person_id); with --truth")

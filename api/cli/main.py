@@ -21,13 +21,14 @@ from typing import Sequence
 
 from api.cli.common import EXIT_BAD_INPUT, CliError, require_extra
 
-#: Each top-level command and the modules of `api.cli` that add it (`eval` gathers several); the order of
-#: first appearance is the order of `briefing --help`.
+#: The command modules of `api.cli`, in the order `briefing --help` lists their commands.
+MODULES = ("evaluate", "linking", "ranking", "fairness", "store", "serving", "admin")
+#: Each top-level command and the modules that add it (`eval` gathers several).
 COMMANDS = {
     "synth": ("evaluate",), "eval": ("evaluate", "ranking", "fairness"),
     "train-matcher": ("linking",), "link": ("linking",), "resolve": ("linking",),
     "train-ranker": ("ranking",),
-    "ingest": ("store",), "serve": ("store",), "purge": ("store",),
+    "ingest": ("store",), "serve": ("serving",), "purge": ("store",),
     "audit": ("admin",), "keys": ("admin",), "review": ("admin",),
 }
 
@@ -36,8 +37,8 @@ def _modules_for(argv: Sequence[str] | None) -> list[str]:
     """The command modules `argv` needs: those of its command, or all of them (help, or no known command)."""
     command = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     if command in COMMANDS and "-h" not in argv[:1] and "--help" not in argv[:1]:
-        return list(COMMANDS[command])
-    return list(dict.fromkeys(m for modules in COMMANDS.values() for m in modules))
+        return [m for m in MODULES if m in COMMANDS[command]]
+    return list(MODULES)
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -57,7 +57,7 @@ def cmd_train_ranker(args: argparse.Namespace) -> int:
     manifest = json.loads(model.save(out).read_text(encoding="utf-8"))
     card = out.with_name("RANKER.md")
     provenance = (f"All responder feedback of the synthetic county `{args.dir}` "
-                  f"(`briefing train-ranker {args.dir}`).")
+                  f"(`briefing train-ranker {args.dir} --out {args.out}`).")
     card.write_text(model_card(manifest, evaluation, provenance), encoding="utf-8")
     print(json.dumps({"model": str(out), "sha256": manifest["sha256"], "card": str(card),
                       "rows": model.training_["rows"], "C": model.C, "rank_weight": model.rank_weight,

@@ -1,8 +1,7 @@
-"""Running the service: `briefing ingest` (api/service/ingest.py), `briefing serve` (api/web/serve.py) and
-`briefing purge` (api/service/retention.py).
+"""The store's data: `briefing ingest` (api/service/ingest.py) and `briefing purge` (api/service/retention.py).
 
 `ingest` loads records / context items / consents CSVs into the store, all or nothing, and prints a JSON
-summary. `serve` runs the HTTP API under gunicorn. `purge` prints one JSON object on stdout: the cutoffs
+summary. `purge` prints one JSON object on stdout: the cutoffs
 and, per table, how many rows were removed (`deleted`) or, with `--dry-run`, would be (`would_delete`);
 warnings go to stderr. Errors exit with status 2: one line, or `file:line:column` lines for a load.
 The default models are the committed ones (the `models` package), found from any working directory.
@@ -11,7 +10,6 @@ The default models are the committed ones (the `models` package), found from any
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from dataclasses import asdict
@@ -21,17 +19,16 @@ from sqlalchemy.exc import SQLAlchemyError
 import models
 from api.cli.common import CliError, Stages
 from api.cli.inputs import load_model
-from api.cli.stores import current_user, existing_store, open_store_at
+from api.cli.db import current_user, existing_store, open_store_at
 from api.service.ingest import IngestError, ingest
 from api.service.retention import RetentionError, purge
-from api.web.serve import serve
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     stages = Stages(args.quiet)
     try:
-        summary = ingest(open_store_at(args.db), args.files, model, progress=stages, principal=f"cli:{getpass.getuser()}")
+        summary = ingest(open_store_at(args.db), args.files, model, progress=stages, principal=f"cli:{current_user()}")
     except IngestError as exc:
         raise CliError(f"nothing was written:\n{exc}") from exc
     stages.finish()
@@ -56,13 +53,8 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    serve(args.db, args.host, args.port, args.workers, args.models, threads=args.threads)
-    return 0
-
-
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `ingest`, `serve` and `purge` on the top-level subparsers action `sub`."""
+    """Register `ingest` and `purge` on the top-level subparsers action `sub`."""
     p = sub.add_parser("ingest", help="load records / context items / consents CSVs into the store, all or nothing")
     p.add_argument("files", nargs="+", help="CSV files; each file's kind is known from its columns")
     p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
@@ -70,16 +62,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help=f"matcher used to link new records (default: the committed {models.MATCHER})")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("serve", help="serve the HTTP API with gunicorn (index built once, shared by the workers)")
-    p.add_argument("--db", required=True, help="store: a SQLite file path or a SQLAlchemy URL")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--workers", type=int, default=2, help="forked worker processes sharing the index copy-on-write")
-    p.add_argument("--threads", type=int, default=1, help="threads per worker (more than 1: gunicorn's gthread worker)")
-    p.add_argument("--models", default=models.DIRECTORY,
-                   help=f"directory with matcher.json (and ranker.json) (default: the committed {models.DIRECTORY})")
-    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("purge", help="delete what is past retention (items, consents, feedback, change feed, "
                                      "old audit events), in one audited transaction")

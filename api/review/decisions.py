@@ -366,7 +366,7 @@ LABEL_COLUMNS = ("record_id_l", "record_id_r", "decision", "match_probability", 
 
 
 def export_labels(store, out, principal: str = "cli:export-labels") -> int:
-    """Write live pair decisions as a labels CSV (`LABEL_COLUMNS`; evaluation.labels reads the first four) to the
+    """Write live pair decisions as a labels CSV (`LABEL_COLUMNS`; evaluation.linkage.labels reads the first four) to the
     path `out`; one audit event; how many rows."""
     with store.begin() as connection:
         rows = label_rows(connection)

@@ -182,7 +182,7 @@ def next_open_pair(connection, now: datetime | None = None) -> int | None:
 
 
 def label_rows(connection) -> list[dict]:
-    """Live pair decisions as labels (one per pair; unsure included, evaluation.labels counts and skips them):
+    """Live pair decisions as labels (one per pair; unsure included, evaluation.linkage.labels counts and skips them):
     record_id_l, record_id_r, decision, match_probability (as the steward saw it), reviewer, decided_at."""
     kinds = ("match", "not_a_match", "unsure")
     rows = connection.execute(select(review_decisions.c.record_id_l, review_decisions.c.record_id_r,

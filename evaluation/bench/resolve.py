@@ -29,6 +29,7 @@ from matching.model import MatcherModel
 from matching.query import Subject, standardise_subject
 from matching.record import read_records
 from matching.resolve import Resolver, settle_memory
+from matching.splink_internals import input_table, register_table
 from matching.standardise import standardise
 from matching.train import linker_for, to_arrow
 
@@ -189,8 +190,7 @@ def _predict_between(resolver, std: pd.DataFrame, subjects) -> dict:
     linker = linker_for(std, resolver.model_.splink)
     for column in resolver.scorer_.tf_columns_:
         linker.table_management.compute_tf_table(column)
-    records_sdf = linker._input_tables_dict[next(iter(linker._input_tables_dict))]
-    db = linker._db_api
+    records_sdf = input_table(linker)
     latencies, max_diff, compared = [], 0.0, 0
     deadline = time.perf_counter() + BETWEEN_SECONDS
     for i, subject in enumerate(subjects):
@@ -199,7 +199,7 @@ def _predict_between(resolver, std: pd.DataFrame, subjects) -> dict:
         row, _ = standardise_subject(subject)
         frame = pd.DataFrame([{**row, "unique_id": f"QUERY-{i}"}], columns=std.columns)
         t = time.perf_counter()
-        query_sdf = db.register(to_arrow(frame), table_name=f"query_{i}")
+        query_sdf = register_table(linker, to_arrow(frame), f"query_{i}")
         predictions = linker.inference.predict_between(query_sdf, records_sdf, warning_mode="never")
         got = predictions.as_pandas_dataframe()
         latencies.append(time.perf_counter() - t)

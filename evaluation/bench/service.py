@@ -2,7 +2,7 @@
 
     python -m evaluation.bench service100k                  # 100,000-record county, 200 req/s for 60 s
     python -m evaluation.bench service1m                    # 1,000,000 records, the same load
-    python -m evaluation.bench service100k --serving gthread  # one worker with 4 threads instead of 2 processes
+    python -m evaluation.bench service100k-gthread          # one worker with 4 threads instead of 2 processes
 
 The county is generated and ingested with `briefing ingest` (a bulk link); a co-responder key
 is created; `briefing serve` starts on a free port; the load generator (`evaluation.bench.loadgen`)

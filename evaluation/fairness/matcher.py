@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import models
 from evaluation.measures import (
     MIN_PERSONS, NAME_SWAP_MAX_FLIP, Figure, GroupFigure, Measure, Section,
 )
@@ -47,11 +48,11 @@ from evaluation.fairness.name_swap import flip_counts, person_tokens, swap_names
 from evaluation.fairness.perturb import KINDS, perturbed_scores, sample_pairs
 from evaluation.fairness.plots import svg_text
 from evaluation.linkage.metrics import MISSING_GROUP, age_band
-from matching.accuracy import linkage_metrics
 from evaluation.stats import (
     COUNTS, MAX_RATIO_CI_FACTOR, RATES, Cell, bootstrap_sums, cells_by, ci95, clean, linkage_point_rates, person_counts,
     ratio_measure,
 )
+from matching.accuracy import linkage_metrics
 from matching.link import link_records
 from matching.model import MatcherModel
 from matching.record import read_records
@@ -298,7 +299,7 @@ def _run_parts(parts: tuple[str, ...], link, records: pd.DataFrame, truth: pd.Da
     return measures, figures, found
 
 
-def matcher_fairness(county_dir: str | Path, model_path: str | Path = "models/matcher.json",
+def matcher_fairness(county_dir: str | Path, model_path: str | Path = models.MATCHER,
                      clusters: pd.DataFrame | str | Path | None = None, replicates: int = 500, seed: int = 0,
                      reference_year: int = REFERENCE_YEAR, swap_share: float = 0.2,
                      perturb_per_group: int = 2000, parts: tuple[str, ...] = PARTS) -> Section:

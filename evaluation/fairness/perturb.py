@@ -32,6 +32,7 @@ from evaluation.fairness.name_swap import case_like
 from evaluation.synth import corrupt as C
 from evaluation.synth.names import RACES, surname_pool
 from matching.model import MatcherModel
+from matching.splink_internals import register_table
 from matching.standardise import standardise
 from matching.train import linker_for, to_arrow
 
@@ -129,9 +130,8 @@ def perturbed_scores(sample: pd.DataFrame, records: pd.DataFrame, demographics: 
     linker = linker_for(std, model.splink)
     for col in _tf_columns(model):
         linker.table_management.compute_tf_table(col)
-    db = linker._db_api
-    lt = db.register(to_arrow(left), table_name="perturb_left")
-    rt = db.register(to_arrow(right), table_name="perturb_right")
+    lt = register_table(linker, to_arrow(left), "perturb_left")
+    rt = register_table(linker, to_arrow(right), "perturb_right")
     pred = linker.inference.predict_between(lt, rt, blocking_rules_to_generate_predictions=["l.pair_key = r.pair_key"])
     scored = pred.as_pandas_dataframe()
     prob = dict(zip(scored["unique_id_r"], scored["match_probability"]))

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from evaluation.linkage.febrl import load_febrl
-from matching.accuracy import linkage_metrics
+from matching.accuracy import f1, linkage_metrics
 from matching.record import CANONICAL_COLUMNS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,10 +155,6 @@ def pairwise_scores(clusters: pd.DataFrame, truth: pd.DataFrame) -> dict:
             "f1": round(m.pairwise_f1, 6), "predicted_pairs": m.predicted_pairs, "persons": m.n_clusters}
 
 
-def _f1(p: float, r: float) -> float:
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
-
-
 def threshold_sweep(pairs: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """Pairwise precision / recall / F1 of connected components at every distinct match probability.
 
@@ -209,7 +205,7 @@ def threshold_sweep(pairs: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
         if i + 1 == len(probs) or probs[i + 1] != probs[i]:
             precision = tp / predicted if predicted else 1.0
             recall = tp / n_true if n_true else 1.0
-            rows.append((float(probs[i]), predicted, tp, precision, recall, _f1(precision, recall)))
+            rows.append((float(probs[i]), predicted, tp, precision, recall, f1(precision, recall)))
     return pd.DataFrame(rows, columns=["threshold", "predicted_pairs", "true_positive_pairs", "precision", "recall", "f1"])
 
 

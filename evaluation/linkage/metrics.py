@@ -1,28 +1,11 @@
-"""Linkage error rates by demographic group, on the contingency table of `matching.accuracy`
-(whose `linkage_metrics` gives the overall pairwise and B-cubed figures).
+"""Linkage error rates by demographic group, on the contingency table of `matching.accuracy` (whose
+`linkage_metrics` gives the overall pairwise and B-cubed figures).
 
-Inputs are DataFrames:
-
-- ``clusters``: ``record_id, person_id`` — the predicted clustering (one row per record);
-- ``truth``: ``record_id, person_key`` — the true person of every record;
-- ``demographics`` (for group rates only): ``person_key`` plus group columns such as
-  ``race_ethnicity, sex, birth_year``. Demographics exist only in evaluation fixtures.
-
-Everything is computed from the contingency table of (predicted cluster, true person) cell
-sizes, never by enumerating pairs, so a million records take about a second:
-
-- true-positive pairs = sum over cells of C(n_cell, 2)
-- predicted pairs     = sum over clusters of C(size, 2)
-- true pairs          = sum over persons of C(size, 2)
-
-Conventions: pairwise precision with no predicted pairs is 1.0 (nothing was wrongly linked);
-pairwise recall with no true pairs is 1.0 (nothing could be missed); F1 is 0.0 when precision
-and recall are both 0. B-cubed precision / recall are averaged over records: a record's
-precision is the share of its cluster that is its own person, its recall the share of its
-person that is in its cluster.
-
-In the per-group table, a rate whose denominator is zero is NaN (not 1.0), so that groups with
-nothing to measure never look perfect in a fairness comparison.
+Inputs are DataFrames: ``clusters`` (``record_id, person_id``), ``truth`` (``record_id, person_key``) and
+``demographics`` (``person_key`` plus group columns such as ``race_ethnicity, sex, birth_year``; they exist only
+in evaluation fixtures). A group's rates are computed from the (cluster, person) cell sizes, never by
+enumerating pairs, so a million records take about a second. A rate whose denominator is zero is NaN (not
+1.0), so that groups with nothing to measure never look perfect in a fairness comparison.
 """
 
 from __future__ import annotations
@@ -33,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from matching.accuracy import Contingency, contingency, pair_count, show_names
+from matching.accuracy import Contingency, contingency, pairs_within, show_names
 
 __all__ = [
     "AGE_BANDS",
@@ -162,11 +145,11 @@ def _group_table(c: Contingency, group_code: np.ndarray, group_names: np.ndarray
     # per person
     persons = np.bincount(group_code, minlength=n_groups)
     records = np.bincount(group_code, weights=c.person_size, minlength=n_groups)
-    true_pairs = np.bincount(group_code, weights=pair_count(c.person_size), minlength=n_groups)
+    true_pairs = np.bincount(group_code, weights=pairs_within(c.person_size), minlength=n_groups)
 
     # per cell (cluster x person): the cell's group is its person's group
     cell_group = group_code[c.cell_person]
-    kept_pairs = np.bincount(cell_group, weights=pair_count(c.cell_size), minlength=n_groups)
+    kept_pairs = np.bincount(cell_group, weights=pairs_within(c.cell_size), minlength=n_groups)
     mixed = c.cluster_size[c.cell_cluster] > c.cell_size
     falsely_matched = np.bincount(cell_group, weights=np.where(mixed, c.cell_size, 0),
                                   minlength=n_groups)
@@ -180,7 +163,7 @@ def _group_table(c: Contingency, group_code: np.ndarray, group_names: np.ndarray
     m = np.add.reduceat(c.cell_size[order], starts) if len(order) else np.zeros(0, np.int64)
     cg_group = keys // n_clusters
     a = c.cluster_size[keys % n_clusters]
-    touching = np.bincount(cg_group, weights=pair_count(a) - pair_count(a - m), minlength=n_groups)
+    touching = np.bincount(cg_group, weights=pairs_within(a) - pairs_within(a - m), minlength=n_groups)
 
     missed = true_pairs - kept_pairs
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -62,6 +62,8 @@ import pandas as pd
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
+from matching.splink_internals import linker_prior   # instrumentation only: the prior the tutorial estimated
+
 #: Briefing's canonical column for each column of the tutorial.
 TUTORIAL_COLUMNS = {"first_name": "given_name", "surname": "family_name", "dob": "dob",
                     "postcode_fake": "postcode", "birth_place": "city", "email": "email"}
@@ -175,7 +177,7 @@ def run(records_path: str | Path, out_dir: str | Path, max_pairs_u: float = MAX_
         prior_deterministic = None
         if deterministic:
             linker.training.estimate_probability_two_random_records_match(deterministic, recall=PRIOR_RECALL)
-            prior_deterministic = linker._settings_obj._probability_two_random_records_match
+            prior_deterministic = linker_prior(linker)
         linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs_u, seed=seed)
         for cols in em_rules:
             linker.training.estimate_parameters_using_expectation_maximisation(

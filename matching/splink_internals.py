@@ -8,6 +8,8 @@ here, so that a Splink upgrade touches this one file:
   and a blocking rule from DuckDB SQL (`blocking_rule_creator`);
 - the columns a comparison's levels read (`comparison_input_columns`: EM round choice, `matching.train`);
 - reading and setting a linker's match prior while training (`linker_prior`, `set_linker_prior`);
+- a frame registered as a table for `predict_between`, and the linker's input table (`register_table`,
+  `input_table`: the evaluations that time Splink's own real-time path);
 - a trained model's parameters as Splink itself parses them, with its clamping and defaults
   (`parse_model`: the native scorer, `matching.scorer`).
 """
@@ -43,6 +45,17 @@ def comparison_input_columns(creator: ComparisonCreator) -> tuple[str, set[str]]
 def linker_prior(linker) -> float:
     """The probability that two random records match, as the linker currently holds it."""
     return linker._settings_obj._probability_two_random_records_match
+
+
+def register_table(linker, frame, name: str):
+    """`frame` (pandas or Arrow) registered as table `name` in the linker's database, as Splink's own tables are:
+    the form `predict_between` takes (Splink 5 has no public way to hand it a frame of records)."""
+    return linker._db_api.register(frame, table_name=name)
+
+
+def input_table(linker):
+    """The linker's input records as a Splink table (its first, and for Briefing only, input)."""
+    return next(iter(linker._input_tables_dict.values()))
 
 
 def set_linker_prior(linker, prior: float) -> None:
