@@ -54,7 +54,7 @@ from api.review.moves import (add_event, candidates, check, constrain, finish, i
 from api.review.queue import REASON_TEXT, QueueEntry, entry, label_rows, next_open_pair
 from api.service.audit import append, record_event
 from api.service.stewardship import fresh_person
-from api.service.store import (RECORD_FIELDS, begin_writing, clusters, person_events, records, review_constraints,
+from api.service.store import (RECORD_FIELDS, begin_writing, clusters, locked_row, person_events, records, review_constraints,
                                review_decisions, review_pairs)
 from matching.encoding import Extras
 from matching.standardise import standardise_row
@@ -182,8 +182,7 @@ def decide(service, pair_id: int, decision: str, reviewer: str, note: str | None
     now = _now()
     with service.resolver.lock:
         with service.store.begin() as connection:
-            begin_writing(connection)
-            pair = connection.execute(select(review_pairs).where(review_pairs.c.pair_id == pair_id).with_for_update()).first()
+            pair = locked_row(connection, select(review_pairs).where(review_pairs.c.pair_id == pair_id))
             if pair is None:
                 raise KeyError(f"no review pair {pair_id}")
             if pair.status != "open":
@@ -240,9 +239,7 @@ def undo(service, decision_id: int, reviewer: str) -> DecisionResult:
     now = _now()
     with service.resolver.lock:
         with service.store.begin() as connection:
-            begin_writing(connection)
-            row = connection.execute(select(review_decisions).where(review_decisions.c.id == decision_id)
-                                     .with_for_update()).first()
+            row = locked_row(connection, select(review_decisions).where(review_decisions.c.id == decision_id))
             if row is None or row.pair_id is None:
                 raise KeyError(f"no review decision {decision_id}")
             if row.undone_at is not None:
@@ -334,9 +331,7 @@ def undo_person_event(service, event_id: int, reviewer: str) -> dict:
     now = _now()
     with service.resolver.lock:
         with service.store.begin() as connection:
-            begin_writing(connection)
-            row = connection.execute(select(person_events).where(person_events.c.event_id == event_id)
-                                     .with_for_update()).first()
+            row = locked_row(connection, select(person_events).where(person_events.c.event_id == event_id))
             if row is None:
                 raise KeyError(f"no person event {event_id}")
             if row.decision_id is not None:

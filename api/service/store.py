@@ -248,6 +248,13 @@ def begin_writing(connection: Connection) -> None:
         connection.execute(delete(changes).where(false()))
 
 
+def locked_row(connection: Connection, statement):
+    """The first row of the select `statement`, read under the write lock (`begin_writing`; `FOR UPDATE` on
+    PostgreSQL), so that the change made next is to what was read; None when there is none."""
+    begin_writing(connection)
+    return connection.execute(statement.with_for_update()).first()
+
+
 def dialect_insert(connection: Connection):
     """The `insert` of the connection's dialect (PostgreSQL or SQLite): the one place that chooses it. Its
     statements can upsert (`on_conflict_do_update`) or skip rows already there (`on_conflict_do_nothing`)."""

@@ -30,7 +30,7 @@ from api.service.audit import append, audit_fields
 from api.service.changes import record_change
 from api.service.ownership import is_foreign_write, refuse_write
 from api.service.refusals import Forbidden, NotFound
-from api.service.store import begin_writing, clusters, consents, context_items, feedback, records
+from api.service.store import begin_writing, clusters, consents, context_items, feedback, locked_row, records
 from api.service.times import parse_time, utc_text
 from scoring.item import Principal
 
@@ -68,10 +68,9 @@ def retract_item(service, principal: Principal, item_id: str, status: str, reaso
     """Give an item the status `status` (see the module docstring); what the caller is told."""
     _refuse_foreign(service.store, principal, context_items, "item_id", item_id, "item")
     with service.store.begin() as connection:
-        begin_writing(connection)
-        row = connection.execute(select(context_items.c.record_id, context_items.c.status, records.c.agency)
-                                 .join(records, records.c.record_id == context_items.c.record_id)
-                                 .where(context_items.c.item_id == item_id).with_for_update()).first()
+        row = locked_row(connection, select(context_items.c.record_id, context_items.c.status, records.c.agency)
+                         .join(records, records.c.record_id == context_items.c.record_id)
+                         .where(context_items.c.item_id == item_id))
         if row is None:
             raise NotFound(f"no context item {item_id!r}")
         _may_write(principal, row.agency, f"item {item_id!r}")
@@ -93,10 +92,9 @@ def revoke_consent(service, principal: Principal, consent_id: str, when: datetim
     is told."""
     _refuse_foreign(service.store, principal, consents, "consent_id", consent_id, "consent")
     with service.store.begin() as connection:
-        begin_writing(connection)
-        row = connection.execute(select(consents.c.record_id, consents.c.revoked_at, records.c.agency)
-                                 .join(records, records.c.record_id == consents.c.record_id)
-                                 .where(consents.c.consent_id == consent_id).with_for_update()).first()
+        row = locked_row(connection, select(consents.c.record_id, consents.c.revoked_at, records.c.agency)
+                         .join(records, records.c.record_id == consents.c.record_id)
+                         .where(consents.c.consent_id == consent_id))
         if row is None:
             raise NotFound(f"no consent {consent_id!r}")
         _may_write(principal, row.agency, f"consent {consent_id!r}")
