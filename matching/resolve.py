@@ -14,6 +14,11 @@ best match weights are within `ambiguity_margin` bits (default 2: the runner-up 
 quarter as likely), so a responder must not be shown either as *the* subject. A candidate is
 never `certain` while one of its fields weighs `CONFLICT_BITS` or more against it (a date of birth
 a generation apart, another sex): however strong the rest, such a match is at most `probable`.
+Nor is an answer to a query `certain` unless the person's own identity is corroborated: the given
+name and a person-specific field (date of birth or SSN) each agree at a level worth at least
+`CORROBORATION_BITS`. A family name, phone and address are shared by a household and a name by
+namesakes, so a father and the son named after him, twins with similar names, or two strangers of
+one name are never told apart by those alone, however rare the name (`_corroborated`).
 
 The prior is rescaled to the number of records indexed, as batch linking does
 (`MatcherModel.for_population`), so probabilities mean the same at any index size.
@@ -25,7 +30,7 @@ import ctypes
 import gc
 import threading
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -48,6 +53,12 @@ GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2}
 #: A field whose weight is this many bits against (16 to 1) keeps a candidate below `certain`:
 #: a parent and child sharing a name, phone and address outweigh a DOB a generation apart.
 CONFLICT_BITS = 4.0
+#: A level worth this many bits (16 to 1, before term frequencies) corroborates identity: an exact,
+#: nickname or one-typo given name; an exact, transposed or off-by-a-year date of birth; an SSN.
+#: Not a weak fuzzy name, a sound-alike or a year of birth alone.
+CORROBORATION_BITS = 4.0
+#: Each group needs one comparison at a corroborating level for a query's answer to be `certain`.
+CORROBORATING_FIELDS = (("given_name",), ("dob", "ssn_last4"))
 
 
 @dataclass
@@ -106,13 +117,19 @@ class Resolver:
         self.lock = threading.RLock()      # held by every change; callers may hold it to pair a change with a store write
 
     # ---------------------------------------------------------------- building
-    def fit(self, records: pd.DataFrame, clusters: pd.DataFrame) -> "Resolver":
+    def fit(self, records: pd.DataFrame, clusters: pd.DataFrame,
+            progress: Callable[[int, int], None] | None = None) -> "Resolver":
         """Index canonical `records` (as `read_records` gives them) with `clusters` (record_id, person_id).
 
-        Records are standardised chunk by chunk, so a million of them never exist twice in memory.
+        Records are standardised chunk by chunk, so a million of them never exist twice in memory;
+        `progress(done, total)` is told after each chunk.
         """
-        chunks = (standardise(records.iloc[i: i + BUILD_CHUNK]) for i in range(0, len(records), BUILD_CHUNK))
-        return self._fit(chunks, records["record_id"].astype(str), clusters)
+        def chunks():
+            for start in range(0, len(records), BUILD_CHUNK):
+                yield standardise(records.iloc[start: start + BUILD_CHUNK])
+                if progress:
+                    progress(min(start + BUILD_CHUNK, len(records)), len(records))
+        return self._fit(chunks(), records["record_id"].astype(str), clusters)
 
     def fit_standardised(self, standardised: pd.DataFrame, clusters: pd.DataFrame) -> "Resolver":
         """`fit` for records already standardised (`matching.standardise.standardise`)."""
@@ -159,10 +176,10 @@ class Resolver:
         scores = scorer.score(encoded, index.rows(slots), len(slots), index.tf, index.vocab, extras)
         if context:
             scores.drop_disagreement(j for j, c in enumerate(scorer.comparisons_) if c.field in self.context_comparisons)
-        candidates = self._best_per_person(slots, scores)
+        candidates = self._best_per_person(slots, scores, corroborate=context)
         return Resolution(self._status(candidates), candidates, int(len(slots)), found.skipped_keys)
 
-    def _best_per_person(self, slots: np.ndarray, scores: Scores) -> list[Candidate]:
+    def _best_per_person(self, slots: np.ndarray, scores: Scores, corroborate: bool) -> list[Candidate]:
         index, scorer = self._ready()
         probs = probability(scores.match_weight)
         graded = np.flatnonzero(probs >= self.model_.thresholds.possible)   # only these can be answers
@@ -172,7 +189,8 @@ class Resolver:
         out: list[Candidate] = []
         for row in order:
             grade = self.model_.thresholds.grade(float(probs[row]))
-            if grade == "certain" and scores.weights[row].min() <= -CONFLICT_BITS:
+            if grade == "certain" and (scores.weights[row].min() <= -CONFLICT_BITS
+                                       or corroborate and not _corroborated(scorer, scores.levels[row])):
                 grade = "probable"
             person = index.person_ids[slots[row]]
             if person in seen:
@@ -260,6 +278,13 @@ class Resolver:
         if getattr(self, "index_", None) is None or getattr(self, "scorer_", None) is None:
             raise RuntimeError("the resolver has no index yet: call fit() first")
         return self.index_, self.scorer_
+
+
+def _corroborated(scorer: Scorer, levels: np.ndarray) -> bool:
+    """Whether one scored pair's levels corroborate identity (see `CORROBORATING_FIELDS`)."""
+    strong = {c.field for c, level in zip(scorer.comparisons_, levels)
+              if level >= 0 and c.levels[level].weight >= CORROBORATION_BITS}
+    return all(strong.intersection(group) for group in CORROBORATING_FIELDS)
 
 
 def settle_memory() -> None:

@@ -26,7 +26,8 @@ KEYS = {"DISPATCHER": (Role.dispatcher, "COUNTY_911", [Purpose.EMERGENCY, Purpos
         "AUDITOR": (Role.auditor, "COUNTY", []), "ADMIN": (Role.admin, "COUNTY", [])}
 ID_FIELDS = {"person_id", "record_id", "item_id", "consent_id", "request_id", "person_id_l", "person_id_r",
              "record_id_l", "record_id_r", "from_person_id", "to_person_id", "kept_person_id", "merged_person_id"}
-NUMBER_FIELDS = {"pair_id", "decision_id", "event_id"}       # numeric ids: substituted in request paths only
+#: Numeric ids, substituted in request paths only, after the collection that names them.
+NUMBER_FIELDS = {"pair_id": "/review/pairs/", "decision_id": "/review/decisions/", "event_id": "/persons/events/"}
 
 
 def _http_blocks(text: str) -> list[str]:
@@ -53,12 +54,13 @@ def _fits(shown, actual, where: str, ids: dict) -> None:
     """Assert `actual` has every field `shown` has; learn the ids the page shows -> the real ones."""
     if isinstance(shown, dict):
         assert isinstance(actual, dict), f"{where}: expected an object, got {actual!r}"
-        for key, value in shown.items():
-            assert key in actual, f"{where}: the page shows {key!r}, the answer has no such field"
+        for shown_key, value in shown.items():
+            key = ids.get(shown_key, shown_key)            # an object keyed by ids (records moved -> person)
+            assert key in actual, f"{where}: the page shows {shown_key!r}, the answer has no such field"
             if key in ID_FIELDS and isinstance(value, str) and isinstance(actual[key], str):
                 ids.setdefault(value, actual[key])
             if key in NUMBER_FIELDS and isinstance(value, int) and isinstance(actual[key], int):
-                ids.setdefault(f"/{value}", f"/{actual[key]}")
+                ids.setdefault(f"{NUMBER_FIELDS[key]}{value}", f"{NUMBER_FIELDS[key]}{actual[key]}")
             _fits(value, actual[key], f"{where}.{key}", ids)
     elif isinstance(shown, list):
         assert isinstance(actual, list), f"{where}: expected a list, got {actual!r}"

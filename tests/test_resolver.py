@@ -103,6 +103,36 @@ def test_candidates_are_distinct_persons_best_first_and_at_least_possible(resolv
     assert all(c.grade in ("certain", "probable", "possible") for c in result.candidates)
 
 
+def _alone_with(record: dict) -> Resolver:
+    """A resolver over one record of one person, and a bystander."""
+    records = pd.DataFrame([{**record, "record_id": "A-1"},
+                            {"record_id": "C-1", "given_name": "Ann", "family_name": "Lee", "dob": "1970-01-01"}])
+    return Resolver(MODEL).fit(records, pd.DataFrame({"record_id": ["A-1", "C-1"], "person_id": ["P-A", "P-C"]}))
+
+
+HOME = {"family_name": "Okonkwo-Brandt", "phone": "(614) 555-0142", "street": "12 Elm St", "postcode": "43001"}
+
+
+@pytest.mark.parametrize("stored, query", [
+    # Namesakes, a father and his son of the same name: name, phone and address agree, no birth date to tell them apart.
+    ({**HOME, "given_name": "Ezekiel"}, {**HOME, "given_name": "Ezekiel"}),
+    ({**HOME, "given_name": "Ezekiel", "dob": "1961-05-02"}, {**HOME, "given_name": "Ezekiel"}),
+    # A household member recorded without a given name, same birth date (a twin).
+    ({**HOME, "dob": "1990-03-14"}, {**HOME, "given_name": "Ezekiel", "dob": "1990-03-14"}),
+    # Twins with similar given names: the names agree only at the weakest fuzzy level.
+    ({**HOME, "given_name": "Maria", "dob": "1990-03-14"}, {**HOME, "given_name": "Marilyn", "dob": "1990-03-14"}),
+], ids=["namesake-no-dob", "one-side-dob", "no-given-name", "twin-similar-names"])
+def test_certain_needs_the_given_name_and_a_birth_date_to_agree(stored, query):
+    best = _alone_with(stored).resolve(query).candidates[0]
+    assert best.person_id == "P-A"
+    assert best.grade != "certain", best.explanation
+
+
+def test_name_birth_date_and_home_agreeing_is_certain():
+    record = {**HOME, "given_name": "Ezekiel", "dob": "1990-03-14"}
+    assert _alone_with(record).resolve(record).candidates[0].grade == "certain"
+
+
 def test_two_equally_likely_persons_are_ambiguous():
     twin = {"given_name": "Ezekiel", "family_name": "Okonkwo-Brandt", "dob": "1990-03-14", "street": "12 Elm St", "postcode": "43001"}
     records = pd.DataFrame([{**twin, "record_id": "A-1"}, {**twin, "record_id": "B-1"},

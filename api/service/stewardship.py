@@ -63,7 +63,7 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None, chunk: in
     if not rows:
         return 0
     insert = dialect_insert(connection)
-    values = list(rows.values())
+    values = sorted(rows.values(), key=lambda row: row["pair_key"])   # pair ids follow the pairs, not the link's row order
     for start in range(0, len(values), chunk):
         statement = insert(review_pairs).values(values[start: start + chunk])
         connection.execute(statement.on_conflict_do_update(
