@@ -22,8 +22,10 @@ import pytest
 from sqlalchemy import func, select
 
 from api.service.audit import verify
+from api.service.ingest import BULK_MIN
 from api.service.keys import create_key
 from api.service.store import Store, audit_events, changes, clusters, consents, context_items, records
+from evaluation.synth.county import generate_county
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from tests.loaded_county import loaded_county, shown_person, shown_record
@@ -213,3 +215,32 @@ def test_ingest_cli_rejects_a_bad_file_whole_then_a_good_load_is_served(server, 
                                                 {"subject": subject, "purpose": "EMERGENCY"}), range(8)))
     for status, answer in answers:
         assert status == 200 and answer["resolution"]["candidates"][0]["record_id"] == shown_record(server.store, row["record_id"]), answer
+
+
+def _generations(base: str, n: int) -> list[int]:
+    return [_call(base, "/readyz", method="GET")[1]["index"]["generation"] for _ in range(n)]
+
+
+def test_a_bulk_load_is_built_by_the_master_and_every_worker_moves_to_it(server, tmp_path):
+    """Placed last: it adds a second county to the module's store."""
+    from_generation = max(_generations(server.base, 6))
+    generate_county(500, 97, tmp_path, progress=False)
+    bulk = pd.read_csv(tmp_path / "records.csv", dtype=str, keep_default_na=False)
+    bulk["record_id"] = "BULK-" + bulk["record_id"]
+    assert len(bulk) >= BULK_MIN
+    bulk.to_csv(tmp_path / "bulk.csv", index=False)
+    done = _briefing_cli("ingest", "--db", server.db, "--quiet", str(tmp_path / "bulk.csv"))
+    assert done.returncode == 0 and json.loads(done.stdout)["linking"] == "batch", done.stderr
+    deadline = time.monotonic() + 120
+    while min(_generations(server.base, 6)) <= from_generation:       # every worker answering is re-forked
+        assert time.monotonic() < deadline, (server.county / "gunicorn.log").read_text()[-3000:]
+        time.sleep(0.3)
+    row = bulk[(bulk.given_name != "") & (bulk.family_name != "") & (bulk.dob != "")].iloc[0]
+    subject = {"given_name": row["given_name"], "family_name": row["family_name"], "dob": row["dob"]}
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda k: _call(server.base, "/v1/match", server.keys["ems"],
+                                                {"subject": subject, "purpose": "EMERGENCY"}), range(8)))
+    wanted = shown_record(server.store, row["record_id"])
+    for status, answer in answers:
+        assert status == 200 and wanted in [c["record_id"] for c in answer["resolution"]["candidates"]], answer
+    assert "swapped in" in (server.county / "gunicorn.log").read_text()

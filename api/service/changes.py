@@ -4,7 +4,9 @@ Each write of a record (feed, ingest) and each key revocation appends a row to `
 same transaction.
 Before a request that resolves, a worker reads the changes after the last one it applied (one
 indexed query) and applies them to its in-memory index: the record as stored, under the person
-the store assigned. A bulk load appends one `rebuild`, after which the worker rebuilds its index.
+the store assigned. A bulk load appends one `rebuild`: a fresh index is then built off the request
+path (api.service.rebuild) while requests keep being answered from the current one, which keeps
+applying every later change, so a record deleted or erased is never answered from either index.
 So a write through any worker is seen by the next request to every worker.
 """
 
@@ -31,33 +33,43 @@ def latest(connection) -> int:
 
 
 def apply_changes(service) -> int:
-    """Apply the changes after `service.applied`; returns how many were applied.
+    """Apply the changes after `service.applied`; returns how many were read.
 
     `upsert` / `delete` of a record: the record as stored goes into (or out of) the index;
-    `rebuild`: the index is rebuilt from the store; `keys`: the worker forgets the keys it knew.
+    `rebuild`: a fresh index is asked of `service.rebuilder` (built in the background, swapped in
+    when ready); `keys`: the worker forgets the keys it knew.
     """
-    with service.store.engine.connect() as connection:
-        rows = connection.execute(select(changes).where(changes.c.seq > service.applied).order_by(changes.c.seq)).all()
+    with service.changes_lock, service.store.engine.connect() as connection:
+        rows = changes_after(connection, service.applied)
         if not rows:
             return 0
         if any(r.op == "keys" for r in rows):
             service.keys.clear()
-        if any(r.op == "rebuild" for r in rows):
-            service.rebuild()
-            service.applied = rows[-1].seq
-            return len(rows)
-        with service.resolver.lock:
-            for row in rows:
-                if row.op == "keys":
-                    continue
-                stored = connection.execute(select(records, clusters.c.person_id).join(
-                    clusters, clusters.c.record_id == records.c.record_id).where(records.c.record_id == row.record_id)
-                ).mappings().first()
-                if stored is None:
-                    if row.record_id in service.resolver.index_.slot_of:
-                        service.resolver.delete_record(row.record_id)
-                else:
-                    fields = {f: stored[f] for f in ("record_id",) + RECORD_FIELDS if stored[f] is not None}
-                    service.resolver.put_record(fields, stored["person_id"])
-            service.applied = rows[-1].seq
+        rebuilds = [r.seq for r in rows if r.op == "rebuild"]
+        if rebuilds:
+            service.rebuilder.request(rebuilds[-1])
+        apply_rows(connection, service.resolver, rows)
+        service.applied = rows[-1].seq
     return len(rows)
+
+
+def changes_after(connection, seq: int) -> list:
+    """The change rows after `seq`, oldest first."""
+    return connection.execute(select(changes).where(changes.c.seq > seq).order_by(changes.c.seq)).all()
+
+
+def apply_rows(connection, resolver, rows) -> None:
+    """Put each changed record, as the store now holds it, into `resolver`'s index (or take it out)."""
+    with resolver.lock:
+        for row in rows:
+            if row.op not in ("upsert", "delete"):
+                continue
+            stored = connection.execute(select(records, clusters.c.person_id).join(
+                clusters, clusters.c.record_id == records.c.record_id).where(records.c.record_id == row.record_id)
+            ).mappings().first()
+            if stored is None:
+                if row.record_id in resolver.index_.slot_of:
+                    resolver.delete_record(row.record_id)
+            else:
+                fields = {f: stored[f] for f in ("record_id",) + RECORD_FIELDS if stored[f] is not None}
+                resolver.put_record(fields, stored["person_id"])

@@ -34,6 +34,7 @@ decided is not reopened.
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,7 +46,8 @@ from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column
 from api.service.audit import append
 from api.service.changes import record_change
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, steward_person
-from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, dialect_insert, records
+from api.service.store import (RECORD_FIELDS, Store, bulk_upsert, clusters, consents, context_items, dialect_insert,
+                               records)
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
 from matching.link import link_records
@@ -130,6 +132,7 @@ class IngestSummary:
     persons_touched: int = 0
     review_pairs: list[dict] = field(default_factory=list)    # stored as (record_id_l, record_id_r, match_probability)
     review_reason: str = "new_record"
+    seconds: dict = field(default_factory=dict)               # validate, link, write: where a load's time goes
 
 
 def file_kind(columns: list[str]) -> str | None:
@@ -148,6 +151,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     """Validate every file, link new records, then write everything (and one audit event) in one transaction."""
     step = progress or (lambda label: None)
     step("validating")
+    started = time.perf_counter()
     batch_records, items, consent_rows, problems, headers = [], [], [], [], {}
     for path in map(Path, paths):
         if not path.is_file():
@@ -179,13 +183,17 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
         raise IngestError(problems)
 
     summary = IngestSummary(records=len(batch), context_items=len(items), consents=len(consent_rows))
+    validated = time.perf_counter()
     person_rows = _link(store, existing, batch, model, summary, step)
     step("writing")
+    linked = time.perf_counter()
     now = datetime.now(timezone.utc).isoformat()
     try:
         _write(store, paths, batch, person_rows, items, consent_rows, summary, now, principal)
     except OwnershipConflict as exc:             # a writer moved a row between the checks above and this write
         raise IngestError([str(exc)]) from None
+    summary.seconds = {"validate": round(validated - started, 2), "link": round(linked - validated, 2),
+                       "write": round(time.perf_counter() - linked, 2)}
     return summary
 
 
@@ -194,11 +202,11 @@ def _write(store: Store, paths, batch, person_rows, items, consent_rows, summary
     """Everything the load writes, and its audit event, in one transaction."""
     with store.begin() as connection:
         if len(batch):
-            upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
+            bulk_upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
         if person_rows is not None:
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
-            upsert(connection, clusters, "record_id", person_rows)
+            bulk_upsert(connection, clusters, "record_id", person_rows)
         upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
         upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
         open_pairs(connection, summary.review_pairs, summary.review_reason, now)

@@ -2,13 +2,14 @@
 
 `build_service(db, models_dir)` opens the store, loads the matcher, the ranker and the rules, and builds the
 resolver's index from the store's records and clusters (api/web/app.py's `create_app` serves it over HTTP;
-`/readyz` answers once it is built). The ranker is loaded only from `ranker.json` (JSON, digest-checked: a
+`/readyz` answers once it is built, and reports later rebuilds: api.service.rebuild). The ranker is loaded only from `ranker.json` (JSON, digest-checked: a
 tampered file stops the start), never unpickled.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,7 +19,7 @@ import models as default_models
 from api.service.budget import BudgetPool
 from api.service.changes import latest
 from api.service.keys import KeyCache
-from api.service.person_data import index_frames
+from api.service.rebuild import IndexRebuilder, build_resolver
 from api.service.reference import reference_secret
 from api.service.store import Store, open_store
 from api.service.throttle import FailureThrottle
@@ -44,14 +45,13 @@ class Service:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))   # policy's "now" (tests freeze it)
     reference_key: bytes = b""            # keys the opaque record references responders see (api.service.reference)
     pool: BudgetPool = field(default_factory=BudgetPool)   # briefings' threads: bounded, never queued (api.service.budget)
+    generation: int = 1                   # of the index answering; each rebuild swapped in adds one
+    changes_lock: threading.RLock = field(default_factory=threading.RLock)   # orders change application and swaps
+    rebuilder: IndexRebuilder | None = None
 
     def __post_init__(self):
         self.keys = self.keys or KeyCache(self.store)
-
-    def rebuild(self) -> None:
-        """A fresh index from the store (after a bulk load through another process)."""
-        frame, people = index_frames(self.store)
-        self.resolver = Resolver(self.resolver.base_model).fit(frame, people)
+        self.rebuilder = self.rebuilder or IndexRebuilder(self)
 
 
 def build_service(db: str, models_dir: str | Path = default_models.DIRECTORY, budget_ms: float = 250,
@@ -66,9 +66,7 @@ def build_service(db: str, models_dir: str | Path = default_models.DIRECTORY, bu
     matcher = MatcherModel.load(models / "matcher.json")
     with store.engine.connect() as connection:
         applied = latest(connection)          # read first: later changes are re-applied, which is harmless
-    frame, people = index_frames(store)
-    resolver = Resolver(matcher).fit(frame, people)
-    resolver.resolve({"given_name": "Warm", "family_name": "Up", "approx_age": 40})   # first-call costs paid here
+    resolver = build_resolver(store, matcher)
     ranker = None
     if (models / "ranker.json").exists():     # JSON, digest-checked; a tampered file stops the start (ValueError)
         ranker = ItemScorecard.load(models / "ranker.json")

@@ -70,7 +70,8 @@ def create_app(db: str, models_dir: str | Path = models.DIRECTORY, budget_ms: fl
     for blueprint in (briefings, feeds, fhir, oversight, withdraw, openapi, review_api, review_web):
         app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
-    app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=service.resolver.index_.n_records))
+    app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=service.resolver.index_.n_records,
+                                                          index=service.rebuilder.status().to_dict()))
     app.before_request(refuse_nul_in_url)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Refusal, refused)

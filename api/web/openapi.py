@@ -102,7 +102,7 @@ def operations() -> list[Operation]:
         Operation("/v1/persons/events/{event_id}/undo", "post", "undo a split or merge made on a person (steward)",
                   200, s.PersonEventUndone, errors=AUTH_ERRORS + (404, 409), path_parameter="event_id"),
         Operation("/healthz", "get", "liveness", 200, s.Health, errors=(), public=True),
-        Operation("/readyz", "get", "readiness: answers only once the index is loaded", 200, s.Ready, errors=(),
+        Operation("/readyz", "get", "readiness: answers only once the index is loaded; the index generation and any rebuild in progress", 200, s.Ready, errors=(),
                   public=True),
     ]
 

@@ -147,9 +147,20 @@ class Health(_Closed):
     status: str
 
 
+class IndexState(_Closed):
+    generation: int = Field(description="the index this worker answers from; 1 is the one built at start-up")
+    newest_generation: int = Field(description="the newest index the replica has swapped in")
+    state: Literal["serving", "building", "failed"] = Field(
+        description="building: a fresh index is being built after a bulk load, while this one answers; "
+                    "failed: the last build failed and this index still answers")
+    progress: float | None = Field(description="of the build in progress, 0 to 1")
+    started_at: float | None = Field(description="Unix time the build in progress, or the failed one, started")
+
+
 class Ready(_Closed):
     status: Literal["ready"]
     records: int
+    index: IndexState
 
 
 class ItemRetracted(_Closed):

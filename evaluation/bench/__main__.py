@@ -11,8 +11,11 @@
     python -m evaluation.bench service100k   # POST /v1/briefings at 200 req/s for 60 s (evaluation/bench/service.py)
     python -m evaluation.bench service100k-gthread   # ... served by one worker with 4 threads
     python -m evaluation.bench service1m     # ... over 1,000,000 records
+    python -m evaluation.bench service-rebuild100k   # ... while a bulk ingest loads a tenth more and the index is rebuilt
+    python -m evaluation.bench service-rebuild1m     # ... the same over 1,000,000 records
     python -m evaluation.bench external      # FEBRL 1-4 and evaluation/data/external/*.csv.gz beside plain Splink (evaluation/bench/external.py)
     python -m evaluation.bench external-resolve   # ... the resolver on each set, each query's own record left out
+    python -m evaluation.bench ingest1m      # `briefing ingest` of 1M records into an empty SQLite and PostgreSQL store
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone (evaluation/bench/child.py);
@@ -29,17 +32,21 @@ from pathlib import Path
 
 from evaluation.bench.child import machine
 from evaluation.bench.external import bench_external, bench_external_resolve
+from evaluation.bench.ingest import bench_ingest1m, bench_ingest100k
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
 from evaluation.bench.rank import bench_rank200
 from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
-from evaluation.bench.service import bench_service1m, bench_service100k, bench_service100k_gthread
+from evaluation.bench.service import (bench_service1m, bench_service100k, bench_service100k_gthread,
+                                      bench_service_rebuild1m, bench_service_rebuild100k)
 from evaluation.bench.spark import bench_link1m_spark
 
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
            "link1m-spark": bench_link1m_spark,
            "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200,
-           "service100k": bench_service100k, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
-           "external": bench_external, "external-resolve": bench_external_resolve}
+           "service100k": bench_service100k, "service-rebuild100k": bench_service_rebuild100k,
+           "service-rebuild1m": bench_service_rebuild1m, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
+           "external": bench_external, "external-resolve": bench_external_resolve,
+           "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m}
 
 
 def main(argv: list[str] | None = None) -> int:

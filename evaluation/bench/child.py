@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from evaluation.synth.county import MEAN_RECORDS_PER_PERSON
@@ -31,11 +32,14 @@ def machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def run_child(args: list[str]) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in GB of that child alone, via wait4)."""
+def run_child(args: list[str], stdout: Path | None = None) -> tuple[float, float]:
+    """Run a command (its output to `stdout` if given, else to stderr); return (wall seconds, peak RSS in GB
+    of that child alone, via wait4)."""
     started = time.perf_counter()
-    child = subprocess.Popen(args, cwd=REPO, stdout=sys.stderr)
-    _, status, usage = os.wait4(child.pid, 0)
+    with ExitStack() as files:
+        sink = files.enter_context(open(stdout, "wb")) if stdout else sys.stderr
+        child = subprocess.Popen(args, cwd=REPO, stdout=sink)
+        _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise subprocess.CalledProcessError(child.returncode, args)

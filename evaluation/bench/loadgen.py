@@ -41,6 +41,7 @@ class LoadResult:
     from_schedule_ms: list[float] = field(default_factory=list)
     from_send_ms: list[float] = field(default_factory=list)
     late_starts: int = 0                      # requests sent more than 10 ms after their scheduled time
+    started_at: float = 0.0                   # Unix time of the schedule's start (trace times count from it)
     trace: list[tuple[float, float, int]] = field(default_factory=list)   # (scheduled s from start, ms, status)
 
     def summary(self, rate: float, duration: float, wall: float) -> dict:
@@ -52,7 +53,8 @@ class LoadResult:
                 "max": round(float(array.max()), 2), "mean": round(float(array.mean()), 2)}
 
         ok = sum(n for s, n in self.statuses.items() if 200 <= s < 300)
-        return {"target_rate": rate, "duration_s": duration, "wall_s": round(wall, 2), "sent": self.sent,
+        return {"target_rate": rate, "duration_s": duration, "started_at": self.started_at, "wall_s": round(wall, 2),
+                "sent": self.sent,
                 "achieved_rate": round(self.sent / duration, 1), "ok": ok,
                 "errors": self.sent - ok, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "error_kinds": dict(self.errors), "resolution_status": dict(self.resolution),
@@ -69,6 +71,7 @@ def run_load(url: str, key: str, bodies: list[bytes], rate: float, duration: flo
     work: queue.Queue = queue.Queue()
     result, guard = LoadResult(), threading.Lock()
     start = time.perf_counter() + 0.5
+    result.started_at = time.time() + (start - time.perf_counter())
 
     def worker() -> None:
         connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
