@@ -44,7 +44,8 @@ from pydantic import Field, ValidationError, field_validator
 from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column, or_, select
 
 from api.service.audit import append
-from api.service.changes import record_change
+from api.service.changes import latest, record_change
+from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, steward_person
 from api.service.store import (RECORD_FIELDS, Store, bulk_upsert, clusters, consents, context_items, dialect_insert,
                                records)
@@ -170,6 +171,8 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
         else:
             model_type, out = (ItemIn, items) if kind == "context_items" else (ConsentIn, consent_rows)
             problems.extend(_validate_rows(path, header, model_type, out))
+    with store.engine.connect() as connection:
+        position = latest(connection)            # writes after it are caught up by a staged bulk write
     existing = _stored_records(store)
     frames = [frame for _, frame in batch_records]
     batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id"])
@@ -189,38 +192,52 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     linked = time.perf_counter()
     now = datetime.now(timezone.utc).isoformat()
     try:
-        _write(store, paths, batch, person_rows, items, consent_rows, summary, now, principal)
-    except OwnershipConflict as exc:             # a writer moved a row between the checks above and this write
+        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal)
+    except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
-    summary.seconds = {"validate": round(validated - started, 2), "link": round(linked - validated, 2),
-                       "write": round(time.perf_counter() - linked, 2)}
+    summary.seconds.update({"validate": round(validated - started, 2), "link": round(linked - validated, 2),
+                            "write": round(time.perf_counter() - linked, 2)})
     return summary
 
 
-def _write(store: Store, paths, batch, person_rows, items, consent_rows, summary: IngestSummary, now: str,
-           principal: str) -> None:
-    """Everything the load writes, and its audit event, in one transaction."""
+def _write(store: Store, position: int, paths, batch, person_rows, items, consent_rows, summary: IngestSummary,
+           now: str, principal: str) -> None:
+    """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
+    bulk load's records and persons staged first and swapped in with the rest (api.service.staging)."""
+    record_rows = [record_row(r, now) for r in batch.to_dict("records")]
+
+    def rest(connection) -> None:
+        _write_attached(connection, paths, person_rows, items, consent_rows, summary, now, principal)
+
+    if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
+        summary.seconds["swap_lock"] = round(staged_write(store, position, record_rows, person_rows, rest), 2)
+        return
     with store.begin() as connection:
-        if len(batch):
-            bulk_upsert(connection, records, "record_id", [record_row(r, now) for r in batch.to_dict("records")])
+        bulk_upsert(connection, records, "record_id", record_rows)
         if person_rows is not None:
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
             bulk_upsert(connection, clusters, "record_id", person_rows)
-        upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
-        upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
-        open_pairs(connection, summary.review_pairs, summary.review_reason, now)
-        if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
-            if summary.linking == "batch":
-                record_change(connection, "rebuild")
-            else:
-                for row in person_rows:
-                    record_change(connection, "upsert", row["record_id"])
-        append(connection, "ingest", {"files": [str(p) for p in paths], "records": summary.records,
-                                      "new_records": summary.new_records, "context_items": summary.context_items,
-                                      "consents": summary.consents, "linking": summary.linking,
-                                      "persons_touched": summary.persons_touched,
-                                      "review_pairs": len(summary.review_pairs)}, principal=principal)
+        rest(connection)
+
+
+def _write_attached(connection, paths, person_rows, items, consent_rows, summary: IngestSummary, now: str,
+                    principal: str) -> None:
+    """The load's items, consents and review pairs, its changes and its audit event."""
+    upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
+    upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
+    open_pairs(connection, summary.review_pairs, summary.review_reason, now)
+    if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
+        if summary.linking == "batch":
+            record_change(connection, "rebuild")
+        else:
+            for row in person_rows:
+                record_change(connection, "upsert", row["record_id"])
+    append(connection, "ingest", {"files": [str(p) for p in paths], "records": summary.records,
+                                  "new_records": summary.new_records, "context_items": summary.context_items,
+                                  "consents": summary.consents, "linking": summary.linking,
+                                  "persons_touched": summary.persons_touched,
+                                  "review_pairs": len(summary.review_pairs)}, principal=principal)
 
 
 def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list[str]:

@@ -232,6 +232,35 @@ class Store:
         for callback in callbacks:
             callback()
 
+    @contextmanager
+    def begin_unchecked(self) -> Iterator[Connection]:
+        """A SQLite transaction for moving tables (api.service.staging), otherwise like `begin`: begun at once
+        with the write lock (`BEGIN IMMEDIATE`, so its DDL is transactional too), with foreign keys not
+        enforced and a renamed table's name left alone in other tables' references (`legacy_alter_table`)."""
+        callbacks: list[Callable[[], None]] = []
+        with self.engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            level = raw.isolation_level
+            raw.isolation_level = None                     # the driver begins nothing itself: BEGIN is ours
+            raw.execute("PRAGMA foreign_keys=OFF")         # only outside a transaction
+            raw.execute("PRAGMA legacy_alter_table=ON")
+            connection.info[AFTER_COMMIT] = callbacks
+            connection.info[AUDIT_TRAIL] = self.audit
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                yield connection
+                connection.commit()
+            finally:
+                connection.info.pop(AFTER_COMMIT, None)
+                connection.info.pop(AUDIT_TRAIL, None)
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raw.execute("PRAGMA legacy_alter_table=OFF")
+                raw.execute("PRAGMA foreign_keys=ON")
+                raw.isolation_level = level
+        for callback in callbacks:
+            callback()
+
     def create(self) -> "Store":
         metadata.create_all(self.engine)
         _add_review_columns(self.engine)

@@ -1,0 +1,176 @@
+"""SQLite bulk loads staged beside the live tables, then swapped in, so no transaction holds the write lock long.
+
+SQLite has one writer at a time, and every briefing appends an audit event: a bulk load that wrote a
+million records and their persons in one transaction would hold the write lock for many seconds, and
+the briefings answered meanwhile would wait for it (past their busy timeout, fail). So on SQLite a bulk
+load (`ingest` linking in batch) is written in two phases:
+
+1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes) are filled
+   `STAGE_ROWS` rows per transaction, each holding the lock a fraction of a second: the live records
+   as they were when staging began, then the load's records over them, then every record's person
+   as the load's link decided it. The live tables keep serving and taking writes meanwhile.
+2. **Swap**, one short transaction: the staged tables are brought up to date with the record writes
+   made meanwhile (from the change feed: a record deleted meanwhile is deleted, so an erasure wins; a
+   record written meanwhile that the load does not carry keeps its live row and person); the caller
+   writes the rest of the load (items, consents, review pairs, the `rebuild` change, the audit event);
+   the live tables are renamed away and the staged ones take their names. The old tables are dropped
+   after the commit.
+
+All or nothing still: until the swap commits the live tables are untouched, and a load killed before
+then leaves staged tables that the next load drops (`_drop_leftovers`). One bulk load stages at a time: it
+holds an exclusive lock on the file `<store>.bulk-lock` (released by the system if the process dies), and
+a second is refused at once (`StagingConflict`). The swap runs in
+`Store.begin_unchecked`: DDL inside it is transactional, and the other tables' references to
+`records` keep naming `records`, which is then the new table. A bulk load committed by another process
+while this one was staging (one not holding that lock) makes this one fail whole too.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import secrets
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sqlalchemy import Connection, text
+
+from api.service.changes import changes_after
+from api.service.store import Store, clusters, records
+
+STAGE_ROWS = 50_000
+STAGED, RETIRED = "staged", "retired"
+TABLES = (records, clusters)
+
+
+class StagingConflict(RuntimeError):
+    """Another bulk load is staging, or was committed while this one was; nothing of this one was written."""
+
+
+def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict],
+                 rest: Callable[[Connection], None]) -> float:
+    """Write a bulk load's records (upserted) and every record's person (replacing all) by stage and swap;
+    `rest(connection)` writes the remainder of the load inside the swap's transaction. `snapshot`: the last
+    change before the load read the store (writes after it are caught up). Returns the seconds the swap
+    held the write lock."""
+    with _one_at_a_time(store):
+        return _stage_and_swap(store, snapshot, record_rows, person_rows, rest)
+
+
+def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict],
+                    rest: Callable[[Connection], None]) -> float:
+    _drop_leftovers(store)
+    suffix = secrets.token_hex(4)
+    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES}
+    with store.begin_unchecked() as connection:
+        for table in TABLES:
+            _create_like(connection, table.name, staged, suffix)
+    _copy_live(store, records, staged["records"])
+    _write_rows(store, records, staged["records"], record_rows)
+    _write_rows(store, clusters, staged["clusters"], person_rows)
+    loaded = {row["record_id"] for row in record_rows}
+    started = time.perf_counter()
+    with store.begin_unchecked() as connection:
+        _catch_up(connection, staged, snapshot, loaded)
+        for table in TABLES:                      # the other tables' references keep naming the live tables ...
+            connection.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED}_{table.name}_{suffix}"')
+        connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
+        for table in TABLES:                      # ... and the staged clusters' reference follows its records
+            connection.exec_driver_sql(f'ALTER TABLE "{staged[table.name]}" RENAME TO "{table.name}"')
+        rest(connection)                          # after the renames: what it reads of records is the load's
+    held = time.perf_counter() - started
+    _drop_leftovers(store)
+    return held
+
+
+@contextmanager
+def _one_at_a_time(store: Store) -> Iterator[None]:
+    """Hold the store's bulk-load lock (`<database file>.bulk-lock`) or refuse at once."""
+    database = store.engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    with open(Path(database).with_name(Path(database).name + ".bulk-lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StagingConflict(f"another bulk load is being written into this store ({handle.name} is held): "
+                                  f"nothing of this one was written; run it again when that one has finished") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _drop_leftovers(store: Store) -> None:
+    """Drop staged tables of loads that never swapped and tables retired by loads that did (under the lock)."""
+    with store.engine.connect() as connection:
+        names = [name for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+                 if re.fullmatch(rf"({STAGED}|{RETIRED})_\w+_[0-9a-f]{{8}}", name)]
+    for name in names:
+        with store.begin_unchecked() as connection:
+            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def _create_like(connection: Connection, live: str, staged: dict, suffix: str) -> None:
+    """`staged[live]`: `live`'s columns, keys and indexes; a reference to another staged table names that one,
+    so staged tables left by a killed load still hold together."""
+    (ddl,) = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                        (live,)).one()
+    ddl = re.sub(rf'^CREATE TABLE ("?){live}\1', f'CREATE TABLE "{staged[live]}"', ddl)
+    for other, name in staged.items():
+        ddl = re.sub(rf'REFERENCES ("?){other}\1 ', f'REFERENCES "{name}" ', ddl)
+    connection.exec_driver_sql(ddl)
+    for (ddl,) in connection.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (live,)).all():
+        match = re.match(rf'^CREATE (UNIQUE )?INDEX ("?)(\w+?)(?:_[0-9a-f]{{8}})*\2 ON ("?){live}\4', ddl)
+        if match is None:
+            raise RuntimeError(f"cannot stage an index of {live}: {ddl}")
+        unique, _, name, _ = match.groups()
+        connection.exec_driver_sql(f'CREATE {unique or ""}INDEX "{name}_{suffix}" ON "{staged[live]}"' + ddl[match.end():])
+
+
+def _copy_live(store: Store, table, staged: str) -> None:
+    """The live rows into `staged`, `STAGE_ROWS` per transaction, in rowid order."""
+    last = -1
+    while True:
+        with store.begin_unchecked() as connection:
+            (bound,) = connection.exec_driver_sql(f'SELECT max(r) FROM (SELECT rowid AS r FROM "{table.name}" '
+                                                  f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, STAGE_ROWS)).one()
+            if bound is None:
+                return
+            connection.exec_driver_sql(f'INSERT INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
+                                       (last, bound))
+        last = bound
+
+
+def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> None:
+    """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction."""
+    columns = [c.name for c in table.columns]
+    key = table.primary_key.columns.keys()[0]
+    names = ", ".join(f'"{c}"' for c in columns)
+    statement = (f'INSERT INTO "{staged}" ({names}) VALUES ({", ".join("?" * len(columns))}) '
+                 f'ON CONFLICT ("{key}") DO UPDATE SET ' + ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key))
+    for start in range(0, len(rows), STAGE_ROWS):
+        with store.begin_unchecked() as connection:
+            connection.exec_driver_sql(statement, [tuple(row.get(c) for c in columns)
+                                                   for row in rows[start: start + STAGE_ROWS]])
+
+
+def _catch_up(connection: Connection, staged: dict, snapshot: int, loaded: set[str]) -> None:
+    """Bring the staged tables up to date with the record writes committed since `snapshot` (see the module docstring)."""
+    rows = changes_after(connection, snapshot)
+    if any(r.op == "rebuild" for r in rows):
+        raise StagingConflict("another bulk load was written while this one was being staged: nothing of this "
+                              "one was written; run it again")
+    for record_id in dict.fromkeys(r.record_id for r in rows if r.op in ("upsert", "delete")):
+        live = connection.execute(text("SELECT 1 FROM records WHERE record_id = :id"), {"id": record_id}).first()
+        if live is None:
+            for table in TABLES:
+                connection.exec_driver_sql(f'DELETE FROM "{staged[table.name]}" WHERE record_id = ?', (record_id,))
+        elif record_id not in loaded:
+            for table in TABLES:
+                connection.exec_driver_sql(f'INSERT OR REPLACE INTO "{staged[table.name]}" '
+                                           f'SELECT * FROM "{table.name}" WHERE record_id = ?', (record_id,))

@@ -1,0 +1,165 @@
+"""SQLite bulk loads staged beside the live tables and swapped in (api.service.staging): writes made while a load
+stages are kept, an erasure made meanwhile wins, a bulk load made meanwhile fails the other whole, and the
+tables swapped in keep every reference and cascade the live ones had."""
+
+import sqlite3
+
+import pandas as pd
+import pytest
+from sqlalchemy import delete, insert, select
+
+import api.service.staging as staging
+from api.service.changes import record_change
+from api.service.ingest import IngestError, ingest
+from api.service.store import clusters, context_items, records
+from evaluation.synth.county import generate_county
+from matching.model import MatcherModel
+from tests.loaded_county import loaded_county
+
+MODEL = MatcherModel.load("models/matcher.json")
+WRITTEN = {"record_id": "FEED-DURING-1", "agency": "METRO_PD", "given_name": "Wilhelmina", "family_name": "Otterburn",
+           "dob": "1981-02-17", "ingested_at": "2026-12-01T00:00:00+00:00"}
+
+
+@pytest.fixture()
+def base(tmp_path):
+    db, store = loaded_county(tmp_path / "base", 120, 5)
+    generate_county(500, 6, tmp_path / "more", progress=False)
+    frame = pd.read_csv(tmp_path / "more" / "records.csv", dtype=str, keep_default_na=False)
+    frame["record_id"] = "MORE-" + frame["record_id"]
+    frame.to_csv(tmp_path / "bulk.csv", index=False)
+    return db, store, tmp_path / "bulk.csv", frame
+
+
+@pytest.fixture()
+def during_staging(monkeypatch):
+    """Run a callable of the store after the live records are copied, while the load is staged, not swapped."""
+    actions = []
+    copy = staging._copy_live
+
+    def copy_then_act(store, table, staged):
+        copy(store, table, staged)
+        for action in actions:
+            action(store)
+
+    monkeypatch.setattr(staging, "_copy_live", copy_then_act)
+    monkeypatch.setattr(staging, "STAGE_ROWS", 300)          # several staging transactions even on a small load
+    return actions
+
+
+def _stored(store) -> dict:
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(records.c.record_id, clusters.c.person_id).join(
+            clusters, clusters.c.record_id == records.c.record_id, isouter=True)).all()
+    return dict(rows)
+
+
+def _tables(db) -> set[str]:
+    with sqlite3.connect(db) as connection:
+        return {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def test_a_record_written_while_the_load_stages_keeps_its_row_and_person(base, during_staging):
+    db, store, bulk, frame = base
+
+    def feed_write(store):
+        with store.begin() as connection:
+            connection.execute(insert(records).values(**WRITTEN))
+            connection.execute(insert(clusters).values(record_id=WRITTEN["record_id"], person_id="P-FEED-DURING"))
+            record_change(connection, "upsert", WRITTEN["record_id"])
+
+    during_staging.append(feed_write)
+    before = _stored(store)
+    summary = ingest(store, [bulk], MODEL)
+    assert summary.linking == "batch" and summary.seconds["swap_lock"] >= 0
+    after = _stored(store)
+    assert after[WRITTEN["record_id"]] == "P-FEED-DURING"
+    assert set(after) == set(before) | set(frame["record_id"]) | {WRITTEN["record_id"]}
+    assert all(after.values()), "every record has a person"
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
+
+
+def test_a_record_erased_while_the_load_stages_stays_erased_even_if_the_load_carries_it(base, during_staging):
+    db, store, bulk, frame = base
+    erased = next(iter(_stored(store)))
+    pd.concat([frame, pd.read_sql(select(records).where(records.c.record_id == erased), store.engine)
+               .drop(columns=["ingested_at"])]).to_csv(bulk, index=False)
+
+    def erase(store):
+        with store.begin() as connection:
+            connection.execute(delete(records).where(records.c.record_id == erased))
+            record_change(connection, "delete", erased)
+
+    during_staging.append(erase)
+    ingest(store, [bulk], MODEL)
+    with store.engine.connect() as connection:
+        assert connection.execute(select(records).where(records.c.record_id == erased)).first() is None
+        assert connection.execute(select(clusters).where(clusters.c.record_id == erased)).first() is None
+
+
+def test_a_second_bulk_load_while_one_stages_is_refused_whole_and_the_first_goes_in(base, during_staging, tmp_path):
+    db, store, bulk, frame = base
+    generate_county(450, 8, tmp_path / "other", progress=False)
+    other = pd.read_csv(tmp_path / "other" / "records.csv", dtype=str, keep_default_na=False)
+    other["record_id"] = "OTHER-" + other["record_id"]
+    other.to_csv(tmp_path / "other.csv", index=False)
+    refused = []
+
+    def second_load(store):
+        with pytest.raises(IngestError, match="another bulk load is being written") as caught:
+            ingest(store, [tmp_path / "other.csv"], MODEL)
+        refused.append(str(caught.value))
+
+    during_staging.append(second_load)
+    ingest(store, [bulk], MODEL)
+    stored = _stored(store)
+    assert refused and set(frame["record_id"]) <= set(stored) and not set(other["record_id"]) & set(stored)
+
+
+def test_a_rebuild_written_while_a_load_stages_fails_the_load_whole(base, during_staging):
+    db, store, bulk, frame = base
+    before = _stored(store)
+
+    def foreign_bulk_load(store):
+        with store.begin() as connection:
+            record_change(connection, "rebuild")
+
+    during_staging.append(foreign_bulk_load)
+    with pytest.raises(IngestError, match="another bulk load was written"):
+        ingest(store, [bulk], MODEL)
+    assert _stored(store) == before
+
+
+def test_the_swapped_tables_keep_every_reference_and_cascade(base):
+    db, store, bulk, frame = base
+    ingest(store, [bulk], MODEL)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+        for table in ("clusters", "context_items", "consents"):
+            assert {row[2] for row in connection.execute(f"PRAGMA foreign_key_list({table})")} == {"records"}
+        assert connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'clusters' "
+                                  "AND sql LIKE '%person_id%'").fetchone()[0] == 1
+    with store.engine.connect() as connection:
+        record_id = connection.execute(select(context_items.c.record_id).limit(1)).scalar_one()
+    with store.begin() as connection:
+        connection.execute(delete(records).where(records.c.record_id == record_id))
+    with store.engine.connect() as connection:
+        assert connection.execute(select(clusters).where(clusters.c.record_id == record_id)).first() is None
+        assert connection.execute(select(context_items).where(context_items.c.record_id == record_id)).first() is None
+
+
+def test_staged_tables_left_by_a_killed_load_are_dropped_by_the_next(base, monkeypatch):
+    db, store, bulk, frame = base
+
+    def killed(store, table, staged, rows):
+        raise KeyboardInterrupt                              # the process dies while staging
+
+    real = staging._write_rows
+    monkeypatch.setattr(staging, "_write_rows", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(store, [bulk], MODEL)
+    assert {t for t in _tables(db) if t.startswith("staged_")}
+    monkeypatch.setattr(staging, "_write_rows", real)
+    ingest(store, [bulk], MODEL)
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
+    assert set(frame["record_id"]) <= set(_stored(store))
