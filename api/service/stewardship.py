@@ -44,7 +44,7 @@ def from_resolver(review_pair: dict) -> dict:
             "match_probability": review_pair["match_probability"]}
 
 
-def open_pairs(connection, pairs, reason: str, now: str | None = None, chunk: int = 500) -> int:
+def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
     """Store pairs (dicts with record_id_l, record_id_r, match_probability) for review; how many were given.
 
     A pair already stored keeps its row; an open one takes the newer probability.
@@ -62,13 +62,12 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None, chunk: in
                 "created_at": now, "updated_at": now})
     if not rows:
         return 0
-    insert = dialect_insert(connection)
     values = sorted(rows.values(), key=lambda row: row["pair_key"])   # pair ids follow the pairs, not the link's row order
-    for start in range(0, len(values), chunk):
-        statement = insert(review_pairs).values(values[start: start + chunk])
-        connection.execute(statement.on_conflict_do_update(
-            index_elements=["pair_key"], where=review_pairs.c.status == "open",
-            set_={"match_probability": statement.excluded.match_probability, "updated_at": statement.excluded.updated_at}))
+    statement = dialect_insert(connection)(review_pairs)
+    connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
+        index_elements=["pair_key"], where=review_pairs.c.status == "open",
+        set_={"match_probability": statement.excluded.match_probability, "updated_at": statement.excluded.updated_at}),
+        values)
     return len(values)
 
 
