@@ -11,7 +11,8 @@ from sqlalchemy import delete, insert, select
 import api.service.staging as staging
 from api.service.changes import record_change
 from api.service.ingest import IngestError, ingest
-from api.service.store import clusters, context_items, records
+from api.service.stewardship import pair_key
+from api.service.store import clusters, context_items, records, review_pairs
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 from tests.loaded_county import loaded_county
@@ -163,3 +164,18 @@ def test_staged_tables_left_by_a_killed_load_are_dropped_by_the_next(base, monke
     ingest(store, [bulk], MODEL)
     assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
     assert set(frame["record_id"]) <= set(_stored(store))
+
+
+def _pair_keys(store) -> list[str]:
+    with store.engine.connect() as connection:
+        return connection.execute(select(review_pairs.c.pair_key).order_by(review_pairs.c.pair_id)).scalars().all()
+
+
+def test_a_staged_load_opens_its_review_pairs_in_pair_key_order(base, during_staging):
+    db, store, bulk, frame = base
+    before = set(_pair_keys(store))
+    summary = ingest(store, [bulk], MODEL)
+    opened = [key for key in _pair_keys(store) if key not in before]
+    assert summary.review_pairs
+    assert set(opened) == {pair_key(p["record_id_l"], p["record_id_r"]) for p in summary.review_pairs} - before
+    assert opened == sorted(opened)

@@ -46,7 +46,7 @@ from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column
 from api.service.audit import append
 from api.service.changes import latest, record_change
 from api.service.staging import StagingConflict, staged_write
-from api.service.stewardship import from_resolver, live_constraints, open_pairs, steward_person
+from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.store import (RECORD_FIELDS, Store, bulk_upsert, clusters, consents, context_items, dialect_insert,
                                records)
 from api.service.times import in_utc_range, utc_text
@@ -210,7 +210,8 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
         _write_attached(connection, paths, person_rows, items, consent_rows, summary, now, principal)
 
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
-        summary.seconds["swap_lock"] = round(staged_write(store, position, record_rows, person_rows, rest), 2)
+        pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
+        summary.seconds["swap_lock"] = round(staged_write(store, position, record_rows, person_rows, pairs, rest), 2)
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, "record_id", record_rows)
@@ -218,15 +219,15 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
             if summary.linking == "batch":
                 connection.execute(delete(clusters))
             bulk_upsert(connection, clusters, "record_id", person_rows)
+        open_pairs(connection, summary.review_pairs, summary.review_reason, now)
         rest(connection)
 
 
 def _write_attached(connection, paths, person_rows, items, consent_rows, summary: IngestSummary, now: str,
                     principal: str) -> None:
-    """The load's items, consents and review pairs, its changes and its audit event."""
+    """The load's items and consents, its changes and its audit event."""
     upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
     upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
-    open_pairs(connection, summary.review_pairs, summary.review_reason, now)
     if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
         if summary.linking == "batch":
             record_change(connection, "rebuild")

@@ -8,11 +8,13 @@ load (`ingest` linking in batch) is written in two phases:
 1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes) are filled
    `STAGE_ROWS` rows per transaction, each holding the lock a fraction of a second: the live records
    as they were when staging began, then the load's records over them, then every record's person
-   as the load's link decided it. The live tables keep serving and taking writes meanwhile.
+   as the load's link decided it, and the review pairs it opens. The live tables keep serving and taking
+   writes meanwhile.
 2. **Swap**, one short transaction: the staged tables are brought up to date with the record writes
    made meanwhile (from the change feed: a record deleted meanwhile is deleted, so an erasure wins; a
    record written meanwhile that the load does not carry keeps its live row and person); the caller
-   writes the rest of the load (items, consents, review pairs, the `rebuild` change, the audit event);
+   writes the rest of the load (items, consents, the `rebuild` change, the audit event), the staged review
+   pairs are opened by one statement inside the database;
    the live tables are renamed away and the staged ones take their names. The old tables are dropped
    after the commit.
 
@@ -38,7 +40,8 @@ from typing import Callable, Iterator
 from sqlalchemy import Connection, text
 
 from api.service.changes import changes_after
-from api.service.store import Store, clusters, records
+from api.service.stewardship import open_staged_pairs
+from api.service.store import Store, clusters, records, review_pairs
 
 STAGE_ROWS = 50_000
 STAGED, RETIRED = "staged", "retired"
@@ -49,27 +52,28 @@ class StagingConflict(RuntimeError):
     """Another bulk load is staging, or was committed while this one was; nothing of this one was written."""
 
 
-def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict],
+def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
                  rest: Callable[[Connection], None]) -> float:
-    """Write a bulk load's records (upserted) and every record's person (replacing all) by stage and swap;
-    `rest(connection)` writes the remainder of the load inside the swap's transaction. `snapshot`: the last
-    change before the load read the store (writes after it are caught up). Returns the seconds the swap
-    held the write lock."""
+    """Write a bulk load's records (upserted), every record's person (replacing all) and its review pairs (as
+    `stewardship.pair_rows` makes them) by stage and swap; `rest(connection)` writes the remainder of the load
+    inside the swap's transaction. `snapshot`: the last change before the load read the store (writes after
+    it are caught up). Returns the seconds the swap held the write lock."""
     with _one_at_a_time(store):
-        return _stage_and_swap(store, snapshot, record_rows, person_rows, rest)
+        return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, rest)
 
 
-def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict],
+def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
                     rest: Callable[[Connection], None]) -> float:
     _drop_leftovers(store)
     suffix = secrets.token_hex(4)
-    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES}
+    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES + (review_pairs,)}
     with store.begin_unchecked() as connection:
-        for table in TABLES:
+        for table in TABLES + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
     _copy_live(store, records, staged["records"])
     _write_rows(store, records, staged["records"], record_rows)
     _write_rows(store, clusters, staged["clusters"], person_rows)
+    _write_rows(store, review_pairs, staged["review_pairs"], pair_rows)
     loaded = {row["record_id"] for row in record_rows}
     started = time.perf_counter()
     with store.begin_unchecked() as connection:
@@ -79,6 +83,7 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
         connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
         for table in TABLES:                      # ... and the staged clusters' reference follows its records
             connection.exec_driver_sql(f'ALTER TABLE "{staged[table.name]}" RENAME TO "{table.name}"')
+        open_staged_pairs(connection, staged["review_pairs"])
         rest(connection)                          # after the renames: what it reads of records is the load's
     held = time.perf_counter() - started
     _drop_leftovers(store)

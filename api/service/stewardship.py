@@ -49,6 +49,19 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
 
     A pair already stored keeps its row; an open one takes the newer probability.
     """
+    values = pair_rows(pairs, reason, now)
+    if values:
+        statement = dialect_insert(connection)(review_pairs)
+        connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
+            index_elements=["pair_key"], where=review_pairs.c.status == "open",
+            set_={"match_probability": statement.excluded.match_probability, "updated_at": statement.excluded.updated_at}),
+            values)
+    return len(values)
+
+
+def pair_rows(pairs, reason: str, now: str | None = None) -> list[dict]:
+    """The `review_pairs` rows `open_pairs` writes for `pairs`: one per pair of distinct records, in pair-key
+    order (so pair ids follow the pairs, not the link's row order)."""
     if reason not in REASONS:
         raise ValueError(f"unknown review reason {reason!r}")
     now = now or datetime.now(timezone.utc).isoformat()
@@ -60,15 +73,16 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
                 "pair_key": pair_key(left, right), "record_id_l": left, "record_id_r": right,
                 "match_probability": float(pair["match_probability"]), "reason": reason, "status": "open",
                 "created_at": now, "updated_at": now})
-    if not rows:
-        return 0
-    values = sorted(rows.values(), key=lambda row: row["pair_key"])   # pair ids follow the pairs, not the link's row order
-    statement = dialect_insert(connection)(review_pairs)
-    connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
-        index_elements=["pair_key"], where=review_pairs.c.status == "open",
-        set_={"match_probability": statement.excluded.match_probability, "updated_at": statement.excluded.updated_at}),
-        values)
-    return len(values)
+    return sorted(rows.values(), key=lambda row: row["pair_key"])
+
+
+def open_staged_pairs(connection, staged: str) -> None:
+    """`open_pairs` for rows staged in the table `staged` (api.service.staging), by one statement inside the database."""
+    names = ", ".join(c.name for c in review_pairs.columns if c.name != "pair_id")
+    connection.exec_driver_sql(
+        f'INSERT INTO review_pairs ({names}) SELECT {names} FROM "{staged}" WHERE true ORDER BY pair_key '
+        "ON CONFLICT (pair_key) DO UPDATE SET match_probability = excluded.match_probability, "
+        "updated_at = excluded.updated_at WHERE review_pairs.status = 'open'")
 
 
 def live_constraints(connection) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
