@@ -211,7 +211,7 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
 
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
         pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
-        summary.seconds["swap_lock"] = round(staged_write(store, position, record_rows, person_rows, pairs, rest), 2)
+        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, rest))
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, "record_id", record_rows)

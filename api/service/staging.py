@@ -53,27 +53,28 @@ class StagingConflict(RuntimeError):
 
 
 def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                 rest: Callable[[Connection], None]) -> float:
+                 rest: Callable[[Connection], None]) -> dict[str, float]:
     """Write a bulk load's records (upserted), every record's person (replacing all) and its review pairs (as
     `stewardship.pair_rows` makes them) by stage and swap; `rest(connection)` writes the remainder of the load
     inside the swap's transaction. `snapshot`: the last change before the load read the store (writes after
-    it are caught up). Returns the seconds the swap held the write lock."""
+    it are caught up). Returns how long the write lock was held, in seconds: by the swap, and by the longest
+    staging transaction."""
     with _one_at_a_time(store):
         return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, rest)
 
 
 def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                    rest: Callable[[Connection], None]) -> float:
+                    rest: Callable[[Connection], None]) -> dict[str, float]:
     _drop_leftovers(store)
     suffix = secrets.token_hex(4)
     staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES + (review_pairs,)}
     with store.begin_unchecked() as connection:
         for table in TABLES + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
-    _copy_live(store, records, staged["records"])
-    _write_rows(store, records, staged["records"], record_rows)
-    _write_rows(store, clusters, staged["clusters"], person_rows)
-    _write_rows(store, review_pairs, staged["review_pairs"], pair_rows)
+    longest = max(_copy_live(store, records, staged["records"]),
+                  _write_rows(store, records, staged["records"], record_rows),
+                  _write_rows(store, clusters, staged["clusters"], person_rows),
+                  _write_rows(store, review_pairs, staged["review_pairs"], pair_rows))
     loaded = {row["record_id"] for row in record_rows}
     started = time.perf_counter()
     with store.begin_unchecked() as connection:
@@ -87,7 +88,7 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
         rest(connection)                          # after the renames: what it reads of records is the load's
     held = time.perf_counter() - started
     _drop_leftovers(store)
-    return held
+    return {"swap_lock": round(held, 2), "longest_staging_lock": round(longest, 2)}
 
 
 @contextmanager
@@ -137,31 +138,37 @@ def _create_like(connection: Connection, live: str, staged: dict, suffix: str) -
         connection.exec_driver_sql(f'CREATE {unique or ""}INDEX "{name}_{suffix}" ON "{staged[live]}"' + ddl[match.end():])
 
 
-def _copy_live(store: Store, table, staged: str) -> None:
-    """The live rows into `staged`, `STAGE_ROWS` per transaction, in rowid order."""
-    last = -1
+def _copy_live(store: Store, table, staged: str) -> float:
+    """The live rows into `staged`, `STAGE_ROWS` per transaction, in rowid order; the longest transaction's seconds."""
+    last, longest = -1, 0.0
     while True:
+        started = time.perf_counter()
         with store.begin_unchecked() as connection:
             (bound,) = connection.exec_driver_sql(f'SELECT max(r) FROM (SELECT rowid AS r FROM "{table.name}" '
                                                   f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, STAGE_ROWS)).one()
             if bound is None:
-                return
+                return longest
             connection.exec_driver_sql(f'INSERT INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
                                        (last, bound))
-        last = bound
+        last, longest = bound, max(longest, time.perf_counter() - started)
 
 
-def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> None:
-    """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction."""
+def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
+    """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction; the longest
+    transaction's seconds."""
     columns = [c.name for c in table.columns]
     key = table.primary_key.columns.keys()[0]
     names = ", ".join(f'"{c}"' for c in columns)
     statement = (f'INSERT INTO "{staged}" ({names}) VALUES ({", ".join("?" * len(columns))}) '
                  f'ON CONFLICT ("{key}") DO UPDATE SET ' + ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key))
+    longest = 0.0
     for start in range(0, len(rows), STAGE_ROWS):
+        values = [tuple(row.get(c) for c in columns) for row in rows[start: start + STAGE_ROWS]]
+        began = time.perf_counter()
         with store.begin_unchecked() as connection:
-            connection.exec_driver_sql(statement, [tuple(row.get(c) for c in columns)
-                                                   for row in rows[start: start + STAGE_ROWS]])
+            connection.exec_driver_sql(statement, values)
+        longest = max(longest, time.perf_counter() - began)
+    return longest
 
 
 def _catch_up(connection: Connection, staged: dict, snapshot: int, loaded: set[str]) -> None:
