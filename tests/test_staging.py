@@ -39,9 +39,10 @@ def during_staging(monkeypatch):
     copy = staging._copy_live
 
     def copy_then_act(store, table, staged):
-        copy(store, table, staged)
+        longest = copy(store, table, staged)
         for action in actions:
             action(store)
+        return longest
 
     monkeypatch.setattr(staging, "_copy_live", copy_then_act)
     monkeypatch.setattr(staging, "STAGE_ROWS", 300)          # several staging transactions even on a small load
