@@ -81,7 +81,7 @@ def test_a_record_written_while_the_load_stages_keeps_its_row_and_person(base, d
     assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
 
 
-def test_a_record_erased_while_the_load_stages_stays_erased_even_if_the_load_carries_it(base, during_staging):
+def test_a_load_carrying_a_record_erased_while_it_stages_is_refused_and_the_record_stays_erased(base, during_staging):
     db, store, bulk, frame = base
     erased = next(iter(_stored(store)))
     pd.concat([frame, pd.read_sql(select(records).where(records.c.record_id == erased), store.engine)
@@ -93,7 +93,8 @@ def test_a_record_erased_while_the_load_stages_stays_erased_even_if_the_load_car
             record_change(connection, "delete", erased)
 
     during_staging.append(erase)
-    ingest(store, [bulk], MODEL)
+    with pytest.raises(IngestError, match="was written or deleted while the load was being staged"):
+        ingest(store, [bulk], MODEL)
     with store.engine.connect() as connection:
         assert connection.execute(select(records).where(records.c.record_id == erased)).first() is None
         assert connection.execute(select(clusters).where(clusters.c.record_id == erased)).first() is None
@@ -150,18 +151,24 @@ def test_the_swapped_tables_keep_every_reference_and_cascade(base):
         assert connection.execute(select(context_items).where(context_items.c.record_id == record_id)).first() is None
 
 
-def test_staged_tables_left_by_a_killed_load_are_dropped_by_the_next(base, monkeypatch):
+def test_a_failed_load_leaves_no_staged_copy_and_one_killed_is_cleaned_by_the_next(base, monkeypatch):
     db, store, bulk, frame = base
 
-    def killed(store, table, staged, rows):
-        raise KeyboardInterrupt                              # the process dies while staging
+    def failing(store, table, staged, rows):
+        raise OSError("disk full")
 
-    real = staging._write_rows
-    monkeypatch.setattr(staging, "_write_rows", killed)
-    with pytest.raises(KeyboardInterrupt):
+    real_write, real_drop = staging._write_rows, staging._drop_leftovers
+    monkeypatch.setattr(staging, "_write_rows", failing)
+    with pytest.raises(OSError):
+        ingest(store, [bulk], MODEL)
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}, "a copy of the records is left"
+
+    monkeypatch.setattr(staging, "_drop_leftovers", lambda store: None)      # killed: no cleanup ran
+    with pytest.raises(OSError):
         ingest(store, [bulk], MODEL)
     assert {t for t in _tables(db) if t.startswith("staged_")}
-    monkeypatch.setattr(staging, "_write_rows", real)
+    monkeypatch.setattr(staging, "_write_rows", real_write)
+    monkeypatch.setattr(staging, "_drop_leftovers", real_drop)
     ingest(store, [bulk], MODEL)
     assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
     assert set(frame["record_id"]) <= set(_stored(store))
@@ -180,3 +187,22 @@ def test_a_staged_load_opens_its_review_pairs_in_pair_key_order(base, during_sta
     assert summary.review_pairs
     assert set(opened) == {pair_key(p["record_id_l"], p["record_id_r"]) for p in summary.review_pairs} - before
     assert opened == sorted(opened)
+
+
+def test_a_record_erased_while_the_load_stages_is_gone_after_the_swap_with_its_review_pairs(base, during_staging):
+    db, store, bulk, frame = base
+    erased = next(iter(_stored(store)))
+
+    def erase(store):
+        with store.begin() as connection:
+            connection.execute(delete(records).where(records.c.record_id == erased))
+            record_change(connection, "delete", erased)
+
+    during_staging.append(erase)
+    ingest(store, [bulk], MODEL)
+    assert erased not in _stored(store) and set(frame["record_id"]) <= set(_stored(store))
+    with store.engine.connect() as connection:
+        assert not connection.execute(select(review_pairs).where(
+            (review_pairs.c.record_id_l == erased) | (review_pairs.c.record_id_r == erased))).first()
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text, update
 
 from api.service.audit import append, verify
 from api.service.changes import record_change
+import api.service.ingest as ingest_module
 from api.service.ingest import IngestError, ingest, upsert
 from api.service.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
 from api.service.store import (audit_events, changes, clusters, consents, context_items, database_url, open_store, records)
@@ -249,3 +250,33 @@ def test_a_forked_child_never_uses_its_parents_pooled_connection(pg):
     assert answer and int(answer) != parent
     with store.engine.connect() as connection:           # and the parent's connection still works
         assert connection.execute(text("SELECT pg_backend_pid()")).scalar() == parent
+
+
+def test_a_record_written_while_a_bulk_load_links_keeps_its_person_and_one_deleted_stays_gone(pg, county, monkeypatch):
+    url, store = pg
+    ingest(store, [county / "records.csv"], MODEL)
+    with store.engine.connect() as connection:
+        victim = connection.execute(select(records.c.record_id).limit(1)).scalar_one()
+    link = ingest_module._link
+
+    def link_then_write(store, *args, **kwargs):
+        person_rows = link(store, *args, **kwargs)
+        with store.begin() as connection:          # a feed's record and an erasure, committed during the link
+            connection.execute(records.insert().values(record_id="FEED-DURING-LINK", given_name="Perpetua",
+                                                       ingested_at="2026-12-01T00:00:00+00:00"))
+            connection.execute(clusters.insert().values(record_id="FEED-DURING-LINK", person_id="P-FEED"))
+            record_change(connection, "upsert", "FEED-DURING-LINK")
+            connection.execute(records.delete().where(records.c.record_id == victim))
+            record_change(connection, "delete", victim)
+        return person_rows
+
+    monkeypatch.setattr(ingest_module, "_link", link_then_write)
+    frame = pd.read_csv(county / "records.csv", dtype=str, keep_default_na=False)
+    pd.concat([frame.assign(record_id=f"AGAIN{n}-" + frame["record_id"]) for n in range(2)]).to_csv(
+        county / "again.csv", index=False)                     # a bulk load: at least BULK_MIN new records
+    assert ingest(store, [county / "again.csv"], MODEL).linking == "batch"
+    with store.engine.connect() as connection:
+        people = dict(connection.execute(select(clusters.c.record_id, clusters.c.person_id)).all())
+        stored = set(connection.execute(select(records.c.record_id)).scalars())
+    assert people["FEED-DURING-LINK"] == "P-FEED" and victim not in people and victim not in stored
+    assert set(people) == stored, "every record has a person"

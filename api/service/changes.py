@@ -58,6 +58,19 @@ def changes_after(connection, seq: int) -> list:
     return connection.execute(select(changes).where(changes.c.seq > seq).order_by(changes.c.seq)).all()
 
 
+def written_since(connection, seq: int) -> tuple[set[str], set[str]]:
+    """(records written after change `seq` that are still stored, records deleted after it that are gone)."""
+    ids = {r.record_id for r in changes_after(connection, seq) if r.op in ("upsert", "delete")}
+    stored = {record_id for chunk in _chunks(sorted(ids)) for (record_id,) in connection.execute(
+        select(records.c.record_id).where(records.c.record_id.in_(chunk)))}
+    return stored, ids - stored
+
+
+def _chunks(ids: list[str], size: int = 500):
+    for start in range(0, len(ids), size):
+        yield ids[start: start + size]
+
+
 def apply_rows(connection, resolver, rows) -> None:
     """Put each changed record, as the store now holds it, into `resolver`'s index (or take it out)."""
     with resolver.lock:

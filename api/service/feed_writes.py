@@ -73,17 +73,17 @@ def write_record(service, principal: Principal, record: dict) -> tuple[dict, boo
         if attached and record["agency"] != stored[0]:
             raise Conflict(f"record {record_id!r} has context items or consents: its agency cannot change (they "
                            f"would move with it to another agency)")
-        outcome = _link_and_store(service, principal, record, existed)
+        outcome = _link_and_store(service, resolver, principal, record, existed)
     answer = {"record_id": outcome.record_id, "created": not existed}
     if principal.role != Role.feed:
         answer |= {"person_id": outcome.person_id, "joined": outcome.joined, "review_pair": outcome.review_pair}
     return answer, not existed
 
 
-def _link_and_store(service, principal: Principal, record: dict, existed: bool):
-    """Resolve the record into this worker's index, then store it, its person, its review pair, the change and the
-    audit event in one transaction (under the resolver's lock); the index change is undone if that fails."""
-    resolver = service.resolver
+def _link_and_store(service, resolver, principal: Principal, record: dict, existed: bool):
+    """Resolve the record into `resolver` (this worker's index, whose lock the caller holds), then store it, its
+    person, its review pair, the change and the audit event in one transaction; the index change is undone if
+    that fails. An index swapped in meanwhile (api.service.rebuild) gets the record from the change feed."""
     previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]] if existed else None
     outcome = resolver.update_record(record) if existed else resolver.add_record(record)
     now = datetime.now(timezone.utc).isoformat()
@@ -123,14 +123,15 @@ def delete_record(service, principal: Principal, record_id: str) -> None:
     if is_foreign_write(principal, row[0]):
         refuse_write(service.store, principal, "record", record_id,
                      Forbidden(f"record {record_id!r} belongs to another agency"))
-    with service.resolver.lock:
+    resolver = service.resolver
+    with resolver.lock:
         with service.store.begin() as connection:
             connection.execute(delete(records).where(records.c.record_id == record_id))
             record_change(connection, "delete", record_id)
             append(connection, "record_delete", {**audit_fields(principal), "record_id": record_id},
                    principal=principal.name)
-        if record_id in service.resolver.index_.slot_of:
-            service.resolver.delete_record(record_id)
+        if record_id in resolver.index_.slot_of:
+            resolver.delete_record(record_id)
 
 
 def write_attached(service, principal: Principal, body, what: Attached) -> dict:

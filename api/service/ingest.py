@@ -21,7 +21,11 @@ New records are linked so that every record belongs to a person: a bulk load (at
 `BULK_MIN` new records, or an empty store) re-links the whole store with the committed matcher
 keeping person ids stable; a few records go through the real-time resolver (join a person at
 `certain`, else start one). Rows upsert by id, so a feed may resend a file safely. Linking
-happens before the single write transaction, so a failure leaves the store as it was.
+happens before the write, so a failure leaves the store as it was; records written or deleted by
+others while it linked are found in the change feed: a record written meanwhile keeps its person, one
+deleted stays deleted, and a load hanging items on a record deleted meanwhile is refused whole. The
+write is one transaction, or on SQLite, for a bulk load, staging in short ones and one short swap
+(api.service.staging).
 
 Stewards' live decisions bind both paths (api.service.stewardship): the bulk link gets them as
 must-link / cannot-link constraints, the resolver path checks each record against them
@@ -41,10 +45,10 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator
-from sqlalchemy import TIMESTAMP, and_, case, cast, delete, func, literal_column, or_, select
+from sqlalchemy import TIMESTAMP, and_, case, cast, func, literal_column, or_, select
 
 from api.service.audit import append
-from api.service.changes import latest, record_change
+from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.store import (RECORD_FIELDS, Store, bulk_upsert, clusters, consents, context_items, dialect_insert,
@@ -209,17 +213,21 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
     def rest(connection) -> None:
         _write_attached(connection, paths, person_rows, items, consent_rows, summary, now, principal)
 
+    attached = {row.record_id for _, _, row in items + consent_rows}
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
         pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
-        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, rest))
+        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, attached, rest))
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, "record_id", record_rows)
-        if person_rows is not None:
-            if summary.linking == "batch":
-                connection.execute(delete(clusters))
-            bulk_upsert(connection, clusters, "record_id", person_rows)
-        open_pairs(connection, summary.review_pairs, summary.review_reason, now)
+        _, deleted = written_since(connection, position)          # records deleted since the load read the store
+        if deleted & attached:
+            raise StagingConflict(f"record {sorted(deleted & attached)[0]!r}, which this load hangs items or "
+                                  f"consents on, was deleted while the load was linked: nothing was written")
+        if person_rows is not None:      # every record read has a row here; one written since keeps its own
+            bulk_upsert(connection, clusters, "record_id", [r for r in person_rows if r["record_id"] not in deleted])
+        open_pairs(connection, [p for p in summary.review_pairs if not {p["record_id_l"], p["record_id_r"]} & deleted],
+                   summary.review_reason, now)
         rest(connection)
 
 

@@ -27,11 +27,12 @@ log = logging.getLogger("briefing")
 
 
 def index_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(records in canonical columns, clusters) for building the resolver."""
+    """(records in canonical columns, clusters) for building the resolver: every record with its person, read
+    by one statement, so a record deleted or written while a million are read is in both frames or in neither."""
     with store.engine.connect() as connection:
-        frame = pd.read_sql(select(records), connection).drop(columns=["ingested_at"])
-        people = pd.read_sql(select(clusters), connection)
-    return frame, people
+        both = pd.read_sql(select(records, clusters.c.person_id).join(
+            clusters, clusters.c.record_id == records.c.record_id), connection)
+    return both.drop(columns=["ingested_at", "person_id"]), both[["record_id", "person_id"]]
 
 
 def _of_person(table, person_id: str):

@@ -16,8 +16,9 @@ build's state lives in anonymous shared memory, so `/readyz` on any worker repor
 it answers from and the master's build in progress (`RebuildStatus`).
 
 Forking while another thread holds a lock copies the lock held into the child for ever. The
-threads here hold `FORK_GUARD` while they use the store's connection pool or change the master's
-index, and a fork waits for it (`os.register_at_fork`).
+threads here hold `FORK_GUARD` while they use the service's connection pool or change the master's
+index (moments), and a fork waits for it (`os.register_at_fork`); the build reads the store through
+an engine of its own, which no child uses.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Callable
 
 from api.service.changes import apply_changes, apply_rows, changes_after, latest
 from api.service.person_data import index_frames
-from api.service.store import Store
+from api.service.store import Store, open_store
 from matching.model import MatcherModel
 from matching.resolve import Resolver
 
@@ -54,8 +55,7 @@ if hasattr(os, "register_at_fork"):
 def build_resolver(store: Store, matcher: MatcherModel, progress: Callable[[float], None] | None = None) -> Resolver:
     """A resolver over every record in `store`, its first-call costs paid (progress: 0..1 as it goes)."""
     report = progress or (lambda share: None)
-    with FORK_GUARD:
-        frame, people = index_frames(store)
+    frame, people = index_frames(store)
     report(READ_SHARE)
     resolver = Resolver(matcher).fit(frame, people,
                                      progress=lambda done, total: report(READ_SHARE + (INDEXED_SHARE - READ_SHARE) * done / total))
@@ -141,7 +141,13 @@ class IndexRebuilder:
         service = self.service
         with FORK_GUARD, service.store.engine.connect() as connection:
             snapshot = latest(connection)          # read first: changes after it are applied below
-        resolver = build_resolver(service.store, service.resolver.base_model, progress=self._progress)
+        # Read through an engine of its own: a fork (a worker spawned) while it reads copies no lock the
+        # service's connection pool needs, so the read, seconds long, need not hold FORK_GUARD.
+        reader = open_store(service.store.engine.url.render_as_string(hide_password=False))
+        try:
+            resolver = build_resolver(reader, service.resolver.base_model, progress=self._progress)
+        finally:
+            reader.engine.dispose()
         with FORK_GUARD, service.store.engine.connect() as connection:
             rows = changes_after(connection, snapshot)        # most of the catching up, outside the swap's lock
             apply_rows(connection, resolver, rows)

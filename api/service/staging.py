@@ -12,7 +12,9 @@ load (`ingest` linking in batch) is written in two phases:
    writes meanwhile.
 2. **Swap**, one short transaction: the staged tables are brought up to date with the record writes
    made meanwhile (from the change feed: a record deleted meanwhile is deleted, so an erasure wins; a
-   record written meanwhile that the load does not carry keeps its live row and person); the caller
+   record written meanwhile keeps its live row and person; if one of them is a record the load carries
+   or hangs items or consents on, the load is refused whole, as two writers of one record must not
+   both win); the caller
    writes the rest of the load (items, consents, the `rebuild` change, the audit event), the staged review
    pairs are opened by one statement inside the database;
    the live tables are renamed away and the staged ones take their names. The old tables are dropped
@@ -37,9 +39,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 
-from api.service.changes import changes_after
+from api.service.changes import changes_after, written_since
 from api.service.stewardship import open_staged_pairs
 from api.service.store import Store, clusters, records, review_pairs
 
@@ -53,19 +55,22 @@ class StagingConflict(RuntimeError):
 
 
 def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                 rest: Callable[[Connection], None]) -> dict[str, float]:
+                 attached: set[str], rest: Callable[[Connection], None]) -> dict[str, float]:
     """Write a bulk load's records (upserted), every record's person (replacing all) and its review pairs (as
     `stewardship.pair_rows` makes them) by stage and swap; `rest(connection)` writes the remainder of the load
     inside the swap's transaction. `snapshot`: the last change before the load read the store (writes after
-    it are caught up). Returns how long the write lock was held, in seconds: by the swap, and by the longest
+    it are caught up); `attached`: the records the load's items and consents hang on. Returns how long the write lock was held, in seconds: by the swap, and by the longest
     staging transaction."""
     with _one_at_a_time(store):
-        return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, rest)
+        _drop_leftovers(store)
+        try:
+            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, attached, rest)
+        finally:
+            _drop_leftovers(store)                # a copy of every record is not left lying about
 
 
 def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                    rest: Callable[[Connection], None]) -> dict[str, float]:
-    _drop_leftovers(store)
+                    attached: set[str], rest: Callable[[Connection], None]) -> dict[str, float]:
     suffix = secrets.token_hex(4)
     staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES + (review_pairs,)}
     with store.begin_unchecked() as connection:
@@ -75,10 +80,10 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
                   _write_rows(store, records, staged["records"], record_rows),
                   _write_rows(store, clusters, staged["clusters"], person_rows),
                   _write_rows(store, review_pairs, staged["review_pairs"], pair_rows))
-    loaded = {row["record_id"] for row in record_rows}
+    touched = {row["record_id"] for row in record_rows} | attached
     started = time.perf_counter()
     with store.begin_unchecked() as connection:
-        _catch_up(connection, staged, snapshot, loaded)
+        _catch_up(connection, staged, snapshot, touched)
         for table in TABLES:                      # the other tables' references keep naming the live tables ...
             connection.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED}_{table.name}_{suffix}"')
         connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
@@ -87,7 +92,6 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
         open_staged_pairs(connection, staged["review_pairs"])
         rest(connection)                          # after the renames: what it reads of records is the load's
     held = time.perf_counter() - started
-    _drop_leftovers(store)
     return {"swap_lock": round(held, 2), "longest_staging_lock": round(longest, 2)}
 
 
@@ -148,8 +152,9 @@ def _copy_live(store: Store, table, staged: str) -> float:
                                                   f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, STAGE_ROWS)).one()
             if bound is None:
                 return longest
-            connection.exec_driver_sql(f'INSERT INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
-                                       (last, bound))
+            connection.exec_driver_sql(     # OR REPLACE: a record deleted and written again meanwhile comes twice
+                f'INSERT OR REPLACE INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
+                (last, bound))
         last, longest = bound, max(longest, time.perf_counter() - started)
 
 
@@ -171,18 +176,24 @@ def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
     return longest
 
 
-def _catch_up(connection: Connection, staged: dict, snapshot: int, loaded: set[str]) -> None:
-    """Bring the staged tables up to date with the record writes committed since `snapshot` (see the module docstring)."""
-    rows = changes_after(connection, snapshot)
-    if any(r.op == "rebuild" for r in rows):
+def _catch_up(connection: Connection, staged: dict, snapshot: int, touched: set[str]) -> None:
+    """Bring the staged tables up to date with the record writes committed since `snapshot` (see the module
+    docstring); refuse the load if one of them touched a record the load carries or hangs items on."""
+    if any(r.op == "rebuild" for r in changes_after(connection, snapshot)):
         raise StagingConflict("another bulk load was written while this one was being staged: nothing of this "
                               "one was written; run it again")
-    for record_id in dict.fromkeys(r.record_id for r in rows if r.op in ("upsert", "delete")):
-        live = connection.execute(text("SELECT 1 FROM records WHERE record_id = :id"), {"id": record_id}).first()
-        if live is None:
-            for table in TABLES:
-                connection.exec_driver_sql(f'DELETE FROM "{staged[table.name]}" WHERE record_id = ?', (record_id,))
-        elif record_id not in loaded:
-            for table in TABLES:
-                connection.exec_driver_sql(f'INSERT OR REPLACE INTO "{staged[table.name]}" '
-                                           f'SELECT * FROM "{table.name}" WHERE record_id = ?', (record_id,))
+    written, deleted = written_since(connection, snapshot)
+    clash = sorted((written | deleted) & touched)
+    if clash:
+        raise StagingConflict(f"record {clash[0]!r} ({len(clash)} in all), which this load carries or hangs items on, "
+                              f"was written or deleted while the load was being staged: nothing of it was written; "
+                              f"run it again")
+    for record_id in deleted:
+        for table in TABLES:
+            connection.exec_driver_sql(f'DELETE FROM "{staged[table.name]}" WHERE record_id = ?', (record_id,))
+        connection.exec_driver_sql(f'DELETE FROM "{staged["review_pairs"]}" WHERE record_id_l = ? OR record_id_r = ?',
+                                   (record_id, record_id))
+    for record_id in written:
+        for table in TABLES:
+            connection.exec_driver_sql(f'INSERT OR REPLACE INTO "{staged[table.name]}" '
+                                       f'SELECT * FROM "{table.name}" WHERE record_id = ?', (record_id,))
