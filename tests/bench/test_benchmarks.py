@@ -8,9 +8,11 @@ import json
 import pytest
 
 from evaluation.bench.child import machine
+from evaluation.bench.ingest import bench_ingest1m
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
 from evaluation.bench.rank import bench_rank200
 from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
+from evaluation.bench.service import bench_service_rebuild100k
 
 pytestmark = pytest.mark.slow
 
@@ -67,3 +69,22 @@ def test_resolver_on_a_million_records_in_5_ms_p99_under_2_gb(tmp_path):
 def test_ranking_200_items_of_one_person_in_1_ms_p99(tmp_path):
     result = _report(bench_rank200(tmp_path))
     assert result["latency_ms"]["p99"] <= 1
+
+
+def test_a_million_records_ingested_with_a_minute_of_writing_on_each_store(tmp_path):
+    result = _report(bench_ingest1m(tmp_path))
+    for store in result["stores"].values():
+        if "skipped" in store:
+            continue
+        assert store["seconds"]["write"] <= 60
+        assert store["seconds"]["total"] <= store["seconds"]["link"] + store["seconds"]["validate"] + 60
+    assert result["stores"]["sqlite"]["seconds"]["swap_lock"] <= 1.5
+    assert result["stores"]["sqlite"]["seconds"]["longest_staging_lock"] <= 1.5
+
+
+def test_briefings_keep_answering_while_a_bulk_load_lands_and_the_index_is_rebuilt(tmp_path):
+    result = _report(bench_service_rebuild100k(tmp_path))
+    assert result["load"]["errors"] == 0
+    assert result["seconds_from_ingest_end_to_new_index"] is not None
+    assert result["seconds_from_ingest_end_to_new_index"] <= 120
+    assert result["during"]["p99_ms"] <= 100 and result["during"]["max_ms"] <= 1000
