@@ -127,6 +127,7 @@ def test_a_failed_build_leaves_the_old_index_answering_and_says_so(served, monke
         raise MemoryError("no room for a second index")
 
     monkeypatch.setattr(rebuild, "build_resolver", broken)
+    monkeypatch.setattr(service.rebuilder, "retry_after", ())
     answering = service.resolver
     _bulk_load(store)
     _best_record(client, keys["ems"], NEWCOMER_SUBJECT)
@@ -153,3 +154,22 @@ def test_a_second_bulk_load_during_a_build_is_built_after_it(served, held_build)
     assert _index(client)["generation"] == 3
     assert _best_record(client, keys["ems"], {**NEWCOMER_SUBJECT, "given_name": "Philomena"}) == \
         shown_record(store, "BULK-NEW-2")
+
+
+def test_a_build_that_fails_once_is_retried_and_swapped_in(served, monkeypatch):
+    client, service, store, keys = served
+    real, calls = rebuild.build_resolver, []
+
+    def flaky(store, matcher, progress=None):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the store went away for a moment")
+        return real(store, matcher, progress)
+
+    monkeypatch.setattr(rebuild, "build_resolver", flaky)
+    monkeypatch.setattr(service.rebuilder, "retry_after", (0.05,))
+    _bulk_load(store)
+    _best_record(client, keys["ems"], NEWCOMER_SUBJECT)
+    assert service.rebuilder.wait(30)
+    assert len(calls) == 2 and _index(client)["generation"] == 2 and _index(client)["state"] == "serving"
+    assert _best_record(client, keys["ems"], NEWCOMER_SUBJECT) == shown_record(store, NEWCOMER["record_id"])

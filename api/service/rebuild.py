@@ -41,6 +41,7 @@ from matching.resolve import Resolver
 log = logging.getLogger("briefing")
 
 BUILD_NICE = 10                 # the build yields the CPU to requests (Linux nice is per thread)
+RETRY_AFTER = (10.0, 60.0, 300.0)   # seconds before each retry of a failed build (a store briefly away)
 STATES = ("serving", "building", "failed")
 #: Shares of a build's progress: reading the store up to the first, indexing up to the second, then
 #: catching up with the changes made meanwhile.
@@ -83,11 +84,13 @@ class IndexRebuilder:
     """Builds a service's next index in a background thread and swaps it in (see the module docstring).
 
     `on_swap` runs after each swap (the master re-forks its workers there). `builds_here` is turned off
-    in forked workers: their replica's master builds.
+    in forked workers: their replica's master builds. A failed build is retried after each of
+    `retry_after` seconds, then left to the next bulk load; the old index answers throughout.
     """
 
-    def __init__(self, service, on_swap: Callable[[], None] | None = None, nice: int = BUILD_NICE):
-        self.service, self.on_swap, self.nice = service, on_swap, nice
+    def __init__(self, service, on_swap: Callable[[], None] | None = None, nice: int = BUILD_NICE,
+                 retry_after: tuple[float, ...] = RETRY_AFTER):
+        self.service, self.on_swap, self.nice, self.retry_after = service, on_swap, nice, retry_after
         self.builds_here = True
         self._lock = threading.Lock()
         self._pending: int | None = None          # the newest rebuild change asked for and not yet built
@@ -124,18 +127,25 @@ class IndexRebuilder:
 
     def _run(self) -> None:
         _lower_priority(self.nice)
+        failures = 0
         while True:
             with self._lock:
                 if self._pending is None:
                     self._thread = None
                     return
-                self._pending = None
+                target, self._pending = self._pending, None
             self._shared[:] = [STATES.index("building"), self._shared[1], 0.0, time.time()]
             try:
                 self._build()
-            except Exception:                     # the old index keeps serving; the next rebuild change retries
+                failures = 0
+            except Exception:                     # the old index keeps serving; a few retries, then the next load
                 log.exception("index rebuild failed; still answering from generation %d", self.service.generation)
                 self._shared[0] = STATES.index("failed")
+                if failures < len(self.retry_after):
+                    time.sleep(self.retry_after[failures])
+                    failures += 1
+                    with self._lock:
+                        self._pending = max(target, self._pending or 0)
 
     def _build(self) -> None:
         service = self.service
