@@ -54,6 +54,13 @@ def _bulk_load(store) -> None:
         record_change(connection, "rebuild")
 
 
+def _bulk_load_building(client, store, keys, reading_done) -> None:
+    """A bulk load, a request by which the worker learns of it, and its build past reading the store."""
+    _bulk_load(store)
+    _best_record(client, keys["ems"], NEWCOMER_SUBJECT)
+    assert reading_done.wait(30)
+
+
 def _best_record(client, key, subject) -> str | None:
     answer = client.post("/v1/match", json={"subject": subject, "purpose": "EMERGENCY"},
                          headers={"Authorization": f"Bearer {key}"})
@@ -93,9 +100,7 @@ def test_a_record_deleted_during_the_build_is_answered_by_neither_index(served, 
     assert client.post("/v1/records", json={"record_id": victim, "agency": "METRO_PD", **subject},
                        headers={"Authorization": f"Bearer {admin}"}).status_code == 201
     assert _best_record(client, keys["ems"], subject) == shown_record(store, victim)
-    _bulk_load(store)
-    _best_record(client, keys["ems"], NEWCOMER_SUBJECT)                    # the worker learns of the rebuild
-    assert reading_done.wait(30)                                             # the new index's snapshot holds the victim
+    _bulk_load_building(client, store, keys, reading_done)                   # its snapshot holds the victim
     assert client.delete(f"/v1/records/{victim}", headers={"Authorization": f"Bearer {admin}"}).status_code == 204
     assert _best_record(client, keys["ems"], subject) != shown_record(store, victim)     # old index: gone at once
     release.set()
@@ -107,9 +112,7 @@ def test_a_record_deleted_during_the_build_is_answered_by_neither_index(served, 
 def test_a_key_revoked_during_the_build_stays_refused_after_the_swap(served, held_build):
     client, service, store, keys = served
     release, reading_done = held_build
-    _bulk_load(store)
-    _best_record(client, keys["ems"], NEWCOMER_SUBJECT)
-    assert reading_done.wait(30)
+    _bulk_load_building(client, store, keys, reading_done)
     revoke_key(store, "ems-1")
     headers = {"Authorization": f"Bearer {keys['ems']}"}
     assert client.post("/v1/match", json={"subject": NEWCOMER_SUBJECT, "purpose": "EMERGENCY"},
@@ -141,9 +144,7 @@ def test_a_failed_build_leaves_the_old_index_answering_and_says_so(served, monke
 def test_a_second_bulk_load_during_a_build_is_built_after_it(served, held_build):
     client, service, store, keys = served
     release, reading_done = held_build
-    _bulk_load(store)
-    _best_record(client, keys["ems"], NEWCOMER_SUBJECT)
-    assert reading_done.wait(30)
+    _bulk_load_building(client, store, keys, reading_done)
     with store.begin() as connection:
         connection.execute(insert(records).values(**{**NEWCOMER, "record_id": "BULK-NEW-2", "given_name": "Philomena"}))
         connection.execute(insert(clusters).values(record_id="BULK-NEW-2", person_id="P-BULK-NEW-2"))

@@ -219,13 +219,13 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
         summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, attached, rest))
         return
     with store.begin() as connection:
-        bulk_upsert(connection, records, "record_id", record_rows)
+        bulk_upsert(connection, records, record_rows)
         _, deleted = written_since(connection, position)          # records deleted since the load read the store
         if deleted & attached:
             raise StagingConflict(f"record {sorted(deleted & attached)[0]!r}, which this load hangs items or "
                                   f"consents on, was deleted while the load was linked: nothing was written")
         if person_rows is not None:      # every record read has a row here; one written since keeps its own
-            bulk_upsert(connection, clusters, "record_id", [r for r in person_rows if r["record_id"] not in deleted])
+            bulk_upsert(connection, clusters, [r for r in person_rows if r["record_id"] not in deleted])
         open_pairs(connection, [p for p in summary.review_pairs if not {p["record_id_l"], p["record_id_r"]} & deleted],
                    summary.review_reason, now)
         rest(connection)

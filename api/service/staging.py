@@ -43,7 +43,7 @@ from sqlalchemy import Connection
 
 from api.service.changes import changes_after, written_since
 from api.service.stewardship import open_staged_pairs
-from api.service.store import Store, clusters, records, review_pairs
+from api.service.store import Store, clusters, records, review_pairs, sqlite_upsert
 
 STAGE_ROWS = 50_000
 STAGED, RETIRED = "staged", "retired"
@@ -161,17 +161,11 @@ def _copy_live(store: Store, table, staged: str) -> float:
 def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
     """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction; the longest
     transaction's seconds."""
-    columns = [c.name for c in table.columns]
-    key = table.primary_key.columns.keys()[0]
-    names = ", ".join(f'"{c}"' for c in columns)
-    statement = (f'INSERT INTO "{staged}" ({names}) VALUES ({", ".join("?" * len(columns))}) '
-                 f'ON CONFLICT ("{key}") DO UPDATE SET ' + ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c != key))
     longest = 0.0
     for start in range(0, len(rows), STAGE_ROWS):
-        values = [tuple(row.get(c) for c in columns) for row in rows[start: start + STAGE_ROWS]]
         began = time.perf_counter()
         with store.begin_unchecked() as connection:
-            connection.exec_driver_sql(statement, values)
+            sqlite_upsert(connection, table, rows[start: start + STAGE_ROWS], into=staged)
         longest = max(longest, time.perf_counter() - began)
     return longest
 
