@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from matching.standardise import LIST_COLUMNS, NUMERIC_COLUMNS
+from matching.strings import FEATURES, StringTable
 
 NULL = -1
 STR, LIST, NUM = "str", "list", "num"
@@ -51,10 +52,7 @@ class Vocabulary:
     """Strings and lists <-> integer codes, shared by all columns of an index."""
 
     def __init__(self) -> None:
-        self.strings: list[str] = []
-        self._array = np.empty(0, dtype=object)      # `strings` as an array for vectorised decoding
-        self._filled = 0                             # how many of `strings` `_array` holds
-        self._code: dict[str, int] = {}
+        self.strings = StringTable()
         self.lists: list[frozenset] = []           # members as string codes
         self.list_lengths: list[int] = []          # element count, duplicates included (DuckDB's array_length)
         self._list_code: dict[tuple[int, ...], int] = {}
@@ -65,11 +63,11 @@ class Vocabulary:
 
     # ------------------------------------------------------------- adding
     def code(self, value: str) -> int:
-        found = self._code.get(value)
-        if found is None:
-            found = self._code[value] = len(self.strings)
-            self.strings.append(value)
-        return found
+        return self.strings.code(value)
+
+    def freeze(self) -> None:
+        """Hold the strings added so far in flat buffers that forked workers share (`matching.strings`)."""
+        self.strings.freeze()
 
     def list_code(self, values) -> int:
         members = tuple(self.code(v) for v in values if v is not None)
@@ -97,7 +95,7 @@ class Vocabulary:
     # ------------------------------------------------------------- queries
     def find(self, value: str, extras: Extras) -> int:
         """The code of `value`, or a temporary one in `extras` if no record has it."""
-        found = self._code.get(value)
+        found = self.strings.get(value)
         if found is None:
             found = extras.codes.get(value)
         if found is not None:
@@ -135,19 +133,23 @@ class Vocabulary:
     def decode(self, codes: np.ndarray, extras: Extras | None = None) -> np.ndarray:
         """The strings of many (non-null) codes, as an object array."""
         n = len(self.strings)
-        if self._filled < n:
-            if len(self._array) < n:
-                grown = np.empty(max(n, 2 * len(self._array)), dtype=object)
-                grown[: self._filled] = self._array[: self._filled]
-                self._array = grown
-            self._array[self._filled: n] = self.strings[self._filled: n]
-            self._filled = n
+        out = np.empty(len(codes), dtype=object)
         known = codes < n
         if known.all():
-            return self._array[codes]
-        out = np.empty(len(codes), dtype=object)
-        out[known] = self._array[codes[known]]
+            out[:] = self.strings.take(codes)
+            return out
+        out[known] = self.strings.take(codes[known])
         out[~known] = [extras.strings[int(c)] for c in codes[~known]]
+        return out
+
+    def feature(self, name: str, codes: np.ndarray, extras: Extras | None = None) -> np.ndarray:
+        """A number of each (non-null) code's string (`matching.strings.FEATURES`), query-only codes included."""
+        known = codes < len(self.strings)
+        if known.all():
+            return self.strings.feature(name, codes)
+        out = np.empty(len(codes), dtype=np.float64)
+        out[known] = self.strings.feature(name, codes[known])
+        out[~known] = [FEATURES[name](extras.strings[int(c)]) for c in codes[~known]]
         return out
 
     def members(self, code: int, extras: Extras | None = None) -> frozenset:

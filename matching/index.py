@@ -7,7 +7,8 @@ nickname-canonical or phonetic given name, or a phonetic surname, with an *appro
 year (looked up at every year within `YEAR_SLACK` of the estimate); a phone number alone; a
 surname alone; a phonetic surname or a canonical given name with a postcode.
 
-Records are stored integer-encoded (`matching.encoding`). Per key, a sorted array of 64-bit
+Records are stored integer-encoded (`matching.encoding`), their record and person ids as codes
+into flat string tables (`matching.strings`), so a query writes nothing a forked worker shares. Per key, a sorted array of 64-bit
 key hashes and the matching record slots (12 bytes per record per key) is searched by
 bisection; records added after the build go to a small hash map beside it, so an added
 record is a candidate for the very next query. A hash collision can only add a candidate,
@@ -29,6 +30,7 @@ from sqlglot import exp
 
 from matching.encoding import LIST, NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
 from matching.scorer import TermFrequencies
+from matching.strings import StringTable
 
 #: Keys for partial queries (same column on both sides); see module docstring.
 PARTIAL_KEYS: tuple[tuple[str, ...], ...] = (
@@ -142,12 +144,15 @@ class CandidateIndex:
         self.kinds: dict[str, str] = {}
         self.vocab = Vocabulary()
         self.data: dict[str, np.ndarray] = {}
-        self.record_ids = np.empty(0, dtype=object)
-        self.person_ids = np.empty(0, dtype=object)
+        # Ids as codes into flat string tables (matching.strings), so queries never touch shared Python objects.
+        self.records = StringTable()                    # every record id ever indexed
+        self.persons = StringTable()                    # every person id ever used (new ids avoid them)
+        self.record_code = np.empty(0, dtype=np.int32)  # per slot
+        self.person_code = np.empty(0, dtype=np.int32)  # per slot
+        self.slot_by_record = np.empty(0, dtype=np.int32)   # per record code: its live slot, or -1
         self.alive = np.empty(0, dtype=bool)
         self.size = 0                                   # slots used (alive or deleted)
-        self.slot_of: dict[str, int] = {}
-        self.person_id_set: set[str] = set()            # every person id ever used (new ids avoid them)
+        self.slot_of = SlotMap(self)                    # record id -> live slot
         self.tf = TermFrequencies(tf_columns)
         # One table for every spec: key hashes (folded with the spec's number) sorted, and their slots,
         # so a query's probes of all specs are looked up by one searchsorted.
@@ -173,14 +178,14 @@ class CandidateIndex:
         self.data = {c: np.concatenate(p) if p else empty[self.kinds[c]] for c, p in parts.items()}
         if any(len(v) != n for v in self.data.values()):
             raise ValueError("the standardised chunks do not cover every record id")
-        self.record_ids = _as_object(record_ids)
-        self.person_ids = _as_object(person_ids)
+        self.records, self.persons = StringTable(), StringTable()
+        self.record_code = _codes(self.records, record_ids)
+        if len(self.records) != n:
+            raise ValueError("record ids are not unique")
+        self.slot_by_record = np.arange(n, dtype=np.int32)
+        self.person_code = _codes(self.persons, person_ids)
         self.alive = np.ones(n, dtype=bool)
         self.size = n
-        self.slot_of = {rid: i for i, rid in enumerate(self.record_ids.tolist())}
-        if len(self.slot_of) != n:
-            raise ValueError("record ids are not unique")
-        self.person_id_set = set(self.person_ids.tolist())
         for c in self.tf.counts:
             self.tf.add(c, self.data[c])
         key_parts, slot_parts = [], []
@@ -198,6 +203,8 @@ class CandidateIndex:
         del keys
         self._slots = np.concatenate(slot_parts)[order] if slot_parts else np.empty(0, dtype=np.int32)
         self._delta = {}
+        for table in (self.vocab, self.records, self.persons):
+            table.freeze()
 
     # ---------------------------------------------------------------- lookup
     def encode_query(self, query: Mapping[str, object], extras: Extras) -> dict[str, Vec]:
@@ -255,6 +262,29 @@ class CandidateIndex:
         """The records at `slots`, column by column, sliced only when a comparison asks."""
         return Rows(self, slots)
 
+    def record_id(self, slot: int) -> str:
+        return self.records.text(int(self.record_code[slot]))
+
+    def record_ids_at(self, slots: np.ndarray) -> list[str]:
+        return self.records.take(self.record_code[slots])
+
+    def person_id(self, slot: int) -> str:
+        return self.persons.text(int(self.person_code[slot]))
+
+    def person_of(self, record_id: str) -> str:
+        """The person of an indexed record (KeyError if it is not indexed)."""
+        return self.person_id(self.slot_of[record_id])
+
+    def has_records(self, person_id: str) -> bool:
+        """Whether any live record belongs to `person_id`."""
+        code = self.persons.get(person_id)
+        return code is not None and bool(np.any((self.person_code[: self.size] == code) & self.alive[: self.size]))
+
+    @property
+    def person_id_set(self) -> StringTable:
+        """Every person id ever used here (`in` only): new ids avoid them."""
+        return self.persons
+
     @property
     def n_records(self) -> int:
         return int(self.alive[: self.size].sum())
@@ -265,43 +295,64 @@ class CandidateIndex:
         if record_id in self.slot_of:
             raise KeyError(f"record {record_id!r} is already indexed")
         slot = self.size
-        if slot >= len(self.record_ids):
-            self._grow(max(16, 2 * len(self.record_ids)))
+        if slot >= len(self.record_code):
+            self._grow(max(16, 2 * len(self.record_code)))
         for c, column in self.data.items():
             value = np.empty(1, dtype=object)
             value[0] = record.get(c)
             column[slot] = self.vocab.encode(value, self.kinds[c])[0]
-        self.record_ids[slot] = record_id
-        self.person_ids[slot] = person_id
-        self.person_id_set.add(person_id)
+        code = self.records.code(record_id)
+        if code >= len(self.slot_by_record):
+            self.slot_by_record = _grown(self.slot_by_record, max(16, 2 * code + 1), -1)
+        self.slot_by_record[code] = slot
+        self.record_code[slot] = code
+        self.person_code[slot] = self.persons.code(person_id)
         for c in self.tf.counts:
             self.tf.add(c, self.data[c][slot: slot + 1])
         for k, spec in enumerate(self.specs):
             parts = [self.data[c][slot: slot + 1] for c in spec.right]
             if not any(vec(self.kinds[c], part).null[0] for c, part in zip(spec.right, parts)):
                 self._delta.setdefault(int(_spec_hashes(k, parts)[0]), []).append(slot)
-        self.slot_of[record_id] = slot
         self.alive[slot] = True
         self.size = slot + 1
         return slot
 
     def delete(self, record_id: str) -> int:
         """Remove a record from every future answer (its slot is tombstoned)."""
-        slot = self.slot_of.pop(record_id)
+        slot = self.slot_of[record_id]
+        self.slot_by_record[self.record_code[slot]] = -1
         self.alive[slot] = False
         for c in self.tf.counts:
             self.tf.add(c, self.data[c][slot: slot + 1], sign=-1)
         return slot
 
     def _grow(self, capacity: int) -> None:
-        def grown(a: np.ndarray, fill) -> np.ndarray:
-            out = np.full(capacity, fill, dtype=a.dtype)
-            out[: len(a)] = a
-            return out
-        self.data = {c: grown(v, np.nan if self.kinds[c] == NUM else NULL) for c, v in self.data.items()}
-        self.record_ids = grown(self.record_ids, None)
-        self.person_ids = grown(self.person_ids, None)
-        self.alive = grown(self.alive, False)
+        self.data = {c: _grown(v, capacity, np.nan if self.kinds[c] == NUM else NULL) for c, v in self.data.items()}
+        self.record_code = _grown(self.record_code, capacity, -1)
+        self.person_code = _grown(self.person_code, capacity, -1)
+        self.alive = _grown(self.alive, capacity, False)
+
+
+class SlotMap(Mapping):
+    """Record id -> live slot of an index, read from its flat tables."""
+
+    def __init__(self, index: CandidateIndex):
+        self._index = index
+
+    def __getitem__(self, record_id: str) -> int:
+        index = self._index
+        code = index.records.get(record_id) if isinstance(record_id, str) else None
+        slot = -1 if code is None or code >= len(index.slot_by_record) else int(index.slot_by_record[code])
+        if slot < 0:
+            raise KeyError(record_id)
+        return slot
+
+    def __iter__(self):
+        index = self._index
+        return iter(index.record_ids_at(np.flatnonzero(index.alive[: index.size])))
+
+    def __len__(self) -> int:
+        return self._index.n_records
 
 
 class Rows(Mapping):
@@ -322,6 +373,18 @@ class Rows(Mapping):
 
     def __len__(self) -> int:
         return len(self._index.data)
+
+
+def _grown(a: np.ndarray, capacity: int, fill) -> np.ndarray:
+    out = np.full(capacity, fill, dtype=a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+def _codes(table: StringTable, values) -> np.ndarray:
+    """Codes of many ids in `table` (adding new ones), each distinct id looked up once."""
+    codes, uniques = pd.factorize(pd.Series(_as_object(values), dtype=object).astype(str))
+    return table.extend(uniques)[codes].astype(np.int32)
 
 
 def _as_object(values) -> np.ndarray:

@@ -18,8 +18,10 @@ the other length k (its candidates).
 from __future__ import annotations
 
 import operator
+import os
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from fractions import Fraction
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import sqlglot
@@ -27,6 +29,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA, DamerauLevenshtein, Jaro, JaroWinkler, Levenshtein
 from sqlglot import exp
 
+from matching.duckdb_backend import duckdb_fuses_winkler
 from matching.encoding import LIST, NUM, STR, Extras, Vec, Vocabulary
 
 Side = Mapping[str, Vec]
@@ -86,7 +89,7 @@ _SIMILARITIES = (JaroWinkler.similarity, Jaro.similarity)
 #: `damerau_levenshtein(a, b) <= 1` is decided exactly by the optimal string alignment distance (the two
 #: differ only from distance 2 on), which rapidfuzz computes three times faster, with an early exit past 1.
 _AT_MOST_ONE_EDIT = {"scorer": OSA.distance, "score_cutoff": 1}
-_COMPARISONS = {exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge,
+COMPARISONS = {exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge,
                 exp.LT: operator.lt, exp.LTE: operator.le}
 
 
@@ -119,6 +122,8 @@ def _metric(scorer, p: Pairs, a: Vec, b: Vec, **cutoff) -> Vec:
     def run(ca: np.ndarray, cb: np.ndarray) -> np.ndarray:
         left, right = p.strings(ca), p.strings(cb)
         values = process.cpdist(left, right, scorer=scorer, dtype=np.float64, **cutoff)
+        if scorer is JaroWinkler.similarity:
+            values = winkler_as_duckdb(left, right, values)
         if scorer in _SIMILARITIES:
             # DuckDB scores two empty strings 0.0 (rapidfuzz: 1.0).
             empty = p.vocab.find("", p.extras)
@@ -141,10 +146,30 @@ def _metric_one_query(scorer, p: Pairs, a: Vec, b: Vec, cutoff: dict) -> Vec:
         # (query, candidate) in the order the SQL names them; the metrics are symmetric all the same
         values = (process.cdist(query, strings, scorer=scorer, dtype=np.float64, **cutoff)[0] if one_left else
                   process.cdist(strings, query, scorer=scorer, dtype=np.float64, **cutoff)[:, 0])
+        if scorer is JaroWinkler.similarity:
+            queries = [query[0]] * len(strings)
+            values = winkler_as_duckdb(*((queries, strings) if one_left else (strings, queries)), values)
         if scorer in _SIMILARITIES and query[0] == "":
             values = np.where(codes == single.values[0], 0.0, values)    # DuckDB: two empty strings score 0.0
         out[rows] = values[inverse]
     return Vec(NUM, out, many.null.copy())
+
+
+def winkler_as_duckdb(left: Sequence[str], right: Sequence[str], values: np.ndarray) -> np.ndarray:
+    """RapidFuzz's Jaro-Winkler similarities with the Winkler boost s + w (1 - s) rounded once, as a
+    fused multiply-add, where this machine's DuckDB computes it so (`duckdb_fuses_winkler`): the two
+    differ in the last bit for some pairs, which decides a threshold such as `>= 0.92` (exactly 0.92
+    for '1484 JOHNSON DR' and '1863 JOHNSON DR' in DuckDB, 0.9199999999999999 in RapidFuzz)."""
+    if not duckdb_fuses_winkler():
+        return values
+    out = values.copy()
+    for k in np.flatnonzero(values > 0.7):      # the boost applies only above 0.7, and only raises
+        a, b = left[k], right[k]
+        prefix = len(os.path.commonprefix([a[:4], b[:4]]))
+        sim = Jaro.similarity(a, b)
+        if prefix and sim > 0.7:
+            out[k] = min(float(Fraction(prefix * 0.1) * Fraction(1.0 - sim) + Fraction(sim)), 1.0)
+    return out
 
 
 def _num(vec: Vec, node: exp.Expression) -> np.ndarray:
@@ -153,7 +178,7 @@ def _num(vec: Vec, node: exp.Expression) -> np.ndarray:
     return np.where(vec.null, 0.0, vec.values)
 
 
-class _Compiler:
+class LevelCompiler:
     """Turns a sqlglot tree into a function of `Pairs`, node by node."""
 
     def __init__(self, sql: str):
@@ -189,7 +214,7 @@ class _Compiler:
         if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
             value = self.value(node.this)
             return lambda p: (lambda v: Truth(v.null, ~v.null))(value(p))
-        if type(node) in _COMPARISONS:
+        if type(node) in COMPARISONS:
             return self.comparison(node)
         if isinstance(node, exp.ArrayContains):
             return self.array_contains(node)
@@ -199,8 +224,8 @@ class _Compiler:
         raise self.fail(node)
 
     def comparison(self, node: exp.Expression) -> Callable[[Pairs], Truth]:
-        op = _COMPARISONS[type(node)]
-        if _at_most_one_edit(node):
+        op = COMPARISONS[type(node)]
+        if at_most_one_edit(node):
             a = self.cached(node.left, self.metric(node.left, **_AT_MOST_ONE_EDIT), key="at most one edit: ")
         else:
             a = self.value(node.left)
@@ -268,13 +293,12 @@ class _Compiler:
             inner = self.value(node.this)
             return lambda p: (lambda v: Vec(NUM, np.abs(_num(v, node)), v.null))(inner(p))
         if isinstance(node, exp.Length):
-            return self.cached(node, self.per_string(node.this, len))
+            return self.cached(node, self.per_string(node.this, "length"))
         if isinstance(node, exp.Ascii):           # ascii(x): first character; ascii(reverse(x)): last
             last = isinstance(node.this, exp.Reverse)
-            return self.cached(node, self.per_string(node.this.this if last else node.this,
-                                                     _last_code if last else _first_code))
+            return self.cached(node, self.per_string(node.this.this if last else node.this, "last" if last else "first"))
         if isinstance(node, exp.ArraySize):
-            if _function_name(node.this) in ("list_intersect", "array_intersect"):
+            if function_name(node.this) in ("list_intersect", "array_intersect"):
                 return self.intersection_size(node.this)
             inner = self.value(node.this)
 
@@ -285,7 +309,7 @@ class _Compiler:
                 lengths = np.array([0 if n else p.vocab.length(int(c), p.extras) for c, n in zip(v.values, v.null)], dtype=np.float64)
                 return Vec(NUM, lengths, v.null)
             return size
-        name = _function_name(node)
+        name = function_name(node)
         if name in _STRING_METRICS:
             return self.cached(node, self.metric(node, _STRING_METRICS[name]))
         raise self.fail(node)
@@ -318,21 +342,19 @@ class _Compiler:
         both = self.operands(node, STR)
         return lambda p: _metric(scorer, p, *both(p), **cutoff)
 
-    def per_string(self, node: exp.Expression, fn: Callable[[str], int]) -> Callable[[Pairs], Vec]:
-        """A number from each text value (its length, a character's code), once per distinct value.
-        Standardised values are plain ASCII, so DuckDB's grapheme count and Spark's character
-        count agree with Python's."""
+    def per_string(self, node: exp.Expression, feature: str) -> Callable[[Pairs], Vec]:
+        """A number from each text value (`matching.strings.FEATURES`: its length, a character's code), kept
+        per vocabulary code. Standardised values are plain ASCII, so DuckDB's grapheme count and Spark's
+        character count agree with Python's."""
         inner = self.value(node)
 
         def run(p: Pairs) -> Vec:
             v = inner(p)
             if v.kind != STR:
                 raise self.fail(node)
-            if len(v.values) == 1:
-                return Vec(NUM, np.array([0.0 if v.null[0] else float(fn(p.strings(v.values)[0]))]), v.null)
-            rows, _, inverse, strings = p.distinct(v)
             out = np.zeros(len(v.values), dtype=np.float64)
-            out[rows] = np.array([fn(text) for text in strings], dtype=np.float64)[inverse]
+            rows = np.flatnonzero(~v.null)
+            out[rows] = p.vocab.feature(feature, v.values[rows], p.extras)
             return Vec(NUM, out, v.null)
         return run
 
@@ -381,24 +403,16 @@ def _overlap_counts(p: Pairs, code: int, is_null: bool, many: Vec) -> np.ndarray
     return np.where(codes[at] == many.values, counts[at], 0).astype(np.float64)
 
 
-def _first_code(text: str) -> int:
-    return ord(text[0]) if text else 0              # DuckDB and Spark: ascii('') = 0
-
-
-def _last_code(text: str) -> int:
-    return ord(text[-1]) if text else 0
-
-
-def _at_most_one_edit(node: exp.Expression) -> bool:
+def at_most_one_edit(node: exp.Expression) -> bool:
     """`damerau_levenshtein(a, b) <= 1` (or `< 2`, or `<= 0`): a predicate OSA decides exactly."""
-    if not (isinstance(node, (exp.LTE, exp.LT)) and _function_name(node.left) == "damerau_levenshtein"
+    if not (isinstance(node, (exp.LTE, exp.LT)) and function_name(node.left) == "damerau_levenshtein"
             and isinstance(node.right, exp.Literal) and not node.right.is_string):
         return False
     bound = float(node.right.this)
     return bound <= 1 if isinstance(node, exp.LTE) else bound <= 2
 
 
-def _function_name(node: exp.Expression) -> str:
+def function_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Anonymous):
         return node.name.lower()
     if isinstance(node, exp.JarowinklerSimilarity):
@@ -422,16 +436,20 @@ def compile_condition(sql: str) -> Callable[[Pairs], np.ndarray]:
     Raises `UnsupportedLevelSQL` (naming the construct) for SQL this module cannot evaluate
     with DuckDB's exact semantics, so an unsupported model fails at load, never silently.
     """
-    try:
-        tree = sqlglot.parse_one(sql, read="duckdb")
-    except sqlglot.errors.ParseError as exc:
-        raise UnsupportedLevelSQL(f"cannot parse level {sql!r}: {exc}") from None
-    truth = _Compiler(sql).truth(tree)
+    truth = LevelCompiler(sql).truth(parse_level(sql))
 
     def run(p: Pairs) -> np.ndarray:
         true = truth(p).true
         return true if true.shape == (p.n,) else np.broadcast_to(true, (p.n,))
     return run
+
+
+def parse_level(sql: str) -> exp.Expression:
+    """A level's `sql_condition` as a sqlglot tree (UnsupportedLevelSQL if it does not parse)."""
+    try:
+        return sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:
+        raise UnsupportedLevelSQL(f"cannot parse level {sql!r}: {exc}") from None
 
 
 def columns_used(sql: str) -> set[str]:

@@ -184,19 +184,21 @@ class Resolver:
         probs = probability(scores.match_weight)
         graded = np.flatnonzero(probs >= self.model_.thresholds.possible)   # only these can be answers
         # Best first; equal weights (to 1e-9) broken by record id, so answers never depend on slot order.
-        order = graded[np.lexsort((index.record_ids[slots[graded]].astype(str), -np.round(scores.match_weight[graded], 9)))]
-        seen: set[str] = set()
+        order = graded[np.lexsort((np.array(index.record_ids_at(slots[graded]), dtype=str),
+                                   -np.round(scores.match_weight[graded], 9)))]
+        seen: set[int] = set()
         out: list[Candidate] = []
         for row in order:
             grade = self.model_.thresholds.grade(float(probs[row]))
             if grade == "certain" and (scores.weights[row].min() <= -CONFLICT_BITS
                                        or corroborate and not _corroborated(scorer, scores.levels[row])):
                 grade = "probable"
-            person = index.person_ids[slots[row]]
+            person = int(index.person_code[slots[row]])
             if person in seen:
                 continue
             seen.add(person)
-            out.append(Candidate(person, index.record_ids[slots[row]], float(probs[row]), float(scores.match_weight[row]),
+            out.append(Candidate(index.person_id(slots[row]), index.record_id(slots[row]), float(probs[row]),
+                                 float(scores.match_weight[row]),
                                  grade, scorer.explain(scores, row)))
             if len(out) == self.max_candidates:
                 break
@@ -260,11 +262,9 @@ class Resolver:
             record_id = str(record["record_id"])
             if record_id not in index.slot_of:
                 raise KeyError(f"record {record_id!r} is not indexed")
-            previous = index.person_ids[index.slot_of[record_id]]
+            previous = index.person_of(record_id)
             self.delete_record(record_id)
-            live = index.person_ids[: index.size][index.alive[: index.size]]
-            alone = not bool(np.any(live == previous))
-            return self.add_record(record, keep_person=previous if alone else None)
+            return self.add_record(record, keep_person=None if index.has_records(previous) else previous)
 
     def delete_record(self, record_id: str) -> None:
         """Remove a record from every later answer."""

@@ -199,7 +199,7 @@ def test_match_merges_the_two_persons_and_undo_restores_them_exactly(county):
         event = connection.execute(select(person_events).where(person_events.c.event_id == effect["event_id"])).first()
     assert (event.kind, event.person_id, event.related_person_id, event.reviewer) == ("merge", kept, merged, "st-1")
     for record_id in effect["record_ids"]:
-        assert service.resolver.index_.person_ids[service.resolver.index_.slot_of[record_id]] == kept
+        assert service.resolver.index_.person_of(record_id) == kept
     assert review.recent_decisions(store, reviewer="st-1")[0]["decision_id"] == result["decision_id"]
     undone = _undo(client, keys["steward"], result["decision_id"])
     assert undone["undone_at"] and set(undone["effect"]["restored"]["records"].values()) == {merged}

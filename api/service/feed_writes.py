@@ -84,7 +84,7 @@ def _link_and_store(service, resolver, principal: Principal, record: dict, exist
     """Resolve the record into `resolver` (this worker's index, whose lock the caller holds), then store it, its
     person, its review pair, the change and the audit event in one transaction; the index change is undone if
     that fails. An index swapped in meanwhile (api.service.rebuild) gets the record from the change feed."""
-    previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]] if existed else None
+    previous = resolver.index_.person_of(record["record_id"]) if existed else None
     outcome = resolver.update_record(record) if existed else resolver.add_record(record)
     now = datetime.now(timezone.utc).isoformat()
     try:

@@ -366,7 +366,7 @@ def _link(store: Store, existing: pd.DataFrame, batch: pd.DataFrame, model: Matc
             record = {k: v for k, v in record.items() if v is not None}
             previous = None
             if record["record_id"] in resolver.index_.slot_of:
-                previous = resolver.index_.person_ids[resolver.index_.slot_of[record["record_id"]]]
+                previous = resolver.index_.person_of(record["record_id"])
                 outcome = resolver.update_record(record)
             else:
                 outcome = resolver.add_record(record)
