@@ -45,7 +45,7 @@ class Extras:
     strings: dict[int, str] = field(default_factory=dict)
     lists: dict[int, frozenset] = field(default_factory=dict)
     list_lengths: dict[int, int] = field(default_factory=dict)
-    codes: dict[str, int] = field(default_factory=dict)       # `strings` the other way round: one lookup per word
+    codes: dict[str, int] = field(default_factory=dict)       # every string this query looked up -> its code
 
 
 class Vocabulary:
@@ -53,6 +53,7 @@ class Vocabulary:
 
     def __init__(self) -> None:
         self.strings = StringTable()
+        self._constants: dict[str, int] = {}        # a model's literals found in the table (`find_constant`)
         self.lists: list[frozenset] = []           # members as string codes
         self.list_lengths: list[int] = []          # element count, duplicates included (DuckDB's array_length)
         self._list_code: dict[tuple[int, ...], int] = {}
@@ -95,14 +96,29 @@ class Vocabulary:
     # ------------------------------------------------------------- queries
     def find(self, value: str, extras: Extras) -> int:
         """The code of `value`, or a temporary one in `extras` if no record has it."""
-        found = self.strings.get(value)
+        found = extras.codes.get(value)
         if found is None:
-            found = extras.codes.get(value)
-        if found is not None:
-            return found
-        code = len(self.strings) + len(extras.strings)
-        extras.strings[code], extras.codes[value] = value, code
-        return code
+            self.prefetch([value], extras)
+            found = extras.codes[value]
+        return found
+
+    def find_constant(self, value: str, extras: Extras) -> int:
+        """`find` for a model's string literals ('JR', 'X'): a code in the table never changes, so it is kept."""
+        found = self._constants.get(value)
+        if found is None:
+            found = self.find(value, extras)
+            if found < len(self.strings):
+                self._constants[value] = found
+        return found
+
+    def prefetch(self, values: list[str], extras: Extras) -> None:
+        """Look up many of a query's strings at once (one bisection of the vocabulary's hashes), into `extras`."""
+        values = [v for v in dict.fromkeys(values) if v not in extras.codes]
+        for value, found in zip(values, self.strings.get_many(values)):
+            if found is None:
+                found = len(self.strings) + len(extras.strings)
+                extras.strings[found] = value
+            extras.codes[value] = found
 
     def find_list(self, values, extras: Extras) -> int:
         members = tuple(self.find(v, extras) for v in values if v is not None)
@@ -116,6 +132,9 @@ class Vocabulary:
 
     def encode_query(self, row: Mapping[str, object], kinds: Mapping[str, str], extras: Extras) -> dict[str, Vec]:
         """One standardised query as length-1 vectors, without growing the vocabulary."""
+        self.prefetch([v for name, kind in kinds.items() if (v := row.get(name)) is not None and kind == STR]
+                      + [m for name, kind in kinds.items() if kind == LIST for m in (row.get(name) or ()) if m is not None],
+                      extras)
         out = {}
         for name, kind in kinds.items():
             value = row.get(name)

@@ -276,7 +276,7 @@ class LevelCompiler:
         if isinstance(node, exp.Literal):
             if node.is_string:
                 text = node.this
-                return lambda p: Vec(STR, np.array([p.vocab.find(text, p.extras)]), np.zeros(1, dtype=bool))
+                return lambda p: Vec(STR, np.array([p.vocab.find_constant(text, p.extras)]), np.zeros(1, dtype=bool))
             const = Vec(NUM, np.array([float(node.this)]), np.zeros(1, dtype=bool))
             return lambda p: const
         if isinstance(node, exp.Null):

@@ -18,7 +18,9 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from matching.duckdb_backend import duckdb_fuses_winkler
 from matching.encoding import Extras, Vocabulary
+from matching.kernel import Kernel, build_kernel
 from matching.level_sql import Pairs, Side, columns_used, compile_condition
 from matching.splink_internals import LevelParameters, parse_model
 
@@ -109,6 +111,10 @@ class TermFrequencies:
     def values(self, column: str, codes: np.ndarray) -> np.ndarray:
         """tf per code; NaN for null codes and values no record has (query-only values)."""
         counts = self.counts[column]
+        if len(codes) == 1:                       # a query's one value: no array work
+            code, total = int(codes[0]), self.totals[column]
+            found = int(counts[code]) if 0 <= code < len(counts) else 0
+            return np.array([found / total if found > 0 and total else np.nan])
         known = (codes >= 0) & (codes < len(counts))
         out = np.full(codes.shape, np.nan)
         found = counts[codes[known]]
@@ -118,9 +124,13 @@ class TermFrequencies:
 
 
 class Scorer:
-    """Match weights of pairs under one trained Splink model (`MatcherModel.splink`)."""
+    """Match weights of pairs under one trained Splink model (`MatcherModel.splink`).
 
-    def __init__(self, splink_settings: Mapping):
+    `score` runs the model's compiled kernel (`matching.kernel`, in `kernel_`) where one could be built,
+    else `score_reference`: the numpy evaluation, level by level, that the kernel is tested against.
+    """
+
+    def __init__(self, splink_settings: Mapping, compiled: bool = True):
         parsed = parse_model(splink_settings)
         self.prior_weight_ = parsed.prior_match_weight
         self.comparisons_ = tuple(Comparison(field, tuple(_level(level) for level in levels))
@@ -132,10 +142,21 @@ class Scorer:
                     used |= columns_used(level.sql_condition)
         self.tf_columns_ = sorted({lv.tf_column for c in self.comparisons_ for lv in c.levels if lv.tf_column})
         self.columns_ = sorted(used | set(self.tf_columns_))
+        self.kernel_: Kernel | None = (build_kernel([levels for _, levels in parsed.comparisons], duckdb_fuses_winkler())
+                                       if compiled else None)
 
     def score(self, left: Side, right: Side, n: int, tf: TermFrequencies, vocab: Vocabulary,
               extras: Extras | None = None) -> Scores:
         """Score `n` pairs: `left` and `right` map column -> encoded `Vec` (length n, or 1 to broadcast)."""
+        if self.kernel_ is None:
+            return self.score_reference(left, right, n, tf, vocab, extras)
+        total, levels, weights = self.kernel_.score(Pairs(left, right, n, vocab, extras), tf.values,
+                                                    self.prior_weight_, len(self.comparisons_))
+        return Scores(total, levels, weights)
+
+    def score_reference(self, left: Side, right: Side, n: int, tf: TermFrequencies, vocab: Vocabulary,
+                        extras: Extras | None = None) -> Scores:
+        """`score` by numpy, level by level (see the class docstring)."""
         pairs = Pairs(left, right, n, vocab, extras)
         ncomp = len(self.comparisons_)
         levels = np.zeros((ncomp, n), dtype=np.int16)

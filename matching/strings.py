@@ -40,10 +40,8 @@ class StringTable:
         self._added: list[str] = []                        # codes len(frozen) … : not yet frozen
         self._added_code: dict[str, int] = {}
         self._features = {name: np.empty(0, dtype=np.int32) for name in FEATURES}   # per frozen code
-        # Code points (UTF-32) for the compiled scorer (matching.kernel): frozen strings, then the added ones.
-        self._points = np.empty(0, dtype=np.uint32)
+        self._points = np.empty(0, dtype=np.uint32)         # frozen strings' code points, for matching.kernel
         self._point_offsets = np.zeros(1, dtype=np.int64)
-        self._added_points = CodePoints()
 
     def __len__(self) -> int:
         return self.frozen + len(self._added)
@@ -63,18 +61,24 @@ class StringTable:
 
     def get(self, value: str) -> int | None:
         """The code of `value`, or None if the table does not hold it."""
-        found = self._added_code.get(value)
-        if found is not None or not self.frozen:
-            return found
-        h = np.uint64(_hash(value))
+        return self.get_many([value])[0]
+
+    def get_many(self, values: list[str]) -> list[int | None]:
+        """`get` of many strings, the frozen ones found by one bisection."""
+        out = [self._added_code.get(v) for v in values]
+        pending = [i for i, found in enumerate(out) if found is None]
+        if not pending or not self.frozen:
+            return out
         hashes = self._hashes
-        i = int(np.searchsorted(hashes, h))
-        while i < len(hashes) and hashes[i] == h:          # equal hashes: compare the text
-            code = int(self._by_hash[i])
-            if self.text(code) == value:
-                return code
-            i += 1
-        return None
+        wanted = np.fromiter((_hash(values[i]) for i in pending), dtype=np.uint64, count=len(pending))
+        for i, at, h in zip(pending, np.searchsorted(hashes, wanted).tolist(), wanted.tolist()):
+            while at < len(hashes) and int(hashes[at]) == h:          # equal hashes: compare the text
+                code = int(self._by_hash[at])
+                if self.text(code) == values[i]:
+                    out[i] = code
+                    break
+                at += 1
+        return out
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, str) and self.get(value) is not None
@@ -106,13 +110,10 @@ class StringTable:
             out[~frozen] = [fn(self.text(int(c))) for c in codes[~frozen]]
         return out
 
-    def code_points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(points, offsets) of the frozen strings and of the added ones: string i's code points are
-        points[offsets[i]:offsets[i + 1]], counting the added ones from 0."""
-        added = self._added_points
-        if added.count < len(self._added):
-            added.extend(self._added[added.count:])
-        return self._points, self._point_offsets, *added.arrays()
+    def code_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(points, offsets) of the frozen strings: string i's code points (UTF-32) are
+        points[offsets[i]:offsets[i + 1]]."""
+        return self._points, self._point_offsets
 
     def extend(self, values: Iterable[str]) -> np.ndarray:
         """Codes of many strings, adding the new ones."""
@@ -135,48 +136,17 @@ class StringTable:
         for name, fn in FEATURES.items():
             self._features[name] = np.concatenate([self._features[name], np.fromiter(
                 (fn(s) for s in self._added), dtype=np.int32, count=len(self._added))])
-        points = np.frombuffer("".join(self._added).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        points, offsets = code_points(self._added)
         self._points = np.concatenate([self._points, points])
-        lengths = np.fromiter((len(s) for s in self._added), dtype=np.int64, count=len(self._added))
-        self._point_offsets = np.concatenate([self._point_offsets, self._point_offsets[-1] + np.cumsum(lengths)])
-        self._added, self._added_code, self._added_points = [], {}, CodePoints()
-
-
-class CodePoints:
-    """Strings' code points back to back, appended to in amortised constant time per character."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._points = np.empty(16, dtype=np.uint32)
-        self._offsets = np.zeros(16, dtype=np.int64)
-
-    def extend(self, values: list[str]) -> None:
-        points = np.frombuffer("".join(values).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        used = int(self._offsets[self.count])
-        if used + len(points) > len(self._points):
-            self._points = _grown(self._points, 2 * (used + len(points)))
-        if self.count + len(values) + 1 > len(self._offsets):
-            self._offsets = _grown(self._offsets, 2 * (self.count + len(values) + 1))
-        self._points[used: used + len(points)] = points
-        lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-        self._offsets[self.count + 1: self.count + 1 + len(values)] = used + np.cumsum(lengths)
-        self.count += len(values)
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._points, self._offsets[: self.count + 1]
+        self._point_offsets = np.concatenate([self._point_offsets, self._point_offsets[-1] + offsets[1:]])
+        self._added, self._added_code = [], {}
 
 
 def code_points(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(points, offsets) of a few strings (a query's own values)."""
-    table = CodePoints()
-    table.extend(values)
-    return table.arrays()
-
-
-def _grown(a: np.ndarray, capacity: int) -> np.ndarray:
-    out = np.empty(capacity, dtype=a.dtype)
-    out[: len(a)] = a
-    return out
+    """(points, offsets) of a few strings, as `StringTable.code_points` gives them."""
+    points = np.frombuffer("".join(values).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    return points, np.concatenate([[0], np.cumsum(lengths)])
 
 
 def _hash(value: str) -> int:

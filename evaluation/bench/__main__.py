@@ -11,6 +11,7 @@
     python -m evaluation.bench service100k   # POST /v1/briefings at 200 req/s for 60 s (evaluation/bench/service.py)
     python -m evaluation.bench service100k-gthread   # ... served by one worker with 4 threads
     python -m evaluation.bench service1m     # ... over 1,000,000 records
+    python -m evaluation.bench service1m-300 # ... over 1,000,000 records at 300 req/s
     python -m evaluation.bench service-rebuild100k   # ... while a bulk ingest loads a tenth more and the index is rebuilt
     python -m evaluation.bench service-rebuild1m     # ... the same over 1,000,000 records
     python -m evaluation.bench external      # FEBRL 1-4 and evaluation/data/external/*.csv.gz beside plain Splink (evaluation/bench/external.py)
@@ -36,7 +37,7 @@ from evaluation.bench.ingest import bench_ingest1m, bench_ingest100k
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
 from evaluation.bench.rank import bench_rank200
 from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
-from evaluation.bench.service import (bench_service1m, bench_service100k, bench_service100k_gthread,
+from evaluation.bench.service import (bench_service1m, bench_service1m_300, bench_service100k, bench_service100k_gthread,
                                       bench_service_rebuild1m, bench_service_rebuild100k)
 from evaluation.bench.spark import bench_link1m_spark
 
@@ -45,6 +46,7 @@ BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1
            "resolve100k": bench_resolve100k, "resolve1m": bench_resolve1m, "rank200": bench_rank200,
            "service100k": bench_service100k, "service-rebuild100k": bench_service_rebuild100k,
            "service-rebuild1m": bench_service_rebuild1m, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
+           "service1m-300": bench_service1m_300,
            "external": bench_external, "external-resolve": bench_external_resolve,
            "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m}
 

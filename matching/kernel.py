@@ -1,0 +1,446 @@
+"""The scorer's compiled kernel: every comparison level of a query's candidates decided in one pass.
+
+`Scorer.score_reference` evaluates each level's SQL condition as a chain of numpy calls on a few
+hundred candidates: dozens of calls per query, each paying interpreter overhead around arithmetic
+that needs microseconds, and string metrics that must first decode the strings. Here each model's
+conditions become one generated Python function that numba compiles: per pair, the levels in order
+with SQL's three-valued logic, evaluated lazily (a string metric is computed only when a level
+reaching it is still undecided, and once per distinct pair of strings in a call: candidates share
+surnames and streets), the metric itself run on the vocabulary's code points where they lie
+(`matching.strings`, `matching.kernel_metrics`), then the level's weight, its term-frequency
+adjustment and the sum. Only list functions (`array_contains`, `list_intersect`) are computed
+beforehand by the numpy path's own code, and the columns are gathered once.
+
+The source depends only on the model's conditions (its weights are arguments), so models trained
+from the same comparisons share it. It is written once to a cache directory (`BRIEFING_KERNEL_CACHE`,
+default `~/.cache/briefing/kernels`) where numba keeps the machine code beside it: a process loads it
+in a fraction of a second, and `briefing serve` does so in the master, before forking its workers, so
+no request pays a compile (a first compile takes 10-20 s). Where numba is missing or a condition uses
+SQL the kernel cannot express, `build_kernel` returns None and the scorer keeps its numpy path; tests
+hold the two to the same levels and weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from sqlglot import exp
+
+from matching.encoding import NUM, STR, Vec, column_kind
+from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, at_most_one_edit,
+                                function_name, parse_level)
+from matching.splink_internals import LevelParameters
+from matching.strings import code_points
+
+log = logging.getLogger("briefing")
+
+_OPERATORS = {exp.EQ: "==", exp.NEQ: "!=", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}
+assert set(_OPERATORS) == set(COMPARISONS)
+_METRICS = {"jaro_winkler_similarity": "jaro_winkler({a}, {b}, FUSED)", "jaro_similarity": "jaro({a}, {b})",
+            "levenshtein": "levenshtein({a}, {b})"}
+_WHERE = "where(int({code}), PO, NF, XC, XO)"
+_METRICS_SOURCE = Path(__file__).with_name("kernel_metrics.py")
+
+#: What every generated kernel starts with: SQL truth values are 1 (TRUE), 0 (FALSE), -1 (NULL).
+_PRELUDE = '''
+import math
+import numpy as np
+from numba import njit
+from matching.kernel_metrics import edits_capped, jaro, jaro_winkler, levenshtein
+
+FUSED = {fused}
+
+
+@njit(cache=True)
+def t_and(a, b):
+    if a == 0 or b == 0:
+        return 0
+    if a == -1 or b == -1:
+        return -1
+    return 1
+
+
+@njit(cache=True)
+def t_or(a, b):
+    if a == 1 or b == 1:
+        return 1
+    if a == -1 or b == -1:
+        return -1
+    return 0
+
+
+@njit(cache=True)
+def known(null, value):
+    if null:
+        return -1
+    return 1 if value else 0
+
+
+@njit(cache=True)
+def where(code, PO, NF, XC, XO):
+    """Where a string's code points are: in P (the frozen strings) or X (this call's others), start, length.
+    (Indices, not a slice: a slice costs some 90 ns, the whole metric little more.)"""
+    if code < NF:
+        return True, PO[code], PO[code + 1] - PO[code]
+    k = np.searchsorted(XC, code)
+    return False, XO[k], XO[k + 1] - XO[k]
+
+
+@njit(cache=True)
+def memo_slot(K, stamp, metric, a, b):
+    """The slot of (metric, a, b) in this call's memo (>= 0), or -1 - the free slot to put it in."""
+    mask = K.shape[0] - 1
+    h = (a * 2654435761 + b * 40503 + metric * 97) & mask
+    while True:
+        if K[h, 0] != stamp:
+            return -1 - h
+        if K[h, 1] == metric and K[h, 2] == a and K[h, 3] == b:
+            return h
+        h = (h + 1) & mask
+
+
+@njit(cache=True)
+def memo_put(K, KV, slot, stamp, metric, a, b, value):
+    """Remember a metric's value for this call, while the memo is at most half full."""
+    if K[0, 4] == stamp and K[1, 4] * 2 >= K.shape[0]:
+        return
+    if K[0, 4] != stamp:
+        K[0, 4] = stamp
+        K[1, 4] = 0
+    K[1, 4] += 1
+    K[slot, 0] = stamp
+    K[slot, 1] = metric
+    K[slot, 2] = a
+    K[slot, 3] = b
+    KV[slot] = value
+
+
+@njit(cache=True)
+def tf_adjustment(left, right, minimum_u, weight, log2_u_exact):
+    if math.isnan(left) and math.isnan(right):
+        return 0.0
+    u = right if math.isnan(left) else left if math.isnan(right) else max(left, right)
+    return weight * (log2_u_exact - math.log2(max(u, minimum_u)))
+'''
+
+
+#: Slots of the per-call memo of string metrics (a power of two; filled at most half).
+MEMO_SLOTS = 1 << 14
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A compiled kernel and what it reads: leaves (columns, list functions) and term-frequency columns."""
+
+    leaves: tuple[Callable[[Pairs], Vec], ...]
+    string_leaves: tuple[int, ...]              # the leaves holding string codes
+    tf_columns: tuple[str, ...]
+    level_weights: np.ndarray                   # `level_parameters`
+    level_tf: np.ndarray
+    run: Callable
+    memos: threading.local = field(default_factory=threading.local)   # one memo per thread (the kernel drops the GIL)
+
+    def memo(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """This thread's memo (keys: stamp, metric, a, b; column 4 of rows 0/1: stamp and count) and a fresh stamp."""
+        memo = self.memos
+        if not hasattr(memo, "keys"):
+            memo.keys, memo.values, memo.stamp = np.zeros((MEMO_SLOTS, 5), dtype=np.int64), np.zeros(MEMO_SLOTS), 0
+        memo.stamp += 1
+        return memo.keys, memo.values, memo.stamp
+
+    def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray], prior: float,
+              n_comparisons: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(match weight, levels, weights) of `pairs.n` pairs, as `Scorer.score_reference` returns them."""
+        n = pairs.n
+        values = np.empty((n, len(self.leaves)), dtype=np.float64)      # a pair's leaves side by side
+        null = np.empty((n, len(self.leaves)), dtype=np.bool_)
+        for i, leaf in enumerate(self.leaves):
+            vec = leaf(pairs)
+            values[:, i] = vec.values
+            null[:, i] = vec.null
+        tf = np.empty((len(self.tf_columns), 2, n), dtype=np.float64)
+        for t, column in enumerate(self.tf_columns):
+            for s, side in enumerate("lr"):
+                tf[t, s] = tf_values(column, pairs.sides[side][column].values)     # a query's one value, broadcast
+        strings = pairs.vocab.strings
+        # strings not in the frozen buffer (the query's own, records added since the build): this call's X
+        codes = values[:, list(self.string_leaves)]
+        others = np.unique(codes[codes >= strings.frozen]).astype(np.int64)
+        vocabulary, extras = len(strings), pairs.extras.strings
+        texts = [strings.text(int(c)) if c < vocabulary else extras[int(c)] for c in others]
+        levels = np.empty((n, n_comparisons), dtype=np.int16)
+        weights = np.empty((n, n_comparisons), dtype=np.float64)
+        total = np.empty(n, dtype=np.float64)
+        points, offsets = code_points(texts)
+        self.run(values, null, tf, self.level_weights, self.level_tf, *strings.code_points(), strings.frozen,
+                 points, others, offsets, *self.memo(), prior, levels, weights, total)
+        return total, levels, weights
+
+
+class _Source:
+    """Statements of one kernel, generated from the levels' sqlglot trees."""
+
+    def __init__(self) -> None:
+        self.leaves: list[Callable[[Pairs], Vec]] = []
+        self.string_leaves: list[int] = []
+        self.leaf_at: dict[str, int] = {}
+        self.memo: dict[str, str] = {}         # metric -> its per-pair variable
+        self.lines: list[str] = []
+        self.depth = 2
+        self.temps = 0
+
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def temp(self) -> str:
+        self.temps += 1
+        return f"t{self.temps}"
+
+    def leaf(self, key: str, fn: Callable[[Pairs], Vec], kind: str = NUM) -> tuple[str, str]:
+        i = self.leaf_at.get(key)
+        if i is None:
+            i = self.leaf_at[key] = len(self.leaves)
+            self.leaves.append(fn)
+            if kind == STR:
+                self.string_leaves.append(i)
+        return f"V[r, {i}]", f"N[r, {i}]"
+
+    def truth(self, node: exp.Expression, sql: LevelCompiler) -> str:
+        """Emit statements computing `node`'s truth value; returns the variable (or literal) holding it."""
+        if isinstance(node, exp.Paren):
+            return self.truth(node.this, sql)
+        if isinstance(node, (exp.And, exp.Or)):
+            out, first = self.temp(), self.truth(node.left, sql)
+            self.emit(f"{out} = {first}")
+            self.emit(f"if {out} != {0 if isinstance(node, exp.And) else 1}:")   # else decided: skip the right
+            self.depth += 1
+            second = self.truth(node.right, sql)
+            self.emit(f"{out} = {'t_and' if isinstance(node, exp.And) else 't_or'}({out}, {second})")
+            self.depth -= 1
+            return out
+        if isinstance(node, exp.Not):
+            inner, out = self.truth(node.this, sql), self.temp()
+            self.emit(f"{out} = {inner} if {inner} == -1 else 1 - {inner}")
+            return out
+        out = self.temp()
+        if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null):
+            _, null, _ = self.value(node.this, sql)
+            self.emit(f"{out} = 1 if {null} else 0")
+        elif type(node) in _OPERATORS:
+            left = self.edits(node, sql) if at_most_one_edit(node) else self.value(node.left, sql)
+            right = self.value(node.right, sql)
+            op = _OPERATORS[type(node)]
+            if not (left[2] == right[2] == NUM or left[2] == right[2] == STR and op in ("==", "!=")):
+                raise sql.fail(node)
+            self.emit(f"{out} = known({left[1]} or {right[1]}, {left[0]} {op} {right[0]})")
+        elif isinstance(node, exp.ArrayContains):
+            value, null = self.leaf(node.sql("duckdb"), _truth_as_vec(sql.array_contains(node)))
+            self.emit(f"{out} = known({null}, {value} != 0.0)")
+        elif isinstance(node, exp.Boolean):
+            return "1" if node.this else "0"
+        else:
+            raise sql.fail(node)
+        return out
+
+    def value(self, node: exp.Expression, sql: LevelCompiler) -> tuple[str, str, str]:
+        """(value expression, null expression, kind) of a value node, after emitting what it needs."""
+        if isinstance(node, exp.Paren):
+            return self.value(node.this, sql)
+        if isinstance(node, exp.Column):
+            kind = column_kind(node.name[:-2])                       # a LIST column only for IS NULL
+            return (*self.leaf(node.name, sql.value(node), kind), kind)
+        if isinstance(node, exp.Literal):
+            if node.is_string:
+                return (*self.leaf(node.sql("duckdb"), sql.value(node), STR), STR)
+            return repr(float(node.this)), "False", NUM
+        if isinstance(node, exp.Null):
+            return "0.0", "True", NUM
+        if isinstance(node, (exp.Neg, exp.Abs)):
+            value, null, kind = self.value(node.this, sql)
+            if kind != NUM:
+                raise sql.fail(node)
+            return (f"(-{value})" if isinstance(node, exp.Neg) else f"abs({value})"), null, NUM
+        if isinstance(node, (exp.Sub, exp.Add)):
+            a, b = self.value(node.left, sql), self.value(node.right, sql)
+            if a[2] != NUM or b[2] != NUM:
+                raise sql.fail(node)
+            return f"({a[0]} {'-' if isinstance(node, exp.Sub) else '+'} {b[0]})", f"({a[1]} or {b[1]})", NUM
+        if isinstance(node, exp.Length):
+            return self.per_string(node.this, "{s}_n", sql)
+        if isinstance(node, exp.Ascii):                  # ascii(x): first character; ascii(reverse(x)): last
+            last = isinstance(node.this, exp.Reverse)
+            return self.per_string(node.this.this if last else node.this,
+                                   "(P if {s}_p else X)[{s}_0 + {s}_n - 1]" if last else "(P if {s}_p else X)[{s}_0]", sql)
+        if isinstance(node, exp.ArraySize):
+            return (*self.leaf(node.sql("duckdb"), sql.value(node)), NUM)
+        name = function_name(node)
+        if name in _METRICS:
+            return self.metric(node, _METRICS[name], sql)
+        raise sql.fail(node)
+
+    def strings(self, nodes: Sequence[exp.Expression], sql: LevelCompiler, node: exp.Expression) -> list[tuple]:
+        out = [self.value(arg, sql) for arg in nodes]
+        if any(kind != STR for _, _, kind in out):
+            raise sql.fail(node)
+        return out
+
+    def per_string(self, arg: exp.Expression, formula: str, sql: LevelCompiler) -> tuple[str, str, str]:
+        """A number of one string (its length, a character's code; 0 for an empty string), per pair."""
+        [(code, null, _)] = self.strings([arg], sql, arg)
+        out, s = self.temp(), self.temp()
+        self.emit(f"{out} = 0.0")
+        self.emit(f"if not {null}:")
+        self.emit(f"    {s}_p, {s}_0, {s}_n = {_WHERE.format(code=code)}")
+        self.emit(f"    {out} = float({formula.format(s=s)}) if {s}_n else 0.0")
+        return out, null, NUM
+
+    def metric(self, node: exp.Expression, formula: str, sql: LevelCompiler) -> tuple[str, str, str]:
+        """A string metric, computed at most once per pair, when a condition first reaches it."""
+        args = _arguments(node)
+        if len(args) != 2:
+            raise sql.fail(node)
+        (ca, na, _), (cb, nb, _) = self.strings(args, sql, node)
+        key = formula + node.sql("duckdb")
+        var = self.memo.get(key)
+        if var is None:
+            var = self.memo[key] = f"m{len(self.memo)}"
+        metric = list(self.memo).index(key)
+        self.emit(f"if not {var}_done and not ({na} or {nb}):")     # once per pair, and per query value pair
+        self.emit(f"    {var}_slot = memo_slot(K, stamp, {metric}, int({ca}), int({cb}))")
+        self.emit(f"    if {var}_slot >= 0:")
+        self.emit(f"        {var} = KV[{var}_slot]")
+        self.emit("    else:")
+        self.emit(f"        {var}_ap, {var}_a0, {var}_an = {_WHERE.format(code=ca)}")
+        self.emit(f"        {var}_bp, {var}_b0, {var}_bn = {_WHERE.format(code=cb)}")
+        a, b = (f"P if {var}_{x}p else X, {var}_{x}0, {var}_{x}n" for x in "ab")
+        self.emit(f"        {var} = {formula.format(a=a, b=b)}")
+        self.emit(f"        memo_put(K, KV, -1 - {var}_slot, stamp, {metric}, int({ca}), int({cb}), {var})")
+        self.emit(f"    {var}_done = True")
+        return var, f"({na} or {nb})", NUM
+
+    def edits(self, node: exp.Expression, sql: LevelCompiler) -> tuple[str, str, str]:
+        """`damerau_levenshtein(a, b)` where only whether it is at most 1 matters (`at_most_one_edit`)."""
+        return self.metric(node.left, "edits_capped({a}, {b})", sql)
+
+
+def _arguments(node: exp.Expression) -> list[exp.Expression]:
+    if isinstance(node, exp.Anonymous):
+        return list(node.expressions)
+    return [a for a in (node.this, node.expression) if a is not None]
+
+
+def _truth_as_vec(truth: Callable) -> Callable[[Pairs], Vec]:
+    def run(p: Pairs) -> Vec:
+        t = truth(p)
+        return Vec(NUM, t.true.astype(np.float64), ~(t.true | t.false))
+    return run
+
+
+def kernel_source(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) -> tuple[str, _Source, list[str]]:
+    """The kernel's source, what it reads and its term-frequency columns (UnsupportedLevelSQL if it cannot say a level).
+
+    The source holds the model's conditions, not its weights (`level_parameters`): models trained from the
+    same comparisons share one compiled kernel."""
+    source = _Source()
+    tf_columns = sorted({level.tf.column for levels in comparisons for level in levels if level.tf})
+    for j, levels in enumerate(comparisons):
+        source.emit(f"# comparison {j}")
+        chosen, closers = False, 0
+        for i, level in enumerate(levels):
+            w = f"W[{j}, {i}]"
+            if level.tf is not None:
+                t = tf_columns.index(level.tf.column)
+                w += f" + tf_adjustment(TF[{t}, 0, r], TF[{t}, 1, r], TFP[{j}, {i}, 0], TFP[{j}, {i}, 1], TFP[{j}, {i}, 2])"
+            if level.is_else:
+                source.emit(f"levels[r, {j}] = {i}")
+                source.emit(f"w = {w}")
+                chosen = True
+                break
+            hit = source.truth(parse_level(level.sql_condition), LevelCompiler(level.sql_condition))
+            source.emit(f"if {hit} == 1:")
+            source.emit(f"    levels[r, {j}] = {i}")
+            source.emit(f"    w = {w}")
+            source.emit("else:")
+            source.depth += 1
+            closers += 1
+        if not chosen:                              # no ELSE level: the numpy path leaves level 0
+            source.emit(f"levels[r, {j}] = 0")
+            source.emit(f"w = W[{j}, 0]")
+        source.depth -= closers
+        source.emit(f"weights[r, {j}] = w")
+        source.emit("s += w")
+    memo = "".join(f"        {var} = 0.0\n        {var}_done = False\n" for var in source.memo.values())
+    code = (_PRELUDE.format(fused=fused) + "\n\n@njit(cache=True, nogil=True)\n"
+            "def kernel(V, N, TF, W, TFP, P, PO, NF, X, XC, XO, K, KV, stamp, prior, levels, weights, total):\n"
+            "    for r in range(V.shape[0]):\n        s = 0.0\n        w = 0.0\n" + memo + "\n".join(source.lines)
+            + "\n        total[r] = prior + s\n")
+    return code, source, tf_columns
+
+
+def level_parameters(comparisons: Sequence[Sequence[LevelParameters]]) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's `W` (each level's weight) and `TFP` (its term-frequency minimum u, weight, log2 u_exact)."""
+    shape = (len(comparisons), max(len(levels) for levels in comparisons))
+    weights, tf = np.zeros(shape), np.zeros(shape + (3,))
+    for j, levels in enumerate(comparisons):
+        for i, level in enumerate(levels):
+            weights[j, i] = 0.0 if level.is_null or level.is_else and level.match_weight is None else level.match_weight
+            if level.tf is not None:
+                tf[j, i] = level.tf.minimum_u, level.tf.weight, math.log2(level.tf.u_exact)
+    return weights, tf
+
+
+_LOADED: dict[str, Callable] = {}
+
+
+def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) -> Kernel | None:
+    """The compiled kernel for a model's comparisons, or None (see the module docstring). `fused`: whether
+    the Winkler boost is one fused multiply-add, as in the DuckDB Splink scores with."""
+    try:
+        code, source, tf_columns = kernel_source(comparisons, fused)
+    except UnsupportedLevelSQL as exc:
+        log.info("the scorer keeps its numpy path: %s", exc)
+        return None
+    digest = hashlib.sha256((code + _METRICS_SOURCE.read_text()).encode()).hexdigest()[:16]
+    run = _LOADED.get(digest)
+    if run is None:
+        try:
+            run = _load(code, digest, (len(source.leaves), len(tf_columns), comparisons))
+        except ImportError:                  # numba is not installed: the numpy path serves
+            return None
+        _LOADED[digest] = run
+    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(tf_columns), *level_parameters(comparisons), run)
+
+
+def _load(code: str, digest: str, shape: tuple[int, int, Sequence]) -> Callable:
+    """Import the generated module from the cache directory and compile (or load) it, by one call on dummy
+    input of `shape` (leaves, term-frequency columns, comparisons)."""
+    directory = Path(os.environ.get("BRIEFING_KERNEL_CACHE") or Path.home() / ".cache" / "briefing" / "kernels")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"briefing_kernel_{digest}.py"
+    if not path.exists() or path.read_text() != code:
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(code)
+        partial.replace(path)                # atomic: a concurrent process reads a whole file
+    name = f"briefing_kernel_{digest}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    leaves, tf_columns, comparisons = shape
+    points, offsets = np.zeros(1, dtype=np.uint32), np.zeros(2, dtype=np.int64)
+    module.kernel(np.zeros((1, leaves)), np.ones((1, leaves), dtype=np.bool_), np.full((tf_columns, 2, 1), np.nan),
+                  *level_parameters(comparisons),
+                  points, offsets, 1, points, offsets[:1], offsets, np.zeros((MEMO_SLOTS, 5), dtype=np.int64),
+                  np.zeros(MEMO_SLOTS), 1, 0.0,
+                  np.zeros((1, len(comparisons)), dtype=np.int16), np.zeros((1, len(comparisons))), np.zeros(1))
+    return module.kernel
