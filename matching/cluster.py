@@ -20,7 +20,7 @@ import hashlib
 import itertools
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Container, Iterable
 
 import numpy as np
 import pandas as pd
@@ -282,7 +282,7 @@ def _must_path(must: list[tuple[int, int]], start: int, goal: int) -> list[int]:
     return path[::-1]
 
 
-def fresh_person_id(seed: str, taken: set[str]) -> str:
+def fresh_person_id(seed: str, taken: Container[str]) -> str:
     """A person id derived from a record id: deterministic, lengthened on a collision, then salted.
 
     A record that starts a person more than once (updated, re-added) finds its earlier ids taken;

@@ -8,10 +8,11 @@ year (looked up at every year within `YEAR_SLACK` of the estimate); a phone numb
 surname alone; a phonetic surname or a canonical given name with a postcode.
 
 Records are stored integer-encoded (`matching.encoding`), their record and person ids as codes
-into flat string tables (`matching.strings`), so a query writes nothing a forked worker shares. Per key, a sorted array of 64-bit
-key hashes and the matching record slots (12 bytes per record per key) is searched by
-bisection; records added after the build go to a small hash map beside it, so an added
-record is a candidate for the very next query. A hash collision can only add a candidate,
+into flat string tables (`matching.strings`), so queries leave the pages a forked worker shares
+with its master unwritten (but for list columns' members and the few records added since the build).
+Per key, a sorted array of 64-bit key hashes and the matching record slots (12 bytes per record per
+key) is searched by bisection; records added after the build go to a small hash map beside it, so
+an added record is a candidate for the very next query. A hash collision can only add a candidate,
 which the scorer then rejects. Buckets are used most specific first: a bucket over
 `max_bucket` records (a shelter's address, a very common surname) or one that would take the
 query past `max_scored` candidates (unless it is the first) is skipped and reported in

@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ import numpy as np
 from sqlglot import exp
 
 from matching.encoding import NUM, STR, Vec, column_kind
-from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, at_most_one_edit,
+from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, arguments, at_most_one_edit,
                                 function_name, parse_level)
 from matching.splink_internals import LevelParameters
 from matching.strings import code_points
@@ -138,7 +139,7 @@ def tf_adjustment(left, right, minimum_u, weight, log2_u_exact):
 MEMO_SLOTS = 1 << 14
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Kernel:
     """A compiled kernel and what it reads: leaves (columns, list functions) and term-frequency columns."""
 
@@ -158,8 +159,8 @@ class Kernel:
         memo.stamp += 1
         return memo.keys, memo.values, memo.stamp
 
-    def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray], prior: float,
-              n_comparisons: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray],
+              prior: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(match weight, levels, weights) of `pairs.n` pairs, as `Scorer.score_reference` returns them."""
         n = pairs.n
         values = np.empty((n, len(self.leaves)), dtype=np.float64)      # a pair's leaves side by side
@@ -178,8 +179,8 @@ class Kernel:
         others = np.unique(codes[codes >= strings.frozen]).astype(np.int64)
         vocabulary, extras = len(strings), pairs.extras.strings
         texts = [strings.text(int(c)) if c < vocabulary else extras[int(c)] for c in others]
-        levels = np.empty((n, n_comparisons), dtype=np.int16)
-        weights = np.empty((n, n_comparisons), dtype=np.float64)
+        levels = np.empty((n, len(self.level_weights)), dtype=np.int16)
+        weights = np.empty((n, len(self.level_weights)), dtype=np.float64)
         total = np.empty(n, dtype=np.float64)
         points, offsets = code_points(texts)
         self.run(values, null, tf, self.level_weights, self.level_tf, *strings.code_points(), strings.frozen,
@@ -194,7 +195,7 @@ class _Source:
         self.leaves: list[Callable[[Pairs], Vec]] = []
         self.string_leaves: list[int] = []
         self.leaf_at: dict[str, int] = {}
-        self.memo: dict[str, str] = {}         # metric -> its per-pair variable
+        self.memo: dict[str, int] = {}         # metric -> its number (its per-pair variable is m<number>)
         self.lines: list[str] = []
         self.depth = 2
         self.temps = 0
@@ -306,15 +307,13 @@ class _Source:
 
     def metric(self, node: exp.Expression, formula: str, sql: LevelCompiler) -> tuple[str, str, str]:
         """A string metric, computed at most once per pair, when a condition first reaches it."""
-        args = _arguments(node)
+        args = arguments(node)
         if len(args) != 2:
             raise sql.fail(node)
         (ca, na, _), (cb, nb, _) = self.strings(args, sql, node)
         key = formula + node.sql("duckdb")
-        var = self.memo.get(key)
-        if var is None:
-            var = self.memo[key] = f"m{len(self.memo)}"
-        metric = list(self.memo).index(key)
+        metric = self.memo.setdefault(key, len(self.memo))
+        var = f"m{metric}"
         self.emit(f"if not {var}_done and not ({na} or {nb}):")     # once per pair, and per query value pair
         self.emit(f"    {var}_slot = memo_slot(K, stamp, {metric}, int({ca}), int({cb}))")
         self.emit(f"    if {var}_slot >= 0:")
@@ -331,12 +330,6 @@ class _Source:
     def edits(self, node: exp.Expression, sql: LevelCompiler) -> tuple[str, str, str]:
         """`damerau_levenshtein(a, b)` where only whether it is at most 1 matters (`at_most_one_edit`)."""
         return self.metric(node.left, "edits_capped({a}, {b})", sql)
-
-
-def _arguments(node: exp.Expression) -> list[exp.Expression]:
-    if isinstance(node, exp.Anonymous):
-        return list(node.expressions)
-    return [a for a in (node.this, node.expression) if a is not None]
 
 
 def _truth_as_vec(truth: Callable) -> Callable[[Pairs], Vec]:
@@ -379,7 +372,7 @@ def kernel_source(comparisons: Sequence[Sequence[LevelParameters]], fused: bool)
         source.depth -= closers
         source.emit(f"weights[r, {j}] = w")
         source.emit("s += w")
-    memo = "".join(f"        {var} = 0.0\n        {var}_done = False\n" for var in source.memo.values())
+    memo = "".join(f"        m{k} = 0.0\n        m{k}_done = False\n" for k in source.memo.values())
     code = (_PRELUDE.format(fused=fused) + "\n\n@njit(cache=True, nogil=True)\n"
             "def kernel(V, N, TF, W, TFP, P, PO, NF, X, XC, XO, K, KV, stamp, prior, levels, weights, total):\n"
             "    for r in range(V.shape[0]):\n        s = 0.0\n        w = 0.0\n" + memo + "\n".join(source.lines)
@@ -417,6 +410,9 @@ def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) 
             run = _load(code, digest, (len(source.leaves), len(tf_columns), comparisons))
         except ImportError:                  # numba is not installed: the numpy path serves
             return None
+        except Exception:                    # no cache directory to write, numba refusing the source: serve, slower
+            log.warning("the scorer's compiled kernel could not be loaded; the numpy path serves", exc_info=True)
+            return None
         _LOADED[digest] = run
     return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(tf_columns), *level_parameters(comparisons), run)
 
@@ -428,19 +424,20 @@ def _load(code: str, digest: str, shape: tuple[int, int, Sequence]) -> Callable:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"briefing_kernel_{digest}.py"
     if not path.exists() or path.read_text() != code:
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(code)
-        partial.replace(path)                # atomic: a concurrent process reads a whole file
+        handle, partial = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            out.write(code)
+        os.replace(partial, path)            # atomic: a concurrent process or thread reads a whole file
     name = f"briefing_kernel_{digest}"
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     leaves, tf_columns, comparisons = shape
-    points, offsets = np.zeros(1, dtype=np.uint32), np.zeros(2, dtype=np.int64)
+    points, offsets = code_points(["warm-up"])                 # the types `Kernel.score` passes, exactly
+    others, other_offsets = code_points([])
     module.kernel(np.zeros((1, leaves)), np.ones((1, leaves), dtype=np.bool_), np.full((tf_columns, 2, 1), np.nan),
-                  *level_parameters(comparisons),
-                  points, offsets, 1, points, offsets[:1], offsets, np.zeros((MEMO_SLOTS, 5), dtype=np.int64),
-                  np.zeros(MEMO_SLOTS), 1, 0.0,
+                  *level_parameters(comparisons), points, offsets, 1, others, np.zeros(0, dtype=np.int64), other_offsets,
+                  np.zeros((MEMO_SLOTS, 5), dtype=np.int64), np.zeros(MEMO_SLOTS), 1, 0.0,
                   np.zeros((1, len(comparisons)), dtype=np.int16), np.zeros((1, len(comparisons))), np.zeros(1))
     return module.kernel

@@ -326,7 +326,7 @@ class LevelCompiler:
 
     def operands(self, node: exp.Expression, kind: str) -> Callable[[Pairs], tuple[Vec, Vec]]:
         """The two arguments of a function, checked to be of `kind` when evaluated."""
-        args = _arguments(node)
+        args = arguments(node)
         if len(args) != 2:
             raise self.fail(node)
         a, b = self.value(args[0]), self.value(args[1])
@@ -424,7 +424,8 @@ def function_name(node: exp.Expression) -> str:
     return type(node).__name__.lower()
 
 
-def _arguments(node: exp.Expression) -> list[exp.Expression]:
+def arguments(node: exp.Expression) -> list[exp.Expression]:
+    """A function node's arguments, in order."""
     if isinstance(node, (exp.Anonymous, exp.ArrayIntersect)):
         return list(node.expressions)
     return [a for a in (node.this, node.expression) if a is not None]

@@ -150,8 +150,7 @@ class Scorer:
         """Score `n` pairs: `left` and `right` map column -> encoded `Vec` (length n, or 1 to broadcast)."""
         if self.kernel_ is None:
             return self.score_reference(left, right, n, tf, vocab, extras)
-        total, levels, weights = self.kernel_.score(Pairs(left, right, n, vocab, extras), tf.values,
-                                                    self.prior_weight_, len(self.comparisons_))
+        total, levels, weights = self.kernel_.score(Pairs(left, right, n, vocab, extras), tf.values, self.prior_weight_)
         return Scores(total, levels, weights)
 
     def score_reference(self, left: Side, right: Side, n: int, tf: TermFrequencies, vocab: Vocabulary,

@@ -7,7 +7,7 @@ increments a reference count in the shared heap, and the kernel copies the page 
 the worker. Over a minute of load that copied about 1 GB into each worker at 1M records.
 
 Here the strings present at `freeze()` are one `bytes` buffer with offsets, and finding a string's
-code bisects a sorted array of their hashes; neither writes anything shared. Strings added after
+code bisects a sorted array of their hashes; neither writes to the pages holding them. Strings added after
 the freeze (records ingested in real time) go to an ordinary list and dict beside it. Hashes are
 Python's own `hash`, stable within a process and the processes forked from it, which is the only
 place a table lives: it is never written to disk.
@@ -144,7 +144,8 @@ class StringTable:
 
 def code_points(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(points, offsets) of a few strings, as `StringTable.code_points` gives them."""
-    points = np.frombuffer("".join(values).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    # a writable array: numba compiles a read-only one as another type (and would compile again per process)
+    points = np.frombuffer(bytearray("".join(values).encode("utf-32-le", "surrogatepass")), dtype=np.uint32)
     lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
     return points, np.concatenate([[0], np.cumsum(lengths)])
 

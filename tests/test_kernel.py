@@ -6,10 +6,10 @@ import os
 
 import duckdb
 import numpy as np
-from rapidfuzz.distance import OSA, Jaro, JaroWinkler, Levenshtein
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rapidfuzz.distance import OSA, Jaro, JaroWinkler, Levenshtein
 
 from matching.duckdb_backend import duckdb_fuses_winkler
 from matching.encoding import Extras, Vocabulary, vec
@@ -47,16 +47,28 @@ def _assert_same(compiled, reference):
     np.testing.assert_allclose(compiled.match_weight, reference.match_weight, rtol=0, atol=1e-9)
 
 
-def test_the_committed_model_is_scored_by_its_compiled_kernel():
+def test_the_committed_model_is_scored_by_its_compiled_kernel_compiled_once_at_load():
+    """A query runs the one signature compiled when the kernel loaded (the serve master, before it forks):
+    another (a read-only buffer, another integer type) would be compiled again inside a request."""
     assert SCORER.kernel_ is not None
+    vocab = Vocabulary()
+    right = _encoded([dict.fromkeys(KINDS, None) | {"given_name": "ANN", "family_name": "SMITH"}], vocab)
+    vocab.freeze()
+    extras = Extras()
+    left = vocab.encode_query({"given_name": "ANNE", "family_name": "SMITH"}, KINDS, extras)
+    SCORER.score(left, right, 1, _frequencies(right), vocab, extras)
+    assert len(SCORER.kernel_.run.signatures) == 1
 
 
 @settings(max_examples=80, deadline=None)
-@given(side, st.lists(side, min_size=1, max_size=25))
-def test_a_query_against_its_candidates_scores_the_same_compiled_and_in_numpy(query, candidates):
+@given(side, st.lists(side, min_size=1, max_size=25), st.integers(0, 25))
+def test_a_query_against_its_candidates_scores_the_same_compiled_and_in_numpy(query, candidates, built):
+    """Candidates indexed at the build (frozen strings) and added since, a query with values no record has."""
     vocab = Vocabulary()
-    right = _encoded(candidates, vocab)
+    before = _encoded(candidates[:built], vocab)
     vocab.freeze()
+    after = _encoded(candidates[built:], vocab)
+    right = {c: vec(KINDS[c], np.concatenate([before[c].values, after[c].values])) for c in KINDS}
     extras = Extras()
     left = vocab.encode_query(query, KINDS, extras)          # values no candidate has become query-only codes
     tf = _frequencies(right)
@@ -113,7 +125,7 @@ def test_any_chain_of_conditions_picks_the_level_sql_picks(conditions, pairs):
     vocab = Vocabulary()
     p = Pairs(_encoded([q[0] for q in pairs], vocab), _encoded([q[1] for q in pairs], vocab), len(pairs), vocab)
     vocab.freeze()
-    total, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0, 1)
+    total, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0)
     expected = np.full(len(pairs), len(conditions))
     for i in reversed(range(len(conditions))):                # the first TRUE condition wins
         expected[compile_condition(conditions[i])(p)] = i
@@ -147,5 +159,5 @@ def test_jaro_winkler_is_duckdbs_to_the_last_bit_where_it_decides_a_level():
     assert compile_condition(condition)(p).tolist() == [expected]
     kernel = build_kernel([[LevelParameters("close", condition, False, False, 1.0),
                             LevelParameters("else", "ELSE", True, False, 0.0)]], duckdb_fuses_winkler())
-    _, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0, 1)
+    _, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0)
     assert chosen[:, 0].tolist() == [0 if expected else 1]

@@ -25,10 +25,10 @@ from evaluation.bench.child import BRIEFING, REPO, run_child, synth_county
 from evaluation.linkage.identifiability import CLASSES, MORE, identifiability
 from evaluation.synth.incidents import incident_queries
 from matching.encoding import Extras
+from matching.index import YEAR_SLACK
 from matching.model import MatcherModel
 from matching.query import Subject, standardise_subject
 from matching.record import read_records
-from matching.index import YEAR_SLACK
 from matching.resolve import Resolver, settle_memory
 from matching.splink_internals import input_table, register_table
 from matching.standardise import standardise
@@ -179,7 +179,8 @@ def _kernel_vs_numpy(resolver, subjects, n: int = 2_000) -> dict:
         compiled, reference = scorer.score(*args), scorer.score_reference(*args)
         pairs += len(slots)
         levels_differ += int((compiled.levels != reference.levels).any(axis=1).sum())
-        max_diff = max(max_diff, float(np.abs(compiled.match_weight - reference.match_weight).max()))
+        max_diff = max(max_diff, float(np.abs(compiled.match_weight - reference.match_weight).max()),
+                       float(np.abs(compiled.weights - reference.weights).max()))
     return {"compiled": scorer.kernel_ is not None, "queries": min(n, len(subjects)), "pairs": pairs,
             "pairs_with_another_level": levels_differ, "max_abs_weight_diff": max_diff}
 
