@@ -88,6 +88,8 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
         run_child(BRIEFING + ["ingest", "--db", str(base), "--quiet", str(county / "records.csv"),
                               str(county / "context_items.csv"), str(county / "consents.csv")])
     db = work / f"rebuild-{records}-{seed}.db"
+    for stale in db.parent.glob(db.name + "*"):               # a last run's write-ahead log would corrupt the copy
+        stale.unlink()
     for stored in base.parent.glob(base.name + "*"):          # the store and its audit key and witness
         shutil.copy(stored, db.parent / stored.name.replace(base.name, db.name))
     bulk = _bulk_records(synth_county(work, records // 10, seed + 1), work / f"bulk-{records // 10}.csv")
