@@ -308,7 +308,8 @@ def assign_person_ids(record_ids: pd.Series, labels: np.ndarray, previous: pd.Da
     cannot-link pair of one previous person `cannot_link`; other events have cause `scores`.
     """
     frame = pd.DataFrame({"record_id": record_ids.astype(str).to_numpy(), "component": labels})
-    seeds = frame.groupby("component")["record_id"].min()
+    first = frame.sort_values("record_id", kind="stable").drop_duplicates("component")  # groupby-min on strings runs in Python
+    seeds = pd.Series(first["record_id"].to_numpy(), index=first["component"].to_numpy()).sort_index()
     names: dict[int, str] = {}
     events: list[dict] = []
     taken: set[str] = set()

@@ -10,8 +10,9 @@ surname alone; a phonetic surname or a canonical given name with a postcode.
 Records are stored integer-encoded (`matching.encoding`), their record and person ids as codes
 into flat string tables (`matching.strings`), so queries leave the pages a forked worker shares
 with its master unwritten (but for list columns' members and the few records added since the build).
-Per key, a sorted array of 64-bit key hashes and the matching record slots (12 bytes per record per
-key) is searched by bisection; records added after the build go to a small hash map beside it, so
+Per key, 64-bit key hashes and the matching record slots (12 bytes per record per key) are held sorted
+in one `KeyTable` (`matching.key_table`: a directory by top bits, searched in compiled code); records
+added after the build go to a small hash map beside it, so
 an added record is a candidate for the very next query. A hash collision can only add a candidate,
 which the scorer then rejects. Buckets are used most specific first: a bucket over
 `max_bucket` records (a shelter's address, a very common surname) or one that would take the
@@ -22,6 +23,7 @@ query past `max_scored` candidates (unless it is the first) is skipped and repor
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -29,7 +31,8 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 
-from matching.encoding import LIST, NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
+from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
+from matching.key_table import KeyTable
 from matching.scorer import TermFrequencies
 from matching.strings import StringTable
 
@@ -144,7 +147,11 @@ class CandidateIndex:
         self.column_names = sorted(set(columns) | set(tf_columns) | {c for s in specs for c in s.left + s.right})
         self.kinds: dict[str, str] = {}
         self.vocab = Vocabulary()
-        self.data: dict[str, np.ndarray] = {}
+        self.data: dict[str, np.ndarray] = {}          # column -> its values per slot (code columns: views of `codes`)
+        # The string and list codes of every slot as one row-major matrix: a query's few hundred candidates
+        # are then a few hundred rows, not a scattered read from each of a score of column arrays.
+        self.codes = np.empty((0, 0), dtype=np.int32)
+        self.code_column: dict[str, int] = {}            # column -> its position in `codes`
         # Ids as codes into flat string tables (matching.strings), so queries never touch shared Python objects.
         self.records = StringTable()                    # every record id ever indexed
         self.persons = StringTable()                    # every person id ever used (new ids avoid them)
@@ -157,8 +164,7 @@ class CandidateIndex:
         self.tf = TermFrequencies(tf_columns)
         # One table for every spec: key hashes (folded with the spec's number) sorted, and their slots,
         # so a query's probes of all specs are looked up by one searchsorted.
-        self._keys = np.empty(0, dtype=np.uint64)
-        self._slots = np.empty(0, dtype=np.int32)
+        self._table = KeyTable.empty()
         self._delta: dict[int, list[int]] = {}          # records added since the build, by the same hashes
 
     # ---------------------------------------------------------------- building
@@ -175,10 +181,18 @@ class CandidateIndex:
             for c in self.column_names:
                 values = _as_object(chunk[c]) if c in chunk else np.full(rows, None, dtype=object)
                 parts[c].append(self.vocab.encode(values, self.kinds[c]))
-        empty = {STR: np.empty(0, np.int32), LIST: np.empty(0, np.int32), NUM: np.empty(0, np.float64)}
-        self.data = {c: np.concatenate(p) if p else empty[self.kinds[c]] for c, p in parts.items()}
-        if any(len(v) != n for v in self.data.values()):
+        if any(sum(len(part) for part in p) != n for p in parts.values()):
             raise ValueError("the standardised chunks do not cover every record id")
+        self.code_column = {c: j for j, c in enumerate(c for c in self.column_names if self.kinds[c] != NUM)}
+        self.codes = np.empty((n, len(self.code_column)), dtype=np.int32)
+        numbers = {}
+        for c, p in parts.items():
+            if c in self.code_column:
+                self.codes[:, self.code_column[c]] = np.concatenate(p) if p else []
+            else:
+                numbers[c] = np.concatenate(p) if p else np.empty(0, np.float64)
+            p.clear()
+        self._column_views(numbers)
         self.records, self.persons = StringTable(), StringTable()
         self.record_code = _codes(self.records, record_ids)
         if len(self.records) != n:
@@ -199,10 +213,8 @@ class CandidateIndex:
             slot_parts.append(slots)
         keys = np.concatenate(key_parts) if key_parts else np.empty(0, dtype=np.uint64)
         del key_parts
-        order = np.argsort(keys, kind="stable")
-        self._keys = keys[order]
+        self._table = KeyTable(keys, np.concatenate(slot_parts) if slot_parts else np.empty(0, dtype=np.int32))
         del keys
-        self._slots = np.concatenate(slot_parts)[order] if slot_parts else np.empty(0, dtype=np.int32)
         self._delta = {}
         for table in (self.vocab, self.records, self.persons):
             table.freeze()
@@ -235,13 +247,13 @@ class CandidateIndex:
         if not probes:
             return Candidates(np.empty(0, dtype=np.int32))
         hashes = _probe_hashes(probes_spec, probes)
-        los, his = np.searchsorted(self._keys, hashes, "left"), np.searchsorted(self._keys, hashes, "right")
+        los, his = self._table.find(hashes)
         delta = self._delta
         buckets = []
         for key, k, lo, hi in zip(hashes.tolist(), probes_spec, los.tolist(), his.tolist()):
             extra = delta.get(key, ()) if delta else ()
             if hi > lo or extra:
-                buckets.append((hi - lo + len(extra), k, self._slots[lo:hi], extra))
+                buckets.append((hi - lo + len(extra), k, self._table.slots[lo:hi], extra))
         buckets.sort(key=lambda b: b[0])
         found: list[np.ndarray] = []
         skipped: set[str] = set()
@@ -327,8 +339,15 @@ class CandidateIndex:
             self.tf.add(c, self.data[c][slot: slot + 1], sign=-1)
         return slot
 
+    def _column_views(self, numbers: Mapping[str, np.ndarray]) -> None:
+        """`data`: the number columns as given, the code columns as views of `codes`."""
+        self.data = {c: numbers[c] if c in numbers else self.codes[:, self.code_column[c]] for c in self.column_names}
+
     def _grow(self, capacity: int) -> None:
-        self.data = {c: _grown(v, capacity, np.nan if self.kinds[c] == NUM else NULL) for c, v in self.data.items()}
+        codes = np.full((capacity, self.codes.shape[1]), NULL, dtype=np.int32)
+        codes[: len(self.codes)] = self.codes
+        self.codes = codes
+        self._column_views({c: _grown(v, capacity, np.nan) for c, v in self.data.items() if c not in self.code_column})
         self.record_code = _grown(self.record_code, capacity, -1)
         self.person_code = _grown(self.person_code, capacity, -1)
         self.alive = _grown(self.alive, capacity, False)
@@ -362,12 +381,31 @@ class Rows(Mapping):
     def __init__(self, index: CandidateIndex, slots: np.ndarray):
         self._index, self._slots, self._cache = index, slots, {}
 
+    @cached_property
+    def _code_rows(self) -> np.ndarray:
+        """Every code column at the slots: one read of the slots' rows of the index's code matrix."""
+        return self._index.codes[self._slots]
+
+    def _values(self, name: str) -> np.ndarray:
+        position = self._index.code_column.get(name)
+        return self._index.data[name][self._slots] if position is None else self._code_rows[:, position]
+
     def __getitem__(self, name: str) -> Vec:
         out = self._cache.get(name)
         if out is None:
-            kind = self._index.kinds[name]
-            out = self._cache[name] = vec(kind, self._index.data[name][self._slots])
+            out = self._cache[name] = vec(self._index.kinds[name], self._values(name))
         return out
+
+    def gather(self, names: list[str], out: np.ndarray, at: list[int]) -> None:
+        """Write the encoded values of columns `names` at the slots into columns `at` of `out` (n x any): the
+        code columns by one read of the slots' rows of the index's code matrix (the compiled scorer's gather)."""
+        index = self._index
+        coded = [(j, index.code_column[name]) for j, name in enumerate(names) if name in index.code_column]
+        if coded:
+            out[:, [at[j] for j, _ in coded]] = self._code_rows[:, [position for _, position in coded]]
+        for j, name in enumerate(names):
+            if name not in index.code_column:
+                out[:, at[j]] = index.data[name][self._slots]
 
     def __iter__(self):
         return iter(self._index.data)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -145,6 +146,7 @@ class Kernel:
 
     leaves: tuple[Callable[[Pairs], Vec], ...]
     string_leaves: tuple[int, ...]              # the leaves holding string codes
+    columns: tuple[tuple[int, str, str, str], ...]   # the leaves that are plain columns: (leaf, side, column, kind)
     tf_columns: tuple[str, ...]
     level_weights: np.ndarray                   # `level_parameters`
     level_tf: np.ndarray
@@ -159,14 +161,60 @@ class Kernel:
         memo.stamp += 1
         return memo.keys, memo.values, memo.stamp
 
+    @cached_property
+    def _computed(self) -> tuple[int, ...]:
+        """The leaves that are not plain columns (list functions, literals): their own code computes them."""
+        plain = {leaf for leaf, _, _, _ in self.columns}
+        return tuple(i for i in range(len(self.leaves)) if i not in plain)
+
+    @cached_property
+    def _side_columns(self) -> dict[str, list[tuple[int, str]]]:
+        """Per side, its plain-column leaves and their columns."""
+        return {side: [(leaf, column) for leaf, s, column, _ in self.columns if s == side] for side in "lr"}
+
+    @cached_property
+    def _null_tests(self) -> tuple[list[int], list[int]]:
+        """The column leaves null when NaN (numbers) and when negative (string and list codes)."""
+        return ([leaf for leaf, _, _, kind in self.columns if kind == NUM],
+                [leaf for leaf, _, _, kind in self.columns if kind != NUM])
+
+    def _gather_columns(self, pairs: Pairs, values: np.ndarray, null: np.ndarray) -> None:
+        """Copy the plain-column leaves in, then their null masks in two operations. A side of one row (a
+        query) is written as one row broadcast down the matrix; an index's candidate rows are gathered by the
+        side itself where it offers that (`Rows.gather`), without a `Vec` per column."""
+        try:
+            for side in "lr":
+                source, leaves = pairs.sides[side], self._side_columns[side]
+                gather = getattr(source, "gather", None)
+                if gather is not None:
+                    gather([column for _, column in leaves], values, [leaf for leaf, _ in leaves])
+                    continue
+                columns = [source[column].values for _, column in leaves]
+                if all(len(c) == 1 for c in columns):
+                    row = values[0]
+                    for (leaf, _), column in zip(leaves, columns):
+                        row[leaf] = column[0]
+                    values[1:, [leaf for leaf, _ in leaves]] = row[[leaf for leaf, _ in leaves]]
+                else:
+                    for (leaf, _), column in zip(leaves, columns):
+                        values[:, leaf] = column
+        except KeyError as exc:
+            raise UnsupportedLevelSQL(f"column {exc} is not in the index") from None
+        by_nan, by_sign = self._null_tests
+        if by_nan:
+            null[:, by_nan] = np.isnan(values[:, by_nan])
+        if by_sign:
+            null[:, by_sign] = values[:, by_sign] < 0
+
     def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray],
               prior: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(match weight, levels, weights) of `pairs.n` pairs, as `Scorer.score_reference` returns them."""
         n = pairs.n
         values = np.empty((n, len(self.leaves)), dtype=np.float64)      # a pair's leaves side by side
         null = np.empty((n, len(self.leaves)), dtype=np.bool_)
-        for i, leaf in enumerate(self.leaves):
-            vec = leaf(pairs)
+        self._gather_columns(pairs, values, null)
+        for i in self._computed:
+            vec = self.leaves[i](pairs)
             values[:, i] = vec.values
             null[:, i] = vec.null
         tf = np.empty((len(self.tf_columns), 2, n), dtype=np.float64)
@@ -194,6 +242,7 @@ class _Source:
     def __init__(self) -> None:
         self.leaves: list[Callable[[Pairs], Vec]] = []
         self.string_leaves: list[int] = []
+        self.columns: list[tuple[int, str, str, str]] = []
         self.leaf_at: dict[str, int] = {}
         self.memo: dict[str, int] = {}         # metric -> its number (its per-pair variable is m<number>)
         self.lines: list[str] = []
@@ -207,13 +256,17 @@ class _Source:
         self.temps += 1
         return f"t{self.temps}"
 
-    def leaf(self, key: str, fn: Callable[[Pairs], Vec], kind: str = NUM) -> tuple[str, str]:
+    def leaf(self, key: str, fn: Callable[[Pairs], Vec], kind: str = NUM, column: bool = False) -> tuple[str, str]:
+        """The value and null expressions of a leaf: a value computed outside the kernel (`fn`), or with `column`
+        the column `key` (`given_name_r`), which `Kernel.score` copies in directly."""
         i = self.leaf_at.get(key)
         if i is None:
             i = self.leaf_at[key] = len(self.leaves)
             self.leaves.append(fn)
             if kind == STR:
                 self.string_leaves.append(i)
+            if column:
+                self.columns.append((i, key[-1], key[:-2], kind))
         return f"V[r, {i}]", f"N[r, {i}]"
 
     def truth(self, node: exp.Expression, sql: LevelCompiler) -> str:
@@ -259,7 +312,7 @@ class _Source:
             return self.value(node.this, sql)
         if isinstance(node, exp.Column):
             kind = column_kind(node.name[:-2])                       # a LIST column only for IS NULL
-            return (*self.leaf(node.name, sql.value(node), kind), kind)
+            return (*self.leaf(node.name, sql.value(node), kind, column=True), kind)
         if isinstance(node, exp.Literal):
             if node.is_string:
                 return (*self.leaf(node.sql("duckdb"), sql.value(node), STR), STR)
@@ -414,7 +467,8 @@ def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) 
             log.warning("the scorer's compiled kernel could not be loaded; the numpy path serves", exc_info=True)
             return None
         _LOADED[digest] = run
-    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(tf_columns), *level_parameters(comparisons), run)
+    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.columns), tuple(tf_columns),
+                  *level_parameters(comparisons), run)
 
 
 def _load(code: str, digest: str, shape: tuple[int, int, Sequence]) -> Callable:

@@ -7,7 +7,8 @@ here, so that a Splink upgrade touches this one file:
 - the creator types of comparisons and blocking rules (`ComparisonCreator`, `BlockingRuleCreator`)
   and a blocking rule from DuckDB SQL (`blocking_rule_creator`);
 - the columns a comparison's levels read (`comparison_input_columns`: EM round choice, `matching.train`);
-- reading and setting a linker's match prior while training (`linker_prior`, `set_linker_prior`);
+- reading and setting a linker's match prior while training (`linker_prior`, `set_linker_prior`), and its
+  levels' m and u once training has repaired them (`set_level_parameters`);
 - a frame registered as a table for `predict_between`, and the linker's input table (`register_table`,
   `input_table`: the evaluations that time Splink's own real-time path);
 - a trained model's parameters as Splink itself parses them, with its clamping and defaults
@@ -27,7 +28,8 @@ from splink.internals.misc import prob_to_match_weight
 
 __all__ = [
     "BlockingRuleCreator", "ComparisonCreator", "LevelParameters", "ParsedModel", "TermFrequencyAdjustment",
-    "blocking_rule_creator", "comparison_input_columns", "linker_prior", "parse_model", "set_linker_prior",
+    "blocking_rule_creator", "comparison_input_columns", "linker_prior", "parse_model", "set_level_parameters",
+    "set_linker_prior",
 ]
 
 
@@ -61,6 +63,23 @@ def input_table(linker):
 def set_linker_prior(linker, prior: float) -> None:
     """Set the linker's match prior (training: the floor when no rule finds a match, then the calibrated prior)."""
     linker._settings_obj._probability_two_random_records_match = prior
+
+
+def set_level_parameters(linker, splink_model: Mapping) -> None:
+    """Give the linker's comparison levels the m and u of `splink_model` (the same comparisons, as `model_json`
+    returned them and training then repaired): the linker predicts with that model without being rebuilt."""
+    comparisons = linker._settings_obj.comparisons
+    if [c.output_column_name for c in comparisons] != [c["output_column_name"] for c in splink_model["comparisons"]]:
+        raise ValueError("the model's comparisons are not the linker's")
+    for comparison, source in zip(comparisons, splink_model["comparisons"]):
+        levels, source_levels = comparison.comparison_levels, source["comparison_levels"]
+        if len(levels) != len(source_levels):
+            raise ValueError(f"comparison {comparison.output_column_name}: the model's levels are not the linker's")
+        for level, values in zip(levels, source_levels):
+            if level.is_null_level:
+                continue
+            level.m_probability = values.get("m_probability")
+            level.u_probability = values.get("u_probability")
 
 
 @dataclass(frozen=True)

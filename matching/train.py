@@ -33,7 +33,7 @@ from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
 from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
-from matching.splink_internals import comparison_input_columns, linker_prior, set_linker_prior
+from matching.splink_internals import comparison_input_columns, linker_prior, set_level_parameters, set_linker_prior
 from matching.standardise import LIST_COLUMNS, available_fields
 
 log = logging.getLogger(__name__)
@@ -178,14 +178,18 @@ class Matcher:
             _floor_prior(linker, len(standardised), self.prior_recall)
             step("estimating u by random sampling")
             u_pairs = u_sample_size(len(standardised), self.max_pairs_u)
-            linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=self.seed)
+            # One chunk, one query per comparison over the whole sample. Splink's default first probes 1 % of it,
+            # keeps that only if every level was seen 100 times (rare levels such as swapped names never are)
+            # and otherwise counts the whole sample again in ten chunks: the same counts, eleven queries each.
+            linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=self.seed, num_chunks=1)
             for columns in em_rules:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
                 linker.training.estimate_parameters_using_expectation_maximisation(block_on(*columns), **kwargs)
         splink_model, neutralised = neutralise_unobserved_levels(model_json(linker))
         self.fields_ = fields
-        self.linker_ = linker_for(standardised, splink_model, self.engine, self.spark_master) if neutralised else linker
+        set_level_parameters(linker, splink_model)
+        self.linker_ = linker
         step("calibrating the prior on every blocked pair")
         calibration = self._calibrate(splink_model, len(standardised))
         link = calibration["link_threshold"]

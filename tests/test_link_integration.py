@@ -78,3 +78,18 @@ def test_input_with_only_some_columns_links(tmp_path, county):
     compared = {c["output_column_name"] for c in model["splink"]["comparisons"]}
     assert compared == {"given_name", "family_name", "dob"}
     assert pd.read_csv(out / "clusters.csv").shape[0] == 1500
+
+
+def test_a_trained_link_scores_pairs_as_its_saved_model_does(linked, county, tmp_path):
+    """Training repairs levels it could not estimate after EM; the pairs it writes must be scored with the
+    repaired model, exactly as a later link with the saved model.json scores them."""
+    model = json.loads((linked / "model.json").read_text())
+    assert model["training"]["levels_made_neutral"], "the fixture should exercise the repair"
+    again = tmp_path / "again"
+    assert main(["link", str(county / "records.csv"), "--model", str(linked / "model.json"), "--out", str(again),
+                 "--quiet"]) == 0
+    keys = ["record_id_l", "record_id_r"]
+    first = pd.read_csv(linked / "pairs.csv", dtype={k: str for k in keys}).set_index(keys)["match_weight"]
+    second = pd.read_csv(again / "pairs.csv", dtype={k: str for k in keys}).set_index(keys)["match_weight"]
+    assert set(first.index) == set(second.index)
+    assert (first - second.reindex(first.index)).abs().max() <= 1e-9
