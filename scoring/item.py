@@ -64,6 +64,7 @@ class Role(str, Enum):
     steward = "steward"
     auditor = "auditor"
     admin = "admin"
+    provider = "provider"            # a receiving program's staff: its referrals and follow-up tasks (scoring.referral)
 
 
 class Purpose(str, Enum):

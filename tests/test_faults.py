@@ -344,11 +344,11 @@ class Server:
             time.sleep(0.02)
 
     def workers(self) -> list[psutil.Process]:
-        """The live worker processes (children of the gunicorn master)."""
+        """The live worker processes (children of the gunicorn master, its webhook deliverers left out)."""
         alive = []
         for child in psutil.Process(self.process.pid).children():
             try:
-                if child.status() != psutil.STATUS_ZOMBIE:
+                if child.status() != psutil.STATUS_ZOMBIE and "deliver" not in child.cmdline():
                     alive.append(child)
             except psutil.NoSuchProcess:
                 pass

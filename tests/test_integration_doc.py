@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from api.service.keys import create_key
+from api.service.referrals import register_program
 from api.web.app import create_app
 from scoring.item import Purpose, Role
+from scoring.referral import ProgramKind
+from scoring.referral_policy import Program
 from tests.loaded_county import county_clock, loaded_county
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "integration.md"
@@ -23,11 +26,13 @@ KEYS = {"DISPATCHER": (Role.dispatcher, "COUNTY_911", [Purpose.EMERGENCY, Purpos
         "OFFICER": (Role.officer, "METRO_PD", [Purpose.EMERGENCY, Purpose.LAW]),
         "EMS": (Role.ems, "COUNTY_EMS", [Purpose.EMERGENCY]),
         "FEED": (Role.feed, "METRO_PD", []), "STEWARD": (Role.steward, "COUNTY", []),
-        "AUDITOR": (Role.auditor, "COUNTY", []), "ADMIN": (Role.admin, "COUNTY", [])}
+        "AUDITOR": (Role.auditor, "COUNTY", []), "ADMIN": (Role.admin, "COUNTY", []),
+        "PROVIDER": (Role.provider, "MOBILE_CRISIS", [])}
 ID_FIELDS = {"person_id", "record_id", "item_id", "consent_id", "request_id", "person_id_l", "person_id_r",
              "record_id_l", "record_id_r", "from_person_id", "to_person_id", "kept_person_id", "merged_person_id"}
 #: Numeric ids, substituted in request paths only, after the collection that names them.
-NUMBER_FIELDS = {"pair_id": "/review/pairs/", "decision_id": "/review/decisions/", "event_id": "/persons/events/"}
+NUMBER_FIELDS = {"pair_id": "/review/pairs/", "decision_id": "/review/decisions/", "event_id": "/persons/events/",
+                 "id": "/referrals/"}
 
 
 def _http_blocks(text: str) -> list[str]:
@@ -83,6 +88,7 @@ def test_the_document_has_a_sample_for_every_endpoint():
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     db, store = loaded_county(tmp_path_factory.mktemp("county"), 400, 41)
+    register_program(store, Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"), by="test")
     keys = {f"${name}_KEY": create_key(store, name.lower(), role, agency, purposes)
             for name, (role, agency, purposes) in KEYS.items()}
     return create_app(db, clock=county_clock).test_client(), keys      # the page's incident is the county's

@@ -109,7 +109,7 @@ def test_purge_removes_only_what_is_past_the_cutoff(days, items, consent_specs, 
     assert kept_changes == expected_changes                 # the newest row always stays
     assert summary.counts() == {"context_items": len(items) - len(_ids(store, context_items.c.item_id)),
                                 "consents": len(consent_specs) - len(consent_kept),
-                                "feedback": sum(m < 0 for m in feedback_at),
+                                "feedback": sum(m < 0 for m in feedback_at), "referrals": 0, "briefed_persons": 0,
                                 "changes": len(changes_at) - len(expected_changes), "audit_events": 0}
     assert verify(store).ok
 
@@ -149,7 +149,8 @@ def test_dry_run_counts_what_a_purge_would_remove_and_writes_nothing(tmp_path):
     dry = purge(store, 365, now=NOW, dry_run=True)
     assert _dump(store) == before
     assert dry.dry_run and dry.audit_seq is None
-    assert dry.counts() == {"context_items": 1, "consents": 1, "feedback": 1, "changes": 2, "audit_events": 4}
+    assert dry.counts() == {"context_items": 1, "consents": 1, "feedback": 1, "referrals": 0, "briefed_persons": 0,
+                            "changes": 2, "audit_events": 4}
     real = purge(store, 365, now=NOW)
     assert real.counts() == dry.counts() and real.audit_anchor == dry.audit_anchor == 4
 
@@ -307,6 +308,7 @@ def test_purge_command_prints_counts_per_table_and_refuses_bad_input(tmp_path, c
     assert run_briefing(["purge", "--db", db, "--older-than", "365", "--dry-run"]) == (0, "")
     dry = json.loads(capsys.readouterr().out)
     assert dry["dry_run"] is True and dry["would_delete"] == {"context_items": 1, "consents": 0, "feedback": 1,
+                                                              "referrals": 0, "briefed_persons": 0,
                                                               "changes": 0, "audit_events": 1}
     assert run_briefing(["purge", "--db", db, "--older-than", "365"]) == (0, "")
     done = json.loads(capsys.readouterr().out)
@@ -350,8 +352,8 @@ def test_purge_on_postgresql(postgres_url):
             append(connection, "briefing", {"k": k}, at=NOW - timedelta(days=3000 - k))
     dry = purge(store, 365, now=NOW, dry_run=True)
     summary = purge(store, 365, now=NOW)
-    assert summary.counts() == dry.counts() == {"context_items": 1, "consents": 1, "feedback": 1, "changes": 1,
-                                                "audit_events": 2}
+    assert summary.counts() == dry.counts() == {"context_items": 1, "consents": 1, "feedback": 1, "referrals": 0,
+                                                "briefed_persons": 0, "changes": 1, "audit_events": 2}
     assert _ids(store, context_items.c.item_id) == {"I1"}
     result = verify(store)
     assert result.ok and result.anchor == 2

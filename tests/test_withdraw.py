@@ -351,7 +351,8 @@ def test_erasing_registry_data_removes_items_consents_and_records_everywhere_and
 
     event = _events(store, "registry_erasure")[-1]
     assert event["payload"]["deleted"] == {"records": len(registry), "context_items": len(expected_items),
-                                           "consents": body["consents"], "feedback": 1}
+                                           "consents": body["consents"], "feedback": 1, "referrals": 0,
+                                           "briefed_persons": 1}            # the co-responder's briefing before
     assert event["payload"]["record_ids"] == sorted(registry) and event["payload"]["item_ids"] == expected_items
     assert event["payload"]["reference"] == "ERASE-2026-0042"
     written = json.dumps(event["payload"])

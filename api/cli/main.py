@@ -22,14 +22,15 @@ from typing import Sequence
 from api.cli.common import EXIT_BAD_INPUT, CliError, require_extra
 
 #: The command modules of `api.cli`, in the order `briefing --help` lists their commands.
-MODULES = ("evaluate", "linking", "resolving", "ranking", "fairness", "store", "serving", "admin")
+MODULES = ("evaluate", "linking", "resolving", "ranking", "fairness", "store", "serving", "admin", "programs", "reporting")
 #: Each top-level command and the modules that add it (`eval` gathers several).
 COMMANDS = {
     "synth": ("evaluate",), "eval": ("evaluate", "ranking", "fairness"),
     "train-matcher": ("linking",), "link": ("linking",), "resolve": ("resolving",),
     "train-ranker": ("ranking",),
     "ingest": ("store",), "serve": ("serving",), "purge": ("store",),
-    "audit": ("admin",), "keys": ("admin",), "review": ("admin",),
+    "audit": ("admin",), "keys": ("admin",), "review": ("admin",), "programs": ("programs",), "deliver": ("programs",),
+    "report": ("reporting",),
 }
 
 

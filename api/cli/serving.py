@@ -12,7 +12,7 @@ from api.web.serve import serve
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    serve(args.db, args.host, args.port, args.workers, args.models, threads=args.threads)
+    serve(args.db, args.host, args.port, args.workers, args.models, threads=args.threads, deliver=not args.no_deliver)
     return 0
 
 
@@ -26,4 +26,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads per worker (more than 1: gunicorn's gthread worker)")
     p.add_argument("--models", default=models.DIRECTORY,
                    help=f"directory with matcher.json (and ranker.json) (default: the committed {models.DIRECTORY})")
+    p.add_argument("--no-deliver", action="store_true",
+                   help="run no webhook deliverer here (one runs elsewhere: `briefing deliver`)")
     p.set_defaults(func=cmd_serve)

@@ -13,6 +13,7 @@ from sqlalchemy import insert, select, update
 
 from api.service.audit import append
 from api.service.changes import record_change
+from api.service.referrals import follow_moves
 from api.service.stewardship import constraints_touching
 from api.service.store import RECORD_FIELDS, clusters, person_events, records, review_constraints, review_decisions
 
@@ -55,12 +56,14 @@ def check(connection, moves: list, added: list[tuple[str, str, str]] = ()) -> No
 
 
 def write_moves(connection, moves: list) -> None:
+    """Put each moved record in its new person; referrals follow the persons (api.service.referrals.follow_moves)."""
     by_person: dict[str, list[str]] = {}
     for rid, _, to in moves:
         by_person.setdefault(to, []).append(rid)
     for to, ids in by_person.items():
         for start in range(0, len(ids), 500):
             connection.execute(update(clusters).where(clusters.c.record_id.in_(ids[start: start + 500])).values(person_id=to))
+    follow_moves(connection, moves)
 
 
 def put(service, moves: list) -> None:

@@ -8,7 +8,8 @@ and the audit log keeps them (`audited_candidates`). `query_hash` proves what wa
 
 `record_briefing` writes a briefing's audit event and, in the same transaction, one `shown_items` row per
 returned item (principal, incident, item: the proof feedback asks for, api.service.feedback; a resent incident
-keeps the first row). `records_for_answer` reads the records an answer shows in the transaction that audits it.
+keeps the first row) and, for a resolved subject, whom it resolved (the person a referral from that incident
+is about, api.service.referrals). `records_for_answer` reads the records an answer shows in the transaction that audits it.
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from api.service.audit import append, canonical
 from api.service.budget import Ticket
 from api.service.person_data import person_consents, person_items
 from api.service.reference import person_reference, record_reference
+from api.service.followups import open_follow_ups
+from api.service.referrals import BriefedPerson, engaged_programs, record_briefed_person
 from api.service.store import Store, dialect_insert, records, shown_items
 from matching.query import Subject
 from scoring.briefing import brief
+from scoring.followup import FollowUpRules
+from scoring.referral_policy import engagement_notice
 from scoring.item import Principal, Purpose
 
 MAX_ITEMS = 20
@@ -50,7 +55,8 @@ def audited_candidates(candidates: list[dict]) -> list[dict]:
 def compose(service, principal: Principal, purpose: Purpose, subject: Subject, incident: dict, incident_at: datetime,
             now: datetime, ticket: Ticket):
     """Resolve, then (for a resolved person) the permitted items ranked: (resolution, items shown, withheld, the
-    audit event's disclosure fields).
+    audit event's disclosure fields, with `engagement`: the notices of programs working with the person,
+    scoring.referral_policy.engagement_notice).
 
     `incident` holds `incident_id`, `call_type` and `emergency_attestation`; `incident_at` is its time, which
     fills the subject's when it has none. The policy runs at the server's `now`; the incident's time only
@@ -64,6 +70,7 @@ def compose(service, principal: Principal, purpose: Purpose, subject: Subject, i
         return resolution, [], [], {}
     with service.store.engine.connect() as connection:
         items, consents = person_items(connection, best.person_id), person_consents(connection, best.person_id)
+        engaged = engaged_programs(connection, best.person_id)
     ticket.check()
     # A revocation binds every disclosure from `revoked_at` on: `now` is the server's clock, so one
     # already recorded is in force here whatever time the incident claims.
@@ -72,8 +79,10 @@ def compose(service, principal: Principal, purpose: Purpose, subject: Subject, i
     shown_person = person_reference(best.person_id, service.reference_key)
     items_out = [_item_json(line, shown_person, k + 1) for k, line in enumerate(result.items[:MAX_ITEMS])]
     returned = {s["item_id"] for i in items_out for s in i["sources"]}     # every copy shown, merged ones too
+    notices = engagement_notice(engaged, principal, consents, now)
     return resolution, items_out, result.withheld, {
-        "disclosures": [d for d in result.disclosures if d["item_id"] in returned], "denied": result.denied}
+        "disclosures": [d for d in result.disclosures if d["item_id"] in returned], "denied": result.denied,
+        "engagement": notices}
 
 
 def _item_json(line, person_id: str, position: int) -> dict:
@@ -92,11 +101,18 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def record_briefing(store: Store, payload: dict, principal: str, request_id: str, incident_id: str,
-                    item_ids: list[str], shown_at: datetime) -> None:
-    """The briefing's audit event and its `shown_items` rows, in one transaction (before the answer is sent)."""
+                    item_ids: list[str], shown_at: datetime, briefed: BriefedPerson | None = None,
+                    follow_ups: FollowUpRules | None = None) -> None:
+    """The briefing's audit event, its `shown_items` rows, whom it resolved (`briefed`, what a referral from
+    the incident is about, api.service.referrals) and the follow-up tasks it opens (api.service.followups), in
+    one transaction (before the answer is sent)."""
     with store.begin() as connection:
         append(connection, "briefing", payload, principal=principal, request_id=request_id)
         _record_shown(connection, principal, incident_id, item_ids, request_id, shown_at)
+        if briefed is not None:
+            record_briefed_person(connection, briefed)
+            if follow_ups is not None:
+                open_follow_ups(connection, follow_ups, briefed, shown_at)
 
 
 def _record_shown(connection, principal: str, incident_id: str, item_ids: list[str], request_id: str,

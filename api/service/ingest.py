@@ -51,8 +51,8 @@ from api.service.audit import append
 from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
-from api.service.store import (RECORD_FIELDS, Store, bulk_upsert, clusters, consents, context_items, dialect_insert,
-                               records)
+from api.service.bulk import bulk_upsert
+from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, dialect_insert, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
 from matching.link import link_records

@@ -34,3 +34,14 @@ class Conflict(Refusal):
     """The request contradicts what the store holds (an item moving to another agency's record, a second feedback)."""
 
     status = 409
+
+
+class FieldRefusal(Refusal):
+    """A request whose fields fit the schema but break a rule the service checks against the store (an unknown
+    program, a basis the caller may not use): 422 with a message per field, as schema errors are answered."""
+
+    status = 422
+
+    def __init__(self, fields: dict[str, str]):
+        super().__init__("the request does not meet the service's rules")
+        self.fields = fields

@@ -10,6 +10,10 @@ cutoff `now - older_than_days`:
 - **consents** whose `valid_until` or `revoked_at` is before the cutoff (a consent that no
   longer permits anything); items naming a purged consent are then simply not covered by it;
 - **feedback** created before the cutoff;
+- **referrals** closed (rejected, completed, cancelled, failed) before the cutoff, with their lifecycle events
+  and the list of items that travelled (api.service.referrals; an open referral is care in progress and is
+  kept), and the record of whom a briefing resolved (`briefed_persons`, what a referral names) from before it;
+  webhook deliveries (`outbox`) of the purged referrals and any delivered before the cutoff;
 - **changes** (the workers' change feed, `api.service.changes`) written before the cutoff, always
   keeping the newest row so the sequence never restarts below what a worker has applied. Every
   worker applies the feed before each request and a starting worker reads the store, so rows
@@ -52,8 +56,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, func, select
 
 from api.service.audit import PURGE_ACTION, append, hold_audit_lock, retention_anchor
-from api.service.store import Store, audit_events, begin_writing, changes, consents, context_items, feedback
-from api.service.times import parse_time
+from api.service.store import (Store, audit_events, begin_writing, briefed_persons, changes, consents, context_items,
+                               feedback, outbox, referrals)
+from api.service.times import parse_time, utc_text
+from scoring.referral import CLOSED
+
+CLOSED_STATUSES = [s.value for s in CLOSED]
 
 AUDIT_RETENTION_DAYS = 2190           # 6 years: HIPAA documentation retention, 45 CFR 164.316(b)(2)
 MAX_DAYS = 36_500
@@ -76,6 +84,8 @@ class PurgeSummary:
     context_items: int = 0
     consents: int = 0
     feedback: int = 0
+    referrals: int = 0
+    briefed_persons: int = 0
     changes: int = 0
     audit_events: int = 0
     audit_anchor: int | None = None        # seq of the last audit event removed so far (this purge or an earlier one)
@@ -84,7 +94,8 @@ class PurgeSummary:
 
     def counts(self) -> dict[str, int]:
         return {"context_items": self.context_items, "consents": self.consents, "feedback": self.feedback,
-                "changes": self.changes, "audit_events": self.audit_events}
+                "referrals": self.referrals, "briefed_persons": self.briefed_persons, "changes": self.changes,
+                "audit_events": self.audit_events}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +153,10 @@ def purge(store: Store, older_than_days: int, audit_older_than_days: int = AUDIT
         consent_ids = _candidates(connection, consents.c.consent_id, _CONSENT_COLUMNS, consent_is_past, cutoff)
         feedback_ids = [r.id for r in connection.execute(select(feedback.c.id, feedback.c.created_at))
                         if _before(r.created_at, cutoff)]
+        referral_ids = [r.id for r in connection.execute(select(referrals.c.id, referrals.c.updated_at)
+                                                         .where(referrals.c.status.in_(CLOSED_STATUSES)))
+                        if _before(r.updated_at, cutoff)]
+        briefed_before = briefed_persons.c.briefed_at < utc_text(cutoff)      # written by utc_text: text order is time order
         newest_change = connection.execute(select(func.max(changes.c.seq))).scalar() or 0
         change_ids = [r.seq for r in connection.execute(select(changes.c.seq, changes.c.at).where(changes.c.seq < newest_change))
                       if _before(r.at, cutoff)]
@@ -149,6 +164,8 @@ def purge(store: Store, older_than_days: int, audit_older_than_days: int = AUDIT
         if dry_run:
             previous = retention_anchor(connection)
             summary.context_items, summary.consents, summary.feedback = len(item_ids), len(consent_ids), len(feedback_ids)
+            summary.referrals = len(referral_ids)
+            summary.briefed_persons = connection.execute(select(func.count()).where(briefed_before)).scalar()
             summary.changes, summary.audit_events = len(change_ids), audit_count
             summary.audit_anchor = last_purged if last_purged is not None else (previous[0] if previous else None)
             return summary
@@ -167,6 +184,10 @@ def purge(store: Store, older_than_days: int, audit_older_than_days: int = AUDIT
         summary.context_items = _delete_in_chunks(connection, context_items.c.item_id, item_ids)
         summary.consents = _delete_in_chunks(connection, consents.c.consent_id, consent_ids)
         summary.feedback = _delete_in_chunks(connection, feedback.c.id, feedback_ids)
+        summary.referrals = _delete_in_chunks(connection, referrals.c.id, referral_ids)    # events and items cascade
+        _delete_in_chunks(connection, outbox.c.referral_id, referral_ids)                # and what was owed of them
+        connection.execute(delete(outbox).where(outbox.c.delivered_at < utc_text(cutoff)))   # delivered long ago
+        summary.briefed_persons = connection.execute(delete(briefed_persons).where(briefed_before)).rowcount
         summary.changes = _delete_in_chunks(connection, changes.c.seq, change_ids)
         if last_purged is not None:
             summary.audit_events = connection.execute(delete(audit_events).where(audit_events.c.seq <= last_purged)).rowcount

@@ -26,6 +26,7 @@ from api.service.throttle import FailureThrottle
 from matching.model import MatcherModel
 from matching.resolve import Resolver
 from scoring.ranker import ItemScorecard
+from scoring.followup import FollowUpRules
 from scoring.rules import Rules
 
 log = logging.getLogger("briefing")
@@ -48,6 +49,7 @@ class Service:
     generation: int = 1                   # of the index answering; each rebuild swapped in adds one
     changes_lock: threading.RLock = field(default_factory=threading.RLock)   # orders change application and swaps
     rebuilder: IndexRebuilder | None = None
+    follow_ups: FollowUpRules = field(default_factory=FollowUpRules.load)   # scoring/followup.toml
 
     def __post_init__(self):
         self.keys = self.keys or KeyCache(self.store)

@@ -43,7 +43,8 @@ from sqlalchemy import Connection
 
 from api.service.changes import changes_after, written_since
 from api.service.stewardship import open_staged_pairs
-from api.service.store import Store, clusters, records, review_pairs, sqlite_upsert
+from api.service.bulk import sqlite_upsert
+from api.service.store import Store, clusters, records, review_pairs
 
 STAGE_ROWS = 50_000
 STAGED, RETIRED = "staged", "retired"

@@ -4,8 +4,8 @@ One `Store` per process. `open_store("out/briefing.db")` or `open_store("sqlite:
 SQLite file in write-ahead-log mode with foreign keys enforced; any other SQLAlchemy URL
 (`postgresql+psycopg://…`) is used as is. `create()` makes the tables if they are missing. The
 transaction primitives every writer shares live here too: `Store.begin` (with its `after_commit`
-callbacks), `begin_writing` (the write lock, now), `dialect_insert` (the dialect's upserting insert) and
-`bulk_upsert` (its bulk path: `executemany`, `COPY`).
+callbacks), `begin_writing` (the write lock, now) and `dialect_insert` (the dialect's upserting insert); the
+bulk path (`executemany`, `COPY`) is api/service/bulk.py.
 Times are stored as ISO 8601 text with their offset (SQLite has no time zone type; text
 keeps both databases identical); multi-valued fields as `|`-joined text, as in the CSVs.
 """
@@ -154,6 +154,74 @@ review_constraints = Table(
     Column("undone_at", Text),
 )
 
+briefed_persons = Table(
+    "briefed_persons", metadata,                           # whom a briefing resolved (the person a referral is about)
+    Column("principal", String(200), primary_key=True),
+    Column("incident_id", String(200), primary_key=True),
+    Column("agency", String(200), nullable=False, index=True),
+    Column("person_id", String(64), nullable=False, index=True),
+    Column("grade", String(16), nullable=False),
+    Column("call_type", String(32), nullable=False),
+    Column("received_at", Text, nullable=False),           # the incident's time (the 911 contact), UTC text
+    Column("request_id", String(64), nullable=False),
+    Column("briefed_at", Text, nullable=False),
+)
+
+programs = Table(
+    "programs", metadata,                                  # receiving programs (api.service.referrals)
+    Column("name", String(200), primary_key=True),         # the agency its provider keys carry
+    Column("kind", String(32), nullable=False),
+    Column("part2", Integer, nullable=False),
+    Column("public_line", Text, nullable=False),
+    Column("created_at", Text, nullable=False),
+    *[Column(name, Text) for name in ("webhook_url", "webhook_secret", "previous_secret", "previous_until")],
+)
+
+referrals = Table(
+    "referrals", metadata,                                 # a ServiceRequest and its Task (scoring.referral)
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("person_id", String(64), nullable=False, index=True),
+    Column("grade", String(16), nullable=False),           # the match grade the referral was made at
+    Column("identity_review", Integer, nullable=False),    # 1 once a split moved records away from its person
+    Column("incident_id", String(200), nullable=False),
+    Column("call_type", String(32), nullable=False),
+    Column("program", String(200), ForeignKey("programs.name"), nullable=False, index=True),
+    Column("opened_by", String(200), nullable=False),      # "responder", or "rule:<id>" for a follow-up task
+    Column("referrer", String(200), nullable=False),
+    Column("referrer_agency", String(200), nullable=False, index=True),
+    *[Column(name, Text) for name in ("reason", "urgency", "due_by", "basis", "consent_id", "agreement_note",
+                                      "contact", "note", "business_status", "outcome")],
+    Column("status", String(16), nullable=False, index=True),
+    Column("created_at", Text, nullable=False),
+    Column("updated_at", Text, nullable=False, index=True),
+)
+
+referral_events = Table(
+    "referral_events", metadata,                           # every step of a referral's lifecycle
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("referral_id", Integer, ForeignKey("referrals.id", ondelete="CASCADE"), nullable=False, index=True),
+    *[Column(name, Text) for name in ("event", "side", "principal", "status", "business_status", "outcome", "note")],
+    Column("at", Text, nullable=False),
+)
+
+referral_items = Table(
+    "referral_items", metadata,                            # the items chosen to travel with it (re-judged per read)
+    Column("referral_id", Integer, ForeignKey("referrals.id", ondelete="CASCADE"), primary_key=True),
+    Column("item_id", String(200), primary_key=True),
+)
+
+outbox = Table(
+    "outbox", metadata,                                    # referral events to deliver (api.service.outbox)
+    Column("id", Integer, primary_key=True, autoincrement=True),   # the delivery id every send carries
+    Column("referral_id", Integer, nullable=False),
+    Column("program", String(200), nullable=False, index=True),
+    Column("event", String(64), nullable=False),
+    Column("occurred_at", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Text, nullable=False, index=True),
+    *[Column(name, Text) for name in ("lease_until", "delivered_at", "parked_at", "last_error")],
+)
+
 audit_events = Table(
     "audit_events", metadata,
     Column("seq", Integer, primary_key=True, autoincrement=True),
@@ -289,50 +357,6 @@ def dialect_insert(connection: Connection):
     """The `insert` of the connection's dialect (PostgreSQL or SQLite): the one place that chooses it. Its
     statements can upsert (`on_conflict_do_update`) or skip rows already there (`on_conflict_do_nothing`)."""
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-
-
-def bulk_upsert(connection: Connection, table: Table, rows: list[dict]) -> None:
-    """Insert rows, replacing whole any with the same primary key, by the database's bulk path, in the
-    caller's transaction: one prepared statement run for every row (SQLite `executemany`, `sqlite_upsert`),
-    or `COPY` into a staging table and one `INSERT … SELECT` from it (PostgreSQL). A million records are
-    written in seconds where multi-row `VALUES` statements compiled by SQLAlchemy take minutes. For tables
-    whose rows are replaced whole (records, clusters); a row's missing columns are written as NULL."""
-    if not rows:
-        return
-    if connection.dialect.name != "postgresql":
-        sqlite_upsert(connection, table, rows)
-        return
-    names = _column_list(table)
-    staging = f"bulk_{table.name}"
-    connection.exec_driver_sql(f'CREATE TEMP TABLE "{staging}" (LIKE "{table.name}") ON COMMIT DROP')
-    with connection.connection.driver_connection.cursor() as cursor:
-        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
-            for value in _values(table, rows):
-                copy.write_row(value)
-    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" {_replacing(table)}')
-    connection.exec_driver_sql(f'DROP TABLE "{staging}"')
-
-
-def sqlite_upsert(connection: Connection, table: Table, rows: list[dict], into: str | None = None) -> None:
-    """`bulk_upsert` on SQLite: rows of `table` into `into` (a table shaped like it; default `table` itself)."""
-    placeholders = ", ".join("?" * len(table.columns))
-    connection.exec_driver_sql(f'INSERT INTO "{into or table.name}" ({_column_list(table)}) VALUES ({placeholders}) '
-                               f'{_replacing(table)}', _values(table, rows))
-
-
-def _column_list(table: Table) -> str:
-    return ", ".join(f'"{c.name}"' for c in table.columns)
-
-
-def _values(table: Table, rows: list[dict]) -> list[tuple]:
-    return [tuple(row.get(c.name) for c in table.columns) for row in rows]
-
-
-def _replacing(table: Table) -> str:
-    """The upsert clause that replaces a row with the same primary key whole."""
-    [key] = table.primary_key.columns.keys()
-    return f'ON CONFLICT ("{key}") DO UPDATE SET ' + ", ".join(
-        f'"{c.name}" = excluded."{c.name}"' for c in table.columns if c.name != key)
 
 
 def stored_secret(store: Store, setting: str, environment: str) -> str:

@@ -12,7 +12,9 @@ through the change feed, api.service.changes). The endpoints and their answers: 
 - `erase_registry`: for the person's records, every item with legal category `VOLUNTARY_REGISTRY`; the
   person's voluntary-registry records (agency in `REGISTRY_AGENCIES` or source system in
   `REGISTRY_SOURCE_SYSTEMS`) with every item and consent hanging on them; and the feedback given on the
-  deleted items. The records leave this worker's index at once, every other worker's through a `delete`
+  deleted items; and the person's referrals, open or closed, with their lifecycle and the items that travelled
+  (a program keeps its own clinical record; Briefing keeps no copy), and the record of whom briefings resolved
+  to be the person. The records leave this worker's index at once, every other worker's through a `delete`
   change. Review decisions that name the records are kept. The audit event carries the counts and the ids,
   never the erased content.
 
@@ -30,7 +32,8 @@ from api.service.audit import append, audit_fields
 from api.service.changes import record_change
 from api.service.ownership import is_foreign_write, refuse_write
 from api.service.refusals import Forbidden, NotFound
-from api.service.store import begin_writing, clusters, consents, context_items, feedback, locked_row, records
+from api.service.store import (begin_writing, briefed_persons, clusters, consents, context_items, feedback, locked_row,
+                               outbox, records, referrals)
 from api.service.times import parse_time, utc_text
 from scoring.item import Principal
 
@@ -132,7 +135,10 @@ def erase_registry(service, principal: Principal, person_id: str, requested_by: 
             consent_ids = sorted(connection.execute(select(consents.c.consent_id)
                                                     .where(consents.c.record_id.in_(registry))).scalars())
             counts = {"records": len(registry), "context_items": len(item_ids), "consents": len(consent_ids),
-                      "feedback": _delete_registry_rows(connection, registry, item_ids, consent_ids)}
+                      "feedback": _delete_registry_rows(connection, registry, item_ids, consent_ids),
+                      "referrals": _delete_referrals(connection, person_id),
+                      "briefed_persons": connection.execute(delete(briefed_persons)
+                                                            .where(briefed_persons.c.person_id == person_id)).rowcount}
             append(connection, "registry_erasure", {
                 **audit_fields(principal, "role"), "person_id": person_id, "requested_by": requested_by,
                 "reference": reference, "deleted": counts, "record_ids": registry, "item_ids": item_ids,
@@ -159,3 +165,11 @@ def _delete_registry_rows(connection, registry: list[str], item_ids: list[str], 
     for record_id in registry:
         record_change(connection, "delete", record_id)
     return removed_feedback
+
+
+def _delete_referrals(connection, person_id: str) -> int:
+    """Delete the person's referrals (their events and items cascade) and the deliveries still owed about them."""
+    ids = list(connection.execute(select(referrals.c.id).where(referrals.c.person_id == person_id)).scalars())
+    if ids:
+        connection.execute(delete(outbox).where(outbox.c.referral_id.in_(ids)))
+    return connection.execute(delete(referrals).where(referrals.c.id.in_(ids))).rowcount if ids else 0

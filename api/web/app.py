@@ -29,10 +29,13 @@ from api.web.context import EXTENSION
 from api.web.errors import http_error, refuse_nul_in_url, refused, unexpected
 from api.web.feeds import blueprint as feeds
 from api.web.fhir import blueprint as fhir
+from api.web.fhir_referrals import blueprint as fhir_referrals
 from api.web.openapi import blueprint as openapi
 from api.web.oversight import blueprint as oversight
+from api.web.review.inbox import blueprint as review_inbox
 from api.web.review.pages import blueprint as review_web
 from api.web.review.session import COOKIE_NAME, ReviewSessions, session_secret
+from api.web.referrals import blueprint as referrals
 from api.web.review_api import blueprint as review_api
 from api.web.withdraw import blueprint as withdraw
 
@@ -67,7 +70,8 @@ def create_app(db: str, models_dir: str | Path = models.DIRECTORY, budget_ms: fl
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions[EXTENSION] = service
     _review_sessions(app, service.store)
-    for blueprint in (briefings, feeds, fhir, oversight, withdraw, openapi, review_api, review_web):
+    for blueprint in (briefings, referrals, feeds, fhir, fhir_referrals, oversight, withdraw, openapi, review_api,
+                      review_web, review_inbox):
         app.register_blueprint(blueprint)
     app.add_url_rule("/healthz", "healthz", lambda: jsonify(status="ok"))
     app.add_url_rule("/readyz", "readyz", lambda: jsonify(status="ready", records=service.resolver.index_.n_records,

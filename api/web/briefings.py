@@ -39,6 +39,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.service.audit import audit_fields, record_event
 from api.service.disclosure import audited_candidates, compose, opaque, query_hash, record_briefing
+from api.service.referrals import BriefedPerson
 from api.web.auth import requires
 from api.web.context import service
 from api.web.errors import unprocessable, validated
@@ -113,10 +114,20 @@ def create_briefing(principal):
         "query_hash": query_hash(body.subject), "status": answer["status"],
         "candidates": audited_candidates(answer["candidates"]),
         "items_returned": [i["item_id"] for i in items_out], **audit_items, "versions": current.versions,
-    }, principal.name, request_id, body.incident.id, [i["item_id"] for i in items_out], now)
+    }, principal.name, request_id, body.incident.id, [i["item_id"] for i in items_out], now,
+        _briefed(principal, body.incident, answer, request_id, now), current.follow_ups)
     return jsonify({"incident_id": body.incident.id, "request_id": request_id,
                     "resolution": opaque(answer, current.reference_key), "items": items_out, "withheld": withheld,
-                    "versions": current.versions})
+                    "engagement": audit_items.get("engagement", []), "versions": current.versions})
+
+
+def _briefed(principal, incident: Incident, answer: dict, request_id: str, now) -> BriefedPerson | None:
+    """Whom the briefing resolved (the person a referral from this incident is about), or None."""
+    if answer["status"] != "resolved" or not answer["candidates"]:
+        return None
+    best = answer["candidates"][0]
+    return BriefedPerson(principal, incident.id, incident.call_type, incident.received_at, best["person_id"], best["grade"],
+                         request_id, now)
 
 
 class MatchRequest(BaseModel):

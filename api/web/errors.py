@@ -16,7 +16,7 @@ from flask import abort, current_app, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException, default_exceptions
 
-from api.service.refusals import Refusal
+from api.service.refusals import FieldRefusal, Refusal
 from matching.query import field_messages
 
 NUL = "\x00"
@@ -116,7 +116,10 @@ def http_error(exc: HTTPException):
 
 
 def refused(refusal: Refusal):
-    """A service refusal, answered as the HTTP error of its status (403 `forbidden`, 404 `not_found`, 409 `conflict`)."""
+    """A service refusal, answered as the HTTP error of its status (403 `forbidden`, 404 `not_found`, 409 `conflict`,
+    422 with field messages)."""
+    if isinstance(refusal, FieldRefusal):
+        return http_error(Invalid(refusal.fields, refusal.message))
     return http_error(default_exceptions[refusal.status](description=refusal.message))
 
 

@@ -152,11 +152,11 @@ class Refused(Exception):
     def __init__(self, status: int, issues: list[dict], headers: dict | None = None):
         super().__init__(issues[0]["diagnostics"])
         if len(issues) > MAX_ISSUES:
-            issues = issues[:MAX_ISSUES] + [_issue("too-costly", f"... and {len(issues) - MAX_ISSUES} more issues")]
+            issues = issues[:MAX_ISSUES] + [issue("too-costly", f"... and {len(issues) - MAX_ISSUES} more issues")]
         self.status, self.issues, self.headers = status, issues, headers or {}
 
 
-def _issue(code: str, diagnostics: str, expression: str | None = None, severity: str = "error") -> dict:
+def issue(code: str, diagnostics: str, expression: str | None = None, severity: str = "error") -> dict:
     return {"severity": severity, "code": code, "diagnostics": diagnostics, **({"expression": [expression]} if expression else {})}
 
 
@@ -164,7 +164,7 @@ def _fhirpath(loc, root: str = "Parameters") -> str:
     return root + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
 
-def _fhir_response(body: dict, status: int = 200, headers: dict | None = None):
+def fhir_response(body: dict, status: int = 200, headers: dict | None = None):
     response = current_app.response_class(json.dumps(body, ensure_ascii=False), status=status, mimetype=FHIR_JSON)
     response.headers.update(headers or {})
     return response
@@ -186,8 +186,8 @@ def as_operation_outcome(view):
             issues, status, headers = _http_refusal(exc)
         except Exception:
             log.exception("unhandled error in $match")
-            issues, status, headers = [_issue("exception", "the request failed; it has been logged")], 500, {}
-        return _fhir_response(_outcome(issues), status, headers)
+            issues, status, headers = [issue("exception", "the request failed; it has been logged")], 500, {}
+        return fhir_response(_outcome(issues), status, headers)
     return answered
 
 
@@ -196,10 +196,10 @@ def _http_refusal(exc: HTTPException) -> tuple[list[dict], int, dict]:
     if exc.response is not None:                        # 429, with Retry-After
         message = (exc.response.get_json(silent=True) or {}).get("message", "refused")
         headers = {k: v for k, v in exc.response.headers.items() if k == "Retry-After"}
-        return [_issue("throttled", message)], exc.response.status_code, headers
+        return [issue("throttled", message)], exc.response.status_code, headers
     if exc.code in (401, 403):
-        return [_issue({401: "login", 403: "forbidden"}[exc.code], exc.description)], exc.code, {}
-    return [_issue("too-costly" if exc.code == 413 else "processing", exc.description)], exc.code, {}
+        return [issue({401: "login", 403: "forbidden"}[exc.code], exc.description)], exc.code, {}
+    return [issue("too-costly" if exc.code == 413 else "processing", exc.description)], exc.code, {}
 
 
 @blueprint.post("/fhir/Patient/$match")
@@ -213,13 +213,13 @@ def patient_match(principal):
     resolution = current.resolver.resolve(subject).to_dict()
     candidates, notes = resolution["candidates"], []
     if resolution["status"] == "ambiguous":
-        notes.append(_issue("multiple-matches", "two or more persons match about equally well: confirm identity before "
+        notes.append(issue("multiple-matches", "two or more persons match about equally well: confirm identity before "
                             "treating any of them as the subject", severity="warning"))
     if only_certain:
         certain = [c for c in candidates if c["grade"] == "certain"]
         candidates = certain if len(certain) == 1 and resolution["status"] != "ambiguous" else []
         if len(certain) > 1 or (certain and not candidates):
-            notes.append(_issue("multiple-matches", "onlyCertainMatches: more than one person may be the subject, "
+            notes.append(issue("multiple-matches", "onlyCertainMatches: more than one person may be the subject, "
                                 "so no match is returned", severity="information"))
     candidates = candidates[:count] if count else candidates
     request_id = uuid.uuid4().hex
@@ -246,7 +246,7 @@ def _bundle(principal, candidates: list[dict], notes: list[dict], rows, request_
                for c in candidates if c["record_id"] in by_id]
     if notes:
         entries.append({"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": _outcome(notes), "search": {"mode": "outcome"}})
-    return _fhir_response({"resourceType": "Bundle", "id": request_id, "type": "searchset",
+    return fhir_response({"resourceType": "Bundle", "id": request_id, "type": "searchset",
                            "total": sum(e["search"]["mode"] == "match" for e in entries), "entry": entries})
 
 
@@ -255,47 +255,47 @@ def _purpose(principal) -> Purpose | None:
     if not claimed:
         if principal.role == Role.steward or principal.purposes:
             return principal.purposes[0] if principal.purposes else None
-        raise Refused(403, [_issue("forbidden", "this key may claim no purpose of use")])
+        raise Refused(403, [issue("forbidden", "this key may claim no purpose of use")])
     try:
         purpose = Purpose(claimed.upper())
     except ValueError:
-        raise Refused(400, [_issue("invalid", f"header {PURPOSE_HEADER}: {claimed!r} is not one of "
+        raise Refused(400, [issue("invalid", f"header {PURPOSE_HEADER}: {claimed!r} is not one of "
                                    f"{', '.join(p.value for p in Purpose)}")]) from None
     if principal.role != Role.steward and purpose not in principal.purposes:
-        raise Refused(403, [_issue("forbidden", f"this key may not claim purpose {purpose.value} ({PURPOSE_HEADER})")])
+        raise Refused(403, [issue("forbidden", f"this key may not claim purpose {purpose.value} ({PURPOSE_HEADER})")])
     return purpose
 
 
 def _parameters() -> MatchParameters:
     mimetype = request.mimetype
     if mimetype and mimetype not in (FHIR_JSON, "application/json"):
-        raise Refused(415, [_issue("not-supported", f"Content-Type {mimetype} is not supported: send {FHIR_JSON}")])
+        raise Refused(415, [issue("not-supported", f"Content-Type {mimetype} is not supported: send {FHIR_JSON}")])
     try:
         data = orjson.loads(request.get_data(cache=False))       # depth-limited: deep nesting is a 400
     except (ValueError, UnicodeDecodeError):
         data = None
     if not isinstance(data, dict) or data.get("resourceType") != "Parameters":
-        raise Refused(400, [_issue("structure", "the body must be a FHIR Parameters resource (JSON) with a parameter "
+        raise Refused(400, [issue("structure", "the body must be a FHIR Parameters resource (JSON) with a parameter "
                                    "'resource' holding the Patient to match", "Parameters")])
     holding = nul_locations(data, MAX_ISSUES)
     if holding:
-        raise Refused(422, [_issue("invalid", f"{_fhirpath(loc)}: {NUL_MESSAGE}", _fhirpath(loc)) for loc in holding])
+        raise Refused(422, [issue("invalid", f"{_fhirpath(loc)}: {NUL_MESSAGE}", _fhirpath(loc)) for loc in holding])
     try:
         body = MatchParameters.model_validate(data)
     except ValidationError as exc:
         raise Refused(422, [_pydantic_issue(e) for e in exc.errors()]) from None
-    issues = [_issue("structure", f"{path}: unknown element", path) for path in _unknown(body, "Parameters")]
+    issues = [issue("structure", f"{path}: unknown element", path) for path in _unknown(body, "Parameters")]
     uses, reported = Counter(p.name for p in body.parameter), set()
     for i, parameter in enumerate(body.parameter):
         if parameter.name not in PARAMETERS:
-            issues.append(_issue("not-supported", f"unknown parameter {parameter.name!r} (allowed: {', '.join(PARAMETERS)})",
+            issues.append(issue("not-supported", f"unknown parameter {parameter.name!r} (allowed: {', '.join(PARAMETERS)})",
                                  f"Parameters.parameter[{i}].name"))
         elif uses[parameter.name] > 1 and parameter.name not in reported:       # once per name, at its first use
             reported.add(parameter.name)
-            issues.append(_issue("structure", f"parameter {parameter.name!r} is repeated ({uses[parameter.name]} times)",
+            issues.append(issue("structure", f"parameter {parameter.name!r} is repeated ({uses[parameter.name]} times)",
                                  f"Parameters.parameter[{i}]"))
     if not any(p.name == "resource" and p.resource is not None for p in body.parameter):
-        issues.append(_issue("required", "parameter 'resource' (the Patient to match) is required", "Parameters.parameter"))
+        issues.append(issue("required", "parameter 'resource' (the Patient to match) is required", "Parameters.parameter"))
     if issues:
         raise Refused(422, issues)
     return body
@@ -305,7 +305,7 @@ def _pydantic_issue(error: dict) -> dict:
     kind, path = error["type"], _fhirpath(error["loc"])
     code = "required" if kind == "missing" else "structure" if kind.endswith(("_type", "_parsing")) else "invalid"
     message = "must be a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD" if kind == "string_pattern_mismatch" else error["msg"]
-    return _issue(code, f"{path}: {message}", path)
+    return issue(code, f"{path}: {message}", path)
 
 
 def _unknown(element, path: str) -> list[str]:
@@ -327,11 +327,11 @@ def _options(body: MatchParameters) -> tuple[bool, int | None]:
     """(onlyCertainMatches, count), each checked."""
     i, flag = _find(body, "onlyCertainMatches")
     if flag is not None and flag.valueBoolean is None:
-        raise Refused(422, [_issue("invalid", "onlyCertainMatches must be a valueBoolean", f"Parameters.parameter[{i}]")])
+        raise Refused(422, [issue("invalid", "onlyCertainMatches must be a valueBoolean", f"Parameters.parameter[{i}]")])
     i, count = _find(body, "count")
     value = None if count is None else count.valueInteger if count.valuePositiveInt is None else count.valuePositiveInt
     if count is not None and (value is None or value < 1):
-        raise Refused(422, [_issue("invalid", "count must be a valuePositiveInt (1 or more)", f"Parameters.parameter[{i}]")])
+        raise Refused(422, [issue("invalid", "count must be a valuePositiveInt (1 or more)", f"Parameters.parameter[{i}]")])
     return bool(flag and flag.valueBoolean), value
 
 
@@ -372,12 +372,12 @@ def _subject(body: MatchParameters) -> Subject:
     if k is not None:
         digits, at = re.sub(r"\D", "", patient.identifier[k].value), f"{root}.identifier[{k}].value"
         if len(digits) not in (4, 9):
-            raise Refused(422, [_issue("invalid", f"{at}: an SSN has 9 digits (or send its last 4)", at)])
+            raise Refused(422, [issue("invalid", f"{at}: an SSN has 9 digits (or send its last 4)", at)])
         fields["ssn_last4"] = digits[-4:]
     try:
         return Subject.model_validate({f: v for f, v in fields.items() if v is not None})
     except ValidationError as exc:
-        raise Refused(422, [_issue("invalid", f"{where.get(e['loc'][0], root)}: {e['msg'].removeprefix('Value error, ')}",
+        raise Refused(422, [issue("invalid", f"{where.get(e['loc'][0], root)}: {e['msg'].removeprefix('Value error, ')}",
                                    where.get(e["loc"][0], root)) for e in exc.errors()]) from None
 
 

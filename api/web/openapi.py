@@ -15,9 +15,11 @@ from api.service.audit_search import EventQuery
 from api.service.ingest import ConsentIn, ItemIn
 from api.web import schemas as s
 from api.web.briefings import BriefingRequest, MatchRequest
+from api.service.referrals import NewReferral, Step
 from api.web.feeds import RecordIn
 from api.web.fhir import FHIR_JSON, MatchParameters
 from api.web.oversight import Feedback
+from api.web.referrals import ListQuery
 from api.web.review_api import DecisionIn, MergeIn, QueueQuery, SplitIn
 from api.web.withdraw import ErasureIn, RetractIn, RevokeIn
 
@@ -81,6 +83,23 @@ def operations() -> list[Operation]:
         Operation("/v1/feedback", "post", "responder feedback on an item a briefing showed you at that incident, "
                   "once (403 if none did, 409 the second time)", 201, s.FeedbackWritten, Feedback,
                   AUTH_ERRORS + BODY_ERRORS + (409,)),
+        Operation("/v1/referrals", "post", "refer the person your agency's briefing resolved at an incident to a "
+                  "receiving program (responders; 422 naming the field for an unknown program, an incident not "
+                  "briefed or a basis the caller may not use)", 201, s.ReferralAnswer, NewReferral,
+                  AUTH_ERRORS + BODY_ERRORS),
+        Operation("/v1/referrals", "get", "the referrals your side may see: a program's (provider) or a referring "
+                  "agency's (responders)", 200, s.ReferralList, errors=AUTH_ERRORS + (422,), query=ListQuery),
+        Operation("/v1/referrals/{referral_id}", "get", "one referral as your side may see it (404 when it is not "
+                  "yours)", 200, s.ReferralAnswer, errors=AUTH_ERRORS + (404,), path_parameter="referral_id"),
+        Operation("/v1/referrals/{referral_id}/events", "post", "one lifecycle step by the side that owns it (409 "
+                  "when the lifecycle does not allow it)", 200, s.ReferralAnswer, Step,
+                  AUTH_ERRORS + BODY_ERRORS + (404, 409), path_parameter="referral_id"),
+        Operation("/fhir/ServiceRequest/{referral_id}", "get", "a referral as a FHIR R4 ServiceRequest (its program, "
+                  "or the referring agency's clinicians)", 200, s.FhirResource, errors=AUTH_ERRORS + (404,),
+                  path_parameter="referral_id", media_type=FHIR_JSON, error="OperationOutcome"),
+        Operation("/fhir/Task/{referral_id}", "get", "a referral's SDOHCC TaskForReferralManagement Task (FHIR R4)",
+                  200, s.FhirResource, errors=AUTH_ERRORS + (404,), path_parameter="referral_id",
+                  media_type=FHIR_JSON, error="OperationOutcome"),
         Operation("/v1/persons/{person_id}", "get", "a person's identity records (steward)", 200, s.Person,
                   errors=AUTH_ERRORS + (404,), path_parameter="person_id"),
         Operation("/v1/audit/events", "get", "audit events, newest first (auditor)", 200, s.AuditEvents,

@@ -80,13 +80,39 @@ class Versions(_Closed):
     policy: str
 
 
+class Engagement(_Closed):
+    """A program working with the person (scoring.referral_policy.engagement_notice): never a reason or outcome."""
+    message: str
+    public_line: str
+    program: str | None = None
+
+
 class BriefingAnswer(_Closed):
     incident_id: str
     request_id: str
     resolution: Resolution
     items: list[Item]
     withheld: list[Withheld]
+    engagement: list[Engagement]
     versions: Versions
+
+
+class Referral(BaseModel):
+    """A referral as the caller's side may see it: which fields it holds depends on the side and role
+    (scoring/referral_policy.py), so only these three are always there."""
+    model_config = ConfigDict(extra="allow")
+    id: int
+    status: str
+    program: dict
+
+
+class ReferralAnswer(_Closed):
+    referral: Referral
+
+
+class ReferralList(_Closed):
+    referrals: list[Referral]
+    count: int
 
 
 class MatchAnswer(_Closed):
@@ -197,6 +223,13 @@ class FhirBundle(BaseModel):
     type: Literal["searchset"]
     total: int
     entry: list[dict] = []
+
+
+class FhirResource(BaseModel):
+    """A FHIR R4 resource (ServiceRequest, Task), validated against the R4B models by the tests."""
+    model_config = ConfigDict(extra="allow")
+    resourceType: str
+    id: str
 
 
 class OperationOutcome(BaseModel):

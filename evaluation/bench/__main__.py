@@ -17,6 +17,7 @@
     python -m evaluation.bench external      # FEBRL 1-4 and evaluation/data/external/*.csv.gz beside plain Splink (evaluation/bench/external.py)
     python -m evaluation.bench external-resolve   # ... the resolver on each set, each query's own record left out
     python -m evaluation.bench ingest1m      # `briefing ingest` of 1M records into an empty SQLite and PostgreSQL store
+    python -m evaluation.bench webhooks      # referrals at 50/s for 60 s to a program's webhook, a worker and a deliverer killed -9
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
 Heavy steps run as child processes so their peak RSS is measured alone (evaluation/bench/child.py);
@@ -40,6 +41,7 @@ from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
 from evaluation.bench.service import (bench_service1m, bench_service1m_300, bench_service100k, bench_service100k_gthread,
                                       bench_service_rebuild1m, bench_service_rebuild100k)
 from evaluation.bench.spark import bench_link1m_spark
+from evaluation.bench.webhooks import bench_webhooks
 
 BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1m, "synth1m": bench_synth1m,
            "link1m-spark": bench_link1m_spark,
@@ -48,7 +50,7 @@ BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1
            "service-rebuild1m": bench_service_rebuild1m, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
            "service1m-300": bench_service1m_300,
            "external": bench_external, "external-resolve": bench_external_resolve,
-           "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m}
+           "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m, "webhooks": bench_webhooks}
 
 
 def main(argv: list[str] | None = None) -> int:

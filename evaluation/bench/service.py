@@ -8,7 +8,8 @@
 The county is generated and ingested with `briefing ingest` (a bulk link); a co-responder key
 is created; `briefing serve` starts on a free port; the load generator (`evaluation.bench.loadgen`)
 runs in its own process and replays the county's incidents as briefing requests, TREATMENT
-purpose, 5 s of warm-up then the measured minute. While it runs the server's processes are
+purpose, 5 s of warm-up then the measured minute. The server runs no webhook deliverer (`--no-deliver`):
+these benchmarks measure briefings, as before deliverers existed (`evaluation.bench.webhooks` measures them). While it runs the server's processes are
 measured for memory once the minute is over: RSS counts shared pages in every process, PSS divides
 them among the processes sharing them, USS is what each process holds alone — so USS shows what
 copy-on-write sharing saves. Every request's latency is kept (`trace-*.csv`) for the plot. Afterwards the audit chain is verified (every briefing appended an event).
@@ -58,7 +59,7 @@ def bench_service(work: Path, records: int, seed: int, serving: str = "processes
     port = _free_port()
     server = subprocess.Popen(BRIEFING + ["serve", "--db", str(db), "--port", str(port),
                                           "--workers", str(SERVINGS[serving]["workers"]),
-                                          "--threads", str(SERVINGS[serving]["threads"])],
+                                          "--threads", str(SERVINGS[serving]["threads"]), "--no-deliver"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         started = time.perf_counter()
@@ -97,7 +98,7 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
     bodies = work / f"bodies-{records}-{seed}.jsonl"
     _write_bodies(county / "incidents.csv", bodies)
     port = _free_port()
-    server = subprocess.Popen(BRIEFING + ["serve", "--db", str(db), "--port", str(port), "--workers", "2"],
+    server = subprocess.Popen(BRIEFING + ["serve", "--db", str(db), "--port", str(port), "--workers", "2", "--no-deliver"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     duration = 90 + records / 1_500                               # the ingest, the build and a minute after
     result: dict = {"figure": f"service_rebuild_{records}", "rate": rate, "bulk_records": _count_rows(bulk)}

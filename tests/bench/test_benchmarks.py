@@ -13,6 +13,7 @@ from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, benc
 from evaluation.bench.rank import bench_rank200
 from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
 from evaluation.bench.service import bench_service1m, bench_service1m_300, bench_service_rebuild100k
+from evaluation.bench.webhooks import bench_webhooks
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +102,9 @@ def test_briefings_keep_answering_while_a_bulk_load_lands_and_the_index_is_rebui
     assert result["seconds_from_ingest_end_to_new_index"] is not None
     assert result["seconds_from_ingest_end_to_new_index"] <= 120
     assert result["during"]["p99_ms"] <= 100 and result["during"]["max_ms"] <= 1000
+
+
+def test_warm_handoffs_reach_the_webhook_within_a_second_and_none_is_lost_when_processes_are_killed(tmp_path):
+    result = _report(bench_webhooks(tmp_path))
+    assert result["lost"] == 0 and result["bad_signatures"] == 0 and result["duplicates_harmless"]
+    assert result["latency_ms"]["p99"] <= 1000 and result["killed"]["worker"] and result["killed"]["deliverer"]
