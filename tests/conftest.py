@@ -1,10 +1,12 @@
-"""Shared fixtures: a PostgreSQL server for the session and a fresh database per test module (tests/postgres.py)."""
+"""Shared fixtures: a PostgreSQL server for the session and a fresh database per test module (tests/postgres.py);
+a headless Chromium per browser test module (tests/browser.py)."""
 
 import os
 import tempfile
 
 import pytest
 
+from tests.browser import open_chromium
 from tests.postgres import Unavailable, in_ci, start_server
 
 # A PostgreSQL store keeps its audit key and witness under $XDG_STATE_HOME/briefing/<url hash>/ (api/service/audit_trail.py):
@@ -31,3 +33,11 @@ def postgres_url(postgres_server, request):
     url = postgres_server.create_database(request.module.__name__.rsplit(".", 1)[-1])
     yield url
     postgres_server.drop_database(url)
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """A headless Chromium for this test module; skips without one (fails under CI)."""
+    driver = open_chromium(tmp_path_factory.mktemp("chromium-profile"))
+    yield driver
+    driver.quit()

@@ -1,8 +1,6 @@
 """A receiving program's inbox in a real headless Chromium, against a real gunicorn on loopback (issue 19, item 4).
 
-The harness is tests/test_review_browser.py's: Debian's Chromium and chromedriver (`/usr/bin/chromium`,
-`/usr/bin/chromedriver`, installed by `.ci/run`) through Selenium, nothing downloaded at run time; without
-them the test skips with the reason, except under CI=true, where it fails. The server is `python -m
+The browser is tests/browser.py's headless Chromium (skipped without one, except under CI=true). The server is `python -m
 api.cli serve` (tests/served.py). An officer's briefing over HTTP resolves a person and the officer refers
 them to MOBILE_CRISIS; then, by keyboard (Tab, Enter, typing, one access key), the program's provider signs
 in, opens the referral, accepts it, logs a contact attempt and closes it with the outcome
@@ -15,12 +13,10 @@ it; the audit log holds every step and `briefing audit verify` passes.
 """
 
 import json
-import os
-import shutil
-import time
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from api.service.keys import create_key
 from api.service.referrals import register_program
@@ -29,45 +25,10 @@ from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
 from scoring.referral import ProgramKind
 from scoring.referral_policy import Program
-from tests.loaded_county import loaded_county
-from tests.postgres import in_ci
-from sqlalchemy import select
-
+from tests.browser import active, assert_accessible, press, wait_for
 from tests.cli_run import run_briefing
+from tests.loaded_county import loaded_county
 from tests.served import call, serving
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-WAIT = 20.0
-NAMED_ROLES = {"button", "textbox", "combobox", "spinbutton", "link", "checkbox", "radio", "searchbox", "listbox"}
-
-
-def _unavailable(reason: str):
-    if in_ci():
-        pytest.fail(f"CI=true: the browser tests must run, but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
-    for program in (CHROMIUM, CHROMEDRIVER):
-        if not (shutil.which(program) and os.access(program, os.X_OK)):
-            _unavailable(f"{program} is not installed (apt-get install chromium chromium-driver)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        _unavailable("selenium is not installed (pip install -e '.[dev]')")
-    os.environ.setdefault("SE_OFFLINE", "true")          # Selenium Manager must never fetch a browser or a driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,1800", "--lang=en-US", "--no-first-run",
-                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -87,67 +48,21 @@ def served(tmp_path_factory):
 
 # ---- helpers ----------------------------------------------------------------------------------------------------------
 
-def _wait(condition, what: str, timeout: float = WAIT):
-    """`condition()` once it is truthy; a page that is being replaced meanwhile (stale or missing elements) is retried."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (NoSuchElementException, StaleElementReferenceException):
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _keys(driver, *keys):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    ActionChains(driver).send_keys(*keys).perform()
-
-
-def _active(driver) -> dict:
-    return driver.execute_script(
-        "const e = document.activeElement; return {tag: e.tagName.toLowerCase(), id: e.id, "
-        "text: (e.innerText || e.value || '').trim(), outline: getComputedStyle(e).outlineStyle};")
-
-
 def _tab_to(driver, element_id: str, limit: int = 40) -> dict:
     """Press Tab until the element `element_id` has the focus; the focused element (visibly outlined)."""
     from selenium.webdriver.common.keys import Keys
 
     for _ in range(limit):
-        _keys(driver, Keys.TAB)
-        if _active(driver)["id"] == element_id:
+        press(driver, Keys.TAB)
+        if active(driver)["id"] == element_id:
             break
-    focused = _active(driver)
+    focused = active(driver)
     assert focused["id"] == element_id and focused["outline"] != "none", focused
     return focused
 
 
 def _message(driver, text: str) -> None:
-    _wait(lambda: text in driver.find_element("css selector", ".messages").text, f"the message {text!r}")
-
-
-def _assert_accessible(driver, page: str) -> None:
-    """Every control has an accessible name and a label; one h1, no skipped heading level; a skip link."""
-    tree = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
-    unnamed = [n.get("backendDOMNodeId") for n in tree if not n.get("ignored")
-               and (n.get("role") or {}).get("value") in NAMED_ROLES
-               and not str((n.get("name") or {}).get("value") or "").strip()]
-    assert unnamed == [], f"{page}: controls without an accessible name"
-    found = driver.execute_script(
-        "const levels = [...document.querySelectorAll('h1,h2,h3,h4,h5,h6')].map(h => +h.tagName[1]);"
-        "const unlabelled = [...document.querySelectorAll('input:not([type=hidden]),select,textarea')]"
-        "  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.name);"
-        "return {levels, unlabelled, skip: !!document.querySelector('a.skip-link[href=\"#main\"]')};")
-    levels = found["levels"]
-    assert found["skip"] and found["unlabelled"] == [], (page, found)
-    assert levels and levels[0] == 1 and levels.count(1) == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:])), \
-        (page, levels)
+    wait_for(lambda: text in driver.find_element("css selector", ".messages").text, f"the message {text!r}")
 
 
 def _briefed(base: str, keys: dict, cases, call_type: str | None = None) -> tuple[dict, dict]:
@@ -187,35 +102,35 @@ def test_a_provider_accepts_logs_a_contact_and_closes_a_referral_by_keyboard(chr
     driver = chromium
     driver.delete_all_cookies()
     driver.get(base + "/review/login")
-    _wait(lambda: _active(driver)["id"] == "key", "the focus on the key field")
-    _keys(driver, keys["provider"], Keys.ENTER)
-    _wait(lambda: driver.find_elements("id", "inbox-count"), "the inbox after signing in by keyboard")
+    wait_for(lambda: active(driver)["id"] == "key", "the focus on the key field")
+    press(driver, keys["provider"], Keys.ENTER)
+    wait_for(lambda: driver.find_elements("id", "inbox-count"), "the inbox after signing in by keyboard")
     assert driver.current_url == base + "/review/inbox"
-    _assert_accessible(driver, "inbox")
+    assert_accessible(driver, "inbox")
 
     _tab_to(driver, f"referral-link-{referral_id}")
-    _keys(driver, Keys.ENTER)
-    _wait(lambda: driver.find_elements("id", "step-accept"), "the referral page by keyboard")
+    press(driver, Keys.ENTER)
+    wait_for(lambda: driver.find_elements("id", "step-accept"), "the referral page by keyboard")
     assert "at the library" in driver.find_element("tag name", "main").text
-    _assert_accessible(driver, "referral")
+    assert_accessible(driver, "referral")
 
     ActionChains(driver).key_down(Keys.ALT).send_keys("a").key_up(Keys.ALT).perform()   # Accept's access key
     _message(driver, "Done: Accept.")
     assert driver.find_element("id", "referral-status").get_attribute("data-status") == "accepted"
 
     _tab_to(driver, "note-contact_attempted")
-    _keys(driver, "no answer at the door")
-    _keys(driver, Keys.TAB)
-    assert _active(driver)["id"] == "button-contact_attempted"
-    _keys(driver, Keys.ENTER)
+    press(driver, "no answer at the door")
+    press(driver, Keys.TAB)
+    assert active(driver)["id"] == "button-contact_attempted"
+    press(driver, Keys.ENTER)
     _message(driver, "Done: Log a contact attempt.")
 
     _tab_to(driver, "outcome")
-    _keys(driver, "Engaged")                                # type-ahead picks the option in the closed select
+    press(driver, "Engaged")                                # type-ahead picks the option in the closed select
     assert driver.execute_script("return document.getElementById('outcome').value") == "engaged_in_services"
-    _keys(driver, Keys.TAB, "enrolled the same day", Keys.TAB)
-    assert _active(driver)["id"] == "button-complete"
-    _keys(driver, Keys.ENTER)
+    press(driver, Keys.TAB, "enrolled the same day", Keys.TAB)
+    assert active(driver)["id"] == "button-complete"
+    press(driver, Keys.ENTER)
     _message(driver, "Done: Close with this outcome (engaged in services).")
     assert driver.find_element("id", "referral-status").get_attribute("data-status") == "completed"
 
@@ -230,9 +145,9 @@ def _sign_in(driver, base: str, key: str) -> None:
 
     driver.delete_all_cookies()
     driver.get(base + "/review/login")
-    _wait(lambda: _active(driver)["id"] == "key", "the focus on the key field")
-    _keys(driver, key, Keys.ENTER)
-    _wait(lambda: driver.find_elements("id", "inbox-count"), "the inbox after signing in by keyboard")
+    wait_for(lambda: active(driver)["id"] == "key", "the focus on the key field")
+    press(driver, key, Keys.ENTER)
+    wait_for(lambda: driver.find_elements("id", "inbox-count"), "the inbox after signing in by keyboard")
 
 
 def _step_by_button(driver, event: str, done: str, note: str = "") -> None:
@@ -241,9 +156,9 @@ def _step_by_button(driver, event: str, done: str, note: str = "") -> None:
 
     if note:
         _tab_to(driver, f"note-{event}")
-        _keys(driver, note)
+        press(driver, note)
     _tab_to(driver, f"button-{event}")
-    _keys(driver, Keys.ENTER)
+    press(driver, Keys.ENTER)
     _message(driver, done)
 
 
@@ -263,8 +178,8 @@ def test_an_overdose_briefing_ends_as_a_closed_task_in_the_outcomes_report_and_t
     listed = driver.find_element("id", f"referral-link-{task.id}")         # the task is in the team's inbox
     assert listed.is_displayed()
     _tab_to(driver, f"referral-link-{task.id}")
-    _keys(driver, Keys.ENTER)
-    _wait(lambda: driver.find_elements("id", "step-accept"), "the task's page by keyboard")
+    press(driver, Keys.ENTER)
+    wait_for(lambda: driver.find_elements("id", "step-accept"), "the task's page by keyboard")
     assert task.grade in driver.find_element("tag name", "main").text      # the grade it was opened at is shown
 
     _step_by_button(driver, "accept", "Done: Accept.")
@@ -276,7 +191,7 @@ def test_an_overdose_briefing_ends_as_a_closed_task_in_the_outcomes_report_and_t
         steps.append("confirm_identity")
     _step_by_button(driver, "contact_attempted", "Done: Log a contact attempt.", "left naloxone and a card")
     _tab_to(driver, "outcome")
-    _keys(driver, "Engaged")
+    press(driver, "Engaged")
     assert driver.execute_script("return document.getElementById('outcome').value") == "engaged_in_services"
     _step_by_button(driver, "complete", "Done: Close with this outcome (engaged in services).")
     steps += ["contact_attempted", "complete"]
