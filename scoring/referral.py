@@ -72,6 +72,10 @@ class BusinessStatus(str, Enum):
     engaged = "engaged"
 
 
+#: The business statuses from the least to the furthest progress.
+PROGRESS = (BusinessStatus.identity_confirmed, BusinessStatus.contact_attempted, BusinessStatus.engaged)
+
+
 class Outcome(str, Enum):
     engaged_in_services = "engaged_in_services"
     declined_services = "declined_services"
@@ -139,8 +143,8 @@ class State:
 def apply(state: State, event: Event, side: Side, outcome: Outcome | None = None) -> State:
     """The state after `side` takes `event`, or `Refused`.
 
-    `complete` needs an `outcome` and only `complete` takes one. A contact logged after the engagement keeps
-    the business status `engaged` (the furthest step reached is what the program reports).
+    `complete` needs an `outcome` and only `complete` takes one. The business status is the furthest step
+    reached (`PROGRESS`): a contact logged after the engagement, or identity confirmed after a contact, keeps it.
     """
     step = STEPS[event]
     if side not in step.sides:
@@ -150,9 +154,8 @@ def apply(state: State, event: Event, side: Side, outcome: Outcome | None = None
         raise Refused(f"a referral that is {state.status.value} cannot take '{event.value}' (only from: {allowed})")
     if (event == Event.complete) != (outcome is not None):
         raise Refused("'complete' needs an outcome" if event == Event.complete else f"'{event.value}' takes no outcome")
-    business = step.business_status or state.business_status
-    if state.business_status == BusinessStatus.engaged and step.business_status == BusinessStatus.contact_attempted:
-        business = BusinessStatus.engaged
+    business = max((b for b in (state.business_status, step.business_status) if b is not None),
+                   key=PROGRESS.index, default=None)
     return State(step.to_status or state.status, business, outcome)
 
 

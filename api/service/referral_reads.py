@@ -102,6 +102,8 @@ def referrals_for(store: Store, principal: Principal, reference_key: bytes, now:
     moment = referrals.c.updated_at if as_program else referrals.c.created_at
     if since is not None:
         query = query.where(moment >= utc_text(since))
+    if as_program and status is not None:       # a program sees the true status: filter in SQL (a referrer's view of
+        query = query.where(referrals.c.status == status)   # it may be coarser, so theirs is filtered below)
     shown = []
     with store.begin() as connection:
         for row in connection.execute(query.order_by(moment, referrals.c.id)):

@@ -238,7 +238,8 @@ def next_state(state: tuple, event: str, side: str, outcome: str | None) -> tupl
     sides, froms, to, step_business = TABLE[event]
     if side not in sides or status not in froms or (event == "complete") != (outcome is not None):
         return None
-    if step_business and not (step_business == "contact_attempted" and business == "engaged"):
+    furthest = ("identity_confirmed", "contact_attempted", "engaged")
+    if step_business and (business is None or furthest.index(step_business) >= furthest.index(business)):
         business = step_business
     return (to or status, business, outcome)
 
