@@ -1,6 +1,7 @@
 """Referrals over HTTP with ordinary keys: who may refer, what travels, what each side sees, the lifecycle,
 person moves, retention and erasure, and the audit of every step (issue 19)."""
 
+import json
 from datetime import timedelta
 
 import pandas as pd
@@ -232,8 +233,13 @@ def test_a_referral_is_invisible_to_every_other_agency_and_program_and_the_probe
     assert _read(client, keys["crisis"], 2 ** 40).status_code == 404
     assert _step(client, keys["officer"], referral["id"], "accept").status_code == 409     # the program's step
     with store.engine.connect() as connection:
-        actions = [a for (a,) in connection.execute(select(audit_events.c.action))]
-    assert actions.count("referral_refused") >= 4
+        logged = [(a, json.loads(p)) for a, p in connection.execute(select(audit_events.c.action, audit_events.c.payload))]
+    refused = [p for a, p in logged if a == "referral_refused" and p["referral_id"] == referral["id"]]
+    assert sorted((p["agency"], p.get("event", "")) for p in refused) == sorted(   # each read and each step probe
+        [(agency, "") for agency in ("OTHER_PD", "HARBOR_SUD", "HOUSING_TEAM", "COUNTY_BH")]
+        + [(agency, "accept") for agency in ("OTHER_PD", "HARBOR_SUD", "HOUSING_TEAM", "COUNTY_BH")])
+    [conflict] = [p for a, p in logged if a == "referral_step_refused" and p["referral_id"] == referral["id"]]
+    assert conflict["event"] == "accept" and conflict["agency"] == "METRO_PD" and "program" in conflict["reason"]
 
 
 def test_the_person_declining_cancels_the_referral_and_the_program_can_poll_for_it(county):

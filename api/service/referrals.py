@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import and_, insert, select, update
 
-from api.service.audit import append, audit_fields
+from api.service.audit import append, audit_fields, record_event
 from api.service.person_data import person_consents, person_items
 from api.service.refusals import Conflict, FieldRefusal, NotFound
 from api.service.store import (Store, briefed_persons, clusters, dialect_insert, locked_row, programs, referral_events,
@@ -202,7 +202,21 @@ def side_of(principal: Principal, row) -> Side | None:
 
 
 def take_step(store: Store, principal: Principal, referral_id: int, step: Step, now: datetime) -> State:
-    """Apply one lifecycle event to a referral, under its row lock; the new state. Audited `referral_<event>`."""
+    """Apply one lifecycle event to a referral, under its row lock; the new state. Audited `referral_<event>`;
+    a step on a referral that is not the principal's side's (NotFound) is audited `referral_refused`, one the
+    lifecycle refuses (Conflict) `referral_step_refused`, each after the refused transaction rolled back."""
+    who = {**audit_fields(principal, "agency", "role"), "referral_id": referral_id, "event": step.event.value}
+    try:
+        return _take_step(store, principal, referral_id, step, now)
+    except NotFound:
+        record_event(store, "referral_refused", who, principal=principal.name)
+        raise
+    except Conflict as refusal:
+        record_event(store, "referral_step_refused", {**who, "reason": refusal.message}, principal=principal.name)
+        raise
+
+
+def _take_step(store: Store, principal: Principal, referral_id: int, step: Step, now: datetime) -> State:
     with store.begin() as connection:
         row = locked_row(connection, select(referrals).where(referrals.c.id == referral_id))
         side = side_of(principal, row) if row is not None else None
