@@ -277,6 +277,9 @@ def test_a_merge_moves_referrals_and_a_split_flags_them_for_identity_review(coun
                       .scalars() if r not in linked)
     split_record(service, kept, record, "st-1")
     assert _read(client, keys["crisis"], referral["id"]).get_json()["referral"]["identity_review"] is True
+    assert _step(client, keys["crisis"], referral["id"], "accept").status_code == 200
+    assert _step(client, keys["crisis"], referral["id"], "confirm_identity").status_code == 200   # confirmed since
+    assert _read(client, keys["crisis"], referral["id"]).get_json()["referral"]["identity_review"] is False
 
 
 def test_purge_removes_closed_referrals_and_erasure_removes_the_persons_referrals(county):

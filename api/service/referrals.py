@@ -16,7 +16,7 @@ in the store, each write and read in one transaction with its audit event:
 - `referral_for` and `referrals_for` (api/service/referral_reads.py) answer reads.
 
 Person moves (`follow_moves`, called wherever a steward's decision moves records): a merged-away person's
-referrals move to the kept person; a split person's are flagged for identity review.
+referrals move to the kept person; a split person's are flagged for identity review until the program confirms it.
 """
 
 from __future__ import annotations
@@ -228,9 +228,11 @@ def _take_step(store: Store, principal: Principal, referral_id: int, step: Step,
         except Refused as refusal:
             raise Conflict(str(refusal)) from None
         stamp = utc_text(now)
+        confirmed = step.event == Event.confirm_identity        # clears a split's flag raised before it
         connection.execute(update(referrals).where(referrals.c.id == referral_id).values(
             status=after.status.value, business_status=after.business_status and after.business_status.value,
-            outcome=after.outcome.value if after.outcome else row.outcome, updated_at=stamp))
+            outcome=after.outcome.value if after.outcome else row.outcome, updated_at=stamp,
+            identity_review=0 if confirmed else row.identity_review))
         _log_event(connection, referral_id, step.event.value, side, principal, after, step.note, stamp)
         if side == Side.referrer:                   # the program knows its own steps
             _tell_program(connection, referral_id, row.program, f"referral.{step.event.value}", now)

@@ -80,8 +80,8 @@ def identity_confirmed(referral: dict) -> bool:
 
 def needs_identity_check(referral: dict) -> bool:
     """Whether the program must confirm who the person is before contact: flagged for identity review by a
-    steward's split (always: the flag has no time, so an earlier confirmation cannot clear it), or matched below
-    `certain` and not confirmed since."""
+    steward's split since its last confirmation (a confirmation clears the flag), or matched below `certain`
+    and never confirmed."""
     if referral["identity_review"]:
         return True
     return referral["grade"] != "certain" and not identity_confirmed(referral)
