@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
 from api.review.decisions import merge_persons, split_record
 from api.service.audit import verify
@@ -265,12 +265,17 @@ def test_a_merge_moves_referrals_and_a_split_flags_them_for_identity_review(coun
     referral = _refer(client, keys["officer"], incident).get_json()["referral"]
     service = app.extensions[EXTENSION]
     with store.engine.connect() as connection:
-        other = connection.execute(select(clusters.c.person_id).where(clusters.c.person_id != person).limit(1)).scalar()
+        other = connection.execute(select(clusters.c.person_id).where(clusters.c.person_id != person)   # the larger
+                                   .group_by(clusters.c.person_id).order_by(func.count().desc()).limit(1)).scalar()
     merged = merge_persons(service, person, other, "st-1")
     kept = merged["kept_person_id"]
+    assert kept == other                                   # the referral's person was merged away
     with store.engine.connect() as connection:
         row = connection.execute(select(referrals).where(referrals.c.id == referral["id"])).first()
         assert row.person_id == kept and row.identity_review == 0
+        briefed = connection.execute(select(briefed_persons.c.person_id)
+                                     .where(briefed_persons.c.incident_id == incident)).scalars().all()
+        assert briefed and set(briefed) == {kept}          # a later referral from the incident names the kept person
         linked = set(connection.execute(select(review_constraints.c.record_id_l)).scalars()) | set(
             connection.execute(select(review_constraints.c.record_id_r)).scalars())
         record = next(r for r in connection.execute(select(clusters.c.record_id).where(clusters.c.person_id == kept))

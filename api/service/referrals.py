@@ -260,14 +260,17 @@ def _log_event(connection, referral_id: int, event: str, side: Side, principal: 
 
 def follow_moves(connection, moves: list) -> None:
     """After records moved between persons (`(record_id, before, after)`, a steward's merge, split or undo): a
-    person whose every record left, and to one person, was merged into it, and its referrals follow; a person
+    person whose every record left, and to one person, was merged into it, and its referrals follow (and whom
+    briefings resolved, so a later referral from those incidents names the kept person); a person
     that lost only some records was split, and its referrals are flagged for identity review, since the records
     that justified them may now be someone else's."""
     for before in dict.fromkeys(m[1] for m in moves):
         targets = {after for _, was, after in moves if was == before}
         still_there = connection.execute(select(clusters.c.record_id).where(clusters.c.person_id == before).limit(1)).first()
         if still_there is None and len(targets) == 1:
-            connection.execute(update(referrals).where(referrals.c.person_id == before).values(person_id=targets.pop()))
+            after = targets.pop()
+            connection.execute(update(referrals).where(referrals.c.person_id == before).values(person_id=after))
+            connection.execute(update(briefed_persons).where(briefed_persons.c.person_id == before).values(person_id=after))
         else:
             connection.execute(update(referrals).where(and_(referrals.c.person_id == before,
                                                             referrals.c.identity_review == 0)).values(identity_review=1))
