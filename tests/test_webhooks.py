@@ -14,7 +14,7 @@ from api.service.keys import create_key
 from api.service.outbox import LEASE, MAX_ATTEMPTS, claim, deliveries_of, enqueue, requeue
 from api.service.referrals import register_program
 from api.service.refusals import FieldRefusal
-from api.service.store import open_store, outbox
+from api.service.store import open_store, outbox, programs
 from api.service.webhooks import hook_of, rotate_secret, set_webhook, sign, signature_header, verify
 from api.web.app import create_app
 from evaluation.bench.webhooks import Receiver
@@ -46,6 +46,15 @@ def store(tmp_path):
     store = open_store(str(tmp_path / "b.db")).create()
     register_program(store, Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"), by="test")
     return store
+
+
+@pytest.mark.parametrize("name", ["", "  ", "a county co-responder team", "A County  Co-Responder Team "])
+def test_a_program_may_not_be_named_blank_or_as_the_generic_team_hidden_programs_are_shown_as(store, name):
+    with pytest.raises(FieldRefusal) as refused:
+        register_program(store, Program(name, ProgramKind.mobile_crisis, False, "555-0109"), by="t")
+    assert "name" in refused.value.fields
+    with store.engine.connect() as connection:
+        assert connection.execute(select(programs.c.name)).scalars().all() == ["MOBILE_CRISIS"]
 
 
 def test_webhooks_must_be_https_unless_the_deployment_allows_http_for_tests(store, monkeypatch):

@@ -39,7 +39,7 @@ from api.service.webhooks import hook_of
 from scoring.item import ID_LENGTH, RESPONDERS, Principal, Role
 from scoring.referral import (WORKING, Basis, BusinessStatus, Event, Outcome, ProgramKind, Reason, Refused, Side, State, TaskStatus, Urgency,
                               apply)
-from scoring.referral_policy import Program, basis_refusal, travels
+from scoring.referral_policy import GENERIC_PROGRAM, Program, basis_refusal, travels
 
 NOT_YOURS = "no referral with this id is open to you"
 MAX_FOLLOW_UP_HOURS = 24 * 30
@@ -96,7 +96,10 @@ class Step(BaseModel):
 
 
 def register_program(store: Store, program: Program, by: str) -> None:
-    """Add or update a receiving program (audited `program_registered`)."""
+    """Add or update a receiving program (audited `program_registered`). Its name may be neither blank nor the
+    generic team a hidden Part 2 program is shown as (GENERIC_PROGRAM), which would tell them apart."""
+    if " ".join(program.name.split()).casefold() in ("", GENERIC_PROGRAM.casefold()):
+        raise FieldRefusal({"name": f"a program needs a name of its own (not blank, not {GENERIC_PROGRAM!r})"})
     if not program.public_line.strip():
         raise FieldRefusal({"public_line": "a program needs the line responders are given to reach it"})
     row = {"name": program.name, "kind": program.kind.value, "part2": int(program.part2),
