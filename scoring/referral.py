@@ -143,13 +143,16 @@ class State:
 def apply(state: State, event: Event, side: Side, outcome: Outcome | None = None) -> State:
     """The state after `side` takes `event`, or `Refused`.
 
-    `complete` needs an `outcome` and only `complete` takes one. The business status is the furthest step
+    `complete` needs an `outcome` and only `complete` takes one. A refusal tells the referring side the status
+    only as `coarse_status` does (law enforcement, and the referrers of a Part 2 program, see no more). The business status is the furthest step
     reached (`PROGRESS`): a contact logged after the engagement, or identity confirmed after a contact, keeps it.
     """
     step = STEPS[event]
     if side not in step.sides:
         raise Refused(f"only the {' or '.join(sorted(s.value for s in step.sides))} may {event.value.replace('_', ' ')}")
     if state.status not in step.from_statuses:
+        if side != Side.program:          # the referring side is told the status only as coarsely as it sees it
+            raise Refused(f"a referral that is {coarse_status(state.status)} cannot take '{event.value}'")
         allowed = ", ".join(sorted(s.value for s in step.from_statuses))
         raise Refused(f"a referral that is {state.status.value} cannot take '{event.value}' (only from: {allowed})")
     if (event == Event.complete) != (outcome is not None):

@@ -39,6 +39,8 @@ TRAVELLING_CATEGORIES = frozenset({
     Category.ineffective_approach, Category.cognitive_developmental, Category.medical, Category.service_connection,
     Category.housing_context})
 GENERIC_PROGRAM = "a county co-responder team"
+#: Kinds of program whose involvement alone tells a law-enforcement role something clinical (an overdose).
+TOLD_POLICE_ONLY_BY_CONSENT = frozenset({ProgramKind.post_overdose})
 
 #: What each viewer may see of a referral (the keys of the service's full referral dict).
 REFERRER_FIELDS = ("id", "status", "business_status", "outcome", "reason", "urgency", "due_by", "basis", "created_at",
@@ -47,6 +49,10 @@ LAW_ENFORCEMENT_FIELDS = ("id", "status", "reason", "urgency", "due_by", "basis"
                           "incident_id", "person", "contact", "note", "program")
 HIDDEN_PROGRAM_FIELDS = ("id", "status", "urgency", "due_by", "created_at", "referrer_agency", "incident_id", "person",
                          "contact", "note", "program")
+#: What a clinician wrote when referring (why, on what basis, whom to contact, the note): never shown to a
+#: law-enforcement role of the same agency, who sees that clinician's referral only as it stands.
+CLINICAL_AUTHORS_FIELDS = ("reason", "basis", "contact", "note")
+LAW_ENFORCEMENT_ROLE_NAMES = frozenset(r.value for r in LAW_ENFORCEMENT)
 
 
 @dataclass(frozen=True)
@@ -102,11 +108,12 @@ def travels(item: ContextItem, program: Program, basis: Basis, consents: Iterabl
 
 
 def names_program(consent: Consent, program: Program, viewer: Principal, now: datetime) -> bool:
-    """A consent of the person, held by the Part 2 `program`, that lets `viewer` know of the program's
-    involvement: in force, listing PART2 (and only known categories: an unreadable scope covers nothing),
-    naming the viewer's agency or role and one of the viewer's purposes."""
+    """A consent of the person, held by `program`, that lets `viewer` know of the program's involvement: in
+    force, listing PART2 for a Part 2 program or PHI for another (and only known categories: an unreadable
+    scope covers nothing), naming the viewer's agency or role and one of the viewer's purposes."""
+    category = LegalCategory.PART2 if program.part2 else LegalCategory.PHI
     return (consent.record_agency == program.name
-            and LegalCategory.PART2.value in consent.categories
+            and category.value in consent.categories
             and CONSENT_CATEGORIES.issuperset(consent.categories)
             and names_recipient(consent, viewer, now))
 
@@ -114,12 +121,15 @@ def names_program(consent: Consent, program: Program, viewer: Principal, now: da
 def engagement_notice(engaged: Iterable[Program], viewer: Principal, consents: Iterable[Consent],
                       now: datetime) -> list[dict]:
     """What a responder's briefing says of the programs working with the person (accepted or in progress): for
-    each, only that a county co-responder team is engaged and its public line; its name too where it is not a
-    Part 2 program, or a consent names the disclosure to the viewer. Never a reason, an outcome or a note."""
+    each, only that a county co-responder team is engaged and its public line; its name too where the viewer may
+    know it: not a Part 2 program, nor to a law-enforcement role a post-overdose team (`TOLD_POLICE_ONLY_BY_CONSENT`:
+    its involvement tells of an overdose), unless a consent names the disclosure to the viewer. Never a reason, an
+    outcome or a note."""
     consents = list(consents)
     notices = []
     for program in sorted(set(engaged), key=lambda p: p.name):
-        named = not program.part2 or any(names_program(c, program, viewer, now) for c in consents)
+        private = program.part2 or (viewer.role in LAW_ENFORCEMENT and program.kind in TOLD_POLICE_ONLY_BY_CONSENT)
+        named = not private or any(names_program(c, program, viewer, now) for c in consents)
         notice = {"message": f"{GENERIC_PROGRAM[0].upper()}{GENERIC_PROGRAM[1:]} is engaged with this person; "
                              f"reach it via {program.public_line}", "public_line": program.public_line}
         if named:
@@ -131,13 +141,18 @@ def engagement_notice(engaged: Iterable[Program], viewer: Principal, consents: I
 
 def referrer_view(referral: dict, viewer: Principal, program: Program, consents: Iterable[Consent],
                   now: datetime) -> dict:
-    """What a responder of the referring agency sees of `referral` (the service's full dict)."""
+    """What a responder of the referring agency sees of `referral` (the service's full dict): a clinician sees
+    what it sent and where it stands; a law-enforcement role the status only as requested, accepted or closed,
+    and of a referral a clinician made (`referrer_role`) none of what the clinician wrote; of a Part 2 program
+    no consent names to the viewer, only the generic team."""
     hidden = program.part2 and not any(names_program(c, program, viewer, now) for c in consents)
     if hidden:
         fields, shown_program = HIDDEN_PROGRAM_FIELDS, {"name": GENERIC_PROGRAM, "public_line": program.public_line}
     else:
         fields = LAW_ENFORCEMENT_FIELDS if viewer.role in LAW_ENFORCEMENT else REFERRER_FIELDS
         shown_program = {"name": program.name, "kind": program.kind.value, "public_line": program.public_line}
+    if viewer.role in LAW_ENFORCEMENT and referral.get("referrer_role") not in LAW_ENFORCEMENT_ROLE_NAMES:
+        fields = tuple(f for f in fields if f not in CLINICAL_AUTHORS_FIELDS)   # a clinician's (or unknown) referral
     view = {k: referral[k] for k in fields if k in referral}
     view["program"] = shown_program
     if hidden or viewer.role in LAW_ENFORCEMENT:

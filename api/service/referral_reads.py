@@ -40,6 +40,7 @@ def _whole(row, reference_key: bytes) -> dict:
             "reason": row.reason, "urgency": row.urgency, "due_by": row.due_by, "basis": row.basis,
             "consent_id": row.consent_id, "agreement_note": row.agreement_note, "created_at": row.created_at,
             "updated_at": row.updated_at, "referrer_agency": row.referrer_agency, "referrer": row.referrer,
+            "referrer_role": row.referrer_role,
             "incident_id": row.incident_id, "call_type": row.call_type, "opened_by": row.opened_by,
             "person": person_reference(row.person_id, reference_key), "grade": row.grade,
             "identity_review": bool(row.identity_review),

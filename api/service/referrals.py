@@ -167,7 +167,7 @@ def create_referral(store: Store, principal: Principal, request: NewReferral, no
         stamp = utc_text(now)
         referral_id = connection.execute(insert(referrals).values(
             person_id=briefed.person_id, grade=briefed.grade, identity_review=0, incident_id=request.incident_id,
-            call_type=briefed.call_type, program=program.name, opened_by="responder", referrer=principal.name, referrer_agency=principal.agency,
+            call_type=briefed.call_type, program=program.name, opened_by="responder", referrer=principal.name, referrer_role=principal.role.value, referrer_agency=principal.agency,
             reason=request.reason.value, urgency=request.urgency.value, due_by=utc_text(due), basis=request.basis.value,
             consent_id=request.consent_id, agreement_note=request.agreement_note,
             contact=json.dumps(request.contact.model_dump(exclude_none=True)) if request.contact else None,

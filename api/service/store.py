@@ -188,6 +188,7 @@ referrals = Table(
     Column("program", String(200), ForeignKey("programs.name"), nullable=False, index=True),
     Column("opened_by", String(200), nullable=False),      # "responder", or "rule:<id>" for a follow-up task
     Column("referrer", String(200), nullable=False),
+    Column("referrer_role", String(32)),                   # the referring key's role (a rule's task: none)
     Column("referrer_agency", String(200), nullable=False, index=True),
     *[Column(name, Text) for name in ("reason", "urgency", "due_by", "basis", "consent_id", "agreement_note",
                                       "contact", "note", "business_status", "outcome")],

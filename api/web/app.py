@@ -27,6 +27,7 @@ from api.service.store import Store
 from api.web.briefings import blueprint as briefings
 from api.web.context import EXTENSION
 from api.web.errors import http_error, refuse_nul_in_url, refused, unexpected
+from api.web.ids import AsciiInteger
 from api.web.feeds import blueprint as feeds
 from api.web.fhir import blueprint as fhir
 from api.web.fhir_referrals import blueprint as fhir_referrals
@@ -69,6 +70,7 @@ def create_app(db: str, models_dir: str | Path = models.DIRECTORY, budget_ms: fl
     app.json = FastJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.extensions[EXTENSION] = service
+    app.url_map.converters["int"] = AsciiInteger
     _review_sessions(app, service.store)
     for blueprint in (briefings, referrals, feeds, fhir, fhir_referrals, oversight, withdraw, openapi, review_api,
                       review_web, review_inbox):

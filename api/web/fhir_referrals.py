@@ -20,17 +20,16 @@ Every answer is `application/fhir+json`; every error (401, 403, 404) an Operatio
 
 from __future__ import annotations
 
-import re
 
 from flask import Blueprint, Response
 
 from api.service.referral_reads import referral_for
 from api.service.referrals import NOT_YOURS
 from api.service.refusals import NotFound
-from api.service.store import MAX_ID
 from api.web.auth import requires
 from api.web.context import service
 from api.web.fhir import Refused, fhir_response, issue, as_operation_outcome
+from api.web.ids import id_number
 from scoring.item import Principal, Role
 from scoring.referral import TaskStatus, Urgency
 from scoring.referral_policy import GENERIC_PROGRAM
@@ -50,7 +49,6 @@ REQUEST_STATUS = {TaskStatus.requested: "active", TaskStatus.accepted: "active",
 PRIORITY = {Urgency.warm_handoff.value: "stat", Urgency.follow_up.value: "routine"}
 
 blueprint = Blueprint("fhir_referrals", __name__)
-ID = re.compile(r"[0-9]{1,19}")
 
 
 def _not_found() -> Refused:
@@ -61,9 +59,9 @@ def _visible(principal: Principal, logical_id: str) -> dict:
     """The caller's view of the referral (read and audited by `referral_for`), or a 404 OperationOutcome when
     there is none or the caller's view is the coarse one of a Part 2 program it may not name. The route takes
     any id, so that an id that is not a referral's number is answered as FHIR too, not by Flask's router."""
-    if not ID.fullmatch(logical_id) or int(logical_id) > MAX_ID:
+    referral_id = id_number(logical_id)
+    if referral_id is None:
         raise _not_found()
-    referral_id = int(logical_id)
     current = service()
     try:
         view = referral_for(current.store, principal, referral_id, current.reference_key, current.clock())

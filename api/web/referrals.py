@@ -17,11 +17,11 @@ from flask import Blueprint, jsonify, url_for
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.service.referral_reads import MAX_LIST, referral_for, referrals_for
-from api.service.referrals import NewReferral, Step, create_referral, take_step
-from api.service.store import MAX_ID
+from api.service.referrals import NOT_YOURS, NewReferral, Step, create_referral, take_step
 from api.web.auth import requires
 from api.web.context import service
 from api.web.errors import validated, validated_query
+from api.web.ids import id_number
 from scoring.item import RESPONDERS, Role
 from scoring.referral import TaskStatus
 
@@ -66,20 +66,27 @@ def list_referrals(principal):
     return jsonify(referrals=found, count=len(found))
 
 
-@blueprint.get("/v1/referrals/<int:referral_id>")
+@blueprint.get("/v1/referrals/<referral_id>")
 @requires(*READERS)
-def read(principal, referral_id: int):
-    if referral_id > MAX_ID:
-        return jsonify(error="not_found", message="no referral with this id is open to you"), 404
-    return jsonify(referral=_one(principal, referral_id))
+def read(principal, referral_id: str):
+    number = id_number(referral_id)
+    if number is None:
+        return _no_such_referral()
+    return jsonify(referral=_one(principal, number))
 
 
-@blueprint.post("/v1/referrals/<int:referral_id>/events")
+@blueprint.post("/v1/referrals/<referral_id>/events")
 @requires(*READERS)
-def step(principal, referral_id: int):
+def step(principal, referral_id: str):
     body = validated(Step)
-    if referral_id > MAX_ID:
-        return jsonify(error="not_found", message="no referral with this id is open to you"), 404
+    number = id_number(referral_id)
+    if number is None:
+        return _no_such_referral()
     current = service()
-    take_step(current.store, principal, referral_id, body, current.clock())
-    return jsonify(referral=_one(principal, referral_id))
+    take_step(current.store, principal, number, body, current.clock())
+    return jsonify(referral=_one(principal, number))
+
+
+def _no_such_referral():
+    """An id that names no referral, answered as one that is not the caller's (api.web.errors: NotFound)."""
+    return jsonify(error="not_found", message=NOT_YOURS), 404

@@ -64,6 +64,8 @@ REFERRER_MAY_SEE = frozenset({"id", "status", "business_status", "outcome", "rea
                               "created_at", "updated_at", "referrer_agency", "incident_id", "person", "grade",
                               "contact", "note", "program"})
 LAW_ENFORCEMENT_NEVER = frozenset({"outcome", "business_status", "updated_at", "grade", "items", "events"})
+#: What a clinician wrote when referring: a law-enforcement role sees none of it on a clinician's referral.
+CLINICIANS_WORDS = frozenset({"reason", "basis", "contact", "note"})
 CLOSED = frozenset({"rejected", "completed", "cancelled", "failed"})
 WORKING, OPEN = ("accepted", "in-progress"), ("requested", "accepted", "in-progress")
 COARSE = {"requested": "requested", **dict.fromkeys(WORKING, "accepted"), **dict.fromkeys(CLOSED, "closed")}
@@ -145,6 +147,7 @@ def referral_dict(rng: random.Random, program: Program, viewer: Principal) -> di
         "reason": pick(list(Reason)).value, "urgency": pick(list(Urgency)).value,
         "due_by": "2026-03-02T12:00:00Z", "basis": pick(list(Basis)).value, "created_at": "2026-03-01T11:00:00Z",
         "updated_at": "2026-03-01T11:30:00Z", "referrer_agency": viewer.agency, "incident_id": "INC-7",
+        "referrer_role": pick([None] + [r.value for r in RESPONDER_LIST]),
         "person": "P-3f9a", "grade": pick(["certain", "probable"]),
         "contact": pick([None, {"name": "J. Doe", "phone": "555-0142"}]),
         "note": pick([None, "agreed at the scene, witnessed by Ofc. Ruiz", "text first"]), "program": program.name,
@@ -281,6 +284,8 @@ def check_view(case, seen: Counter) -> list[str]:
             out.append(f"{role} (hidden={hidden}) sees {sorted(keys & LAW_ENFORCEMENT_NEVER)}")
         if view.get("status") != COARSE[referral["status"]]:
             out.append(f"{role} (hidden={hidden}) sees status {view.get('status')!r} of {referral['status']!r}")
+        if role in LAW_ENFORCEMENT and referral.get("referrer_role") not in LAW_ENFORCEMENT and keys & CLINICIANS_WORDS:
+            out.append(f"{role} sees {sorted(keys & CLINICIANS_WORDS)} of a {referral.get('referrer_role')}'s referral")
     else:
         for key in ("status", "outcome", "business_status"):
             if key in referral and view.get(key, "<missing>") != referral[key]:
@@ -377,6 +382,7 @@ FAULTS = {    # name: (how the fault is put in, the checker that must report it,
     "revoked_consent_names": (_put("is_active", _lapsed), *VIEW),
     "typo_names_the_program": (_put("CONSENT_CATEGORIES", KNOWN | frozenset(TYPOS)), *VIEW),
     "police_see_the_outcome": (_put("LAW_ENFORCEMENT_FIELDS", policy.LAW_ENFORCEMENT_FIELDS + ("outcome",)), *VIEW),
+    "police_read_a_clinicians_note": (_put("CLINICAL_AUTHORS_FIELDS", ()), *VIEW),
     "hidden_program_keeps_its_reason": (_put("HIDDEN_PROGRAM_FIELDS", policy.HIDDEN_PROGRAM_FIELDS + ("reason",)),
                                         *VIEW),
     "referrer_accepts": (_put(Event.accept, Step(frozenset(Side), frozenset({TaskStatus.requested}),
