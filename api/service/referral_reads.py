@@ -27,7 +27,7 @@ from api.service.refusals import NotFound
 from api.service.store import Store, referral_events, referral_items, referrals
 from api.service.times import utc_text
 from scoring.item import LegalCategory, Principal, Role
-from scoring.referral import Basis, Side
+from scoring.referral import CLOSED, WORKING, Basis, Side, TaskStatus
 from scoring.referral_policy import referrer_view, travels
 
 MAX_LIST = 200
@@ -93,6 +93,11 @@ def referral_for(store: Store, principal: Principal, referral_id: int, reference
     raise NotFound(NOT_YOURS)
 
 
+#: The true statuses a view can show as another (`coarse_status`: law enforcement sees in-progress as accepted,
+#: and every closed status as `closed`).
+_SHOWN_AS = {TaskStatus.accepted.value: tuple(s.value for s in WORKING), "closed": tuple(s.value for s in CLOSED)}
+
+
 def referrals_for(store: Store, principal: Principal, reference_key: bytes, now: datetime, status: str | None = None,
                   since: datetime | None = None, limit: int = MAX_LIST) -> list[dict]:
     """The referrals `principal`'s side may see (see the module docstring), oldest change first; audited
@@ -103,8 +108,8 @@ def referrals_for(store: Store, principal: Principal, reference_key: bytes, now:
     moment = referrals.c.updated_at if as_program else referrals.c.created_at
     if since is not None:
         query = query.where(moment >= utc_text(since))
-    if as_program and status is not None:       # a program sees the true status: filter in SQL (a referrer's view of
-        query = query.where(referrals.c.status == status)   # it may be coarser, so theirs is filtered below)
+    if status is not None:                      # in SQL, the rows whose view can show `status`; the views below
+        query = query.where(referrals.c.status.in_(_SHOWN_AS.get(status, (status,))))   # are then filtered exactly
     shown = []
     with store.begin() as connection:
         for row in connection.execute(query.order_by(moment, referrals.c.id)):
