@@ -27,7 +27,7 @@ from api.service.store import briefed_persons, clusters, consents, context_items
 from scoring.item import Purpose, Role
 from scoring.referral import ProgramKind
 from scoring.referral_policy import Program
-from tests.adversarial.vocabulary import CLINICAL, LAW_ENFORCEMENT
+from tests.adversarial.vocabulary import CLINICAL, COARSE, LAW_ENFORCEMENT, PROGRESS, TABLE
 from tests.loaded_county import loaded_county, stored_subject
 from tests.served import serving
 
@@ -68,27 +68,10 @@ GENERIC = "a county co-responder team"
 NOT_YOURS = {"error": "not_found", "message": "no referral with this id is open to you"}
 FORBIDDEN_WORDS = ("harbor", "overdose", "substance", "part 2", "part2", "sud")
 STATUSES = ("requested", "accepted", "in-progress", "completed", "rejected", "cancelled", "failed")
-WORKING, OPEN = ("accepted", "in-progress"), ("requested", "accepted", "in-progress")
-COARSE = {"requested": "requested", "accepted": "accepted", "in-progress": "accepted", "completed": "closed",
-          "rejected": "closed", "cancelled": "closed", "failed": "closed"}
 OUTCOMES = ("engaged_in_services", "declined_services", "unable_to_contact", "transported", "other")
 REASONS = ("crisis_stabilisation", "mental_health_follow_up", "post_overdose_outreach", "substance_use_treatment",
            "case_management", "peer_support", "housing_assistance")
-#: The lifecycle, from issue 19 / the SDOHCC Task: event -> (sides, from statuses, to status (None: stays), business).
-TABLE = {
-    "accept": ({"program"}, ("requested",), "accepted", None),
-    "reject": ({"program"}, ("requested",), "rejected", None),
-    "confirm_identity": ({"program"}, WORKING, None, "identity_confirmed"),
-    "contact_attempted": ({"program"}, WORKING, "in-progress", "contact_attempted"),
-    "engaged": ({"program"}, WORKING, "in-progress", "engaged"),
-    "complete": ({"program"}, WORKING, "completed", None),
-    "fail": ({"program"}, WORKING, "failed", None),
-    "cancel": ({"referrer"}, OPEN, "cancelled", None),
-    "person_declined": ({"program", "referrer"}, OPEN, "cancelled", None),
-}
 EVENTS = tuple(TABLE)
-#: The business statuses from the least to the furthest progress: the business status is the furthest reached.
-PROGRESS = ("identity_confirmed", "contact_attempted", "engaged")
 #: What a referring responder may ever see of a referral, and what a law-enforcement one may.
 REFERRER_MAY_SEE = frozenset({"id", "status", "business_status", "outcome", "reason", "urgency", "due_by", "basis",
                               "created_at", "updated_at", "referrer_agency", "incident_id", "person", "grade",

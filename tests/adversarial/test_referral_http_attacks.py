@@ -48,12 +48,13 @@ from fhir.resources.R4B.task import Task
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.adversarial.referral_world import (AGENCY_KEYS, CLINICAL, CRISIS, EVENTS, FAST, FORBIDDEN_WORDS, GENERIC,
-                                             KEYS, LAW_ENFORCEMENT, LAW_MAY_SEE, MISSING_ID, NON_READERS, NOT_YOURS,
-                                             OUTCOMES, OUTREACH, PROGRAMS, PROVIDER_OF, Person, REASONS,
-                                             RESPONDER_KEYS, STARTS, STATUSES, SUD, TRACEBACK, VARIANTS, WORKING,
-                                             _person, assert_like_missing, brief, check_referrer_view, fhir, listing,
-                                             now, read, refer, served_world, snapshot, step, text_of, whole)
+from tests.adversarial.referral_world import (AGENCY_KEYS, CRISIS, EVENTS, FAST, FORBIDDEN_WORDS, GENERIC, KEYS,
+                                              LAW_MAY_SEE, MISSING_ID, NON_READERS, NOT_YOURS, OUTCOMES, OUTREACH,
+                                              PROGRAMS, PROVIDER_OF, Person, REASONS, RESPONDER_KEYS, STARTS,
+                                              STATUSES, SUD, TRACEBACK, VARIANTS, _person, assert_like_missing,
+                                              brief, check_referrer_view, fhir, listing, now, read, refer,
+                                              served_world, snapshot, step, text_of, whole)
+from tests.adversarial.vocabulary import CLINICAL, LAW_ENFORCEMENT, WORKING
 
 
 @pytest.fixture(scope="module")

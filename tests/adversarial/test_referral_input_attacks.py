@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.adversarial.referral_world import (CRISIS, EVENTS, FAST, GENERIC, KEYS, OUTCOMES, PROGRAMS, REASONS,
-                                             STATUSES, SUD, TRACEBACK, _person, check_referrer_view, fhir, raw, read,
-                                             refer, served_world, step, whole)
+                                              STATUSES, SUD, TRACEBACK, _person, check_referrer_view, fhir, raw,
+                                              read, refer, served_world, step, whole)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.adversarial.referral_world import (CLINICAL, CRISIS, EVENTS, FAST, KEYS, Lifecycle, OUTCOMES, STARTS, SUD,
-                                             expect, listing, read, refer, served_world, step, text_of, whole)
+from tests.adversarial.referral_world import (CRISIS, EVENTS, FAST, KEYS, Lifecycle, OUTCOMES, STARTS, SUD, expect,
+                                              listing, read, refer, served_world, step, text_of, whole)
+from tests.adversarial.vocabulary import CLINICAL
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,8 @@ from scoring.item import RESPONDERS, Category, Consent, ContextItem, LegalCatego
 from scoring.referral import (Basis, BusinessStatus, Event, Outcome, ProgramKind, Reason, Refused, Side, Step,
                               TaskStatus, Urgency)
 from scoring.referral_policy import Program
-from tests.adversarial.vocabulary import CLINICAL, LAW_ENFORCEMENT, RESPONDER_ROLES
+from tests.adversarial.vocabulary import (CLINICAL, CLOSED, COARSE, LAW_ENFORCEMENT, PROGRESS, RESPONDER_ROLES,
+                                         TABLE)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
@@ -66,21 +67,6 @@ REFERRER_MAY_SEE = frozenset({"id", "status", "business_status", "outcome", "rea
 LAW_ENFORCEMENT_NEVER = frozenset({"outcome", "business_status", "updated_at", "grade", "items", "events"})
 #: What a clinician wrote when referring: a law-enforcement role sees none of it on a clinician's referral.
 CLINICIANS_WORDS = frozenset({"reason", "basis", "contact", "note"})
-CLOSED = frozenset({"rejected", "completed", "cancelled", "failed"})
-WORKING, OPEN = ("accepted", "in-progress"), ("requested", "accepted", "in-progress")
-COARSE = {"requested": "requested", **dict.fromkeys(WORKING, "accepted"), **dict.fromkeys(CLOSED, "closed")}
-#: The lifecycle, from scoring/referral.py's docstring: event -> (sides, from, to (None: stays), business status).
-TABLE = {
-    "accept": ({"program"}, ("requested",), "accepted", None),
-    "reject": ({"program"}, ("requested",), "rejected", None),
-    "confirm_identity": ({"program"}, WORKING, None, "identity_confirmed"),
-    "contact_attempted": ({"program"}, WORKING, "in-progress", "contact_attempted"),
-    "engaged": ({"program"}, WORKING, "in-progress", "engaged"),
-    "complete": ({"program"}, WORKING, "completed", None),
-    "fail": ({"program"}, WORKING, "failed", None),
-    "cancel": ({"referrer"}, OPEN, "cancelled", None),
-    "person_declined": ({"program", "referrer"}, OPEN, "cancelled", None),
-}
 
 
 # ------------------------------------------------------------------------------------ generation
@@ -241,8 +227,7 @@ def next_state(state: tuple, event: str, side: str, outcome: str | None) -> tupl
     sides, froms, to, step_business = TABLE[event]
     if side not in sides or status not in froms or (event == "complete") != (outcome is not None):
         return None
-    furthest = ("identity_confirmed", "contact_attempted", "engaged")
-    if step_business and (business is None or furthest.index(step_business) >= furthest.index(business)):
+    if step_business and (business is None or PROGRESS.index(step_business) >= PROGRESS.index(business)):
         business = step_business
     return (to or status, business, outcome)
 
