@@ -13,14 +13,12 @@ from sqlalchemy import insert, select
 
 from api.service.audit import verify
 from api.service.keys import create_key
-from api.service.referrals import register_program
 from api.service.store import audit_events, briefed_persons, clusters, consents, records
 from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from scoring.referral import ProgramKind
-from scoring.referral_policy import Program
 from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county
+from tests.programs import register_programs
 
 FHIR_JSON = "application/fhir+json"
 SDOHCC_TASK = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOHCC-TaskForReferralManagement"
@@ -30,10 +28,7 @@ SDOHCC_TASK = "http://hl7.org/fhir/us/sdoh-clinicalcare/StructureDefinition/SDOH
 def county(tmp_path_factory):
     directory = tmp_path_factory.mktemp("county")
     db, store = loaded_county(directory, 600, 23)
-    for program in (Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"),
-                    Program("HARBOR_SUD", ProgramKind.post_overdose, True, "555-0199"),
-                    Program("HOUSING_TEAM", ProgramKind.housing_outreach, False, "555-0102")):
-        register_program(store, program, by="test")
+    register_programs(store, "MOBILE_CRISIS", "HARBOR_SUD", "HOUSING_TEAM")
     keys = {
         "officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
         "co": create_key(store, "co-1", Role.co_responder, "COUNTY_BH", [Purpose.TREATMENT, Purpose.EMERGENCY]),

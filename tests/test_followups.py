@@ -7,17 +7,15 @@ import pytest
 from sqlalchemy import insert, select
 
 from api.service.keys import create_key
-from api.service.referrals import register_program
 from api.service.store import audit_events, consents, referral_events, referrals
 from api.web.app import create_app
 from evaluation.synth.incidents import incident_queries
 from scoring.followup import FollowUpRules
 from scoring.item import Purpose, Role
-from scoring.referral import ProgramKind
-from scoring.referral_policy import Program
 from scoring.rules import RulesError
 from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county
 from tests.test_referrals import _auth, _person, _plant, _read, _step
+from tests.programs import register_programs
 
 GOOD_RULE = """[[rule]]
 id = "od"
@@ -58,8 +56,7 @@ def test_the_shipped_rules_fire_on_their_call_types_only_at_probable_or_better()
 def county(tmp_path_factory):
     directory = tmp_path_factory.mktemp("county")
     db, store = loaded_county(directory, 500, 31)
-    register_program(store, Program("HARBOR_SUD", ProgramKind.post_overdose, True, "555-0199"), by="test")
-    register_program(store, Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"), by="test")
+    register_programs(store, "HARBOR_SUD", "MOBILE_CRISIS")
     keys = {"officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
             "sud": create_key(store, "sud-1", Role.provider, "HARBOR_SUD", []),
             "crisis": create_key(store, "mc-1", Role.provider, "MOBILE_CRISIS", [])}

@@ -12,7 +12,6 @@ from sqlalchemy import select, update
 
 from api.service.keys import create_key
 from api.service.outbox import claim, enqueue, failed, requeue
-from api.service.referrals import register_program
 from api.service.store import audit_events, referrals
 from api.service.throttle import FailureThrottle
 from api.web.app import create_app
@@ -20,9 +19,9 @@ from api.web.review import session as review_session
 from api.web.review.inbox import allowed_steps
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from scoring.referral import Event, ProgramKind
-from scoring.referral_policy import Program
+from scoring.referral import Event
 from tests.loaded_county import county_clock, loaded_county
+from tests.programs import register_programs
 
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -31,9 +30,7 @@ TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 def county(tmp_path_factory):
     directory = tmp_path_factory.mktemp("inbox")
     db, store = loaded_county(directory, 300, 23)
-    for program in (Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"),
-                    Program("HOUSING_TEAM", ProgramKind.housing_outreach, False, "555-0102")):
-        register_program(store, program, by="test")
+    register_programs(store, "MOBILE_CRISIS", "HOUSING_TEAM")
     keys = {"officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
             "crisis": create_key(store, "mc-1", Role.provider, "MOBILE_CRISIS", []),
             "housing": create_key(store, "ho-1", Role.provider, "HOUSING_TEAM", []),

@@ -19,24 +19,21 @@ import pytest
 from sqlalchemy import select
 
 from api.service.keys import create_key
-from api.service.referrals import register_program
 from api.service.store import audit_events, referrals
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
-from scoring.referral import ProgramKind
-from scoring.referral_policy import Program
 from tests.browser import active, assert_accessible, press, wait_for
 from tests.cli_run import run_briefing
 from tests.loaded_county import loaded_county
 from tests.served import call, serving
+from tests.programs import register_programs
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     county = tmp_path_factory.mktemp("inbox-browser")
     db, store = loaded_county(county, 300, 23)
-    register_program(store, Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"), by="test")
-    register_program(store, Program("HARBOR_SUD", ProgramKind.post_overdose, True, "555-0199"), by="test")
+    register_programs(store, "MOBILE_CRISIS", "HARBOR_SUD")
     keys = {"officer": create_key(store, "pd-browser", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
             "provider": create_key(store, "mc-browser", Role.provider, "MOBILE_CRISIS", []),
             "post_overdose": create_key(store, "sud-browser", Role.provider, "HARBOR_SUD", [])}

@@ -13,7 +13,6 @@ from api.service.audit import verify
 from api.service.keys import create_key
 from api.service.retention import purge
 from api.service.outbox import enqueue
-from api.service.referrals import register_program
 from api.service.store import (audit_events, briefed_persons, clusters, consents, context_items, outbox, records,
                                referral_events, referral_items, referrals, review_constraints)
 from api.service.withdrawals import erase_registry
@@ -21,9 +20,9 @@ from api.web.app import create_app
 from api.web.context import EXTENSION
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Principal, Purpose, Role
-from scoring.referral_policy import GENERIC_PROGRAM, Program
-from scoring.referral import ProgramKind
+from scoring.referral_policy import GENERIC_PROGRAM
 from tests.loaded_county import COUNTY_NOW, county_clock, loaded_county
+from tests.programs import register_programs
 
 NOW = COUNTY_NOW.isoformat()
 LATER = (COUNTY_NOW + timedelta(days=400)).isoformat()
@@ -33,10 +32,7 @@ LATER = (COUNTY_NOW + timedelta(days=400)).isoformat()
 def county(tmp_path_factory):
     directory = tmp_path_factory.mktemp("county")
     db, store = loaded_county(directory, 600, 23)
-    for program in (Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"),
-                    Program("HARBOR_SUD", ProgramKind.post_overdose, True, "555-0199"),
-                    Program("HOUSING_TEAM", ProgramKind.housing_outreach, False, "555-0102")):
-        register_program(store, program, by="test")
+    register_programs(store, "MOBILE_CRISIS", "HARBOR_SUD", "HOUSING_TEAM")
     keys = {
         "officer": create_key(store, "pd-1", Role.officer, "METRO_PD", [Purpose.LAW, Purpose.EMERGENCY]),
         "officer2": create_key(store, "pd-2", Role.officer, "METRO_PD", [Purpose.LAW]),
