@@ -1,11 +1,13 @@
-"""`make demo`'s last step: demo keys for every role, and a working `curl` for one briefing.
+"""`make demo`'s last step: demo keys for every role, two receiving programs, and a working `curl` for one briefing.
 
     python -m api.cli.demo --db out/demo/briefing.db --county out/demo/county [--port 8080]
 
 Keys are generated now (never stored in the repo) and printed once; the curl uses the
 dispatcher's key and the first incident of the county whose subject holds an item a dispatcher
 may see today (active, unexpired; `make demo` dates its county relative to today with
-`briefing synth --as-of today`, because the service judges the policy at its own clock).
+`briefing synth --as-of today`, because the service judges the policy at its own clock). Two programs
+receive referrals (`DEMO_PROGRAMS`: a mobile crisis team, and a post-overdose team that the follow-up rules
+send overdose calls to), each with a provider key for its inbox at `/review/inbox`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ from pathlib import Path
 import pandas as pd
 
 from api.service.keys import create_key
+from api.service.referrals import register_program
 from api.service.store import open_store
 from evaluation.synth.incidents import incident_queries
 from scoring.item import Purpose, Role
+from scoring.referral import ProgramKind
+from scoring.referral_policy import Program
 
 DEMO_KEYS = (
     ("demo-dispatcher", Role.dispatcher, "COUNTY_911", (Purpose.EMERGENCY, Purpose.LAW)),
@@ -31,7 +36,12 @@ DEMO_KEYS = (
     ("demo-feed", Role.feed, "METRO_PD", ()),
     ("demo-steward", Role.steward, "COUNTY", ()),
     ("demo-auditor", Role.auditor, "COUNTY", ()),
+    ("demo-mobile-crisis", Role.provider, "MOBILE_CRISIS", ()),
+    ("demo-post-overdose", Role.provider, "POST_OVERDOSE_TEAM", ()),
 )
+#: The programs that receive the demo's referrals and follow-up tasks (fictional public lines).
+DEMO_PROGRAMS = (Program("MOBILE_CRISIS", ProgramKind.mobile_crisis, False, "555-0101"),
+                 Program("POST_OVERDOSE_TEAM", ProgramKind.post_overdose, False, "555-0199"))
 
 
 #: Legal categories a dispatcher sees without any consent (scoring/policy.py).
@@ -64,15 +74,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
     store = open_store(args.db).create()
+    for program in DEMO_PROGRAMS:
+        register_program(store, program, by="demo")
     keys = {name: create_key(store, name, role, agency, list(purposes)) for name, role, agency, purposes in DEMO_KEYS}
     print("Demo API keys (generated just now, shown once):")
     for name, role, agency, purposes in DEMO_KEYS:
-        print(f"  {role.value:13} {agency:11} {'|'.join(p.value for p in purposes) or '-':24} {keys[name]}")
+        print(f"  {role.value:13} {agency:18} {'|'.join(p.value for p in purposes) or '-':24} {keys[name]}")
     body = demo_briefing(args.county)
     print("\nA briefing for one incident of the county (run it in another terminal once the server is up):")
     print(f"  curl -s -X POST http://127.0.0.1:{args.port}/v1/briefings \\\n"
           f"    -H 'Authorization: Bearer {keys['demo-dispatcher']}' -H 'Content-Type: application/json' \\\n"
           f"    -d {shlex.quote(json.dumps(body))}")
+    print(f"\nStewards review matches at http://127.0.0.1:{args.port}/review and programs work their referrals at "
+          f"http://127.0.0.1:{args.port}/review/inbox (sign in with the steward's or a provider's key above).")
     return 0
 
 
