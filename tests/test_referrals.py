@@ -166,16 +166,16 @@ def test_refusals_name_the_field_and_write_nothing(county):
         (_refer(client, keys["officer"], incident, program="NOPE"), 422, "program"),
         (_refer(client, keys["officer"], "never-briefed"), 422, "incident_id"),
         (_refer(client, keys["other_pd"], incident), 422, "incident_id"),        # another agency's briefing
-        (_refer(client, keys["officer"], incident, urgency="follow_up"), 422, "body"),
+        (_refer(client, keys["officer"], incident, urgency="follow_up"), 422, "due_within_hours"),
+        (_refer(client, keys["officer"], incident, agreement_note=None), 422, "agreement_note"),
+        (_refer(client, keys["officer"], incident, due_within_hours=24), 422, "due_within_hours"),   # a warm hand-off
         (_refer(client, keys["officer"], incident, basis="consent", agreement_note=None, consent_id="none"), 422,
          "consent_id"),
         (_refer(client, keys["crisis"], incident), 403, None),                 # a provider does not refer
     ]
     for response, status, field in cases_:
         assert response.status_code == status, response.get_json()
-        if field == "body":
-            assert "fields" in response.get_json()
-        elif field:
+        if field:
             assert field in response.get_json()["fields"], response.get_json()
     with store.engine.connect() as connection:
         assert connection.execute(select(referrals.c.id)).all() == before

@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, insert, select, update
 
 from api.service.audit import append, audit_fields, record_event
@@ -72,18 +72,19 @@ class NewReferral(BaseModel):
     contact: Contact | None = None
     note: str | None = Field(default=None, max_length=1000)
 
-    @model_validator(mode="after")
-    def _conditional_fields(self):
+    def conditional_errors(self) -> dict[str, str]:
+        """{field: message} for each field the urgency or basis needs and lacks, or is given but does not take
+        (a schema cannot say it, so `create_referral` checks it and names the field)."""
         needs = {"due_within_hours": self.urgency == Urgency.follow_up, "consent_id": self.basis == Basis.consent,
                  "agreement_note": self.basis == Basis.agreement}
+        errors = {}
         for name, needed in needs.items():
-            given = getattr(self, name) is not None
+            given, of = getattr(self, name) is not None, "urgency" if name == "due_within_hours" else "basis"
             if needed and not given:
-                raise ValueError(f"{name} is required with this {'urgency' if name == 'due_within_hours' else 'basis'}")
-            if given and not needed:
-                raise ValueError(f"{name} is given but this {'urgency' if name == 'due_within_hours' else 'basis'} "
-                                 "does not take it")
-        return self
+                errors[name] = f"required with {of} {getattr(self, of).value!r}"
+            elif given and not needed:
+                errors[name] = f"{of} {getattr(self, of).value!r} does not take it"
+        return errors
 
 
 class Step(BaseModel):
@@ -149,6 +150,8 @@ def record_briefed_person(connection, briefed: BriefedPerson) -> None:
 
 def create_referral(store: Store, principal: Principal, request: NewReferral, now: datetime) -> int:
     """Store a referral (see the module docstring) and the items that travel with it; its id."""
+    if errors := request.conditional_errors():
+        raise FieldRefusal(errors)
     with store.begin() as connection:
         program = load_program(connection, request.program)
         if program is None:
