@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from api.cli.main import main
 from api.service.deliverer import Deliverer
 from api.service.keys import create_key
 from api.service.outbox import LEASE, MAX_ATTEMPTS, claim, deliveries_of, enqueue, requeue
@@ -140,3 +141,23 @@ def test_a_referral_reaches_its_programs_webhook_signed_carrying_only_ids(tmp_pa
 def _county_cases(directory):
     incidents = pd.read_csv(directory / "incidents.csv", dtype=str, keep_default_na=False)
     return list(zip(incidents.to_dict("records"), incident_queries(incidents)))
+
+
+def test_the_programs_commands_register_list_and_hook_a_program_and_warn_of_a_key_for_none(tmp_path, capsys,
+                                                                                           monkeypatch):
+    monkeypatch.delenv("BRIEFING_ALLOW_HTTP_WEBHOOKS", raising=False)
+    db = str(tmp_path / "b.db")
+    open_store(db).create()
+    assert main(["programs", "add", "--db", db, "--name", "MOBILE_CRISIS", "--kind", "mobile_crisis",
+                 "--public-line", "555-0101"]) == 0
+    assert main(["programs", "webhook", "--db", db, "--name", "MOBILE_CRISIS", "--url", "http://x.example/h"]) == 2
+    assert "--url" in capsys.readouterr().err
+    assert main(["programs", "webhook", "--db", db, "--name", "MOBILE_CRISIS", "--url", "https://x.example/h"]) == 0
+    assert capsys.readouterr().out.startswith("whsec_")
+    assert main(["programs", "list", "--db", db]) == 0
+    [row] = capsys.readouterr().out.splitlines()[1:]
+    assert row.split() == ["MOBILE_CRISIS", "mobile_crisis", "no", "555-0101", "https://x.example/h"]
+    assert main(["keys", "create", "--db", db, "--name", "mc-1", "--role", "provider", "--agency", "MOBILE_CRISIS"]) == 0
+    assert "no program" not in capsys.readouterr().err
+    assert main(["keys", "create", "--db", db, "--name", "x-1", "--role", "provider", "--agency", "NOPE"]) == 0
+    assert "no program 'NOPE' is registered yet" in capsys.readouterr().err

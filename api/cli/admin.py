@@ -24,14 +24,16 @@ from api.review.decisions import export_labels
 from api.service.audit import verify
 from api.service.keys import KeyRefused, PurposeRequired, create_key, list_keys, revoke_key
 from api.service.part2_report import emergency_disclosures, table
+from api.service.referrals import program_exists
 from api.service.times import parse_when
 from scoring.item import Purpose, Role
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
     purposes = args.purpose or []
+    store = open_store_at(args.db)
     try:
-        key = create_key(open_store_at(args.db), args.name, Role(args.role), args.agency,
+        key = create_key(store, args.name, Role(args.role), args.agency,
                          [Purpose(p) for p in purposes], args.expires, by=f"cli:{current_user()}")
     except PurposeRequired as exc:
         raise CliError(f"--purpose: {exc}") from exc
@@ -40,6 +42,9 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     print(key)
     print(f"key {args.name!r} created ({args.role}, {args.agency}, purposes {', '.join(purposes) or 'none'}); "
           "it is shown only this once", file=sys.stderr)
+    if Role(args.role) == Role.provider and not program_exists(store, args.agency):
+        print(f"note: no program {args.agency!r} is registered yet; this key sees no referral until "
+              f"`briefing programs add --name {args.agency}` registers it", file=sys.stderr)
     return 0
 
 

@@ -47,10 +47,10 @@ def cmd_programs_add(args: argparse.Namespace) -> int:
 
 def cmd_programs_list(args: argparse.Namespace) -> int:
     with open_store_at(args.db).engine.connect() as connection:
-        rows = [program_of(r) for r in connection.execute(select(programs).order_by(programs.c.name))]
-    print(f"{'name':24} {'kind':18} {'part2':6} public line")
-    for p in rows:
-        print(f"{p.name:24} {p.kind.value:18} {'yes' if p.part2 else 'no':6} {p.public_line}")
+        rows = [(program_of(r), r.webhook_url) for r in connection.execute(select(programs).order_by(programs.c.name))]
+    print(f"{'name':24} {'kind':18} {'part2':6} {'public line':16} webhook")
+    for p, url in rows:
+        print(f"{p.name:24} {p.kind.value:18} {'yes' if p.part2 else 'no':6} {p.public_line:16} {url or '- (polls)'}")
     return 0
 
 

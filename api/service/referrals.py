@@ -117,6 +117,12 @@ def program_of(row) -> Program:
     return Program(name=row.name, kind=ProgramKind(row.kind), part2=bool(row.part2), public_line=row.public_line)
 
 
+def program_exists(store: Store, name: str) -> bool:
+    """Whether a receiving program `name` is registered."""
+    with store.engine.connect() as connection:
+        return load_program(connection, name) is not None
+
+
 def load_program(connection, name: str) -> Program | None:
     row = connection.execute(select(programs).where(programs.c.name == name)).first()
     return program_of(row) if row is not None else None
