@@ -8,8 +8,6 @@ incident sets off: its call type is one of the rule's and the briefing resolved 
 
 from __future__ import annotations
 
-import hashlib
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scoring.item import CallType
 from scoring.referral import ProgramKind, Reason
-from scoring.rules import GRADES, RulesError
+from scoring.rules import GRADES, RulesError, read_rules_file
 
 FOLLOW_UP_PATH = Path(__file__).with_name("followup.toml")
 
@@ -44,11 +42,7 @@ class FollowUpRules:
     @classmethod
     def load(cls, path: str | Path = FOLLOW_UP_PATH) -> "FollowUpRules":
         """The rules of `path`; `RulesError` naming the file, the rule and the key when one does not fit."""
-        raw = Path(path).read_bytes()
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RulesError(f"{path}: {exc}") from None
+        data, version = read_rules_file(path)
         unknown = set(data) - {"rule"}
         if unknown:
             raise RulesError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (only [[rule]])")
@@ -63,7 +57,7 @@ class FollowUpRules:
         ids = [r.id for r in rules]
         if len(set(ids)) != len(ids):
             raise RulesError(f"{path}: rule ids must be unique")
-        return cls(tuple(rules), hashlib.sha256(raw).hexdigest()[:12])
+        return cls(tuple(rules), version)
 
     def firing(self, call_type: str, grade: str) -> list[FollowUpRule]:
         """The rules an incident of `call_type`, its person resolved at `grade`, sets off."""

@@ -28,6 +28,16 @@ class RulesError(ValueError):
     """The rules file is malformed: the message names the key."""
 
 
+def read_rules_file(path: str | Path) -> tuple[dict, str]:
+    """A versioned rules file (TOML): its contents and its version, the first 12 hex digits of the SHA-256 of
+    its bytes; `RulesError` naming the file when it is not UTF-8 TOML."""
+    raw = Path(path).read_bytes()
+    try:
+        return tomllib.loads(raw.decode("utf-8")), hashlib.sha256(raw).hexdigest()[:12]
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RulesError(f"{path}: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Rules:
     category_weight: dict[str, dict[str, float]]
@@ -43,11 +53,7 @@ class Rules:
 
     @classmethod
     def load(cls, path: str | Path = RULES_PATH) -> "Rules":
-        raw = Path(path).read_bytes()
-        try:
-            data = tomllib.loads(raw.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise RulesError(f"{path}: {exc}") from None
+        data, version = read_rules_file(path)
         required = ("category_weight", "half_life_days", "source_reliability", "corroboration", "verification",
                     "danger", "safety_pin", "match")
         missing = [k for k in required if k not in data]
@@ -62,7 +68,7 @@ class Rules:
             raise RulesError(f"{path}: policy.medical_emergency_call_types must be a list of call types")
         _check_call_types(path, [(f"category_weight.{t}", t) for t in data["category_weight"] if t != "default"]
                           + [("policy.medical_emergency_call_types", c) for c in calls])
-        return cls(**{k: data[k] for k in required}, policy=policy, version=hashlib.sha256(raw).hexdigest()[:12])
+        return cls(**{k: data[k] for k in required}, policy=policy, version=version)
 
     @property
     def medical_emergency_call_types(self) -> frozenset[str]:
