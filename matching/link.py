@@ -20,6 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from matching.attested import Identities
 from matching.calibration import expected_of_pairs
 from matching.cluster import Clustering, RecordPairs, check_constraints, cluster, record_pairs
 from matching.model import MatcherModel
@@ -31,7 +32,8 @@ Progress = Callable[[str], None]
 
 @dataclass
 class LinkResult:
-    """The outcome of one batch link. `must_link` / `cannot_link`: the steward decisions it respected."""
+    """The outcome of one batch link. `must_link` / `cannot_link`: the steward decisions it respected;
+    `identities`: the records' identity columns, which every (re-)clustering checks merges against."""
 
     clustering: Clustering
     pairs: pd.DataFrame
@@ -39,6 +41,7 @@ class LinkResult:
     summary: dict = field(default_factory=dict)
     must_link: list[tuple[str, str]] = field(default_factory=list)
     cannot_link: list[tuple[str, str]] = field(default_factory=list)
+    identities: Identities | None = None
 
 
 def _model_fields(model: MatcherModel) -> set[str]:
@@ -102,6 +105,7 @@ def link_records(
     pairs = predict_pairs(std, model, floor=floor, linker=linker, engine=engine, spark_master=spark_master, scored=scored)
     timings["predict"] = time.perf_counter() - t0
     result = LinkResult(clustering=Clustering(clusters=pd.DataFrame()), pairs=pairs, model=model,
+                        identities=Identities.of(std),
                         summary={"records": int(len(std)), "agencies": int(std["agency"].nunique(dropna=True)),
                                  "model_trained_here": "train" in timings, "warnings": notes,
                                  "engine": matcher.engine if matcher is not None and "train" in timings else engine})
@@ -132,8 +136,8 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
         result.must_link = record_pairs(must_link)
     if cannot_link is not None:
         result.cannot_link = record_pairs(cannot_link)
-    result.clustering = cluster(ids, result.pairs, link_at, previous=previous,
-                                must_link=result.must_link, cannot_link=result.cannot_link)
+    result.clustering = cluster(ids, result.pairs, link_at, previous=previous, must_link=result.must_link,
+                                cannot_link=result.cannot_link, identities=result.identities)
     pairs, thresholds = result.pairs, result.model.thresholds
     sizes = result.clustering.clusters.groupby("person_id").size()
     floor = float(pairs["match_probability"].min()) if len(pairs) else None
@@ -155,6 +159,7 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
         "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},
         "events_caused_by_stewards": int((result.clustering.events["cause"] != "scores").sum()),
         "constraints": result.clustering.constraints,
+        "edges_refused_for_conflicting_identity": result.clustering.identity_conflicts,
     })
     seconds = result.summary.setdefault("seconds", {})
     seconds["cluster"] = round(seconds.get("cluster", 0.0) + time.perf_counter() - t0, 2)

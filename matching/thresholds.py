@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from matching.accuracy import linkage_metrics
+from matching.attested import Identities
 from matching.cluster import assign_person_ids, components
 from matching.model import Thresholds
 
@@ -55,19 +56,24 @@ def lowest_threshold_with_precision(probability: np.ndarray, is_match: np.ndarra
     return cut
 
 
-def sweep_link_thresholds(record_ids: pd.Series, pairs: pd.DataFrame, truth: pd.DataFrame, grid=LINK_GRID) -> pd.DataFrame:
-    """Cluster at each grid threshold and measure pairwise precision / recall / F1 against truth."""
+def sweep_link_thresholds(record_ids: pd.Series, pairs: pd.DataFrame, truth: pd.DataFrame, grid=LINK_GRID,
+                          identities: Identities | None = None) -> pd.DataFrame:
+    """Cluster at each grid threshold (checking `identities`, as linking does) and measure pairwise
+    precision / recall / F1 against truth."""
     rows = []
     for threshold in grid:
-        clusters = assign_person_ids(record_ids, components(record_ids, pairs, threshold)).clusters
+        labels = components(record_ids, pairs, threshold, identities=identities)
+        clusters = assign_person_ids(record_ids, labels).clusters
         m = linkage_metrics(clusters, truth)
         rows.append({"threshold": threshold, "precision": m.pairwise_precision, "recall": m.pairwise_recall,
                      "f1": m.pairwise_f1, "persons": m.n_clusters})
     return pd.DataFrame(rows)
 
 
-def choose_thresholds(record_ids: pd.Series, pairs: pd.DataFrame, truth: pd.DataFrame, source: str = "truth table") -> Thresholds:
-    """Thresholds measured against `truth` (record_id, person_key) on `pairs` scored by the model."""
+def choose_thresholds(record_ids: pd.Series, pairs: pd.DataFrame, truth: pd.DataFrame, source: str = "truth table",
+                      identities: Identities | None = None) -> Thresholds:
+    """Thresholds measured against `truth` (record_id, person_key) on `pairs` scored by the model
+    (the link threshold by clustering as linking does, with the records' `identities`)."""
     is_match = label_pairs(pairs, truth)
     probability = pairs["match_probability"].to_numpy(dtype=float)
     defaults = Thresholds()
@@ -79,7 +85,7 @@ def choose_thresholds(record_ids: pd.Series, pairs: pd.DataFrame, truth: pd.Data
     grades["probable"] = min(grades["probable"], grades["certain"])
     grades["possible"] = min(grades["possible"], grades["probable"])
 
-    sweep = sweep_link_thresholds(record_ids, pairs, truth)
+    sweep = sweep_link_thresholds(record_ids, pairs, truth, identities=identities)
     eligible = sweep[(sweep["precision"] >= LINK_PRECISION) & (sweep["threshold"] >= GRADE_FLOOR["possible"])]
     best = (eligible if len(eligible) else sweep.sort_values("precision", ascending=False).head(1)).sort_values(
         ["f1", "threshold"], ascending=[False, False]

@@ -31,7 +31,8 @@ def train(records_file: RecordsFile, args: argparse.Namespace, stages: Stages, t
         raise CliError(str(exc)) from exc
     if truth is not None:
         stages("choosing thresholds from measured precision / recall")
-        result.model.thresholds = choose_thresholds(result.clustering.clusters["record_id"], result.pairs, truth)
+        result.model.thresholds = choose_thresholds(result.clustering.clusters["record_id"], result.pairs, truth,
+                                                    identities=result.identities)
         recluster(result, progress=stages)
     return result
 

@@ -55,12 +55,12 @@ def bench_febrl4(work: Path) -> dict:
         sweep = sweep_link_thresholds(ids[ids.isin(train_ids)], result.pairs[in_train], truth[truth.fold == fold])
         ok = sweep[sweep.precision >= 0.995].sort_values(["f1", "threshold"], ascending=[False, False])
         threshold = float((ok if len(ok) else sweep).iloc[0]["threshold"])
-        clusters = cluster(ids, result.pairs, threshold).clusters
+        clusters = cluster(ids, result.pairs, threshold, identities=result.identities).clusters
         test = truth[truth.fold != fold]
         m = linkage_metrics(clusters[clusters.record_id.isin(set(test.record_id))], test)
         f1s.append(m.pairwise_f1)
         chosen.append(threshold)
-    at_default = pairwise_figures(cluster(ids, result.pairs, result.model.thresholds.link).clusters, truth)
+    at_default = pairwise_figures(result.clustering.clusters, truth)
     return {"figure": "febrl4_pairwise_f1_cv", "value": round(float(np.mean(f1s)), 6), "target": ">= 0.999",
             "folds_f1": [round(f, 6) for f in f1s], "thresholds_chosen": chosen,
             "at_untuned_default_threshold": {"threshold": result.model.thresholds.link, **at_default},
