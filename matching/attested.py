@@ -34,8 +34,6 @@ import numpy as np
 import pandas as pd
 from rapidfuzz.distance import JaroWinkler, Levenshtein
 
-#: The standardised columns a cluster's attested identity is read from.
-IDENTITY_COLUMNS = ("dob", "given_name", "given_variants", "given_phonetic", "family_name")
 #: Given names at least this similar (Jaro-Winkler) may be one name recorded two ways.
 GIVEN_SIMILAR = 0.9
 #: A value needs this many records of a cluster (and a strict majority of those with the field).
@@ -75,7 +73,8 @@ class Identities:
 
     @classmethod
     def of(cls, standardised: pd.DataFrame) -> "Identities":
-        """Codes for `standardised`'s rows (columns it lacks count as missing everywhere).
+        """Codes for `standardised`'s rows, from its dob, given_name, given_variants, given_phonetic and
+        family_name columns (a column it lacks counts as missing everywhere).
 
         Family names share the given names' codes, so a given name recorded as another
         record's family name (a swapped name order) is recognised by code.

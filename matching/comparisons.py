@@ -72,6 +72,18 @@ def _one_typo(col: str) -> cll.CustomLevel:
                    f"AND damerau_levenshtein({left}, {right}) <= 1", "One typo apart")
 
 
+def _typo(col: str, label: str) -> cll.CustomLevel:
+    """Damerau-Levenshtein 1, exactly, with the cheap tests of `_one_typo` first where they decide nothing
+    wrongly: one edit moves the length by at most one and, in values of three or more characters, leaves the
+    first or the last character alone. DuckDB then runs its slow Damerau-Levenshtein on the few pairs that
+    pass (on random pairs of phones and postcodes about one in ten), in u estimation, EM and prediction."""
+    left, right = f'"{col}_l"', f'"{col}_r"'
+    return _custom(f"abs(length({left}) - length({right})) <= 1 "
+                   f"AND (length({left}) < 3 OR length({right}) < 3 OR ascii({left}) = ascii({right}) "
+                   f"OR ascii(reverse({left})) = ascii(reverse({right}))) "
+                   f"AND damerau_levenshtein({left}, {right}) <= 1", label)
+
+
 def _either_null(*cols: str) -> str:
     return " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in cols)
 
@@ -151,7 +163,7 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
             cll.ExactMatchLevel("dob"),
             _custom('"dob_swap_l" = "dob_r"', "Day and month transposed"),
             _custom('"dob_md_l" = "dob_md_r" AND abs("birth_year_l" - "birth_year_r") = 1', "Year off by one"),
-            cll.DamerauLevenshteinLevel("dob", 1).configure(label_for_charts="One-character typo"),
+            _typo("dob", "One-character typo"),
         ]
     if "birth_year_only" in fields or not has_dob:
         levels += [
@@ -207,7 +219,7 @@ def _address(fields: set[str]) -> ComparisonCreator:
             levels.append(_custom(f'"postcode_l" = "postcode_r" AND {same_city}', "Same postcode and city, different street"))
         levels += [
             cll.ExactMatchLevel("postcode").configure(label_for_charts="Same postcode, different street"),
-            cll.DamerauLevenshteinLevel("postcode", 1).configure(label_for_charts="Postcode one typo away"),
+            _typo("postcode", "Postcode one typo away"),
         ]
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name="address", comparison_description="Address")
@@ -248,7 +260,7 @@ def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = Fals
                  first: list | None = None) -> ComparisonCreator:
     levels = [cll.NullLevel(col), *(first or []), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
     if typo:
-        levels.append(cll.DamerauLevenshteinLevel(col, 1).configure(label_for_charts="One-character typo"))
+        levels.append(_typo(col, "One-character typo"))
     levels.append(cll.ElseLevel())
     return cl.CustomComparison(levels, output_column_name=col, comparison_description=description)
 
