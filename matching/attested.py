@@ -26,9 +26,9 @@ replaces whole values in single records. Steward must-links are never refused.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,52 +101,26 @@ class Identities:
 
 
 class AttestedIdentity:
-    """Per-cluster tallies of dates of birth, given and family names, kept as clusters merge.
+    """Whether two clusters of records attest different identities: `conflict(records_a, records_b)`.
 
-    `conflict(ra, rb)` says whether merging two cluster roots would join two people (None if not),
-    `refuses(ra, rb)` the same, counting each refusal by field in `refused`; `merge(ra, rb)` folds
-    rb's tallies into ra's. Tallies exist only for clusters of several records, so a million
-    singletons cost nothing.
+    Tallies are counted from the clusters' records when a merge asks (only merges of two
+    multi-record clusters do), so nothing is kept per cluster as clustering proceeds.
     """
 
     def __init__(self, identities: Identities):
         self._ids = identities
-        self._tallies: dict[int, tuple[Counter, Counter, Counter]] = {}
-        self.refused: Counter = Counter()
+        self._dob, self._given, self._family = identities.dob.tolist(), identities.given.tolist(), identities.family.tolist()
         self._dates_far = lru_cache(maxsize=100_000)(self._codes_dates_far)
         self._names_far = lru_cache(maxsize=100_000)(self._codes_names_far)
 
-    def _tally(self, root: int) -> tuple[Counter, Counter, Counter]:
-        tally = self._tallies.get(root)
-        if tally is None:
-            ids = self._ids
-            tally = tuple(Counter([int(codes[root])] if codes[root] >= 0 else [])
-                          for codes in (ids.dob, ids.given, ids.family))
-        return tally
-
-    def merge(self, ra: int, rb: int) -> None:
-        """Record that cluster `rb` joined cluster `ra` (ra stays the root)."""
-        into = self._tally(ra)
-        for mine, theirs in zip(into, self._tallies.pop(rb, None) or self._tally(rb)):
-            mine.update(theirs)
-        self._tallies[ra] = into
-
-    def refuses(self, ra: int, rb: int) -> bool:
-        """Whether to refuse merging clusters `ra` and `rb` (their identities conflict); counted in `refused`."""
-        field = self.conflict(ra, rb)
-        if field is not None:
-            self.refused[field] += 1
-        return field is not None
-
-    def conflict(self, ra: int, rb: int) -> str | None:
-        """'date of birth' or 'given name' if the two clusters attest different ones, else None."""
-        (dob_a, given_a, family_a), (dob_b, given_b, family_b) = self._tally(ra), self._tally(rb)
-        da, db = _attested(dob_a), _attested(dob_b)
+    def conflict(self, records_a: Sequence[int], records_b: Sequence[int]) -> str | None:
+        """'date of birth' or 'given name' if the two clusters (record positions) attest different ones, else None."""
+        da, db = _attested(self._dob, records_a), _attested(self._dob, records_b)
         if da is not None and db is not None and da != db and self._dates_far(da, db):
             return "date of birth"
-        ga, gb = _attested(given_a), _attested(given_b)
-        if (ga is not None and gb is not None and ga != gb and ga not in family_b and gb not in family_a
-                and self._names_far(ga, gb)):
+        ga, gb = _attested(self._given, records_a), _attested(self._given, records_b)
+        if (ga is not None and gb is not None and ga != gb and self._names_far(ga, gb)
+                and all(self._family[r] != ga for r in records_b) and all(self._family[r] != gb for r in records_a)):
             return "given name"
         return None
 
@@ -159,9 +133,15 @@ class AttestedIdentity:
                                ids.given_sounds[a], ids.given_sounds[b])
 
 
-def _attested(tally: Counter) -> int | None:
-    """The value a cluster attests: carried by >= MIN_ATTESTING records and a strict majority of those with one."""
+def _attested(codes: list[int], records: Sequence[int]) -> int | None:
+    """The value `records` attest: carried by >= MIN_ATTESTING of them and a strict majority of those with one."""
+    tally: dict[int, int] = {}
+    for record in records:
+        code = codes[record]
+        if code >= 0:
+            tally[code] = tally.get(code, 0) + 1
     if not tally:
         return None
-    value, count = tally.most_common(1)[0]
+    value = max(tally, key=tally.__getitem__)
+    count = tally[value]
     return value if count >= MIN_ATTESTING and 2 * count > sum(tally.values()) else None

@@ -149,6 +149,8 @@ def _components(record_ids, pairs, threshold, min_density, must_link, cannot_lin
     index = pd.Index(record_ids.astype(str))
     if not index.is_unique:
         raise ValueError("record ids must be unique to cluster")
+    if identities is not None and len(identities.dob) != len(index):
+        raise ValueError(f"identities describe {len(identities.dob)} records, not the {len(index)} clustered")
     constraints = resolve_constraints(record_ids, must_link, cannot_link)
     edges = pairs.loc[pairs["match_probability"] >= threshold, ["record_id_l", "record_id_r", "match_probability"]]
     left = index.get_indexer(edges["record_id_l"].astype(str))
@@ -156,35 +158,40 @@ def _components(record_ids, pairs, threshold, min_density, must_link, cannot_lin
     keep = (left >= 0) & (right >= 0) & (left != right)
     left, right, prob = left[keep], right[keep], edges["match_probability"].to_numpy()[keep]
     order = np.lexsort((right, left, -prob))
-    if identities is not None and len(identities.dob) != len(index):
-        raise ValueError(f"identities describe {len(identities.dob)} records, not the {len(index)} clustered")
     attested = AttestedIdentity(identities) if identities is not None else None
-    labels, refused = _agglomerate(len(index), left[order].tolist(), right[order].tolist(), min_density,
-                                   constraints, index, attested)
+    labels, refused, conflicts = _agglomerate(len(index), left[order], right[order], min_density, constraints, index,
+                                              attested)
     constraints.summary["cannot_link"]["edges_refused"] = refused
-    return labels, constraints, dict(attested.refused) if attested is not None else {}
+    return labels, constraints, conflicts
 
 
-def _agglomerate(n: int, left: list[int], right: list[int], min_density: float,
-                 constraints: Constraints, index: pd.Index,
-                 attested: AttestedIdentity | None = None) -> tuple[np.ndarray, int]:
-    """Union-find over ordered edges, with per-cluster counts of edges to each neighbouring cluster.
+def _adjacency(n: int, left: np.ndarray, right: np.ndarray) -> tuple[list[int], list[int]]:
+    """Every record's neighbours over the edges, both ways (CSR: record i's are targets[starts[i]:starts[i + 1]])."""
+    sources = np.concatenate([left, right])
+    order = np.argsort(sources, kind="stable")
+    targets = np.concatenate([right, left])[order]
+    starts = np.searchsorted(sources[order], np.arange(n + 1))
+    return starts.tolist(), targets.tolist()
 
-    Must-link pairs are merged before any edge; each cluster root keeps the roots it must not
-    join (its cannot-link partners). With `attested`, two multi-record clusters whose identities
-    conflict are not merged (counted in `attested.refused`). Returns the labels and how many
-    merges a cannot-link refused.
+
+def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
+                 index: pd.Index, attested: AttestedIdentity | None = None) -> tuple[np.ndarray, int, dict]:
+    """Union-find over ordered edges, checking merges of two multi-record clusters against their edges.
+
+    The edges between two clusters are counted from the smaller one's records when a merge asks
+    (a refusal is remembered until either cluster grows), so the cost follows the merges asked, not
+    the edges. Must-link pairs are merged before any edge; each cluster root keeps the roots it
+    must not join (its cannot-link partners). With `attested`, two multi-record clusters whose
+    identities conflict are not merged. Returns the labels, how many merges a cannot-link refused,
+    and how many edges a conflict of identities refused, by field.
     """
     parent = list(range(n))
     size = [1] * n
-    neighbours: list[dict[int, int] | None] = [None] * n
-    for a, b in zip(left, right):
-        for x, y in ((a, b), (b, a)):
-            table = neighbours[x]
-            if table is None:
-                table = neighbours[x] = {}
-            table[y] = table.get(y, 0) + 1
+    members: dict[int, list[int]] = {}
+    starts, targets = _adjacency(n, left, right)
     apart: dict[int, set[int]] = {}
+    verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
+    conflicts: dict[str, int] = {}
 
     def find(x: int) -> int:
         while parent[x] != x:
@@ -192,27 +199,34 @@ def _agglomerate(n: int, left: list[int], right: list[int], min_density: float,
             x = parent[x]
         return x
 
+    def edges_between(ra: int, rb: int) -> int:
+        small, other = (ra, rb) if size[ra] <= size[rb] else (rb, ra)
+        return sum(1 for x in members.get(small, (small,)) for y in targets[starts[x]:starts[x + 1]] if find(y) == other)
+
+    def refusal(ra: int, rb: int) -> str | None:
+        """Why two multi-record clusters must not merge ('density' or a conflicting field), remembered per state."""
+        key = (ra, rb) if ra < rb else (rb, ra)
+        seen = verdicts.get(key)
+        if seen is not None and seen[:2] == (size[key[0]], size[key[1]]):
+            return seen[2]
+        if edges_between(ra, rb) < min_density * size[ra] * size[rb]:
+            reason = "density"
+        elif attested is not None and (field := attested.conflict(members[ra], members[rb])) is not None:
+            reason = field
+        else:
+            return None
+        verdicts[key] = (size[key[0]], size[key[1]], reason)
+        return reason
+
     def merge(ra: int, rb: int) -> None:
         if size[ra] < size[rb]:
             ra, rb = rb, ra
         parent[rb] = ra
         size[ra] += size[rb]
-        if attested is not None:
-            attested.merge(ra, rb)
-        merged, absorbed = neighbours[ra], neighbours[rb]
-        if absorbed:
-            if merged is None:
-                merged = neighbours[ra] = {}
-            for other, count in absorbed.items():
-                if other == ra:
-                    continue
-                merged[other] = merged.get(other, 0) + count
-                table = neighbours[other]
-                table[ra] = table.get(ra, 0) + count
-                table.pop(rb, None)
-        if merged is not None:
-            merged.pop(rb, None)
-        neighbours[rb] = None
+        into = members.get(ra)
+        if into is None:
+            into = members[ra] = [ra]
+        into.extend(members.pop(rb, (rb,)))
         if rb in apart:
             partners = apart.pop(rb)
             for other in partners:
@@ -232,20 +246,21 @@ def _agglomerate(n: int, left: list[int], right: list[int], min_density: float,
         apart.setdefault(rb, set()).add(ra)
 
     refused = 0
-    for a, b in zip(left, right):
+    for a, b in zip(left.tolist(), right.tolist()):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
         if size[ra] > 1 and size[rb] > 1:
-            if neighbours[ra].get(rb, 0) < min_density * size[ra] * size[rb]:
-                continue
-            if attested is not None and attested.refuses(ra, rb):
+            reason = refusal(ra, rb)
+            if reason is not None:
+                if reason != "density":
+                    conflicts[reason] = conflicts.get(reason, 0) + 1
                 continue
         if rb in apart.get(ra, ()):
             refused += 1
             continue
         merge(ra, rb)
-    return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n), refused
+    return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n), refused, conflicts
 
 
 def check_constraints(must_link: RecordPairs | None, cannot_link: RecordPairs | None,

@@ -1,4 +1,6 @@
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matching.cluster import cluster
 
@@ -65,3 +67,42 @@ def test_densely_connected_halves_of_one_person_still_merge():
     ids = pd.Series(["a1", "a2", "b1", "b2"])
     rows = [("a1", "a2", 0.999), ("b1", "b2", 0.999), ("a1", "b1", 0.97), ("a2", "b2", 0.96)]
     assert cluster(ids, _pairs(rows), 0.95).n_persons == 1  # 2 of 4 cross pairs = density 0.5
+
+
+def _reference_components(n, edges, min_density):
+    """The density rule spelt out: scan every edge to count those between two clusters, at every merge."""
+    label = list(range(n))
+    for a, b, _ in edges:
+        la, lb = label[a], label[b]
+        if la == lb:
+            continue
+        members_a = [i for i in range(n) if label[i] == la]
+        members_b = [i for i in range(n) if label[i] == lb]
+        if len(members_a) > 1 and len(members_b) > 1:
+            between = sum(1 for x, y, _ in edges if {label[x], label[y]} == {la, lb})
+            if between < min_density * len(members_a) * len(members_b):
+                continue
+        label = [la if lab == lb else lab for lab in label]
+    return label
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=2, max_value=9).flatmap(lambda n: st.tuples(
+    st.just(n),
+    st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1), st.sampled_from([0.96, 0.97, 0.98, 0.99])),
+             max_size=25),
+    st.sampled_from([0.0, 0.25, 0.5]))))
+def test_clustering_follows_the_density_rule_exactly(case):
+    n, raw, min_density = case
+    seen, edges = set(), []
+    for a, b, p in raw:
+        if a != b and (min(a, b), max(a, b)) not in seen:
+            seen.add((min(a, b), max(a, b)))
+            edges.append((min(a, b), max(a, b), p))
+    edges.sort(key=lambda e: (-e[2], e[0], e[1]))
+    ids = pd.Series([f"r{i}" for i in range(n)])
+    pairs = _pairs([(f"r{a}", f"r{b}", p) for a, b, p in edges])
+    ours = cluster(ids, pairs, 0.95, min_density=min_density).clusters.person_id.tolist()
+    expected = _reference_components(n, edges, min_density)
+    same = {(i, j) for i in range(n) for j in range(n) if ours[i] == ours[j]}
+    assert same == {(i, j) for i in range(n) for j in range(n) if expected[i] == expected[j]}

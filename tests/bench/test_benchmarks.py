@@ -8,6 +8,7 @@ import json
 import pytest
 
 from evaluation.bench.child import machine
+from evaluation.bench.external import bench_external, bench_external_resolve
 from evaluation.bench.ingest import bench_ingest1m
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
 from evaluation.bench.rank import bench_rank200
@@ -27,6 +28,26 @@ def _report(result: dict) -> dict:
 def test_febrl4_pairwise_f1_at_least_0_999(tmp_path):
     result = _report(bench_febrl4(tmp_path))
     assert result["value"] >= 0.999
+
+
+def test_every_external_set_is_linked_as_well_as_plain_splink_can_and_in_no_more_time(tmp_path):
+    """Issue 16's acceptance on the sets this project did not generate, unsupervised, default thresholds."""
+    sets = _report(bench_external(tmp_path))["sets"]
+    for name, result in sets.items():
+        ours, plain = result["briefing"], result["plain_splink"]
+        assert ours["f1"] >= plain["best_threshold_connected_components"]["f1"], name
+        assert ours["blocking_recall"] >= 0.95, name
+        assert 0.5 <= ours["prior_model_json"] / result["true_prior"] <= 2, name
+        if name.startswith("febrl"):
+            assert ours["f1"] >= (0.999 if name == "febrl4" else 0.99), name
+        if result["records"] >= 50_000:
+            assert ours["f1"] >= 0.90 and ours["precision"] >= 0.98, name
+        if result["records"] >= 10_000:
+            assert result["time_ratio_briefing_over_splink"] <= 1, name
+    resolved = _report(bench_external_resolve(tmp_path))["sets"]
+    for name, result in resolved.items():
+        assert result["top1_person_correct"] >= 0.95, name
+        assert result["sole_records_answered_certain"] == 0, name
 
 
 def test_county_100k_f1_precision_and_fnmr_parity(tmp_path):
