@@ -174,54 +174,63 @@ def _adjacency(n: int, left: np.ndarray, right: np.ndarray) -> tuple[list[int], 
     return starts.tolist(), targets.tolist()
 
 
-def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
-                 index: pd.Index, attested: AttestedIdentity | None = None) -> tuple[np.ndarray, int, dict]:
-    """Union-find over ordered edges, checking merges of two multi-record clusters against their edges.
+class _Agglomeration:
+    """Union-find over the records with what `_agglomerate` checks before a merge: the edges between two
+    clusters (counted from the smaller one's records when asked, a refusal remembered until either
+    grows), cannot-link partners per cluster root, and attested identities."""
 
-    The edges between two clusters are counted from the smaller one's records when a merge asks
-    (a refusal is remembered until either cluster grows), so the cost follows the merges asked, not
-    the edges. Must-link pairs are merged before any edge; each cluster root keeps the roots it
-    must not join (its cannot-link partners). With `attested`, two multi-record clusters whose
-    identities conflict are not merged. Returns the labels, how many merges a cannot-link refused,
-    and how many edges a conflict of identities refused, by field.
-    """
-    parent = list(range(n))
-    size = [1] * n
-    members: dict[int, list[int]] = {}
-    starts, targets = _adjacency(n, left, right)
-    apart: dict[int, set[int]] = {}
-    verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
-    conflicts: dict[str, int] = {}
+    def __init__(self, n: int, left: np.ndarray, right: np.ndarray, min_density: float,
+                 attested: AttestedIdentity | None):
+        self.parent = list(range(n))
+        self.size = [1] * n
+        self.members: dict[int, list[int]] = {}
+        self.starts, self.targets = _adjacency(n, left, right)
+        self.apart: dict[int, set[int]] = {}
+        self.verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
+        self.min_density, self.attested = min_density, attested
 
-    def find(x: int) -> int:
+    def find(self, x: int) -> int:
+        parent = self.parent
         while parent[x] != x:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
 
-    def edges_between(ra: int, rb: int) -> int:
-        small, other = (ra, rb) if size[ra] <= size[rb] else (rb, ra)
-        return sum(1 for x in members.get(small, (small,)) for y in targets[starts[x]:starts[x + 1]] if find(y) == other)
+    def edges_between(self, ra: int, rb: int) -> int:
+        small, other = (ra, rb) if self.size[ra] <= self.size[rb] else (rb, ra)
+        starts, targets, find = self.starts, self.targets, self.find
+        return sum(1 for x in self.members.get(small, (small,)) for y in targets[starts[x]:starts[x + 1]] if find(y) == other)
 
-    def refusal(ra: int, rb: int) -> str | None:
+    def refusal(self, ra: int, rb: int) -> str | None:
         """Why two multi-record clusters must not merge ('density' or a conflicting field), remembered per state."""
+        size = self.size
         key = (ra, rb) if ra < rb else (rb, ra)
-        seen = verdicts.get(key)
+        seen = self.verdicts.get(key)
         if seen is not None and seen[:2] == (size[key[0]], size[key[1]]):
             return seen[2]
-        if edges_between(ra, rb) < min_density * size[ra] * size[rb]:
+        if self.edges_between(ra, rb) < self.min_density * size[ra] * size[rb]:
             reason = "density"
-        elif attested is not None and (field := attested.conflict(members[ra], members[rb])) is not None:
-            reason = field
+        elif self.attested is not None:
+            reason = self.attested.conflict(self.members[ra], self.members[rb])
+            if reason is None:
+                return None
         else:
             return None
-        verdicts[key] = (size[key[0]], size[key[1]], reason)
+        self.verdicts[key] = (size[key[0]], size[key[1]], reason)
         return reason
 
-    def merge(ra: int, rb: int) -> None:
+    def keep_apart(self, ra: int, rb: int) -> None:
+        self.apart.setdefault(ra, set()).add(rb)
+        self.apart.setdefault(rb, set()).add(ra)
+
+    def kept_apart(self, ra: int, rb: int) -> bool:
+        return rb in self.apart.get(ra, ())
+
+    def merge(self, ra: int, rb: int) -> None:
+        size, members, apart = self.size, self.members, self.apart
         if size[ra] < size[rb]:
             ra, rb = rb, ra
-        parent[rb] = ra
+        self.parent[rb] = ra
         size[ra] += size[rb]
         into = members.get(ra)
         if into is None:
@@ -234,33 +243,50 @@ def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float
                 apart[other].add(ra)
             apart.setdefault(ra, set()).update(partners)
 
+    def labels(self) -> np.ndarray:
+        n = len(self.parent)
+        return np.fromiter((self.find(i) for i in range(n)), dtype=np.int64, count=n)
+
+
+def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
+                 index: pd.Index, attested: AttestedIdentity | None = None) -> tuple[np.ndarray, int, dict]:
+    """Union-find over ordered edges, checking merges of two multi-record clusters (`_Agglomeration`).
+
+    Must-link pairs are merged before any edge; each cluster root keeps the roots it must not join
+    (its cannot-link partners). With `attested`, two multi-record clusters whose identities conflict
+    are not merged. Returns the labels, how many merges a cannot-link refused, and how many edges a
+    conflict of identities refused, by field.
+    """
+    state = _Agglomeration(n, left, right, min_density, attested)
+    find = state.find
     for a, b in constraints.must:
         ra, rb = find(a), find(b)
         if ra != rb:
-            merge(ra, rb)
+            state.merge(ra, rb)
     for a, b in constraints.cannot:
         ra, rb = find(a), find(b)
         if ra == rb:
             raise _contradiction(index, constraints.must, a, b)
-        apart.setdefault(ra, set()).add(rb)
-        apart.setdefault(rb, set()).add(ra)
+        state.keep_apart(ra, rb)
 
     refused = 0
+    conflicts: dict[str, int] = {}
+    size = state.size
     for a, b in zip(left.tolist(), right.tolist()):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
         if size[ra] > 1 and size[rb] > 1:
-            reason = refusal(ra, rb)
+            reason = state.refusal(ra, rb)
             if reason is not None:
                 if reason != "density":
                     conflicts[reason] = conflicts.get(reason, 0) + 1
                 continue
-        if rb in apart.get(ra, ()):
+        if state.kept_apart(ra, rb):
             refused += 1
             continue
-        merge(ra, rb)
-    return np.fromiter((find(i) for i in range(n)), dtype=np.int64, count=n), refused, conflicts
+        state.merge(ra, rb)
+    return state.labels(), refused, conflicts
 
 
 def check_constraints(must_link: RecordPairs | None, cannot_link: RecordPairs | None,
