@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from api.service.audit import hold_audit_lock
 from api.service.store import RECORD_FIELDS, changes, clusters, records
@@ -53,9 +53,12 @@ def apply_changes(service) -> int:
     return len(rows)
 
 
+_AFTER = select(changes).where(changes.c.seq > bindparam("seq")).order_by(changes.c.seq)
+
+
 def changes_after(connection, seq: int) -> list:
-    """The change rows after `seq`, oldest first."""
-    return connection.execute(select(changes).where(changes.c.seq > seq).order_by(changes.c.seq)).all()
+    """The change rows after `seq`, oldest first (read before every request: a statement built once)."""
+    return connection.execute(_AFTER, {"seq": seq}).all()
 
 
 def written_since(connection, seq: int) -> tuple[set[str], set[str]]:

@@ -25,7 +25,7 @@ from api.service.person_data import person_consents, person_items
 from api.service.reference import person_reference, record_reference
 from api.service.followups import open_follow_ups
 from api.service.referrals import BriefedPerson, engaged_programs, record_briefed_person
-from api.service.store import Store, dialect_insert, records, shown_items
+from api.service.store import Store, records, shown_items, upsert
 from matching.query import Subject
 from scoring.briefing import brief
 from scoring.followup import FollowUpRules
@@ -115,6 +115,10 @@ def record_briefing(store: Store, payload: dict, principal: str, request_id: str
                 open_follow_ups(connection, follow_ups, briefed, shown_at)
 
 
+_SHOWN = upsert(shown_items, ("principal", "incident_id", "item_id"),
+                ("principal", "incident_id", "item_id", "request_id", "shown_at"), update=False)
+
+
 def _record_shown(connection, principal: str, incident_id: str, item_ids: list[str], request_id: str,
                   shown_at: datetime) -> None:
     """One `shown_items` row per returned item; a row already there (a resent incident) is kept as it is."""
@@ -122,9 +126,7 @@ def _record_shown(connection, principal: str, incident_id: str, item_ids: list[s
              "shown_at": shown_at.isoformat()} for item_id in dict.fromkeys(item_ids)]
     if not rows:
         return
-    insert = dialect_insert(connection)
-    connection.execute(insert(shown_items).on_conflict_do_nothing(index_elements=["principal", "incident_id", "item_id"]),
-                       rows)
+    connection.execute(_SHOWN, rows)
 
 
 def records_for_answer(store: Store, record_ids: list[str], action: str, payload: dict, principal: str,

@@ -16,7 +16,7 @@ import logging
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from api.service.audit import append, audit_fields
 from api.service.refusals import NotFound
@@ -35,22 +35,26 @@ def index_frames(store: Store) -> tuple[pd.DataFrame, pd.DataFrame]:
     return both.drop(columns=["ingested_at", "person_id"]), both[["record_id", "person_id"]]
 
 
-def _of_person(table, person_id: str):
-    """The rows of `table` hanging on a person's records, each with its record's agency."""
+def _of_person(table):
+    """The rows of `table` hanging on a person's records (`person_id` a bound parameter), each with its record's
+    agency. Built once per table: every briefing reads both, and building a statement costs more than running it."""
     return (select(table, records.c.agency.label("record_agency"))
             .join(records, records.c.record_id == table.c.record_id)
             .join(clusters, clusters.c.record_id == table.c.record_id)
-            .where(clusters.c.person_id == person_id))
+            .where(clusters.c.person_id == bindparam("person_id")))
+
+
+_ITEMS, _CONSENTS = _of_person(context_items), _of_person(consents)
 
 
 def person_items(connection, person_id: str) -> list[ContextItem]:
     """Every context item on a person's records that reads as one (one query)."""
-    return _readable(ContextItem, connection.execute(_of_person(context_items, person_id)).mappings(), "item_id")
+    return _readable(ContextItem, connection.execute(_ITEMS, {"person_id": person_id}).mappings(), "item_id")
 
 
 def person_consents(connection, person_id: str) -> list[Consent]:
     """Every consent on a person's records that reads as one (one query)."""
-    return _readable(Consent, connection.execute(_of_person(consents, person_id)).mappings(), "consent_id")
+    return _readable(Consent, connection.execute(_CONSENTS, {"person_id": person_id}).mappings(), "consent_id")
 
 
 def _readable(model: type[BaseModel], rows, key: str) -> list:

@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 
 from api.service.audit import append, audit_fields, record_event
 from api.service.person_data import person_consents, person_items
 from api.service.refusals import Conflict, FieldRefusal, NotFound
 from api.service.store import (Store, briefed_persons, clusters, dialect_insert, locked_row, programs, referral_events,
-                               referral_items, referrals)
+                               referral_items, referrals, upsert)
 from api.service.outbox import enqueue
 from api.service.times import utc_text
 from api.service.webhooks import hook_of
@@ -142,16 +142,16 @@ class BriefedPerson:
     at: datetime
 
 
+_BRIEFED = upsert(briefed_persons, ("principal", "incident_id"), [c.name for c in briefed_persons.columns])
+
+
 def record_briefed_person(connection, briefed: BriefedPerson) -> None:
     """Keep `briefed` (a later briefing by the same principal at the same incident replaces it), in the
     briefing's audit transaction."""
     row = {"principal": briefed.principal.name, "incident_id": briefed.incident_id, "agency": briefed.principal.agency,
            "person_id": briefed.person_id, "grade": briefed.grade, "call_type": briefed.call_type,
            "received_at": utc_text(briefed.received_at), "request_id": briefed.request_id, "briefed_at": utc_text(briefed.at)}
-    insert_ = dialect_insert(connection)
-    connection.execute(insert_(briefed_persons).values(**row).on_conflict_do_update(
-        index_elements=["principal", "incident_id"],
-        set_={k: v for k, v in row.items() if k not in ("principal", "incident_id")}))
+    connection.execute(_BRIEFED, row)
 
 
 def create_referral(store: Store, principal: Principal, request: NewReferral, now: datetime) -> int:
@@ -196,11 +196,14 @@ def create_referral(store: Store, principal: Principal, request: NewReferral, no
     return referral_id
 
 
+_ENGAGED = select(programs).join(referrals, referrals.c.program == programs.c.name).where(
+    referrals.c.person_id == bindparam("person_id"), referrals.c.status.in_([s.value for s in WORKING])).distinct()
+
+
 def engaged_programs(connection, person_id: str) -> list[Program]:
-    """The programs whose referral or task about the person is accepted or in progress."""
-    rows = connection.execute(select(programs).join(referrals, referrals.c.program == programs.c.name).where(
-        referrals.c.person_id == person_id, referrals.c.status.in_([s.value for s in WORKING])).distinct()).all()
-    return [program_of(r) for r in rows]
+    """The programs whose referral or task about the person is accepted or in progress (a statement built once:
+    it is read by every briefing)."""
+    return [program_of(r) for r in connection.execute(_ENGAGED, {"person_id": person_id}).all()]
 
 
 def side_of(principal: Principal, row) -> Side | None:

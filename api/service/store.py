@@ -16,10 +16,10 @@ import os
 import secrets
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, event, exc, false, insert, inspect, select, text)
+                        TextClause, create_engine, delete, event, exc, false, insert, inspect, select, text)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.service.audit_trail import AuditTrail, trail_for
@@ -358,6 +358,19 @@ def dialect_insert(connection: Connection):
     """The `insert` of the connection's dialect (PostgreSQL or SQLite): the one place that chooses it. Its
     statements can upsert (`on_conflict_do_update`) or skip rows already there (`on_conflict_do_nothing`)."""
     return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+
+
+def upsert(table: Table, key: Sequence[str], columns: Sequence[str], update: bool = True) -> TextClause:
+    """`INSERT INTO table (columns) … ON CONFLICT (key)` `DO UPDATE SET` the other columns to the new row's
+    (`update`) or `DO NOTHING`, one named parameter per column, for the request path. SQLite and PostgreSQL
+    spell it alike, and as text it is compiled once: SQLAlchemy cannot cache its dialects' upsert constructs
+    (`dialect_insert`), so those are compiled again at every execution (about a millisecond per briefing)."""
+    unknown = [c for c in [*key, *columns] if c not in table.columns]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
+    action = "DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key) if update else "DO NOTHING"
+    return text(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+                f"ON CONFLICT ({', '.join(key)}) {action}")
 
 
 def stored_secret(store: Store, setting: str, environment: str) -> str:
