@@ -21,7 +21,14 @@ same field and the values are too far apart to be one person's recorded two ways
 
 Only merges of two clusters of several records are checked: a single record attests nothing, and
 refusing single records on one field cost up to 13 points of recall on FEBRL, whose corruption
-replaces whole values in single records. Steward must-links are never refused.
+replaces whole values in single records.
+
+One exception reaches single records: a generational suffix (Jr, Sr, II, III, IV) is the file's own
+word that a namesake of another generation exists. So no merge by scores (a single record's
+included, `generation`) joins a record or cluster marked Jr with one marked Sr, nor, where either
+side carries a generational suffix, two sides born a generation apart (`GENERATION` years or more
+between their birth years: a single record's own, a cluster's attested one). A file without
+suffixes is untouched. Steward must-links are never refused.
 """
 
 from __future__ import annotations
@@ -38,6 +45,11 @@ from rapidfuzz.distance import JaroWinkler, Levenshtein
 GIVEN_SIMILAR = 0.9
 #: A value needs this many records of a cluster (and a strict majority of those with the field).
 MIN_ATTESTING = 2
+#: Birth years this far apart are a generation apart (the date-of-birth comparison's last level).
+GENERATION = 15
+#: Suffix marks, as bits: a side's marks are the OR of its records'.
+JR, SR, OTHER_GENERATION = 1, 2, 4
+_SUFFIX_MARKS = {"JR": JR, "SR": SR, "II": OTHER_GENERATION, "III": OTHER_GENERATION, "IV": OTHER_GENERATION}
 
 
 def dates_far(a: str, b: str) -> bool:
@@ -70,11 +82,13 @@ class Identities:
     given_values: list[str]
     given_variants: list[tuple[str, ...]]
     given_sounds: list[str | None]
+    birth_year: np.ndarray | None = None      # -1: missing
+    suffix_marks: np.ndarray | None = None    # JR | SR | OTHER_GENERATION bits, 0: none
 
     @classmethod
     def of(cls, standardised: pd.DataFrame) -> "Identities":
-        """Codes for `standardised`'s rows, from its dob, given_name, given_variants, given_phonetic and
-        family_name columns (a column it lacks counts as missing everywhere).
+        """Codes for `standardised`'s rows, from its dob, given_name, given_variants, given_phonetic,
+        family_name, birth_year and name_suffix columns (a column it lacks counts as missing everywhere).
 
         Family names share the given names' codes, so a given name recorded as another
         record's family name (a swapped name order) is recognised by code.
@@ -94,10 +108,13 @@ class Identities:
             if code >= 0 and code not in variants_of:
                 variants_of[code] = tuple(variants) if variants is not None else ()
                 sound_of[code] = sound
+        years = pd.to_numeric(column("birth_year"), errors="coerce").fillna(-1).astype(np.int64).to_numpy()
+        marks = column("name_suffix").map(_SUFFIX_MARKS).fillna(0).astype(np.int64).to_numpy()
         return cls(dob=dob, given=name_codes[:n], family=name_codes[n:], dob_values=list(dob_values),
                    given_values=list(name_values),
                    given_variants=[variants_of.get(code, ()) for code in range(len(name_values))],
-                   given_sounds=[sound_of.get(code) for code in range(len(name_values))])
+                   given_sounds=[sound_of.get(code) for code in range(len(name_values))],
+                   birth_year=years, suffix_marks=marks)
 
 
 class AttestedIdentity:
@@ -110,6 +127,9 @@ class AttestedIdentity:
     def __init__(self, identities: Identities):
         self._ids = identities
         self._dob, self._given, self._family = identities.dob.tolist(), identities.given.tolist(), identities.family.tolist()
+        n = len(self._dob)
+        self.marks = identities.suffix_marks.tolist() if identities.suffix_marks is not None else [0] * n
+        self._year = identities.birth_year.tolist() if identities.birth_year is not None else [-1] * n
         self._dates_far = lru_cache(maxsize=100_000)(self._codes_dates_far)
         self._names_far = lru_cache(maxsize=100_000)(self._codes_names_far)
 
@@ -123,6 +143,25 @@ class AttestedIdentity:
                 and all(self._family[r] != ga for r in records_b) and all(self._family[r] != gb for r in records_a)):
             return "given name"
         return None
+
+    def generation(self, marks_a: int, marks_b: int, records_a: Sequence[int], records_b: Sequence[int]) -> str | None:
+        """'suffix' (Jr against Sr) or 'generation' (a suffix on either side, born a generation apart) if two
+        sides with these suffix marks and records must not merge, else None (see the module docstring)."""
+        if not marks_a | marks_b:
+            return None
+        if (marks_a & JR and marks_b & SR) or (marks_a & SR and marks_b & JR):
+            return "suffix"
+        year_a, year_b = self._birth_year(records_a), self._birth_year(records_b)
+        if year_a >= 0 and year_b >= 0 and abs(year_a - year_b) >= GENERATION:
+            return "generation"
+        return None
+
+    def _birth_year(self, records: Sequence[int]) -> int:
+        """A single record's birth year, or the one a cluster attests; -1 for none."""
+        if len(records) == 1:
+            return self._year[records[0]]
+        found = _attested(self._year, records)
+        return -1 if found is None else found
 
     def _codes_dates_far(self, a: int, b: int) -> bool:
         return dates_far(self._ids.dob_values[a], self._ids.dob_values[b])

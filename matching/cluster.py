@@ -15,7 +15,13 @@ merge or split against the previous run that a decision caused carries it in the
 
 Given the records' identity columns (`matching.attested.Identities`), clustering also refuses to merge
 two multi-record clusters that attest different dates of birth or given names: a father and his
-namesake son, or twins, whose records lacking the differing field score high against both.
+namesake son, or twins, whose records lacking the differing field score high against both, and
+refuses any merge (a single record's too) of Jr with Sr, or of a suffixed namesake with a record born
+a generation apart.
+
+Every two persons that scores would have joined but a rule held apart (few links between them, or
+conflicting identities) are reported in `Clustering.held_apart`: the strongest such pair of records
+and why, so a steward can look (api.service.ingest queues them for review).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from matching.attested import AttestedIdentity, Identities
 # 0.986 / 0.993 (connected components) to 0.996 / 0.997, recall fell by under 0.002.
 DEFAULT_MIN_DENSITY = 0.25
 EVENT_COLUMNS = ["event", "person_id", "related_person_ids", "records", "cause"]
+HELD_APART_COLUMNS = ["record_id_l", "record_id_r", "match_probability", "reason"]
+FEW_LINKS = "few links"
 RecordPairs = Iterable[tuple[str, str]]
 
 
@@ -46,12 +54,18 @@ class Clustering:
     split separating records a steward kept apart) or `scores`. `constraints` counts the steward
     decisions applied and ignored (see `Constraints.summary`); `identity_conflicts` the edges
     refused because the two clusters attest different identities, by field (`matching.attested`).
+    `held_apart`: per two persons that an edge at or above the threshold joins but a rule kept apart,
+    the strongest such edge (record_id_l, record_id_r, match_probability) and its `reason`: "few
+    links" (the density rule), the conflicting field ("date of birth", "given name"), "suffix" (Jr
+    against Sr) or "generation" (`matching.attested`); steward cannot-links are not listed (a
+    steward has decided them).
     """
 
     clusters: pd.DataFrame
     events: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=EVENT_COLUMNS))
     constraints: dict = field(default_factory=dict)
     identity_conflicts: dict = field(default_factory=dict)
+    held_apart: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HELD_APART_COLUMNS))
 
     @property
     def n_persons(self) -> int:
@@ -145,7 +159,7 @@ def components(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, min
 
 
 def _components(record_ids, pairs, threshold, min_density, must_link, cannot_link,
-                identities: Identities | None = None) -> tuple[np.ndarray, Constraints, dict]:
+                identities: Identities | None = None) -> tuple[np.ndarray, Constraints, dict, pd.DataFrame]:
     index = pd.Index(record_ids.astype(str))
     if not index.is_unique:
         raise ValueError("record ids must be unique to cluster")
@@ -158,11 +172,26 @@ def _components(record_ids, pairs, threshold, min_density, must_link, cannot_lin
     keep = (left >= 0) & (right >= 0) & (left != right)
     left, right, prob = left[keep], right[keep], edges["match_probability"].to_numpy()[keep]
     order = np.lexsort((right, left, -prob))
+    left, right, prob = left[order], right[order], prob[order]
     attested = AttestedIdentity(identities) if identities is not None else None
-    labels, refused, conflicts = _agglomerate(len(index), left[order], right[order], min_density, constraints, index,
-                                              attested)
+    labels, refused, conflicts, refusals = _agglomerate(len(index), left, right, min_density, constraints, index,
+                                                        attested)
     constraints.summary["cannot_link"]["edges_refused"] = refused
-    return labels, constraints, conflicts
+    return labels, constraints, conflicts, _held_apart(labels, left, right, prob, index, refusals)
+
+
+def _held_apart(labels: np.ndarray, left: np.ndarray, right: np.ndarray, prob: np.ndarray, index: pd.Index,
+                refusals: list[tuple[int, str]]) -> pd.DataFrame:
+    """The strongest refused edge between each two clusters that end apart, with why it was refused.
+    `refusals` are (edge position, reason) in edge order, strongest first."""
+    rows, seen = [], set()
+    for k, reason in refusals:
+        a, b = int(labels[left[k]]), int(labels[right[k]])
+        key = (a, b) if a < b else (b, a)
+        if a != b and key not in seen:
+            seen.add(key)
+            rows.append((index[left[k]], index[right[k]], float(prob[k]), reason))
+    return pd.DataFrame(rows, columns=HELD_APART_COLUMNS)
 
 
 def _adjacency(n: int, left: np.ndarray, right: np.ndarray) -> tuple[list[int], list[int]]:
@@ -188,6 +217,7 @@ class _Agglomeration:
         self.apart: dict[int, set[int]] = {}
         self.verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
         self.min_density, self.attested = min_density, attested
+        self.marks = list(attested.marks) if attested is not None else [0] * n   # generational suffixes, per root
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -201,17 +231,26 @@ class _Agglomeration:
         starts, targets, find = self.starts, self.targets, self.find
         return sum(1 for x in self.members.get(small, (small,)) for y in targets[starts[x]:starts[x + 1]] if find(y) == other)
 
+    def checked(self, ra: int, rb: int) -> bool:
+        """Whether a merge of these two needs `refusal`: both hold several records, or either a generational suffix."""
+        return (self.size[ra] > 1 and self.size[rb] > 1) or bool(self.marks[ra] | self.marks[rb])
+
     def refusal(self, ra: int, rb: int) -> str | None:
-        """Why two multi-record clusters must not merge ('density' or a conflicting field), remembered per state."""
+        """Why two clusters must not merge by scores (FEW_LINKS, a conflicting field, a generation apart:
+        `matching.attested`), remembered per state."""
         size = self.size
         key = (ra, rb) if ra < rb else (rb, ra)
         seen = self.verdicts.get(key)
         if seen is not None and seen[:2] == (size[key[0]], size[key[1]]):
             return seen[2]
-        if self.edges_between(ra, rb) < self.min_density * size[ra] * size[rb]:
-            reason = "density"
+        several = size[ra] > 1 and size[rb] > 1
+        if several and self.edges_between(ra, rb) < self.min_density * size[ra] * size[rb]:
+            reason = FEW_LINKS
         elif self.attested is not None:
-            reason = self.attested.conflict(self.members[ra], self.members[rb])
+            a, b = self.members.get(ra, (ra,)), self.members.get(rb, (rb,))
+            reason = self.attested.generation(self.marks[ra], self.marks[rb], a, b)
+            if reason is None and several:
+                reason = self.attested.conflict(a, b)
             if reason is None:
                 return None
         else:
@@ -232,6 +271,7 @@ class _Agglomeration:
             ra, rb = rb, ra
         self.parent[rb] = ra
         size[ra] += size[rb]
+        self.marks[ra] |= self.marks[rb]
         into = members.get(ra)
         if into is None:
             into = members[ra] = [ra]
@@ -249,13 +289,15 @@ class _Agglomeration:
 
 
 def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
-                 index: pd.Index, attested: AttestedIdentity | None = None) -> tuple[np.ndarray, int, dict]:
+                 index: pd.Index, attested: AttestedIdentity | None = None
+                 ) -> tuple[np.ndarray, int, dict, list[tuple[int, str]]]:
     """Union-find over ordered edges, checking merges of two multi-record clusters (`_Agglomeration`).
 
     Must-link pairs are merged before any edge; each cluster root keeps the roots it must not join
     (its cannot-link partners). With `attested`, two multi-record clusters whose identities conflict
-    are not merged. Returns the labels, how many merges a cannot-link refused, and how many edges a
-    conflict of identities refused, by field.
+    are not merged. Returns the labels, how many merges a cannot-link refused, how many edges a
+    conflict of identities refused, by field, and every edge the density or identity rule refused, as
+    (edge position, reason).
     """
     state = _Agglomeration(n, left, right, min_density, attested)
     find = state.find
@@ -271,22 +313,24 @@ def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float
 
     refused = 0
     conflicts: dict[str, int] = {}
-    size = state.size
-    for a, b in zip(left.tolist(), right.tolist()):
+    refusals: list[tuple[int, str]] = []
+    for k, (a, b) in enumerate(zip(left.tolist(), right.tolist())):
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
-        if size[ra] > 1 and size[rb] > 1:
+        if state.checked(ra, rb):
             reason = state.refusal(ra, rb)
             if reason is not None:
-                if reason != "density":
+                if reason != FEW_LINKS:
                     conflicts[reason] = conflicts.get(reason, 0) + 1
+                if not state.kept_apart(ra, rb):    # a steward's cannot-link has decided these two already
+                    refusals.append((k, reason))
                 continue
         if state.kept_apart(ra, rb):
             refused += 1
             continue
         state.merge(ra, rb)
-    return state.labels(), refused, conflicts
+    return state.labels(), refused, conflicts, refusals
 
 
 def check_constraints(must_link: RecordPairs | None, cannot_link: RecordPairs | None,
@@ -431,9 +475,11 @@ def cluster(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, previo
             cannot_link: RecordPairs | None = None, identities: Identities | None = None) -> Clustering:
     """Cluster at `threshold` respecting steward decisions and attested identities (see `components`) and
     name the clusters stably (see `assign_person_ids`). `Clustering.constraints` counts the decisions
-    applied and ignored, `Clustering.identity_conflicts` the edges refused for conflicting identities."""
-    labels, constraints, conflicts = _components(record_ids, pairs, threshold, min_density, must_link, cannot_link,
-                                                 identities)
+    applied and ignored, `Clustering.identity_conflicts` the edges refused for conflicting identities,
+    `Clustering.held_apart` the persons kept apart against their scores."""
+    labels, constraints, conflicts, held = _components(record_ids, pairs, threshold, min_density, must_link,
+                                                       cannot_link, identities)
     clustering = assign_person_ids(record_ids, labels, previous, constraints)
     clustering.identity_conflicts = conflicts
+    clustering.held_apart = held
     return clustering

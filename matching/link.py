@@ -160,6 +160,7 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
         "events_caused_by_stewards": int((result.clustering.events["cause"] != "scores").sum()),
         "constraints": result.clustering.constraints,
         "edges_refused_for_conflicting_identity": result.clustering.identity_conflicts,
+        "persons_held_apart": result.clustering.held_apart["reason"].value_counts().sort_index().to_dict(),
     })
     seconds = result.summary.setdefault("seconds", {})
     seconds["cluster"] = round(seconds.get("cluster", 0.0) + time.perf_counter() - t0, 2)
@@ -183,7 +184,9 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
-    """Write clusters.csv, pairs.csv, model.json, summary.json (and events.csv with a previous run) atomically."""
+    """Write clusters.csv, pairs.csv, held_apart.csv, model.json, summary.json (and events.csv with a previous
+    run) atomically. held_apart.csv: per two persons that scores joined but clustering kept apart, the
+    strongest pair of records and why (`matching.cluster.Clustering.held_apart`), for a steward to look at."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -191,6 +194,7 @@ def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
         _write_csv(result.clustering.clusters, staging / "clusters.csv")
         pairs = result.pairs.sort_values(["match_probability", "record_id_l", "record_id_r"], ascending=[False, True, True])
         _write_csv(pairs, staging / "pairs.csv")
+        _write_csv(result.clustering.held_apart, staging / "held_apart.csv")
         result.model.save(staging / "model.json")
         if len(result.clustering.events):
             result.clustering.events.to_csv(staging / "events.csv", index=False)

@@ -67,6 +67,22 @@ def surname_first(value: str | None) -> str | None:
     return "".join(head)
 
 
+def family_and_suffix(value: str | None) -> tuple[str | None, str | None]:
+    """A family name with a generational suffix typed into it ("Glass Jr", "JONES III") as (family name,
+    suffix); (value, None) when its last word is no suffix or is the only word.
+
+    Records-management systems often take the suffix in the surname field: left there, "GLASSJR" is
+    a typo of "GLASS" to the comparisons, and the only mark that a namesake exists is lost.
+    """
+    text = clean(value)
+    if text is None:
+        return value, None
+    words = text.split(" ")
+    if len(words) > 1 and words[-1] in _SUFFIXES:
+        return " ".join(words[:-1]), _SUFFIXES[words[-1]]
+    return value, None
+
+
 def suffix(value: str | None) -> str | None:
     """Generational suffix in one spelling (JR, SR, II, III, IV), or None."""
     text = clean(value)

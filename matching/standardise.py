@@ -208,12 +208,14 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     middle = col("middle_name")
     out["middle_name"] = _map_unique(middle, nm.joined)
     out["middle_initial"] = out["middle_name"].str[:1]
-    family = col("family_name")
+    family_and_suffix = _map_unique(col("family_name"), nm.family_and_suffix)
+    family = family_and_suffix.str[0]
     out["family_name"] = _map_unique(family, nm.joined)
     out["family_first"] = _map_unique(family, nm.surname_first)
     out["family_phonetic"] = _map_unique(out["family_first"], nm.phonetic)
     out["family_prefix"] = out["family_first"].str[:FAMILY_PREFIX]
-    out["name_suffix"] = _map_unique(col("name_suffix"), nm.suffix)
+    suffix = _map_unique(col("name_suffix"), nm.suffix)
+    out["name_suffix"] = suffix.where(suffix.notna(), family_and_suffix.str[1])
     out["alias_names"] = _map_unique(col("aliases"), lambda v: list(_alias_names(v)) or None)
 
     dob = col("dob")
@@ -274,12 +276,12 @@ def standardise_row(record: Mapping[str, object]) -> dict[str, object]:
     out["given_initial"] = _prefix(out["given_name"], 1)
     out["middle_name"] = nm.joined(_text(record, "middle_name"))
     out["middle_initial"] = out["middle_name"][:1] if out["middle_name"] is not None else None
-    family = _text(record, "family_name")
+    family, family_suffix = nm.family_and_suffix(_text(record, "family_name"))
     out["family_name"] = nm.joined(family)
     out["family_first"] = nm.surname_first(family)
     out["family_phonetic"] = nm.phonetic(out["family_first"])
     out["family_prefix"] = _prefix(out["family_first"], FAMILY_PREFIX)
-    out["name_suffix"] = nm.suffix(_text(record, "name_suffix"))
+    out["name_suffix"] = nm.suffix(_text(record, "name_suffix")) or family_suffix
     out["alias_names"] = list(_alias_names(_text(record, "aliases"))) or None
     dob = _text(record, "dob")
     out["dob"] = dob

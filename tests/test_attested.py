@@ -84,6 +84,52 @@ def test_a_single_record_still_joins_its_best_match_whatever_its_date_of_birth()
     assert cluster(std["unique_id"], _pairs(rows), 0.95, identities=Identities.of(std)).n_persons == 1
 
 
+def _suffixed(rows):
+    """Raw records (record_id, given_name, family_name, name_suffix, birth_year) standardised as linking does."""
+    return standardise(pd.DataFrame(rows, columns=["record_id", "given_name", "family_name", "name_suffix", "birth_year"]))
+
+
+def test_a_single_record_marked_jr_never_joins_a_person_marked_sr_by_scores():
+    std = _suffixed([("f1", "MICHAEL", "GOODING", "SR", "1940"), ("f2", "MICHAEL", "GOODING", "", "1940"),
+                     ("j", "MICHAEL", "GOODING", "JR", "")])
+    rows = [("f1", "f2", 0.999), ("j", "f2", 0.99)]
+    result = cluster(std["unique_id"], _pairs(rows), 0.95, identities=Identities.of(std))
+    person = result.clusters.set_index("record_id").person_id
+    assert person["f1"] == person["f2"] != person["j"]
+    assert result.held_apart.to_dict("records") == [
+        {"record_id_l": "j", "record_id_r": "f2", "match_probability": 0.99, "reason": "suffix"}]
+
+
+def test_where_a_suffix_marks_a_namesake_a_record_born_a_generation_apart_stays_out():
+    """'Glass Jr' in the family name field is a suffix too; the father's record carries none."""
+    std = _suffixed([("f", "GARRETT", "GLASS", "", "1961"), ("j", "GARRETT", "Glass Jr", "", "1998")])
+    assert list(std["family_name"]) == ["GLASS", "GLASS"] and list(std["name_suffix"]) == [None, "JR"]
+    result = cluster(std["unique_id"], _pairs([("f", "j", 0.998)]), 0.95, identities=Identities.of(std))
+    assert result.n_persons == 2 and result.identity_conflicts == {"generation": 1}
+
+
+def test_without_a_suffix_or_within_a_generation_a_single_record_joins_as_before():
+    for rows in ([("f", "GARRETT", "GLASS", "", "1961"), ("j", "GARRETT", "GLASS", "", "1998")],      # no suffix
+                 [("f", "GARRETT", "GLASS", "", "1961"), ("j", "GARRETT", "GLASS", "JR", "1962")],    # a year apart
+                 [("f", "GARRETT", "GLASS", "JR", "1961"), ("j", "GARRETT", "GLASS", "JR", "")]):     # no year
+        std = _suffixed(rows)
+        assert cluster(std["unique_id"], _pairs([("f", "j", 0.998)]), 0.95,
+                       identities=Identities.of(std)).n_persons == 1, rows
+
+
+@given(st.sampled_from(["JR", "SR", "II", "III", ""]), st.sampled_from(["JR", "SR", "II", "III", ""]),
+       st.integers(1900, 2020), st.integers(1900, 2020))
+def test_the_generation_rule_spelt_out(suffix_a, suffix_b, year_a, year_b):
+    std = _suffixed([("a", "ANN", "LEE", suffix_a, str(year_a)), ("b", "ANN", "LEE", suffix_b, str(year_b))])
+    joined = cluster(std["unique_id"], _pairs([("a", "b", 0.999)]), 0.95, identities=Identities.of(std)).n_persons == 1
+    jr_sr = {suffix_a, suffix_b} == {"JR", "SR"}
+    generation = bool(suffix_a or suffix_b) and abs(year_a - year_b) >= 15
+    assert joined == (not jr_sr and not generation)
+    must = cluster(std["unique_id"], _pairs([("a", "b", 0.999)]), 0.95, identities=Identities.of(std),
+                   must_link=[("a", "b")])
+    assert must.n_persons == 1                               # a steward's must-link wins
+
+
 def test_a_stewards_must_link_overrides_attested_identities():
     std, ids, pairs = _two_households(FATHER, SON)
     result = cluster(ids, pairs, 0.95, identities=Identities.of(std), must_link=[("f1", "s1")])

@@ -63,6 +63,17 @@ def test_one_ambiguous_record_does_not_chain_two_people_together():
     assert chained["f1"] == chained["s1"]  # plain connected components would merge them
 
 
+def test_the_persons_a_refused_chain_keeps_apart_are_reported_with_their_strongest_pair():
+    ids = pd.Series(["f1", "f2", "f3", "s1", "s2", "s3", "x"])
+    rows = [(a, b, 0.999) for a, b in (("f1", "f2"), ("f1", "f3"), ("f2", "f3"), ("s1", "s2"), ("s1", "s3"), ("s2", "s3"))]
+    rows += [("x", "f1", 0.99), ("x", "s1", 0.98), ("f3", "s3", 0.96), ("x", "s2", 0.5)]
+    held = cluster(ids, _pairs(rows), 0.95).held_apart
+    assert held.to_dict("records") == [
+        {"record_id_l": "x", "record_id_r": "s1", "match_probability": 0.98, "reason": "few links"}]
+    assert cluster(ids, _pairs(rows), 0.95, cannot_link=[("x", "s1"), ("f3", "s3")]).held_apart.empty
+    assert cluster(ids, _pairs(rows), 0.95, min_density=0).held_apart.empty
+
+
 def test_densely_connected_halves_of_one_person_still_merge():
     ids = pd.Series(["a1", "a2", "b1", "b2"])
     rows = [("a1", "a2", 0.999), ("b1", "b2", 0.999), ("a1", "b1", 0.97), ("a2", "b2", 0.96)]
@@ -106,3 +117,9 @@ def test_clustering_follows_the_density_rule_exactly(case):
     expected = _reference_components(n, edges, min_density)
     same = {(i, j) for i in range(n) for j in range(n) if ours[i] == ours[j]}
     assert same == {(i, j) for i in range(n) for j in range(n) if expected[i] == expected[j]}
+    strongest: dict = {}
+    for a, b, p in edges:                       # strongest first: the first edge between two persons is theirs
+        strongest.setdefault(frozenset((expected[a], expected[b])), (f"r{a}", f"r{b}", p, "few links"))
+    held = cluster(ids, pairs, 0.95, min_density=min_density).held_apart
+    assert sorted(held.itertuples(index=False, name=None)) == sorted(
+        row for key, row in strongest.items() if len(key) == 2)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.fairness.false_matches import caveat, false_match_kinds
 from evaluation.fairness.matcher import matcher_fairness
 from evaluation.measures import MIN_PERSONS, NAME_SWAP_MAX_FLIP, RATIO_BAND
 from evaluation.linkage.metrics import group_error_rates
@@ -227,3 +228,19 @@ def test_section_json_carries_every_figure_without_pictures(small):
             assert m["value"] is None
     fnmr = next(m for m in data["measures"] if m["name"] == "matcher.false_non_match_rate.ratio.race_ethnicity")
     assert {"recall", "recall_ci95", *COUNTS} <= set(fnmr["groups"][0]["extra"])
+
+
+def test_false_matches_are_classed_by_what_the_merged_persons_share():
+    """A father merged with his son (Jr in the surname field), a sister with her sister, two strangers."""
+    records = pd.DataFrame({"record_id": ["f1", "f2", "s1", "a1", "b1", "x1", "y1"],
+                            "family_name": ["Gooding", "GOODING", "Gooding Jr", "Lee", "Lee", "Smith", "Jones"]})
+    truth = pd.DataFrame({"record_id": records["record_id"], "person_key": ["F", "F", "S", "A", "B", "X", "Y"]})
+    clusters = pd.DataFrame({"record_id": records["record_id"], "person_id": ["P1", "P1", "P1", "P2", "P2", "P3", "P3"]})
+    demographics = pd.DataFrame({"person_key": list("FSABXY"), "sex": list("MMFFMM"),
+                                 "birth_year": ["1950", "1980", "1990", "1992", "1970", "1971"]})
+    kinds = false_match_kinds(clusters, truth, records, demographics)
+    assert {k: v["persons"] for k, v in kinds.items()} == {"generation": 1, "same_family": 1, "other": 1}
+    assert kinds["generation"]["by_sex"] == {"M": 1} and kinds["same_family"]["by_sex"] == {"F": 1}
+    assert "of the 3 persons merged" in caveat(kinds) and "parent and child): 1 (33%; M 1)" in caveat(kinds)
+    right = clusters.assign(person_id=truth["person_key"])
+    assert sum(v["persons"] for v in false_match_kinds(right, truth, records, demographics).values()) == 0

@@ -109,8 +109,9 @@ def test_the_bulk_ingest_and_new_records_fill_the_queue(county):
     body = _queue(client, keys["steward"], limit=200)
     thresholds = MODEL.thresholds
     assert body["total"] == len(body["pairs"]) > 10
-    assert {p["reason"] for p in body["pairs"]} == {"batch_band"}
-    assert all(thresholds.review_low <= p["match_probability"] < thresholds.link for p in body["pairs"])
+    assert {p["reason"] for p in body["pairs"]} == {"batch_band", "held_apart"}
+    band = [p for p in body["pairs"] if p["reason"] == "batch_band"]
+    assert all(thresholds.review_low <= p["match_probability"] < thresholds.link and p["detail"] is None for p in band)
     assert all(p["status"] == "open" and p["reason_text"].startswith("batch link") for p in body["pairs"])
     # A record that joins no person at `certain` opens a pair: (its best match, the new record).
     source = frame[(frame.given_name != "") & (frame.family_name != "") & (frame.dob != "")].iloc[3]
@@ -126,12 +127,31 @@ def test_the_bulk_ingest_and_new_records_fill_the_queue(county):
     assert _queue(client, keys["steward"], reason="new_record")["total"] == 1
 
 
+def _doubts(pairs) -> list[float]:
+    """How far from a coin flip each pair is, as the queue orders them (a held-apart pair counts as one)."""
+    return [0.0 if p["reason"] == "held_apart" else abs(p["match_probability"] - 0.5) for p in pairs]
+
+
+def test_persons_the_bulk_link_held_apart_against_their_scores_wait_for_a_steward_with_the_rule(county):
+    client, keys, store, frame, _, _ = county
+    held = _queue(client, keys["steward"], reason="held_apart", limit=200)["pairs"]
+    assert held, "the county's bulk link holds some persons apart"
+    rules = {"few links": "few links between", "date of birth": "different dates of birth",
+             "given name": "different given names", "suffix": "marked Jr, the other Sr",
+             "generation": "born a generation apart"}
+    for pair in held:
+        assert pair["match_probability"] >= MODEL.thresholds.link
+        assert pair["person_id_l"] != pair["person_id_r"]
+        assert rules[pair["detail"]] in pair["reason_text"]
+    pairs = {tuple(sorted((p["person_id_l"], p["person_id_r"]))) for p in held}
+    assert len(pairs) == len(held), "one pair per two persons held apart"
+
+
 def test_pairs_touching_a_recent_incident_come_first_then_the_closest_to_a_coin_flip(county):
     client, keys, store, frame, _, _ = county
     pairs = _open(client, keys["steward"])
     assert not any(p["recent_incident"] for p in pairs)
-    probabilities = [abs(p["match_probability"] - 0.5) for p in pairs]
-    assert probabilities == sorted(probabilities)
+    assert _doubts(pairs) == sorted(_doubts(pairs))
     target = next(p for p in reversed(pairs) if p["person_id_l"] and _identity(frame, p["record_id_l"]).get("dob"))
     candidates = _match(client, keys["steward"], _identity(frame, target["record_id_l"]))
     assert target["person_id_l"] in {c["person_id"] for c in candidates}
@@ -141,8 +161,7 @@ def test_pairs_touching_a_recent_incident_come_first_then_the_closest_to_a_coin_
     assert after[: len(recent)] == recent                                   # every recent pair before any other
     assert all(p["reason_text"].endswith(" · person in a recent incident") for p in recent)
     for group in (recent, after[len(recent):]):
-        distances = [abs(p["match_probability"] - 0.5) for p in group]
-        assert distances == sorted(distances)
+        assert _doubts(group) == sorted(_doubts(group))
 
 
 def test_queue_filters_and_paging(county):
@@ -155,7 +174,9 @@ def test_queue_filters_and_paging(county):
     banded = _queue(client, keys["steward"], min_probability=0.6, max_probability=0.8, limit=200)
     assert all(0.6 <= p["match_probability"] <= 0.8 for p in banded["pairs"])
     assert banded["total"] == sum(0.6 <= p["match_probability"] <= 0.8 for p in everything["pairs"])
-    assert _queue(client, keys["steward"], reason="batch_band", limit=200)["total"] == everything["total"] - 1
+    by_reason = {reason: _queue(client, keys["steward"], reason=reason, limit=200)["total"]
+                 for reason in ("batch_band", "held_apart", "new_record")}
+    assert by_reason["new_record"] == 1 and sum(by_reason.values()) == everything["total"]
     page = _queue(client, keys["steward"], limit=5, offset=5)
     assert page["total"] == everything["total"] and page["pairs"] == everything["pairs"][5:10]
     entries, total = review_queue.queue(county[2], review_queue.QueueFilters(agency=agency), limit=3)
@@ -423,7 +444,8 @@ def test_ingests_open_pairs_and_respect_the_stewards_decisions(tmp_path, monkeyp
     service = create_app(db).extensions["briefing"]
     with store.engine.connect() as connection:
         rows = connection.execute(select(review_pairs)).all()
-    assert rows and {r.reason for r in rows} == {"batch_band"}
+    assert "batch_band" in {r.reason for r in rows} and {r.reason for r in rows} <= {"batch_band", "held_apart"}
+    rows = [r for r in rows if r.reason == "batch_band"]
     persons = _persons(store)
     inside = [r for r in rows if persons[r.record_id_l] == persons[r.record_id_r]]
     across = [r for r in rows if persons[r.record_id_l] != persons[r.record_id_r]]

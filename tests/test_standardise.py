@@ -2,7 +2,7 @@ import pandas as pd
 from hypothesis import given, settings, strategies as st
 
 from matching import name as nm
-from matching.standardise import available_fields, phone, postcode, standardise, street
+from matching.standardise import available_fields, phone, postcode, standardise, standardise_row, street
 
 
 def test_accents_punctuation_and_hyphens_are_folded():
@@ -70,3 +70,28 @@ def test_name_cleaning_is_idempotent_and_ascii_upper(text):
 def test_phone_is_none_or_digits(text):
     result = phone(text)
     assert result is None or (result.isdigit() and len(result) >= 7)
+
+
+def test_a_suffix_typed_into_the_family_name_is_taken_out_the_same_way_in_batch_and_one_at_a_time():
+    frame = pd.DataFrame({"record_id": ["a", "b", "c", "d", "e"], "agency": ["X"] * 5,
+                          "family_name": ["Glass Jr.", "JONES III", "Sr", "Smith", "Lee Senior"],
+                          "name_suffix": ["", "", "", "II", "JR"]})
+    batch = standardise(frame)
+    assert list(batch["family_name"]) == ["GLASS", "JONES", "SR", "SMITH", "LEE"]
+    assert list(batch["name_suffix"]) == ["JR", "III", None, "II", "JR"]      # the suffix field wins where it is given
+    for row, record in zip(batch.to_dict("records"), frame.to_dict("records")):
+        one = standardise_row(record)
+        assert (one["family_name"], one["family_first"], one["name_suffix"]) == \
+            (row["family_name"], row["family_first"], row["name_suffix"])
+
+
+words = st.lists(st.text(alphabet="ABCDEFGH", min_size=1, max_size=6), min_size=1, max_size=3).map(" ".join)
+
+
+@given(words, st.sampled_from([("JR", "JR"), ("Sr.", "SR"), ("III", "III"), ("junior", "JR"), ("iv", "IV")]))
+def test_taking_the_suffix_out_keeps_the_name_and_finds_the_suffix(name, suffix):
+    typed, meant = suffix
+    family, found = nm.family_and_suffix(f"{name} {typed}")
+    assert (nm.joined(family), found) == (nm.joined(name), meant)
+    assert nm.family_and_suffix(name) == (name, None)          # no suffix: the name is left as it was
+    assert nm.family_and_suffix(typed) == (typed, None)        # a suffix alone is a name, not a suffix

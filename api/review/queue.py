@@ -1,17 +1,20 @@
 """The steward review queue: which pairs of records wait for a decision, in what order, and why.
 
 **Contents.** `review_pairs` holds one row per unordered pair of records, filled by the writers
-(api.service.stewardship.open_pairs: a bulk link's pairs in the review band, `batch_band`; a record
-that joined no person at `certain`, `new_record`, stored as (best-matching existing record, new
-record): the *right* record is the newcomer, the one a `not_a_match` decision splits out,
-api.review.decisions). Pairs naming a record that has since been deleted are not shown.
+(api.service.stewardship.open_pairs: a bulk link's pairs in the review band, `batch_band`; the
+strongest pair of two persons a bulk link kept apart against their scores, `held_apart`, with the
+rule in `detail`; a record that joined no person at `certain`, `new_record`, stored as
+(best-matching existing record, new record): the *right* record is the newcomer, the one a
+`not_a_match` decision splits out, api.review.decisions). Pairs naming a record that has since been
+deleted are not shown.
 
 **Priority** (`queue`): pairs touching a person seen in a recent incident first -- a person, or a
 record, among the candidates of a `briefing`, `match` or `fhir_match` audit event of the last
 `RECENT_DAYS` days (at most the newest `RECENT_EVENTS_SCANNED` such events are read: the window's
 first event is found by a binary search over seq, then the log is read newest first, with the
-person ids taken from the canonical JSON by a regular expression) -- then the pair closest to a coin flip (|p - 0.5| ascending), then the
-oldest, then the lowest pair id. A pair "touches" a person when either record belongs to it now.
+person ids taken from the canonical JSON by a regular expression) -- then the pair closest to a coin flip (|p - 0.5| ascending;
+a `held_apart` pair counts as a coin flip, its score and a rule disagreeing), then the oldest, then the
+lowest pair id. A pair "touches" a person when either record belongs to it now.
 
 **Status.** `open` pairs wait; `decided` pairs have a live decision (match, not_a_match or
 unsure). An `unsure` pair leaves the default queue (a steward has looked and wants a second
@@ -30,7 +33,13 @@ from sqlalchemy import and_, func, or_, select
 from api.service.store import audit_events, clusters, records, review_decisions, review_pairs
 from api.service.times import parse_when
 
-REASON_TEXT = {"new_record": "new record joined no person", "batch_band": "batch link: in the review band"}
+REASON_TEXT = {"new_record": "new record joined no person", "batch_band": "batch link: in the review band",
+               "held_apart": "batch link: scored a match, held apart"}
+HELD_TEXT = {"few links": "few links between the two persons' records",
+             "date of birth": "their records attest different dates of birth",
+             "given name": "their records attest different given names",
+             "suffix": "one is marked Jr, the other Sr",
+             "generation": "a Jr / Sr namesake born a generation apart"}
 RECENT_TEXT = " · person in a recent incident"
 RECENT_DAYS = 7
 RECENT_EVENTS_SCANNED = 20_000
@@ -58,7 +67,7 @@ class QueueEntry:
     person_id_r: str | None
     agencies: list[str]
     match_probability: float
-    reason: str                            # "new_record" | "batch_band"
+    reason: str                            # "new_record" | "batch_band" | "held_apart"
     reason_text: str
     recent_incident: bool
     created_at: str
@@ -66,6 +75,7 @@ class QueueEntry:
     status: str                            # "open" | "decided"
     decision: str | None = None            # the live decision of a decided pair
     decision_id: int | None = None
+    detail: str | None = None              # held_apart: the rule that kept the two persons apart
 
 
 def recent_incidents(connection, now: datetime | None = None) -> tuple[set[str], set[str]]:
@@ -140,7 +150,9 @@ def _entry(row, recent: tuple[set[str], set[str]], now: datetime) -> QueueEntry:
         pair_id=row.pair_id, record_id_l=row.record_id_l, record_id_r=row.record_id_r,
         person_id_l=row.person_id_l, person_id_r=row.person_id_r,
         agencies=sorted({a for a in (row.agency_l, row.agency_r) if a}), match_probability=float(row.match_probability),
-        reason=row.reason, reason_text=REASON_TEXT.get(row.reason, row.reason) + (RECENT_TEXT if touched else ""),
+        reason=row.reason, detail=row.detail,
+        reason_text=(REASON_TEXT.get(row.reason, row.reason) + (f" ({HELD_TEXT.get(row.detail, row.detail)})"
+                                                                  if row.detail else "") + (RECENT_TEXT if touched else "")),
         recent_incident=touched, created_at=row.created_at,
         age_days=round(max((now - parse_when(row.created_at)).total_seconds(), 0.0) / 86400.0, 3),
         status=row.status, decision=row.live_decision if row.status == "decided" else None,
@@ -148,7 +160,8 @@ def _entry(row, recent: tuple[set[str], set[str]], now: datetime) -> QueueEntry:
 
 
 def _priority(entry: QueueEntry) -> tuple:
-    return (not entry.recent_incident, abs(entry.match_probability - 0.5), entry.created_at, entry.pair_id)
+    doubt = 0.0 if entry.reason == "held_apart" else abs(entry.match_probability - 0.5)
+    return (not entry.recent_incident, doubt, entry.created_at, entry.pair_id)
 
 
 def queue(store, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,

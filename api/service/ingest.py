@@ -30,9 +30,10 @@ write is one transaction, or on SQLite, for a bulk load, staging in short ones a
 Stewards' live decisions bind both paths (api.service.stewardship): the bulk link gets them as
 must-link / cannot-link constraints, the resolver path checks each record against them
 (`steward_person`). Both store the pairs a steward should review in the same transaction: the
-bulk link every pair in the model's review band `[review_low, link)`, the resolver each new
-record that joined no person at `certain` (`reason` batch_band / new_record); a pair already
-decided is not reopened.
+bulk link every pair in the model's review band `[review_low, link)` and the strongest pair of
+every two persons it kept apart against their scores, the resolver each new record that joined
+no person at `certain` (`reason` batch_band, held_apart / new_record); a pair already decided is
+not reopened.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ class IngestSummary:
     consents: int = 0
     linking: str = "none"
     persons_touched: int = 0
-    review_pairs: list[dict] = field(default_factory=list)    # stored as (record_id_l, record_id_r, match_probability)
-    review_reason: str = "new_record"
+    review_pairs: list[dict] = field(default_factory=list)    # record_id_l, record_id_r, match_probability[, reason, detail]
+    review_reason: str = "new_record"                         # of a pair that names none
     seconds: dict = field(default_factory=dict)               # validate, link, write: where a load's time goes
 
 
@@ -355,7 +356,9 @@ def _link(store: Store, existing: pd.DataFrame, batch: pd.DataFrame, model: Matc
         low, link_at = result.model.thresholds.review_low, result.model.thresholds.link
         pairs = result.pairs
         band = pairs[(pairs["match_probability"] >= low) & (pairs["match_probability"] < link_at)]
-        summary.review_pairs = band[["record_id_l", "record_id_r", "match_probability"]].to_dict("records")
+        held = result.clustering.held_apart.rename(columns={"reason": "detail"}).assign(reason="held_apart")
+        summary.review_pairs = (band[["record_id_l", "record_id_r", "match_probability"]].to_dict("records")
+                                + held.to_dict("records"))
         summary.review_reason = "batch_band"
         return result.clustering.clusters.to_dict("records")
     step(f"resolving {len(batch):,} records against {len(existing):,}")

@@ -5,13 +5,17 @@ is the two ids sorted), filled from two places:
 
 - `batch_band`: a bulk link in `briefing ingest` (api.service.ingest) stores every scored pair whose
   probability is in the model's review band `[thresholds.review_low, thresholds.link)`.
+- `held_apart`: the same bulk link stores, per two persons that scores at or above the link
+  threshold would have joined but clustering kept apart, the strongest such pair, with the rule in
+  `detail` ("few links", "date of birth", "given name", "suffix", "generation":
+  matching.cluster.Clustering.held_apart).
 - `new_record`: a record written through `POST /v1/records` or a small ingest that joined no
   person at `certain` (the resolver's `AddOutcome.review_pair`). Such a pair is stored as
   (best-matching existing record, new record) (`from_resolver`): the *right* record is the
   newcomer, the one a `not_a_match` decision splits out (api.review.decisions).
 
 A pair seen again is never reopened: a decided pair keeps its decision (and its probability); an
-open pair takes the newer probability. Which pairs wait, in what order: api.review.queue.
+open pair takes the newer probability (and reason). Which pairs wait, in what order: api.review.queue.
 
 **Constraints.** Live decisions are constraints: `match` a must-link, `not_a_match` a cannot-link
 (and a split of a record out of a person cannot-links it with the records that stayed, a merge
@@ -30,7 +34,7 @@ from sqlalchemy import func, or_, select
 from api.service.store import clusters, dialect_insert, person_events, review_constraints, review_pairs
 from matching.cluster import fresh_person_id
 
-REASONS = ("new_record", "batch_band")
+REASONS = ("new_record", "batch_band", "held_apart")
 _SEP = "\x1f"
 
 
@@ -45,16 +49,18 @@ def from_resolver(review_pair: dict) -> dict:
 
 
 def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
-    """Store pairs (dicts with record_id_l, record_id_r, match_probability) for review; how many were given.
+    """Store pairs (dicts with record_id_l, record_id_r, match_probability; a pair's own `reason` and
+    `detail` override `reason`) for review; how many were given.
 
-    A pair already stored keeps its row; an open one takes the newer probability.
+    A pair already stored keeps its row; an open one takes the newer probability, reason and detail.
     """
     values = pair_rows(pairs, reason, now)
     if values:
         statement = dialect_insert(connection)(review_pairs)
         connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
             index_elements=["pair_key"], where=review_pairs.c.status == "open",
-            set_={"match_probability": statement.excluded.match_probability, "updated_at": statement.excluded.updated_at}),
+            set_={"match_probability": statement.excluded.match_probability, "reason": statement.excluded.reason,
+                  "detail": statement.excluded.detail, "updated_at": statement.excluded.updated_at}),
             values)
     return len(values)
 
@@ -62,17 +68,18 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
 def pair_rows(pairs, reason: str, now: str | None = None) -> list[dict]:
     """The `review_pairs` rows `open_pairs` writes for `pairs`: one per pair of distinct records, in pair-key
     order (so pair ids follow the pairs, not the link's row order)."""
-    if reason not in REASONS:
-        raise ValueError(f"unknown review reason {reason!r}")
     now = now or datetime.now(timezone.utc).isoformat()
     rows: dict[str, dict] = {}
     for pair in pairs:
         left, right = str(pair["record_id_l"]), str(pair["record_id_r"])
+        why = pair.get("reason", reason)
+        if why not in REASONS:
+            raise ValueError(f"unknown review reason {why!r}")
         if left != right:
             rows.setdefault(pair_key(left, right), {
                 "pair_key": pair_key(left, right), "record_id_l": left, "record_id_r": right,
-                "match_probability": float(pair["match_probability"]), "reason": reason, "status": "open",
-                "created_at": now, "updated_at": now})
+                "match_probability": float(pair["match_probability"]), "reason": why, "detail": pair.get("detail"),
+                "status": "open", "created_at": now, "updated_at": now})
     return sorted(rows.values(), key=lambda row: row["pair_key"])
 
 
@@ -82,7 +89,8 @@ def open_staged_pairs(connection, staged: str) -> None:
     connection.exec_driver_sql(
         f'INSERT INTO review_pairs ({names}) SELECT {names} FROM "{staged}" WHERE true ORDER BY pair_key '
         "ON CONFLICT (pair_key) DO UPDATE SET match_probability = excluded.match_probability, "
-        "updated_at = excluded.updated_at WHERE review_pairs.status = 'open'")
+        "reason = excluded.reason, detail = excluded.detail, updated_at = excluded.updated_at "
+        "WHERE review_pairs.status = 'open'")
 
 
 def live_constraints(connection) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

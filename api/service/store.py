@@ -120,7 +120,8 @@ review_pairs = Table(
     Column("record_id_l", String(200), nullable=False, index=True),
     Column("record_id_r", String(200), nullable=False, index=True),
     Column("match_probability", Float, nullable=False),
-    Column("reason", String(16), nullable=False),          # new_record | batch_band
+    Column("reason", String(16), nullable=False),          # new_record | batch_band | held_apart
+    Column("detail", Text),                                # held_apart: why (matching.cluster.Clustering.held_apart)
     Column("status", String(16), nullable=False, index=True),       # open | decided
     Column("decision_id", Integer),                        # the live decision, when decided
     Column("created_at", Text, nullable=False),
@@ -394,7 +395,8 @@ def stored_secret(store: Store, setting: str, environment: str) -> str:
 
 
 #: Columns added to a table that older stores already have: added (nullable) when missing.
-_ADDED_COLUMNS = {"review_decisions": ("pair_id", "effect", "moves", "event_id", "undone_by")}
+_ADDED_COLUMNS = {"review_decisions": ("pair_id", "effect", "moves", "event_id", "undone_by"),
+                  "review_pairs": ("detail",)}
 
 
 def _add_review_columns(engine: Engine) -> None:

@@ -43,7 +43,7 @@ MAX_QUEUE = 200
 
 class QueueQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Literal["new_record", "batch_band"] | None = None
+    reason: Literal["new_record", "batch_band", "held_apart"] | None = None
     agency: str | None = Field(default=None, max_length=200)
     min_probability: float | None = Field(default=None, ge=0, le=1)
     max_probability: float | None = Field(default=None, ge=0, le=1)

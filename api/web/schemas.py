@@ -251,7 +251,9 @@ class ReviewPair(_Closed):
     person_id_r: str | None
     agencies: list[str] = Field(description="the agencies of the two records")
     match_probability: float = Field(ge=0, le=1, description="as scored when the pair was opened (or last seen open)")
-    reason: Literal["new_record", "batch_band"]
+    reason: Literal["new_record", "batch_band", "held_apart"]
+    detail: str | None = Field(description="held_apart: the rule that kept the two persons apart "
+                                           "(few links, date of birth, given name, suffix, generation)")
     reason_text: str
     recent_incident: bool = Field(description="either record's person was a candidate in an incident of the last 7 days")
     created_at: str
@@ -263,7 +265,8 @@ class ReviewPair(_Closed):
 
 class ReviewQueue(_Closed):
     total: int = Field(ge=0, description="how many pairs match the filters")
-    pairs: list[ReviewPair] = Field(description="in priority order: recent incident, closest to 0.5, oldest")
+    pairs: list[ReviewPair] = Field(description="in priority order: recent incident, closest to 0.5 (held_apart pairs "
+                                                "count as 0.5), oldest")
 
 
 class ReviewDecision(_Closed):

@@ -30,6 +30,10 @@ then:
    share still linked at the link threshold, by group, and its ratio to the largest group under
    the same perturbation (GroupFigure keys: the attribute and ``perturbation``); one figure
    (race/ethnicity).
+
+Beside them, which kinds of pairs of persons the false matches are (`evaluation.fairness.false_matches`:
+a generation apart, one family, other), in ``facts["false_matches"]`` and as the last caveat on the
+model card.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import models
 from evaluation.measures import (
     MIN_PERSONS, NAME_SWAP_MAX_FLIP, Figure, GroupFigure, Measure, Section,
 )
+from evaluation.fairness.false_matches import caveat, false_match_kinds
 from evaluation.fairness.name_swap import flip_counts, person_tokens, swap_names, swap_plan
 from evaluation.fairness.perturb import KINDS, perturbed_scores, sample_pairs
 from evaluation.fairness.plots import svg_text
@@ -313,7 +318,8 @@ def matcher_fairness(county_dir: str | Path, model_path: str | Path = models.MAT
     county = Path(county_dir)
     records = read_records(county / "records.csv").frame
     truth = _read(county, "truth")
-    groups = _groups(_read(county, "demographics"), reference_year)
+    demographics = _read(county, "demographics")
+    groups = _groups(demographics, reference_year)
     model = MatcherModel.load(model_path)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -336,5 +342,6 @@ def matcher_fairness(county_dir: str | Path, model_path: str | Path = models.MAT
         "overall": linkage_metrics(clusters, truth).to_dict(), "reference_year": reference_year,
         "min_persons": MIN_PERSONS, "bootstrap": {"replicates": replicates, "seed": seed, "unit": "person, within group"},
         "parts": list(parts), **found, "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "false_matches": false_match_kinds(clusters, truth, records, demographics),
     }
-    return Section("matcher", measures, figures, facts, list(CAVEATS))
+    return Section("matcher", measures, figures, facts, list(CAVEATS) + [caveat(facts["false_matches"])])

@@ -34,7 +34,8 @@ review_session.install(blueprint)
 PAGE_SIZE = 50
 RECENT = 10
 DECISIONS = {"match": "Match", "not_a_match": "Not a match", "unsure": "Unsure"}
-REASONS = {"new_record": "New record that joined no person", "batch_band": "Batch link: in the review band"}
+REASONS = {"new_record": "New record that joined no person", "batch_band": "Batch link: in the review band",
+           "held_apart": "Batch link: scored a match, held apart"}
 STATUSES = {"open": "Open (waiting for a decision)", "unsure": "Marked unsure (second opinion wanted)",
             "decided": "Decided", "all": "All pairs"}
 
