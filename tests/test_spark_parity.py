@@ -13,6 +13,7 @@ Needs pyspark and Java: skipped without them, except under CI=true, where it fai
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -181,3 +182,15 @@ def test_spark_sql_translation_keeps_duckdb_semantics():
     dl = spark_sql('damerau_levenshtein("x_l", "x_r") <= 1')
     assert "IS NULL" in dl and "DAMERAU_LEVENSHTEIN" in dl.upper()
     assert spark_sql("ELSE") == "ELSE"
+
+
+def test_python_on_the_executors_is_the_drivers_interpreter_with_its_packages(spark):
+    """A pandas UDF runs where the project's packages are: local executors start this process's Python."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("string")
+    def interpreter(values: pd.Series) -> pd.Series:
+        return pd.Series([sys.executable] * len(values))
+
+    frame = spark.range(4).repartition(2)
+    assert {row[0] for row in frame.select(interpreter(frame["id"])).collect()} == {sys.executable}

@@ -5,8 +5,11 @@ and the Jaro UDF's (`matching.spark.jaro_udf`); non-ANSI SQL, UTC, Arrow transfe
 progress bar; the JVM logs errors only (`log4j2.properties`, package data beside this module). In
 local mode it is sized for a laptop: driver memory a third of RAM between 1 and 8 GB
 (`BRIEFING_SPARK_DRIVER_MEMORY` overrides), 2 shuffle partitions per core (Spark's 200 cost seconds
-per query on small data), no web UI, bound to 127.0.0.1. On a cluster, executors and partitions come
-from the cluster's own configuration (`spark-defaults.conf` under `SPARK_CONF_DIR`). Splink's
+per query on small data), no web UI, bound to 127.0.0.1, and Python workers started with this
+process's own interpreter (`PYSPARK_PYTHON`, which PySpark reads when the context starts, set to
+`sys.executable` unless it is set already: the project's `.venv` and its packages, not the machine's
+system `python3`, which lacks them). On a cluster, executors, partitions and the workers' Python
+(`PYSPARK_PYTHON`) come from the cluster's own configuration (`spark-defaults.conf` under `SPARK_CONF_DIR`). Splink's
 intermediate tables are cached in executor memory (spilling to disk), or written as parquet under
 `BRIEFING_SPARK_CHECKPOINT_DIR` when it is set (on a cluster: storage every executor reaches, e.g.
 `hdfs://` or `s3a://`).
@@ -20,6 +23,7 @@ import atexit
 import os
 import re
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -117,6 +121,7 @@ def _builder(master: str, udf_jar: str | None):
     builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
     if _local_cores(master) is not None:
         builder = builder.config("spark.local.dir", os.path.join(work, "local"))
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return builder
 
 
