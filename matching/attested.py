@@ -118,18 +118,17 @@ class Identities:
 
 
 class AttestedIdentity:
-    """Whether two clusters of records attest different identities: `conflict(records_a, records_b)`.
-
-    Tallies are counted from the clusters' records when a merge asks (only merges of two
-    multi-record clusters do), so nothing is kept per cluster as clustering proceeds.
-    """
+    """Whether two clusters of records attest different identities (`conflict(records_a, records_b)`, asked by
+    merges of two multi-record clusters: tallies counted from their records when asked) or are a generation
+    apart (`generation`, asked by any merge where a suffix is present, with the birth years the caller keeps:
+    `marks` and `years` per record, `birth_year_of` a cluster's tally of years)."""
 
     def __init__(self, identities: Identities):
         self._ids = identities
         self._dob, self._given, self._family = identities.dob.tolist(), identities.given.tolist(), identities.family.tolist()
         n = len(self._dob)
         self.marks = identities.suffix_marks.tolist() if identities.suffix_marks is not None else [0] * n
-        self._year = identities.birth_year.tolist() if identities.birth_year is not None else [-1] * n
+        self.years = identities.birth_year.tolist() if identities.birth_year is not None else [-1] * n
         self._dates_far = lru_cache(maxsize=100_000)(self._codes_dates_far)
         self._names_far = lru_cache(maxsize=100_000)(self._codes_names_far)
 
@@ -144,23 +143,25 @@ class AttestedIdentity:
             return "given name"
         return None
 
-    def generation(self, marks_a: int, marks_b: int, records_a: Sequence[int], records_b: Sequence[int]) -> str | None:
-        """'suffix' (Jr against Sr) or 'generation' (a suffix on either side, born a generation apart) if two
-        sides with these suffix marks and records must not merge, else None (see the module docstring)."""
+    @staticmethod
+    def generation(marks_a: int, marks_b: int, year_a: int, year_b: int) -> str | None:
+        """'suffix' (one side marked Jr, the other Sr) or 'generation' (a suffix on either side, birth years
+        `GENERATION` or more apart; -1: none) if two sides must not merge, else None (module docstring). A
+        side marked both Jr and Sr (a steward joined them) is no side's Jr or Sr."""
         if not marks_a | marks_b:
             return None
-        if (marks_a & JR and marks_b & SR) or (marks_a & SR and marks_b & JR):
+        one_a, one_b = marks_a & (JR | SR), marks_b & (JR | SR)
+        if {one_a, one_b} == {JR, SR}:
             return "suffix"
-        year_a, year_b = self._birth_year(records_a), self._birth_year(records_b)
         if year_a >= 0 and year_b >= 0 and abs(year_a - year_b) >= GENERATION:
             return "generation"
         return None
 
-    def _birth_year(self, records: Sequence[int]) -> int:
-        """A single record's birth year, or the one a cluster attests; -1 for none."""
-        if len(records) == 1:
-            return self._year[records[0]]
-        found = _attested(self._year, records)
+    def birth_year_of(self, tally: dict[int, int], record: int | None = None) -> int:
+        """A single `record`'s birth year, or the one a cluster's `tally` of birth years attests; -1 for none."""
+        if record is not None:
+            return self.years[record]
+        found = _majority(tally)
         return -1 if found is None else found
 
     def _codes_dates_far(self, a: int, b: int) -> bool:
@@ -179,6 +180,11 @@ def _attested(codes: list[int], records: Sequence[int]) -> int | None:
         code = codes[record]
         if code >= 0:
             tally[code] = tally.get(code, 0) + 1
+    return _majority(tally)
+
+
+def _majority(tally: dict[int, int]) -> int | None:
+    """The value a tally attests (see `_attested`), or None."""
     if not tally:
         return None
     value = max(tally, key=tally.__getitem__)

@@ -141,7 +141,8 @@ def components(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, min
     """Cluster label per record (in `record_ids` order) from pairs with match_probability >= threshold.
 
     Greedy agglomeration over edges in descending probability (ties by record ids, so the result
-    is deterministic). A single record joins the cluster of its best edge. Two clusters of
+    is deterministic). A single record joins the cluster of its best edge (unless the generation
+    rule below refuses it). Two clusters of
     several records merge only if the edges between them cover at least `min_density` of their
     record pairs. This stops one record that matches two different people -- a father and son
     sharing a name and an address, where the record has no date of birth -- from chaining both
@@ -152,7 +153,8 @@ def components(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, min
     a record not in `record_ids` are ignored. ValueError if must-links join a cannot-link pair.
 
     `identities` (the records' identity columns, in `record_ids` order): two multi-record clusters
-    that attest different dates of birth or given names are never merged by scores
+    that attest different dates of birth or given names are never merged by scores, nor any two
+    sides one marked Jr and the other Sr, or with a generational suffix and born a generation apart
     (`matching.attested`).
     """
     return _components(record_ids, pairs, threshold, min_density, must_link, cannot_link, identities)[0]
@@ -218,6 +220,7 @@ class _Agglomeration:
         self.verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
         self.min_density, self.attested = min_density, attested
         self.marks = list(attested.marks) if attested is not None else [0] * n   # generational suffixes, per root
+        self.years: dict[int, dict[int, int]] = {}   # birth-year tallies, per root, once asked for (then kept)
 
     def find(self, x: int) -> int:
         parent = self.parent
@@ -247,16 +250,35 @@ class _Agglomeration:
         if several and self.edges_between(ra, rb) < self.min_density * size[ra] * size[rb]:
             reason = FEW_LINKS
         elif self.attested is not None:
-            a, b = self.members.get(ra, (ra,)), self.members.get(rb, (rb,))
-            reason = self.attested.generation(self.marks[ra], self.marks[rb], a, b)
+            reason = None
+            if self.marks[ra] | self.marks[rb]:
+                reason = self.attested.generation(self.marks[ra], self.marks[rb], self._birth_year(ra),
+                                                  self._birth_year(rb))
             if reason is None and several:
-                reason = self.attested.conflict(a, b)
+                reason = self.attested.conflict(self.members[ra], self.members[rb])
             if reason is None:
                 return None
         else:
             return None
         self.verdicts[key] = (size[key[0]], size[key[1]], reason)
         return reason
+
+    def _tally(self, root: int) -> dict[int, int]:
+        """The cluster's birth years counted (from its records the first time; kept up to date by `merge`)."""
+        tally = self.years.get(root)
+        if tally is None:
+            tally = {}
+            years = self.attested.years
+            for record in self.members.get(root, (root,)):
+                if years[record] >= 0:
+                    tally[years[record]] = tally.get(years[record], 0) + 1
+            self.years[root] = tally
+        return tally
+
+    def _birth_year(self, root: int) -> int:
+        if self.size[root] == 1:
+            return self.attested.birth_year_of({}, root)
+        return self.attested.birth_year_of(self._tally(root))
 
     def keep_apart(self, ra: int, rb: int) -> None:
         self.apart.setdefault(ra, set()).add(rb)
@@ -269,6 +291,11 @@ class _Agglomeration:
         size, members, apart = self.size, self.members, self.apart
         if size[ra] < size[rb]:
             ra, rb = rb, ra
+        if ra in self.years or rb in self.years:           # keep a tally once counted: each record counted once
+            into = self._tally(ra)
+            for year, count in self._tally(rb).items():
+                into[year] = into.get(year, 0) + count
+            del self.years[rb]
         self.parent[rb] = ra
         size[ra] += size[rb]
         self.marks[ra] |= self.marks[rb]
@@ -291,13 +318,14 @@ class _Agglomeration:
 def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
                  index: pd.Index, attested: AttestedIdentity | None = None
                  ) -> tuple[np.ndarray, int, dict, list[tuple[int, str]]]:
-    """Union-find over ordered edges, checking merges of two multi-record clusters (`_Agglomeration`).
+    """Union-find over ordered edges, checking merges (`_Agglomeration`): of two multi-record clusters by
+    density and attested identities, of any two where a generational suffix is present by generation.
 
     Must-link pairs are merged before any edge; each cluster root keeps the roots it must not join
-    (its cannot-link partners). With `attested`, two multi-record clusters whose identities conflict
-    are not merged. Returns the labels, how many merges a cannot-link refused, how many edges a
-    conflict of identities refused, by field, and every edge the density or identity rule refused, as
-    (edge position, reason).
+    (its cannot-link partners), checked before any rule. Returns the labels, how many merges a
+    cannot-link refused, how many edges a conflict of identities or generations refused, by reason,
+    and the edges a rule refused between two clusters no cannot-link keeps apart, as (edge position,
+    reason).
     """
     state = _Agglomeration(n, left, right, min_density, attested)
     find = state.find
@@ -318,18 +346,19 @@ def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float
         ra, rb = find(a), find(b)
         if ra == rb:
             continue
+        if state.kept_apart(ra, rb):                # a steward's decision comes before any rule
+            refused += 1
+            continue
         if state.checked(ra, rb):
             reason = state.refusal(ra, rb)
             if reason is not None:
                 if reason != FEW_LINKS:
                     conflicts[reason] = conflicts.get(reason, 0) + 1
-                if not state.kept_apart(ra, rb):    # a steward's cannot-link has decided these two already
-                    refusals.append((k, reason))
+                refusals.append((k, reason))
                 continue
-        if state.kept_apart(ra, rb):
-            refused += 1
-            continue
         state.merge(ra, rb)
+    # persons a steward keeps apart (their cannot-link partners joined them later) are decided, not held apart
+    refusals = [(k, reason) for k, reason in refusals if not state.kept_apart(find(int(left[k])), find(int(right[k])))]
     return state.labels(), refused, conflicts, refusals
 
 

@@ -130,6 +130,23 @@ def test_the_generation_rule_spelt_out(suffix_a, suffix_b, year_a, year_b):
     assert must.n_persons == 1                               # a steward's must-link wins
 
 
+def test_a_person_a_steward_joined_from_a_jr_and_a_sr_is_no_ones_jr_or_sr():
+    std = _suffixed([("a", "ANN", "LEE", "JR", "1980"), ("b", "ANN", "LEE", "SR", "1950"), ("c", "ANN", "LEE", "JR", "")])
+    result = cluster(std["unique_id"], _pairs([("a", "c", 0.99)]), 0.95, identities=Identities.of(std),
+                     must_link=[("a", "b")])
+    assert result.n_persons == 1 and result.held_apart.empty
+
+
+def test_persons_a_stewards_cannot_link_keeps_apart_are_not_reported_as_held_apart():
+    std = _suffixed([("a", "ANN", "LEE", "JR", ""), ("b", "ANN", "LEE", "SR", ""), ("c", "ANN", "LEE", "", ""),
+                     ("d", "ANN", "LEE", "", "")])
+    pairs = _pairs([("a", "b", 0.99), ("a", "c", 0.98), ("b", "d", 0.97)])
+    alone = cluster(std["unique_id"], pairs, 0.95, identities=Identities.of(std))
+    assert alone.held_apart[["record_id_l", "record_id_r", "reason"]].values.tolist() == [["a", "b", "suffix"]]
+    decided = cluster(std["unique_id"], pairs, 0.95, identities=Identities.of(std), cannot_link=[("c", "d")])
+    assert decided.n_persons == 2 and decided.held_apart.empty
+
+
 def test_a_stewards_must_link_overrides_attested_identities():
     std, ids, pairs = _two_households(FATHER, SON)
     result = cluster(ids, pairs, 0.95, identities=Identities.of(std), must_link=[("f1", "s1")])

@@ -13,8 +13,8 @@ from api.service import ingest as ingest_module
 from api.service.audit import verify
 from api.service.ingest import ingest
 from api.service.keys import create_key
-from api.service.stewardship import live_constraints
-from api.service.store import RECORD_FIELDS, audit_events, clusters, person_events, review_pairs
+from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows
+from api.service.store import RECORD_FIELDS, audit_events, clusters, open_store, person_events, review_pairs
 from api.web.app import create_app
 from evaluation.linkage.labels import read_labels
 from matching.model import MatcherModel
@@ -512,3 +512,18 @@ def test_the_review_endpoints_conform_to_the_openapi_document_with_a_steward_key
 
         check()
     assert verify(store).ok
+
+
+def test_an_open_pair_seen_again_takes_the_newer_reason_rule_and_orientation(tmp_path):
+    store = open_store(str(tmp_path / "pairs.db")).create()
+    held = {"record_id_l": "NEW-1", "record_id_r": "OLD-1", "match_probability": 0.99, "reason": "held_apart",
+            "detail": "suffix"}
+    with store.begin() as connection:
+        open_pairs(connection, [held], "batch_band")
+        open_pairs(connection, [from_resolver({"record_id_l": "NEW-1", "record_id_r": "OLD-1", "match_probability": 0.7})],
+                   "new_record")
+        row = connection.execute(select(review_pairs)).one()
+    # the newcomer is on the right, where a not-a-match decision splits it out
+    assert (row.record_id_l, row.record_id_r, row.reason, row.detail) == ("OLD-1", "NEW-1", "new_record", None)
+    with pytest.raises(ValueError, match="unknown review reason"):
+        pair_rows([], "gut")

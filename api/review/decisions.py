@@ -163,7 +163,7 @@ def pair_detail(service, pair_id: int) -> PairDetail:
         found = QueueEntry(pair.pair_id, pair.record_id_l, pair.record_id_r, None, None,
                            sorted({r["agency"] for r in (left, right) if r["agency"]}), float(pair.match_probability),
                            pair.reason, REASON_TEXT.get(pair.reason, pair.reason), False, pair.created_at, 0.0,
-                           pair.status, decision_id=pair.decision_id)
+                           pair.status, decision_id=pair.decision_id, detail=pair.detail)
     explanation, weight = _score_pair(service.resolver, left, pair.record_id_r)
     if weight is None:
         weight = float(np.log2(pair.match_probability / (1 - pair.match_probability))) if 0 < pair.match_probability < 1 else 0.0

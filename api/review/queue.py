@@ -39,7 +39,7 @@ HELD_TEXT = {"few links": "few links between the two persons' records",
              "date of birth": "their records attest different dates of birth",
              "given name": "their records attest different given names",
              "suffix": "one is marked Jr, the other Sr",
-             "generation": "a Jr / Sr namesake born a generation apart"}
+             "generation": "a generational suffix, and born a generation apart"}
 RECENT_TEXT = " · person in a recent incident"
 RECENT_DAYS = 7
 RECENT_EVENTS_SCANNED = 20_000

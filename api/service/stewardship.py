@@ -15,7 +15,7 @@ is the two ids sorted), filled from two places:
   newcomer, the one a `not_a_match` decision splits out (api.review.decisions).
 
 A pair seen again is never reopened: a decided pair keeps its decision (and its probability); an
-open pair takes the newer probability (and reason). Which pairs wait, in what order: api.review.queue.
+open pair takes the newer probability, reason and orientation. Which pairs wait, in what order: api.review.queue.
 
 **Constraints.** Live decisions are constraints: `match` a must-link, `not_a_match` a cannot-link
 (and a split of a record out of a person cannot-links it with the records that stayed, a merge
@@ -35,6 +35,8 @@ from api.service.store import clusters, dialect_insert, person_events, review_co
 from matching.cluster import fresh_person_id
 
 REASONS = ("new_record", "batch_band", "held_apart")
+#: What an open pair seen again takes from the newer sighting.
+_REOPENED = ("record_id_l", "record_id_r", "match_probability", "reason", "detail", "updated_at")
 _SEP = "\x1f"
 
 
@@ -52,15 +54,15 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
     """Store pairs (dicts with record_id_l, record_id_r, match_probability; a pair's own `reason` and
     `detail` override `reason`) for review; how many were given.
 
-    A pair already stored keeps its row; an open one takes the newer probability, reason and detail.
+    A pair already stored keeps its row; an open one takes the newer probability, reason, detail and
+    orientation (which record is left and which right: a `new_record` pair's right record is the newcomer).
     """
     values = pair_rows(pairs, reason, now)
     if values:
         statement = dialect_insert(connection)(review_pairs)
         connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
             index_elements=["pair_key"], where=review_pairs.c.status == "open",
-            set_={"match_probability": statement.excluded.match_probability, "reason": statement.excluded.reason,
-                  "detail": statement.excluded.detail, "updated_at": statement.excluded.updated_at}),
+            set_={name: statement.excluded[name] for name in _REOPENED}),
             values)
     return len(values)
 
@@ -68,6 +70,8 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
 def pair_rows(pairs, reason: str, now: str | None = None) -> list[dict]:
     """The `review_pairs` rows `open_pairs` writes for `pairs`: one per pair of distinct records, in pair-key
     order (so pair ids follow the pairs, not the link's row order)."""
+    if reason not in REASONS:
+        raise ValueError(f"unknown review reason {reason!r}")
     now = now or datetime.now(timezone.utc).isoformat()
     rows: dict[str, dict] = {}
     for pair in pairs:
@@ -88,9 +92,8 @@ def open_staged_pairs(connection, staged: str) -> None:
     names = ", ".join(c.name for c in review_pairs.columns if c.name != "pair_id")
     connection.exec_driver_sql(
         f'INSERT INTO review_pairs ({names}) SELECT {names} FROM "{staged}" WHERE true ORDER BY pair_key '
-        "ON CONFLICT (pair_key) DO UPDATE SET match_probability = excluded.match_probability, "
-        "reason = excluded.reason, detail = excluded.detail, updated_at = excluded.updated_at "
-        "WHERE review_pairs.status = 'open'")
+        "ON CONFLICT (pair_key) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _REOPENED)
+        + " WHERE review_pairs.status = 'open'")
 
 
 def live_constraints(connection) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

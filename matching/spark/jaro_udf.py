@@ -25,11 +25,17 @@ from matching.duckdb_backend import duckdb_fuses_winkler
 JAVA_SOURCE = Path(__file__).with_name("Jaro.java")
 
 _registered = False  # whether the running session has briefing_jaro / briefing_jaro_winkler
+_failure: str | None = None  # why the last registration failed
 
 
 def jaro_udf_registered() -> bool:
     """Whether the session last started has the UDFs (else Spark SQL computes Jaro: `matching.spark.sql.jaro_sql`)."""
     return _registered
+
+
+def jaro_udf_failure() -> str | None:
+    """Why the last registration failed (the exception, as text), or None."""
+    return _failure
 
 
 def _java() -> str:
@@ -93,14 +99,18 @@ def register_jaro_udfs(session, jar: str | None) -> bool:
     each similarity ran dozens of times per pair (100k records: 110 s to score 1.1 million pairs). Spark
     does not push a filter through a projection holding a non-deterministic expression.
     """
-    global _registered
-    # Tried twice: once in a full `make test` on 2 busy cores the first registration's probe failed and the
-    # session fell back to the SQL Jaro (correct, slower); the cause was not found.
+    global _registered, _failure
+    # Tried twice: in full `make test` runs on 2 busy cores the registration's probe has failed and the
+    # session fell back to the SQL Jaro (correct, slower); the cause is not known (`jaro_udf_failure` keeps it).
+    _failure = None if jar else "the UDF jar could not be built with Janino"
     _registered = bool(jar) and (_register(session) or _register(session))
+    if _registered:
+        _failure = None
     return _registered
 
 
 def _register(session) -> bool:
+    global _failure
     jvm = session._jvm
     try:
         double = jvm.org.apache.spark.sql.types.DataTypes.DoubleType
@@ -110,5 +120,6 @@ def _register(session) -> bool:
             udf = jvm.org.apache.spark.sql.functions.udf(jvm.briefing.udf.Jaro(winkler, fused), double)
             registry.register(name, udf.asNondeterministic())
         return session.sql("SELECT briefing_jaro_winkler('MARTHA', 'MARHTA') AS v").collect()[0]["v"] is not None
-    except Exception:  # the class did not load: fall back to `matching.spark.sql.jaro_sql`
+    except Exception as exc:  # the class did not load: fall back to `matching.spark.sql.jaro_sql`
+        _failure = f"{type(exc).__name__}: {exc}"[:2000]
         return False
