@@ -35,14 +35,13 @@ from typing import Container, Iterable
 import numpy as np
 import pandas as pd
 
+from matching.agglomerate import HELD_APART_COLUMNS, Agglomeration, held_apart
 from matching.attested import AttestedIdentity, Identities
 
 # Measured on two 100k-record synthetic counties: at threshold 0.95, pairwise precision rose from
 # 0.986 / 0.993 (connected components) to 0.996 / 0.997, recall fell by under 0.002.
 DEFAULT_MIN_DENSITY = 0.25
 EVENT_COLUMNS = ["event", "person_id", "related_person_ids", "records", "cause"]
-HELD_APART_COLUMNS = ["record_id_l", "record_id_r", "match_probability", "reason"]
-FEW_LINKS = "few links"
 RecordPairs = Iterable[tuple[str, str]]
 
 
@@ -175,191 +174,14 @@ def _components(record_ids, pairs, threshold, min_density, must_link, cannot_lin
     left, right, prob = left[keep], right[keep], edges["match_probability"].to_numpy()[keep]
     order = np.lexsort((right, left, -prob))
     left, right, prob = left[order], right[order], prob[order]
-    attested = AttestedIdentity(identities) if identities is not None else None
-    labels, refused, conflicts, refusals = _agglomerate(len(index), left, right, min_density, constraints, index,
-                                                        attested)
+    state = Agglomeration(len(index), left, right, min_density,
+                          AttestedIdentity(identities) if identities is not None else None)
+    clash = state.constrain(constraints.must, constraints.cannot)
+    if clash is not None:
+        raise _contradiction(index, constraints.must, *clash)
+    labels, refused, conflicts, refusals = state.run(left, right)
     constraints.summary["cannot_link"]["edges_refused"] = refused
-    return labels, constraints, conflicts, _held_apart(labels, left, right, prob, index, refusals)
-
-
-def _held_apart(labels: np.ndarray, left: np.ndarray, right: np.ndarray, prob: np.ndarray, index: pd.Index,
-                refusals: list[tuple[int, str]]) -> pd.DataFrame:
-    """The strongest refused edge between each two clusters that end apart, with why it was refused.
-    `refusals` are (edge position, reason) in edge order, strongest first."""
-    rows, seen = [], set()
-    for k, reason in refusals:
-        a, b = int(labels[left[k]]), int(labels[right[k]])
-        key = (a, b) if a < b else (b, a)
-        if a != b and key not in seen:
-            seen.add(key)
-            rows.append((index[left[k]], index[right[k]], float(prob[k]), reason))
-    return pd.DataFrame(rows, columns=HELD_APART_COLUMNS)
-
-
-def _adjacency(n: int, left: np.ndarray, right: np.ndarray) -> tuple[list[int], list[int]]:
-    """Every record's neighbours over the edges, both ways (CSR: record i's are targets[starts[i]:starts[i + 1]])."""
-    sources = np.concatenate([left, right])
-    order = np.argsort(sources, kind="stable")
-    targets = np.concatenate([right, left])[order]
-    starts = np.searchsorted(sources[order], np.arange(n + 1))
-    return starts.tolist(), targets.tolist()
-
-
-class _Agglomeration:
-    """Union-find over the records with what `_agglomerate` checks before a merge: the edges between two
-    clusters (counted from the smaller one's records when asked, a refusal remembered until either
-    grows), cannot-link partners per cluster root, and attested identities."""
-
-    def __init__(self, n: int, left: np.ndarray, right: np.ndarray, min_density: float,
-                 attested: AttestedIdentity | None):
-        self.parent = list(range(n))
-        self.size = [1] * n
-        self.members: dict[int, list[int]] = {}
-        self.starts, self.targets = _adjacency(n, left, right)
-        self.apart: dict[int, set[int]] = {}
-        self.verdicts: dict[tuple[int, int], tuple[int, int, str]] = {}
-        self.min_density, self.attested = min_density, attested
-        self.marks = list(attested.marks) if attested is not None else [0] * n   # generational suffixes, per root
-        self.years: dict[int, dict[int, int]] = {}   # birth-year tallies, per root, once asked for (then kept)
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def edges_between(self, ra: int, rb: int) -> int:
-        small, other = (ra, rb) if self.size[ra] <= self.size[rb] else (rb, ra)
-        starts, targets, find = self.starts, self.targets, self.find
-        return sum(1 for x in self.members.get(small, (small,)) for y in targets[starts[x]:starts[x + 1]] if find(y) == other)
-
-    def checked(self, ra: int, rb: int) -> bool:
-        """Whether a merge of these two needs `refusal`: both hold several records, or either a generational suffix."""
-        return (self.size[ra] > 1 and self.size[rb] > 1) or bool(self.marks[ra] | self.marks[rb])
-
-    def refusal(self, ra: int, rb: int) -> str | None:
-        """Why two clusters must not merge by scores (FEW_LINKS, a conflicting field, a generation apart:
-        `matching.attested`), remembered per state."""
-        size = self.size
-        key = (ra, rb) if ra < rb else (rb, ra)
-        seen = self.verdicts.get(key)
-        if seen is not None and seen[:2] == (size[key[0]], size[key[1]]):
-            return seen[2]
-        several = size[ra] > 1 and size[rb] > 1
-        if several and self.edges_between(ra, rb) < self.min_density * size[ra] * size[rb]:
-            reason = FEW_LINKS
-        elif self.attested is not None:
-            reason = None
-            if self.marks[ra] | self.marks[rb]:
-                reason = self.attested.generation(self.marks[ra], self.marks[rb], self._birth_year(ra),
-                                                  self._birth_year(rb))
-            if reason is None and several:
-                reason = self.attested.conflict(self.members[ra], self.members[rb])
-            if reason is None:
-                return None
-        else:
-            return None
-        self.verdicts[key] = (size[key[0]], size[key[1]], reason)
-        return reason
-
-    def _tally(self, root: int) -> dict[int, int]:
-        """The cluster's birth years counted (from its records the first time; kept up to date by `merge`)."""
-        tally = self.years.get(root)
-        if tally is None:
-            tally = {}
-            years = self.attested.years
-            for record in self.members.get(root, (root,)):
-                if years[record] >= 0:
-                    tally[years[record]] = tally.get(years[record], 0) + 1
-            self.years[root] = tally
-        return tally
-
-    def _birth_year(self, root: int) -> int:
-        if self.size[root] == 1:
-            return self.attested.birth_year_of({}, root)
-        return self.attested.birth_year_of(self._tally(root))
-
-    def keep_apart(self, ra: int, rb: int) -> None:
-        self.apart.setdefault(ra, set()).add(rb)
-        self.apart.setdefault(rb, set()).add(ra)
-
-    def kept_apart(self, ra: int, rb: int) -> bool:
-        return rb in self.apart.get(ra, ())
-
-    def merge(self, ra: int, rb: int) -> None:
-        size, members, apart = self.size, self.members, self.apart
-        if size[ra] < size[rb]:
-            ra, rb = rb, ra
-        if ra in self.years or rb in self.years:           # keep a tally once counted: each record counted once
-            into = self._tally(ra)
-            for year, count in self._tally(rb).items():
-                into[year] = into.get(year, 0) + count
-            del self.years[rb]
-        self.parent[rb] = ra
-        size[ra] += size[rb]
-        self.marks[ra] |= self.marks[rb]
-        into = members.get(ra)
-        if into is None:
-            into = members[ra] = [ra]
-        into.extend(members.pop(rb, (rb,)))
-        if rb in apart:
-            partners = apart.pop(rb)
-            for other in partners:
-                apart[other].discard(rb)
-                apart[other].add(ra)
-            apart.setdefault(ra, set()).update(partners)
-
-    def labels(self) -> np.ndarray:
-        n = len(self.parent)
-        return np.fromiter((self.find(i) for i in range(n)), dtype=np.int64, count=n)
-
-
-def _agglomerate(n: int, left: np.ndarray, right: np.ndarray, min_density: float, constraints: Constraints,
-                 index: pd.Index, attested: AttestedIdentity | None = None
-                 ) -> tuple[np.ndarray, int, dict, list[tuple[int, str]]]:
-    """Union-find over ordered edges, checking merges (`_Agglomeration`): of two multi-record clusters by
-    density and attested identities, of any two where a generational suffix is present by generation.
-
-    Must-link pairs are merged before any edge; each cluster root keeps the roots it must not join
-    (its cannot-link partners), checked before any rule. Returns the labels, how many merges a
-    cannot-link refused, how many edges a conflict of identities or generations refused, by reason,
-    and the edges a rule refused between two clusters no cannot-link keeps apart, as (edge position,
-    reason).
-    """
-    state = _Agglomeration(n, left, right, min_density, attested)
-    find = state.find
-    for a, b in constraints.must:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            state.merge(ra, rb)
-    for a, b in constraints.cannot:
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            raise _contradiction(index, constraints.must, a, b)
-        state.keep_apart(ra, rb)
-
-    refused = 0
-    conflicts: dict[str, int] = {}
-    refusals: list[tuple[int, str]] = []
-    for k, (a, b) in enumerate(zip(left.tolist(), right.tolist())):
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            continue
-        if state.kept_apart(ra, rb):                # a steward's decision comes before any rule
-            refused += 1
-            continue
-        if state.checked(ra, rb):
-            reason = state.refusal(ra, rb)
-            if reason is not None:
-                if reason != FEW_LINKS:
-                    conflicts[reason] = conflicts.get(reason, 0) + 1
-                refusals.append((k, reason))
-                continue
-        state.merge(ra, rb)
-    # persons a steward keeps apart (their cannot-link partners joined them later) are decided, not held apart
-    refusals = [(k, reason) for k, reason in refusals if not state.kept_apart(find(int(left[k])), find(int(right[k])))]
-    return state.labels(), refused, conflicts, refusals
+    return labels, constraints, conflicts, held_apart(labels, left, right, prob, index, refusals)
 
 
 def check_constraints(must_link: RecordPairs | None, cannot_link: RecordPairs | None,

@@ -52,13 +52,17 @@ def open_chromium(profile: Path):
 
 def wait_for(condition, what: str, timeout: float = WAIT):
     """`condition()` once it is truthy; a page that is being replaced meanwhile (stale or missing elements) is retried."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             value = condition()
         except (NoSuchElementException, StaleElementReferenceException):
+            value = None
+        except WebDriverException as exc:     # Chromium's word for a stale node read mid-navigation
+            if "does not belong to the document" not in str(exc):
+                raise
             value = None
         if value:
             return value
