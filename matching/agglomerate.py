@@ -43,7 +43,7 @@ def _adjacency(n: int, left: np.ndarray, right: np.ndarray) -> tuple[list[int], 
 
 
 class Agglomeration:
-    """Union-find over the records with what `_agglomerate` checks before a merge: the edges between two
+    """Union-find over the records with what `run` checks before a merge: the edges between two
     clusters (counted from the smaller one's records when asked, a refusal remembered until either
     grows), cannot-link partners per cluster root, and attested identities."""
 
