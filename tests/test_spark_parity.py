@@ -141,7 +141,7 @@ def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):
     import duckdb
     import sqlglot
 
-    from matching.spark.jaro_udf import jaro_udf_failure, jaro_udf_jar, jaro_udf_registered, register_jaro_udfs
+    from matching.spark.jaro_udf import jaro_udf_failure, jaro_udf_registered
     from matching.spark.sql import jaro_sql, spark_sql
 
     values = sorted(set(records["given_name"].dropna()) | set(records["family_name"].dropna())
@@ -153,8 +153,6 @@ def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):
     con.register("p", pairs)
     expected = con.execute("SELECT a, b, jaro_winkler_similarity(a, b) AS jw, jaro_similarity(a, b) AS j FROM p").df()
     spark.createDataFrame(pairs).createOrReplaceTempView("briefing_jaro_pairs")
-    if not jaro_udf_registered():     # a session start whose registration failed (seen in busy full runs): again
-        register_jaro_udfs(spark, jaro_udf_jar())
     assert jaro_udf_registered(), f"the Java UDF should build and register where Spark runs: {jaro_udf_failure()}"
     udf_sql = f"SELECT a, b, {spark_sql('jaro_winkler_similarity(a, b)')} AS jw, {spark_sql('jaro_similarity(a, b)')} AS j"
     fallback_sql = f"SELECT a, b, {jaro_sql('a', 'b', True)} AS jw, {jaro_sql('a', 'b', False)} AS j"

@@ -100,24 +100,37 @@ def register_jaro_udfs(session, jar: str | None) -> bool:
     does not push a filter through a projection holding a non-deterministic expression.
     """
     global _registered, _failure
-    # Tried twice: in full `make test` runs on 2 busy cores the registration's probe has failed and the
-    # session fell back to the SQL Jaro (correct, slower); the cause is not known (`jaro_udf_failure` keeps it).
     _failure = None if jar else "the UDF jar could not be built with Janino"
-    _registered = bool(jar) and (_register(session) or _register(session))
+    _registered = bool(jar) and _register(session)
     if _registered:
         _failure = None
     return _registered
+
+
+def _typed_udf(session, function):
+    """`functions.udf(UDF2, DataType)` (returning a double), chosen by reflection. Called through Py4J by name,
+    `udf(function, DoubleType)` matches this overload and the untyped `udf(Object, DataType)` alike, and Py4J
+    takes whichever the JVM lists first -- an order that changes from one JVM start to the next; Spark refuses
+    the untyped one (UNTYPED_SCALA_UDF), which is why registration failed in some runs and not others."""
+    jvm, gateway = session._jvm, session.sparkContext._gateway
+    class_of = jvm.java.lang.Class.forName
+    parameters = gateway.new_array(jvm.java.lang.Class, 2)
+    parameters[0] = class_of("org.apache.spark.sql.api.java.UDF2")
+    parameters[1] = class_of("org.apache.spark.sql.types.DataType")
+    arguments = gateway.new_array(jvm.java.lang.Object, 2)
+    arguments[0] = function
+    arguments[1] = jvm.org.apache.spark.sql.types.DataTypes.DoubleType
+    return class_of("org.apache.spark.sql.functions").getMethod("udf", parameters).invoke(None, arguments)
 
 
 def _register(session) -> bool:
     global _failure
     jvm = session._jvm
     try:
-        double = jvm.org.apache.spark.sql.types.DataTypes.DoubleType
         registry = session._jsparkSession.udf()
         fused = duckdb_fuses_winkler()
         for name, winkler in (("briefing_jaro", False), ("briefing_jaro_winkler", True)):
-            udf = jvm.org.apache.spark.sql.functions.udf(jvm.briefing.udf.Jaro(winkler, fused), double)
+            udf = _typed_udf(session, jvm.briefing.udf.Jaro(winkler, fused))
             registry.register(name, udf.asNondeterministic())
         return session.sql("SELECT briefing_jaro_winkler('MARTHA', 'MARHTA') AS v").collect()[0]["v"] is not None
     except Exception as exc:  # the class did not load: fall back to `matching.spark.sql.jaro_sql`
