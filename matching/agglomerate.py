@@ -113,8 +113,9 @@ class Agglomeration:
         return tally
 
     def _birth_year(self, root: int) -> int:
+        """A single record's own birth year, or the one a cluster attests; -1 for none."""
         if self.size[root] == 1:
-            return self.attested.birth_year_of({}, root)
+            return self.attested.years[root]
         return self.attested.birth_year_of(self._tally(root))
 
     def keep_apart(self, ra: int, rb: int) -> None:

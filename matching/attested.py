@@ -157,10 +157,9 @@ class AttestedIdentity:
             return "generation"
         return None
 
-    def birth_year_of(self, tally: dict[int, int], record: int | None = None) -> int:
-        """A single `record`'s birth year, or the one a cluster's `tally` of birth years attests; -1 for none."""
-        if record is not None:
-            return self.years[record]
+    @staticmethod
+    def birth_year_of(tally: dict[int, int]) -> int:
+        """The birth year a cluster's `tally` of birth years attests; -1 for none."""
         found = _majority(tally)
         return -1 if found is None else found
 
