@@ -33,6 +33,7 @@ from sqlglot import exp
 
 from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
 from matching.key_table import KeyTable
+from matching.probes import ProbePlan, take_buckets
 from matching.scorer import TermFrequencies
 from matching.strings import StringTable
 
@@ -218,6 +219,7 @@ class CandidateIndex:
         self._delta = {}
         for table in (self.vocab, self.records, self.persons):
             table.freeze()
+        self._plan.warm_up(self._table.slots, self.alive)
 
     # ---------------------------------------------------------------- lookup
     def encode_query(self, query: Mapping[str, object], extras: Extras) -> dict[str, Vec]:
@@ -231,45 +233,31 @@ class CandidateIndex:
         gathered (the first bucket always, if it is within `max_bucket`); a bucket that would pass
         the limit, or is over `max_bucket`, is skipped and named.
         """
-        vocab_size = len(self.vocab)
-        probes_spec, probes = [], []
-        for k, spec in enumerate(self.specs):
-            values = []
-            for c in spec.left:
-                v = query[c]
-                if v.null[0] or (v.kind == STR and v.values[0] >= vocab_size):
-                    break                              # null, or a value no record has: nothing shares this key
-                values.append(v.values[0])
-            else:
-                for combo in _expand(spec, values, year_slack):
-                    probes_spec.append(k)
-                    probes.append(combo)
-        if not probes:
+        plan, vocab_size = self._plan, len(self.vocab)
+        values = np.empty(len(plan.columns), dtype=np.float64)
+        usable = np.empty(len(plan.columns), dtype=np.bool_)
+        for i, column in enumerate(plan.columns):
+            v = query[column]
+            values[i] = value = v.values[0]
+            usable[i] = not (v.null[0] or (v.kind == STR and value >= vocab_size))   # a value no record has
+        hashes, spec_of = plan.hashes(values, usable, year_slack)
+        if not len(hashes):
             return Candidates(np.empty(0, dtype=np.int32))
-        hashes = _probe_hashes(probes_spec, probes)
-        los, his = self._table.find(hashes)
-        delta = self._delta
-        buckets = []
-        for key, k, lo, hi in zip(hashes.tolist(), probes_spec, los.tolist(), his.tolist()):
-            extra = delta.get(key, ()) if delta else ()
-            if hi > lo or extra:
-                buckets.append((hi - lo + len(extra), k, self._table.slots[lo:hi], extra))
-        buckets.sort(key=lambda b: b[0])
-        found: list[np.ndarray] = []
-        skipped: set[str] = set()
-        total = 0
-        for size, k, sorted_slots, extra in buckets:
-            if size > self.max_bucket or (total and total + size > self.max_scored):
-                skipped.add(self.specs[k].name)
-                continue
-            total += size
-            found.append(sorted_slots)
-            if extra:
-                found.append(np.asarray(extra, dtype=np.int32))
-        if not found:
-            return Candidates(np.empty(0, dtype=np.int32), sorted(skipped))
-        merged = np.unique(np.concatenate(found))
-        return Candidates(merged[self.alive[merged]], sorted(skipped))
+        first, end = self._table.find(hashes)
+        extras = [self._delta.get(h, ()) for h in hashes.tolist()] if self._delta else None
+        extra = (np.array([len(e) for e in extras], dtype=np.int64) if extras is not None
+                 else np.zeros(len(hashes), dtype=np.int64))
+        slots, taken, skipped = take_buckets(first, end, extra, spec_of, len(self.specs), self.max_bucket,
+                                             self.max_scored, self._table.slots, self.alive)
+        added = [np.asarray(e, dtype=np.int32) for e, t in zip(extras or (), taken) if t and e]
+        if added:
+            merged = np.unique(np.concatenate([slots, *added]))
+            slots = merged[self.alive[merged]]
+        return Candidates(slots, sorted(self.specs[k].name for k in np.flatnonzero(skipped)))
+
+    @cached_property
+    def _plan(self) -> ProbePlan:
+        return ProbePlan.of([spec.left for spec in self.specs])
 
     def rows(self, slots: np.ndarray) -> "Rows":
         """The records at `slots`, column by column, sliced only when a comparison asks."""
@@ -432,30 +420,7 @@ def _as_object(values) -> np.ndarray:
     return np.asarray(values, dtype=object)
 
 
-def _expand(spec: KeySpec, values: list, year_slack: int) -> list[tuple]:
-    """The key components to look up for one spec (several when a birth year is approximate)."""
-    combos: list[tuple] = [()]
-    for column, value in zip(spec.left, values):
-        choices = [value]
-        if year_slack and column == "birth_year":
-            choices = [value + d for d in range(-year_slack, year_slack + 1)]
-        combos = [c + (v,) for c in combos for v in choices]
-    return combos
-
-
-def _spec_hashes(spec: int | list[int], components: list[np.ndarray]) -> np.ndarray:
-    """Key hashes folded with their spec's number (one for all keys, or one per key), so all specs share one table."""
+def _spec_hashes(spec: int, components: list[np.ndarray]) -> np.ndarray:
+    """Key hashes folded with their spec's number, so all specs share one table (`matching.probes` hashes a query's alike)."""
     h = key_hashes(components)
-    return mix(h, np.broadcast_to(np.asarray(spec, dtype=np.int64), h.shape))
-
-
-def _probe_hashes(specs: list[int], probes: list[tuple]) -> np.ndarray:
-    """`_spec_hashes` of many probes at once; probes of fewer components are hashed over their own length."""
-    out = np.empty(len(probes), dtype=np.uint64)
-    by_len: dict[int, list[int]] = {}
-    for i, combo in enumerate(probes):
-        by_len.setdefault(len(combo), []).append(i)
-    for length, rows in by_len.items():
-        columns = [np.array([probes[i][j] for i in rows], dtype=np.float64) for j in range(length)]
-        out[rows] = _spec_hashes([specs[i] for i in rows], columns)
-    return out
+    return mix(h, np.full(h.shape, spec, dtype=np.int64))

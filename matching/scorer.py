@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
+from numba import njit
 
 from matching.duckdb_backend import duckdb_fuses_winkler
 from matching.encoding import Extras, Vocabulary
@@ -95,6 +96,7 @@ class TermFrequencies:
     def __init__(self, columns: Iterable[str]):
         self.counts: dict[str, np.ndarray] = {c: np.zeros(0, dtype=np.int64) for c in columns}
         self.totals: dict[str, int] = {c: 0 for c in self.counts}
+        _tf_of(np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64))   # compiled now, not in a request
 
     def add(self, column: str, codes: np.ndarray, sign: int = 1) -> None:
         present = codes[codes >= 0]
@@ -115,12 +117,18 @@ class TermFrequencies:
             code, total = int(codes[0]), self.totals[column]
             found = int(counts[code]) if 0 <= code < len(counts) else 0
             return np.array([found / total if found > 0 and total else np.nan])
-        known = (codes >= 0) & (codes < len(counts))
-        out = np.full(codes.shape, np.nan)
-        found = counts[codes[known]]
-        total = self.totals[column]
-        out[known] = np.where(found > 0, found / total if total else np.nan, np.nan)
-        return out
+        return _tf_of(counts, self.totals[column], np.ascontiguousarray(codes, dtype=np.int64))
+
+
+@njit(cache=True, nogil=True)
+def _tf_of(counts, total, codes):
+    """`TermFrequencies.values` of many codes: count / total, NaN for null and unseen codes."""
+    out = np.empty(codes.shape[0])
+    for i in range(codes.shape[0]):
+        code = codes[i]
+        found = counts[code] if 0 <= code < counts.shape[0] else 0
+        out[i] = found / total if found > 0 and total > 0 else np.nan
+    return out
 
 
 class Scorer:
