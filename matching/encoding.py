@@ -19,6 +19,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from matching.lists import FlatLists
 from matching.standardise import LIST_COLUMNS, NUMERIC_COLUMNS
 from matching.strings import FEATURES, StringTable
 
@@ -57,7 +58,7 @@ class Vocabulary:
         self.lists: list[frozenset] = []           # members as string codes
         self.list_lengths: list[int] = []          # element count, duplicates included (DuckDB's array_length)
         self._list_code: dict[tuple[int, ...], int] = {}
-        self.lists_with: dict[int, list[int]] = {}  # string code -> codes of the lists containing it
+        self.flat_lists = FlatLists([])            # the lists made before `freeze`, for the compiled list functions
 
     def __len__(self) -> int:
         return len(self.strings)
@@ -67,8 +68,10 @@ class Vocabulary:
         return self.strings.code(value)
 
     def freeze(self) -> None:
-        """Hold the strings added so far in flat buffers that forked workers share (`matching.strings`)."""
+        """Hold the strings and lists added so far in flat buffers that forked workers share (`matching.strings`,
+        `matching.lists`)."""
         self.strings.freeze()
+        self.flat_lists = FlatLists(self.lists)
 
     def list_code(self, values) -> int:
         members = tuple(self.code(v) for v in values if v is not None)
@@ -77,8 +80,6 @@ class Vocabulary:
             found = self._list_code[members] = len(self.lists)
             self.lists.append(frozenset(members))
             self.list_lengths.append(len(members))
-            for member in set(members):
-                self.lists_with.setdefault(member, []).append(found)
         return found
 
     def encode(self, values: np.ndarray, kind: str) -> np.ndarray:
@@ -173,10 +174,6 @@ class Vocabulary:
 
     def members(self, code: int, extras: Extras | None = None) -> frozenset:
         return self.lists[code] if code < len(self.lists) else extras.lists[code]
-
-    def containing(self, code: int) -> np.ndarray:
-        """Codes of the (indexed) lists that contain string `code`, sorted."""
-        return np.asarray(self.lists_with.get(int(code), ()), dtype=np.int64)
 
     def length(self, code: int, extras: Extras | None = None) -> int:
         return self.list_lengths[code] if code < len(self.lists) else extras.list_lengths[code]

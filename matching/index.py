@@ -32,6 +32,7 @@ import sqlglot
 from sqlglot import exp
 
 from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
+from matching.gather import rows_into
 from matching.key_table import KeyTable
 from matching.probes import ProbePlan, take_buckets
 from matching.scorer import TermFrequencies
@@ -369,14 +370,8 @@ class Rows(Mapping):
     def __init__(self, index: CandidateIndex, slots: np.ndarray):
         self._index, self._slots, self._cache = index, slots, {}
 
-    @cached_property
-    def _code_rows(self) -> np.ndarray:
-        """Every code column at the slots: one read of the slots' rows of the index's code matrix."""
-        return self._index.codes[self._slots]
-
     def _values(self, name: str) -> np.ndarray:
-        position = self._index.code_column.get(name)
-        return self._index.data[name][self._slots] if position is None else self._code_rows[:, position]
+        return self._index.data[name][self._slots]    # a code column: a strided view of the code matrix
 
     def __getitem__(self, name: str) -> Vec:
         out = self._cache.get(name)
@@ -384,16 +379,20 @@ class Rows(Mapping):
             out = self._cache[name] = vec(self._index.kinds[name], self._values(name))
         return out
 
-    def gather(self, names: list[str], out: np.ndarray, at: list[int]) -> None:
-        """Write the encoded values of columns `names` at the slots into columns `at` of `out` (n x any): the
-        code columns by one read of the slots' rows of the index's code matrix (the compiled scorer's gather)."""
+    def gather(self, names: list[str], values: np.ndarray, null: np.ndarray, at: list[int]) -> None:
+        """Write the encoded values of columns `names` at the slots, and their NULL masks, into columns `at` of
+        `values` and `null` (n x any): the code columns straight from the index's code matrix (the compiled
+        scorer's gather, `matching.gather`)."""
         index = self._index
-        coded = [(j, index.code_column[name]) for j, name in enumerate(names) if name in index.code_column]
+        coded = [(at[j], index.code_column[name]) for j, name in enumerate(names) if name in index.code_column]
         if coded:
-            out[:, [at[j] for j, _ in coded]] = self._code_rows[:, [position for _, position in coded]]
+            rows_into(index.codes, np.ascontiguousarray(self._slots, dtype=np.int32),
+                      np.array([position for _, position in coded], dtype=np.int64),
+                      np.array([leaf for leaf, _ in coded], dtype=np.int64), values, null)
         for j, name in enumerate(names):
-            if name not in index.code_column:
-                out[:, at[j]] = index.data[name][self._slots]
+            if name not in index.code_column:                 # a number column: NULL is NaN
+                values[:, at[j]] = index.data[name][self._slots]
+                null[:, at[j]] = np.isnan(values[:, at[j]])
 
     def __iter__(self):
         return iter(self._index.data)

@@ -39,6 +39,7 @@ import numpy as np
 from sqlglot import exp
 
 from matching.encoding import NUM, STR, Vec, column_kind
+from matching.gather import row_into, warm_up
 from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, arguments, at_most_one_edit,
                                 function_name, parse_level)
 from matching.splink_internals import LevelParameters
@@ -168,43 +169,32 @@ class Kernel:
         return tuple(i for i in range(len(self.leaves)) if i not in plain)
 
     @cached_property
-    def _side_columns(self) -> dict[str, list[tuple[int, str]]]:
-        """Per side, its plain-column leaves and their columns."""
-        return {side: [(leaf, column) for leaf, s, column, _ in self.columns if s == side] for side in "lr"}
-
-    @cached_property
-    def _null_tests(self) -> tuple[list[int], list[int]]:
-        """The column leaves null when NaN (numbers) and when negative (string and list codes)."""
-        return ([leaf for leaf, _, _, kind in self.columns if kind == NUM],
-                [leaf for leaf, _, _, kind in self.columns if kind != NUM])
+    def _side_columns(self) -> dict[str, list[tuple[int, str, str]]]:
+        """Per side, its plain-column leaves, their columns and kinds."""
+        return {side: [(leaf, column, kind) for leaf, s, column, kind in self.columns if s == side] for side in "lr"}
 
     def _gather_columns(self, pairs: Pairs, values: np.ndarray, null: np.ndarray) -> None:
-        """Copy the plain-column leaves in, then their null masks in two operations. A side of one row (a
-        query) is written as one row broadcast down the matrix; an index's candidate rows are gathered by the
-        side itself where it offers that (`Rows.gather`), without a `Vec` per column."""
+        """Copy the plain-column leaves and their NULL masks in (`matching.gather`). A side of one row (a query)
+        is written as one row down the matrix; an index's candidate rows are gathered by the side itself where
+        it offers that (`Rows.gather`), without a `Vec` per column."""
         try:
             for side in "lr":
                 source, leaves = pairs.sides[side], self._side_columns[side]
                 gather = getattr(source, "gather", None)
                 if gather is not None:
-                    gather([column for _, column in leaves], values, [leaf for leaf, _ in leaves])
+                    gather([column for _, column, _ in leaves], values, null, [leaf for leaf, _, _ in leaves])
                     continue
-                columns = [source[column].values for _, column in leaves]
+                columns = [source[column].values for _, column, _ in leaves]
                 if all(len(c) == 1 for c in columns):
-                    row = values[0]
-                    for (leaf, _), column in zip(leaves, columns):
-                        row[leaf] = column[0]
-                    values[1:, [leaf for leaf, _ in leaves]] = row[[leaf for leaf, _ in leaves]]
-                else:
-                    for (leaf, _), column in zip(leaves, columns):
-                        values[:, leaf] = column
+                    row_into(np.array([c[0] for c in columns], dtype=np.float64),
+                             np.array([kind == NUM for _, _, kind in leaves], dtype=np.bool_),
+                             np.array([leaf for leaf, _, _ in leaves], dtype=np.int64), values, null)
+                    continue
+                for (leaf, _, kind), column in zip(leaves, columns):
+                    values[:, leaf] = column
+                    null[:, leaf] = np.isnan(values[:, leaf]) if kind == NUM else values[:, leaf] < 0
         except KeyError as exc:
             raise UnsupportedLevelSQL(f"column {exc} is not in the index") from None
-        by_nan, by_sign = self._null_tests
-        if by_nan:
-            null[:, by_nan] = np.isnan(values[:, by_nan])
-        if by_sign:
-            null[:, by_sign] = values[:, by_sign] < 0
 
     def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray],
               prior: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -467,6 +457,7 @@ def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) 
             log.warning("the scorer's compiled kernel could not be loaded; the numpy path serves", exc_info=True)
             return None
         _LOADED[digest] = run
+        warm_up()                            # the gathering into the kernel's matrix (`matching.gather`)
     return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.columns), tuple(tf_columns),
                   *level_parameters(comparisons), run)
 

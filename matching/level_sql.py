@@ -31,6 +31,7 @@ from sqlglot import exp
 
 from matching.duckdb_backend import duckdb_fuses_winkler
 from matching.encoding import LIST, NUM, STR, Extras, Vec, Vocabulary
+from matching.lists import NOT_FROZEN
 
 Side = Mapping[str, Vec]
 
@@ -252,8 +253,8 @@ class LevelCompiler:
             if xs.kind != LIST or it.kind != STR:
                 raise self.fail(node)
             null = np.broadcast_to(xs.null | it.null, (p.n,))
-            if len(it) == 1 and len(xs) == p.n and _indexed_lists(p, xs):   # one value against many lists
-                hit = _member_of(xs.values, p.vocab.containing(it.values[0])) if not it.null[0] else np.zeros(p.n, bool)
+            if len(it) == 1 and len(xs) == p.n:         # one value against many lists
+                hit = _containing(p, xs, int(it.values[0])) if not it.null[0] else np.zeros(p.n, bool)
             elif len(xs) == 1 and len(it) == p.n:         # one list against many values
                 members = sorted(p.vocab.members(int(xs.values[0]), p.extras)) if not xs.null[0] else []
                 hit = _member_of(it.values, np.asarray(members, dtype=np.int64))
@@ -364,9 +365,9 @@ class LevelCompiler:
 
         def run(p: Pairs) -> Vec:
             x, y = both(p)
-            if len(x) == 1 and len(y) == p.n and _indexed_lists(p, y):
+            if len(x) == 1 and len(y) == p.n:
                 counts = _overlap_counts(p, x.values[0], x.null[0], y)
-            elif len(y) == 1 and len(x) == p.n and _indexed_lists(p, x):
+            elif len(y) == 1 and len(x) == p.n:
                 counts = _overlap_counts(p, y.values[0], y.null[0], x)
             else:
                 counts, _ = _per_distinct(x, y, lambda ca, cb: np.array(
@@ -374,11 +375,6 @@ class LevelCompiler:
                     dtype=np.float64))
             return Vec(NUM, counts, np.zeros(p.n, dtype=bool))
         return run
-
-
-def _indexed_lists(p: Pairs, lists: Vec) -> bool:
-    """Whether every list code is in the vocabulary (so its inverted lists know it), not query-only."""
-    return bool(np.all(lists.values < len(p.vocab.lists)))
 
 
 def _member_of(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
@@ -390,17 +386,22 @@ def _member_of(values: np.ndarray, sorted_codes: np.ndarray) -> np.ndarray:
 
 
 def _overlap_counts(p: Pairs, code: int, is_null: bool, many: Vec) -> np.ndarray:
-    """|members(code) & members(c)| for every list c of `many`, via the vocabulary's inverted lists."""
+    """|members(code) & members(c)| for every list c of `many` (0 where either is NULL), by the flat lists."""
     if is_null:
         return np.zeros(len(many), dtype=np.float64)
-    found = [p.vocab.containing(m) for m in p.vocab.members(int(code), p.extras)]
-    if not found:
-        return np.zeros(len(many), dtype=np.float64)
-    codes, counts = np.unique(np.concatenate(found), return_counts=True)
-    if len(codes) == 0:
-        return np.zeros(len(many), dtype=np.float64)
-    at = np.minimum(np.searchsorted(codes, many.values), len(codes) - 1)
-    return np.where(codes[at] == many.values, counts[at], 0).astype(np.float64)
+    wanted = np.array(sorted(p.vocab.members(int(code), p.extras)), dtype=np.int64)
+    counts = p.vocab.flat_lists.overlaps(many.values, wanted)
+    for row in np.flatnonzero(counts == NOT_FROZEN):          # lists made since the freeze
+        counts[row] = len(p.vocab.members(int(code), p.extras) & p.vocab.members(int(many.values[row]), p.extras))
+    return counts
+
+
+def _containing(p: Pairs, lists: Vec, value: int) -> np.ndarray:
+    """Whether each list of `lists` holds string code `value` (False where NULL), by the flat lists."""
+    hit = p.vocab.flat_lists.contains(lists.values, value)
+    for row in np.flatnonzero(hit == NOT_FROZEN):             # lists made since the freeze
+        hit[row] = value in p.vocab.members(int(lists.values[row]), p.extras)
+    return hit.astype(bool)
 
 
 def at_most_one_edit(node: exp.Expression) -> bool:
