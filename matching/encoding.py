@@ -140,13 +140,12 @@ class Vocabulary:
         for name, kind in kinds.items():
             value = row.get(name)
             if value is None:
-                null_value = np.array([np.nan]) if kind == NUM else np.array([NULL], dtype=np.int32)
-                out[name] = Vec(kind, null_value, np.ones(1, dtype=bool))
+                out[name] = _NULL_QUERY[kind]
             elif kind == NUM:
-                out[name] = Vec(kind, np.array([float(value)]), np.zeros(1, dtype=bool))
+                out[name] = Vec(kind, np.array([float(value)]), _PRESENT)
             else:
                 code = self.find(value, extras) if kind == STR else self.find_list(value, extras)
-                out[name] = Vec(kind, np.array([code], dtype=np.int64), np.zeros(1, dtype=bool))
+                out[name] = Vec(kind, np.array([code], dtype=np.int64), _PRESENT)
         return out
 
     # ------------------------------------------------------------- decoding
@@ -177,6 +176,19 @@ class Vocabulary:
 
     def length(self, code: int, extras: Extras | None = None) -> int:
         return self.list_lengths[code] if code < len(self.lists) else extras.list_lengths[code]
+
+
+def _constant(values: list, dtype) -> np.ndarray:
+    """A read-only array, shared by every query (a write to it would raise, not leak into the next query)."""
+    out = np.array(values, dtype=dtype)
+    out.flags.writeable = False
+    return out
+
+
+_PRESENT = _constant([False], np.bool_)
+#: A query's NULL of each kind, shared.
+_NULL_QUERY = {kind: Vec(kind, _constant([np.nan], np.float64) if kind == NUM else _constant([NULL], np.int32),
+                         _constant([True], np.bool_)) for kind in (STR, LIST, NUM)}
 
 
 def column_kind(name: str) -> str:

@@ -183,9 +183,7 @@ class Resolver:
         index, scorer = self._ready()
         probs = probability(scores.match_weight)
         graded = np.flatnonzero(probs >= self.model_.thresholds.possible)   # only these can be answers
-        # Best first; equal weights (to 1e-9) broken by record id, so answers never depend on slot order.
-        order = graded[np.lexsort((np.array(index.record_ids_at(slots[graded]), dtype=str),
-                                   -np.round(scores.match_weight[graded], 9)))]
+        order = _best_first(graded, np.round(scores.match_weight[graded], 9), lambda rows: index.record_ids_at(slots[rows]))
         seen: set[int] = set()
         out: list[Candidate] = []
         for row in order:
@@ -278,6 +276,31 @@ class Resolver:
         if getattr(self, "index_", None) is None or getattr(self, "scorer_", None) is None:
             raise RuntimeError("the resolver has no index yet: call fit() first")
         return self.index_, self.scorer_
+
+
+def _best_first(rows: np.ndarray, weights: np.ndarray, record_ids: Callable[[np.ndarray], list[str]]) -> np.ndarray:
+    """`rows` by weight, highest first; equal weights by record id, so answers never depend on slot order.
+    Only the rows that tie are given their record ids (decoding every candidate's id cost more than the rest)."""
+    order = np.argsort(-weights, kind="stable")
+    ranked = weights[order]
+    ties = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if len(ties) == 0:
+        return rows[order]
+    for start, stop in _runs(ties):
+        run = order[start: stop + 1]
+        order[start: stop + 1] = run[np.argsort(np.array(record_ids(rows[run]), dtype=str), kind="stable")]
+    return rows[order]
+
+
+def _runs(ties: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of equal neighbours from the positions i where ranked[i] == ranked[i + 1]: (first, last) positions."""
+    runs, start = [], int(ties[0])
+    for previous, current in zip(ties[:-1].tolist(), ties[1:].tolist()):
+        if current != previous + 1:
+            runs.append((start, previous + 1))
+            start = current
+    runs.append((start, int(ties[-1]) + 1))
+    return runs
 
 
 def _corroborated(scorer: Scorer, levels: np.ndarray) -> bool:

@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from evaluation.synth.county import generate_county
@@ -12,7 +14,7 @@ from matching.index import MAX_SCORED
 from matching.model import MatcherModel
 from matching.query import Subject, field_messages, standardise_subject
 from matching.record import read_records
-from matching.resolve import Resolver
+from matching.resolve import Resolver, _best_first
 from matching.standardise import standardise, standardise_row
 from matching.train import linker_for, scored_pairs
 
@@ -268,3 +270,14 @@ def test_a_common_name_still_yields_candidates_when_its_smallest_bucket_passes_t
     index = resolver.index_
     found = index.candidates(index.encode_query(standardise_row({"given_name": "Maria", "family_name": "Garcia"}), Extras()))
     assert len(found.slots) == n + 1 and index.slot_of["NEW"] in found.slots
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1.25, 3.0, -2.0, 7.125]), st.text("abc", min_size=1, max_size=3)),
+                min_size=1, max_size=30, unique_by=lambda t: t[1]))
+def test_candidates_rank_by_weight_then_record_id_whatever_the_slot_order(rows):
+    weights = np.array([w for w, _ in rows])
+    ids = [record_id for _, record_id in rows]
+    slots = np.arange(len(rows))
+    order = _best_first(slots, weights, lambda at: [ids[i] for i in at])
+    assert order.tolist() == np.lexsort((np.array(ids, dtype=str), -weights)).tolist()
