@@ -187,14 +187,14 @@ class Resolver:
         seen: set[int] = set()
         out: list[Candidate] = []
         for row in order:
+            person = int(index.person_code[slots[row]])
+            if person in seen:                   # a person's best record came first
+                continue
+            seen.add(person)
             grade = self.model_.thresholds.grade(float(probs[row]))
             if grade == "certain" and (scores.weights[row].min() <= -CONFLICT_BITS
                                        or corroborate and not _corroborated(scorer, scores.levels[row])):
                 grade = "probable"
-            person = int(index.person_code[slots[row]])
-            if person in seen:
-                continue
-            seen.add(person)
             out.append(Candidate(index.person_id(slots[row]), index.record_id(slots[row]), float(probs[row]),
                                  float(scores.match_weight[row]),
                                  grade, scorer.explain(scores, row)))
