@@ -52,6 +52,11 @@ JR, SR, OTHER_GENERATION = 1, 2, 4
 _SUFFIX_MARKS = {"JR": JR, "SR": SR, "II": OTHER_GENERATION, "III": OTHER_GENERATION, "IV": OTHER_GENERATION}
 
 
+def suffix_mark(suffix: str | None) -> int:
+    """A standardised name suffix's mark (JR, SR, OTHER_GENERATION; 0 for none or another suffix)."""
+    return _SUFFIX_MARKS.get(suffix, 0) if suffix else 0
+
+
 def dates_far(a: str, b: str) -> bool:
     """Whether two ISO dates of birth are too far apart to be one person's (see the module docstring)."""
     if a[5:] == b[5:] or (a[5:7] == b[8:10] and a[8:10] == b[5:7]):

@@ -277,6 +277,20 @@ class CandidateIndex:
         """The person of an indexed record (KeyError if it is not indexed)."""
         return self.person_id(self.slot_of[record_id])
 
+    def slots_of(self, person_id: str) -> np.ndarray:
+        """The live slots of `person_id`'s records (a scan of the index: for writes, not queries)."""
+        code = self.persons.get(person_id)
+        if code is None:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero((self.person_code[: self.size] == code) & self.alive[: self.size])
+
+    def texts_at(self, column: str, slots: np.ndarray) -> list[str | None]:
+        """A string column's values at `slots` (None where NULL, or where the index does not keep the column)."""
+        if column not in self.data:
+            return [None] * len(slots)
+        codes = self.data[column][slots]
+        return [None if code < 0 else self.vocab.strings.text(int(code)) for code in codes.tolist()]
+
     def has_records(self, person_id: str) -> bool:
         """Whether any live record belongs to `person_id`."""
         code = self.persons.get(person_id)

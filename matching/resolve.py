@@ -35,6 +35,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from matching.attested import AttestedIdentity, suffix_mark
 from matching.cluster import fresh_person_id
 from matching.encoding import Extras
 from matching.index import MAX_SCORED, YEAR_SLACK, CandidateIndex, key_specs
@@ -228,7 +229,8 @@ class Resolver:
                 raise KeyError(f"record {record_id!r} is already indexed; update it instead")
             result = self._resolve_standardised(std, 0)
             best = result.candidates[0] if result.candidates else None
-            if best is not None and best.grade == "certain":
+            held = self._generation_rule(std, best.person_id) if best is not None and best.grade == "certain" else None
+            if best is not None and best.grade == "certain" and held is None:
                 outcome = AddOutcome(record_id, best.person_id, True, best)
             else:
                 person_id = keep_person or fresh_person_id(record_id, index.person_id_set)
@@ -236,9 +238,30 @@ class Resolver:
                 if best is not None:
                     outcome.review_pair = {"record_id_l": record_id, "record_id_r": best.record_id,
                                            "match_probability": best.match_probability, "reason": "new record joined no person"}
+                    if held is not None:
+                        outcome.review_pair |= {"reason": "new record held apart from its best match's person",
+                                                "detail": held}
                     self.review_pairs_.append(outcome.review_pair)
             index.add(std, record_id, outcome.person_id)
             return outcome
+
+    def _generation_rule(self, std: Mapping[str, object], person_id: str) -> str | None:
+        """The batch link's generation rule (`matching.attested.AttestedIdentity.generation`) for a record about to
+        join `person_id`: 'suffix' or 'generation' if it must not, else None. The person's suffix marks are its
+        records' together, its birth year a single record's own or the one its records attest."""
+        index, _ = self._ready()
+        slots = index.slots_of(person_id)
+        marks = 0
+        for suffix in index.texts_at("name_suffix", slots):
+            marks |= suffix_mark(suffix)
+        years = [int(y) for y in index.data["birth_year"][slots].tolist() if y == y] if "birth_year" in index.data else []
+        tally: dict[int, int] = {}
+        for year in years:
+            tally[year] = tally.get(year, 0) + 1
+        year = (years[0] if len(years) else -1) if len(slots) == 1 else AttestedIdentity.birth_year_of(tally)
+        own_year = std.get("birth_year")
+        return AttestedIdentity.generation(suffix_mark(std.get("name_suffix")), marks,
+                                           -1 if own_year is None or own_year != own_year else int(own_year), year)
 
     def put_record(self, record: Mapping[str, object], person_id: str) -> None:
         """Index a record under a person decided elsewhere (another worker, a batch link), replacing any copy."""

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from api.service.stewardship import from_resolver
 from evaluation.synth.county import generate_county
 from matching.cluster import fresh_person_id
 from matching.encoding import Extras
@@ -163,6 +164,22 @@ def test_added_duplicate_joins_its_person_at_certain_grade(resolver, county):
     outcome = resolver.add_record(copy)
     assert outcome.joined
     assert outcome.person_id == clusters.set_index("record_id")["person_id"][record["record_id"]]
+
+
+def test_a_new_record_marked_jr_never_joins_a_person_marked_sr_in_real_time(resolver, county):
+    records, clusters = county
+    record = records[(records["source_system"] == "RMS") & records["dob"].notna()].iloc[0]
+    person = clusters.set_index("record_id")["person_id"][record["record_id"]]
+    copy = {k: v for k, v in record.items() if isinstance(v, str) and k != "name_suffix"}
+    senior = resolver.add_record(copy | {"record_id": "SR-1", "name_suffix": "SR"})
+    assert senior.joined and senior.person_id == person                  # no suffix on the person yet: it joins
+    junior = resolver.add_record(copy | {"record_id": "JR-1", "name_suffix": "JR"})
+    assert junior.best is not None and junior.best.person_id == person and junior.best.grade == "certain"
+    assert not junior.joined and junior.person_id != person
+    assert junior.review_pair["detail"] == "suffix" and junior.review_pair in resolver.review_pairs_
+    assert from_resolver(junior.review_pair) == {"record_id_l": junior.best.record_id, "record_id_r": "JR-1",
+                                                 "match_probability": junior.best.match_probability,
+                                                 "reason": "held_apart", "detail": "suffix"}
 
 
 def test_uncertain_new_record_starts_a_person_and_opens_a_review_pair(resolver, county):

@@ -45,9 +45,13 @@ def pair_key(record_id_l: str, record_id_r: str) -> str:
 
 
 def from_resolver(review_pair: dict) -> dict:
-    """A resolver's review pair (new record, best match) as stored: (best match, new record)."""
-    return {"record_id_l": review_pair["record_id_r"], "record_id_r": review_pair["record_id_l"],
+    """A resolver's review pair (new record, best match) as stored: (best match, new record); a pair the
+    generation rule held apart (its `detail`) is queued as `held_apart` with the rule."""
+    pair = {"record_id_l": review_pair["record_id_r"], "record_id_r": review_pair["record_id_l"],
             "match_probability": review_pair["match_probability"]}
+    if review_pair.get("detail"):
+        pair |= {"reason": "held_apart", "detail": review_pair["detail"]}
+    return pair
 
 
 def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
