@@ -185,6 +185,8 @@ def _constant(values: list, dtype) -> np.ndarray:
     return out
 
 
+# Codes stay int32 here: `np.ascontiguousarray(..., np.int64)` before a compiled call then copies them, and numba
+# never sees a read-only array (another signature, compiled in a request). Vecs are not reassigned after creation.
 _PRESENT = _constant([False], np.bool_)
 #: A query's NULL of each kind, shared.
 _NULL_QUERY = {kind: Vec(kind, _constant([np.nan], np.float64) if kind == NUM else _constant([NULL], np.int32),

@@ -9,7 +9,8 @@ surname alone; a phonetic surname or a canonical given name with a postcode.
 
 Records are stored integer-encoded (`matching.encoding`), their record and person ids as codes
 into flat string tables (`matching.strings`), so queries leave the pages a forked worker shares
-with its master unwritten (but for list columns' members and the few records added since the build).
+with its master unwritten (list columns' members too: `matching.lists`), but for the few records added since
+the build.
 Per key, 64-bit key hashes and the matching record slots (12 bytes per record per key) are held sorted
 in one `KeyTable` (`matching.key_table`: a directory by top bits, searched in compiled code); records
 added after the build go to a small hash map beside it, so
@@ -146,7 +147,9 @@ class CandidateIndex:
         self.specs = specs
         self.max_scored = max_scored
         self.max_bucket = max_bucket
-        self.column_names = sorted(set(columns) | set(tf_columns) | {c for s in specs for c in s.left + s.right})
+        # name_suffix and birth_year always: real time's generation rule reads them (`Resolver.add_record`)
+        self.column_names = sorted(set(columns) | set(tf_columns) | {c for s in specs for c in s.left + s.right}
+                                   | {"name_suffix", "birth_year"})
         self.kinds: dict[str, str] = {}
         self.vocab = Vocabulary()
         self.data: dict[str, np.ndarray] = {}          # column -> its values per slot (code columns: views of `codes`)
@@ -161,6 +164,9 @@ class CandidateIndex:
         self.person_code = np.empty(0, dtype=np.int32)  # per slot
         self.slot_by_record = np.empty(0, dtype=np.int32)   # per record code: its live slot, or -1
         self.alive = np.empty(0, dtype=bool)
+        self._by_person = np.empty(0, dtype=np.int32)      # the built slots ordered by person code …
+        self._person_sorted = np.empty(0, dtype=np.int32)  # … and those codes, for `slots_of`
+        self._added_by_person: dict[int, list[int]] = {}   # person code -> slots added since the build
         self.size = 0                                   # slots used (alive or deleted)
         self.slot_of = SlotMap(self)                    # record id -> live slot
         self.tf = TermFrequencies(tf_columns)
@@ -201,6 +207,9 @@ class CandidateIndex:
             raise ValueError("record ids are not unique")
         self.slot_by_record = np.arange(n, dtype=np.int32)
         self.person_code = _codes(self.persons, person_ids)
+        self._by_person = np.argsort(self.person_code, kind="stable").astype(np.int32)   # slots, grouped by person
+        self._person_sorted = self.person_code[self._by_person]
+        self._added_by_person = {}
         self.alive = np.ones(n, dtype=bool)
         self.size = n
         for c in self.tf.counts:
@@ -254,7 +263,7 @@ class CandidateIndex:
         if added:
             merged = np.unique(np.concatenate([slots, *added]))
             slots = merged[self.alive[merged]]
-        return Candidates(slots, sorted(self.specs[k].name for k in np.flatnonzero(skipped)))
+        return Candidates(slots, sorted({self.specs[k].name for k in np.flatnonzero(skipped)}))
 
     @cached_property
     def _plan(self) -> ProbePlan:
@@ -278,23 +287,23 @@ class CandidateIndex:
         return self.person_id(self.slot_of[record_id])
 
     def slots_of(self, person_id: str) -> np.ndarray:
-        """The live slots of `person_id`'s records (a scan of the index: for writes, not queries)."""
+        """The live slots of `person_id`'s records: the built ones found by bisection, those added since from a map."""
         code = self.persons.get(person_id)
         if code is None:
             return np.empty(0, dtype=np.int64)
-        return np.flatnonzero((self.person_code[: self.size] == code) & self.alive[: self.size])
+        lo, hi = np.searchsorted(self._person_sorted, [code, code + 1])
+        slots = np.concatenate([self._by_person[lo:hi], np.asarray(self._added_by_person.get(code, ()), dtype=np.int32)])
+        return slots[self.alive[slots]].astype(np.int64)
 
     def texts_at(self, column: str, slots: np.ndarray) -> list[str | None]:
-        """A string column's values at `slots` (None where NULL, or where the index does not keep the column)."""
-        if column not in self.data:
-            return [None] * len(slots)
-        codes = self.data[column][slots]
-        return [None if code < 0 else self.vocab.strings.text(int(code)) for code in codes.tolist()]
+        """A string column's values at `slots` (None where NULL), each distinct value decoded once."""
+        codes, inverse = np.unique(self.data[column][slots], return_inverse=True)
+        texts = [None if code < 0 else self.vocab.strings.text(int(code)) for code in codes.tolist()]
+        return [texts[i] for i in inverse.tolist()]
 
     def has_records(self, person_id: str) -> bool:
         """Whether any live record belongs to `person_id`."""
-        code = self.persons.get(person_id)
-        return code is not None and bool(np.any((self.person_code[: self.size] == code) & self.alive[: self.size]))
+        return len(self.slots_of(person_id)) > 0
 
     @property
     def person_id_set(self) -> StringTable:
@@ -323,6 +332,7 @@ class CandidateIndex:
         self.slot_by_record[code] = slot
         self.record_code[slot] = code
         self.person_code[slot] = self.persons.code(person_id)
+        self._added_by_person.setdefault(int(self.person_code[slot]), []).append(slot)
         for c in self.tf.counts:
             self.tf.add(c, self.data[c][slot: slot + 1])
         for k, spec in enumerate(self.specs):
@@ -385,7 +395,7 @@ class Rows(Mapping):
         self._index, self._slots, self._cache = index, slots, {}
 
     def _values(self, name: str) -> np.ndarray:
-        return self._index.data[name][self._slots]    # a code column: a strided view of the code matrix
+        return self._index.data[name][self._slots]    # a code column's view of the code matrix, gathered
 
     def __getitem__(self, name: str) -> Vec:
         out = self._cache.get(name)

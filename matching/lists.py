@@ -73,9 +73,6 @@ class FlatLists:
         self.overlaps(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))   # compiled now, not in a request
         self.contains(np.zeros(0, dtype=np.int64), 0)
 
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
     def overlaps(self, codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         """Per list code, the number of its distinct members in the sorted codes `wanted` (see `_overlaps`)."""
         return _overlaps(self.offsets, self.members, np.ascontiguousarray(codes, dtype=np.int64),

@@ -136,6 +136,8 @@ class ProbePlan:
     def hashes(self, values: np.ndarray, usable: np.ndarray, year_slack: int) -> tuple[np.ndarray, np.ndarray]:
         """(key hash, spec number) of every probe of a query whose column values are `values` (`usable` where
         present and known to the index)."""
+        if year_slack < 0:
+            raise ValueError(f"year_slack must be 0 or more, not {year_slack}")
         return _probe(values, usable, self.spec_columns, self.spec_lengths, self.year_column, year_slack)
 
 

@@ -215,9 +215,11 @@ class Resolver:
     def add_record(self, record: Mapping[str, object], keep_person: str | None = None) -> AddOutcome:
         """Index a new record (canonical field names, `record_id` required).
 
-        It joins the person of its best-matching record when that match is `certain`;
-        otherwise it starts a new person (`keep_person`, if given, else a fresh id), and if its
-        best match is at least `possible` a review pair is opened for a steward (`review_pairs_`).
+        It joins the person of its best-matching record when that match is `certain` -- or of the next
+        `certain` one, if the batch link's generation rule (Jr against Sr, a suffixed namesake born a
+        generation apart: `matching.attested`) keeps it from the first; otherwise it starts a new person
+        (`keep_person`, if given, else a fresh id), and if its best match is at least `possible` a review
+        pair is opened for a steward (`review_pairs_`; with the rule in `detail` when one held it apart).
         """
         std = standardise_row(record)
         record_id = std["unique_id"]
@@ -229,19 +231,25 @@ class Resolver:
                 raise KeyError(f"record {record_id!r} is already indexed; update it instead")
             result = self._resolve_standardised(std, 0)
             best = result.candidates[0] if result.candidates else None
-            held = self._generation_rule(std, best.person_id) if best is not None and best.grade == "certain" else None
-            if best is not None and best.grade == "certain" and held is None:
-                outcome = AddOutcome(record_id, best.person_id, True, best)
+            held, joins = None, None
+            for candidate in result.candidates:         # the first certain person the generation rule allows
+                if candidate.grade != "certain":
+                    break
+                rule = self._generation_rule(std, candidate.person_id)
+                if rule is None:
+                    joins = candidate
+                    break
+                held = held or rule
+            if joins is not None:
+                outcome = AddOutcome(record_id, joins.person_id, True, joins)
             else:
-                person_id = keep_person or fresh_person_id(record_id, index.person_id_set)
-                outcome = AddOutcome(record_id, person_id, False, best)
-                if best is not None:
-                    outcome.review_pair = {"record_id_l": record_id, "record_id_r": best.record_id,
-                                           "match_probability": best.match_probability, "reason": "new record joined no person"}
-                    if held is not None:
-                        outcome.review_pair |= {"reason": "new record held apart from its best match's person",
-                                                "detail": held}
-                    self.review_pairs_.append(outcome.review_pair)
+                outcome = AddOutcome(record_id, keep_person or fresh_person_id(record_id, index.person_id_set), False, best)
+            if best is not None and (joins is None or held is not None):
+                outcome.review_pair = {"record_id_l": record_id, "record_id_r": best.record_id,
+                                       "match_probability": best.match_probability, "reason": "new record joined no person"}
+                if held is not None:          # the best match's person, which the rule kept it from
+                    outcome.review_pair |= {"reason": "new record held apart from its best match's person", "detail": held}
+                self.review_pairs_.append(outcome.review_pair)
             index.add(std, record_id, outcome.person_id)
             return outcome
 
@@ -249,19 +257,21 @@ class Resolver:
         """The batch link's generation rule (`matching.attested.AttestedIdentity.generation`) for a record about to
         join `person_id`: 'suffix' or 'generation' if it must not, else None. The person's suffix marks are its
         records' together, its birth year a single record's own or the one its records attest."""
+        own_mark, own_year = suffix_mark(std.get("name_suffix")), std.get("birth_year")
+        own_year = -1 if own_year is None or own_year != own_year else int(own_year)
+        if not own_mark and own_year < 0:         # neither rule can refuse a record with no suffix and no birth year
+            return None
         index, _ = self._ready()
         slots = index.slots_of(person_id)
         marks = 0
         for suffix in index.texts_at("name_suffix", slots):
             marks |= suffix_mark(suffix)
-        years = [int(y) for y in index.data["birth_year"][slots].tolist() if y == y] if "birth_year" in index.data else []
+        years = [int(y) for y in index.data["birth_year"][slots].tolist() if y == y]
         tally: dict[int, int] = {}
         for year in years:
             tally[year] = tally.get(year, 0) + 1
         year = (years[0] if len(years) else -1) if len(slots) == 1 else AttestedIdentity.birth_year_of(tally)
-        own_year = std.get("birth_year")
-        return AttestedIdentity.generation(suffix_mark(std.get("name_suffix")), marks,
-                                           -1 if own_year is None or own_year != own_year else int(own_year), year)
+        return AttestedIdentity.generation(own_mark, marks, own_year, year)
 
     def put_record(self, record: Mapping[str, object], person_id: str) -> None:
         """Index a record under a person decided elsewhere (another worker, a batch link), replacing any copy."""

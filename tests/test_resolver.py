@@ -182,6 +182,18 @@ def test_a_new_record_marked_jr_never_joins_a_person_marked_sr_in_real_time(reso
                                                  "reason": "held_apart", "detail": "suffix"}
 
 
+def test_a_jr_record_held_from_the_sr_person_joins_the_jr_person_not_a_third(resolver, county):
+    records, _ = county
+    record = records[(records["source_system"] == "RMS") & records["dob"].notna()].iloc[1]
+    copy = {k: v for k, v in record.items() if isinstance(v, str) and k != "name_suffix"}
+    senior = resolver.add_record(copy | {"record_id": "SR-2", "name_suffix": "SR"})
+    junior = resolver.add_record(copy | {"record_id": "JR-2", "name_suffix": "JR"})
+    assert senior.joined and not junior.joined
+    again = resolver.add_record(copy | {"record_id": "JR-3", "name_suffix": "JR"})
+    assert again.joined and again.person_id == junior.person_id
+    assert again.review_pair is None or again.review_pair["detail"] == "suffix"
+
+
 def test_uncertain_new_record_starts_a_person_and_opens_a_review_pair(resolver, county):
     records, clusters = county
     usable = records[records["dob"].notna() & records["given_name"].notna() & records["postcode"].notna()]

@@ -112,7 +112,8 @@ def test_the_bulk_ingest_and_new_records_fill_the_queue(county):
     assert {p["reason"] for p in body["pairs"]} == {"batch_band", "held_apart"}
     band = [p for p in body["pairs"] if p["reason"] == "batch_band"]
     assert all(thresholds.review_low <= p["match_probability"] < thresholds.link and p["detail"] is None for p in band)
-    assert all(p["status"] == "open" and p["reason_text"].startswith("batch link") for p in body["pairs"])
+    assert all(p["status"] == "open" and p["reason_text"].startswith("batch link") for p in band)
+    assert all(p["status"] == "open" and "held apart" in p["reason_text"] for p in body["pairs"] if p not in band)
     # A record that joins no person at `certain` opens a pair: (its best match, the new record).
     source = frame[(frame.given_name != "") & (frame.family_name != "") & (frame.dob != "")].iloc[3]
     record = {"record_id": "RMS-REVIEW-1", "agency": "METRO_PD", "given_name": source["given_name"][0],

@@ -2,8 +2,8 @@
 
 **Contents.** `review_pairs` holds one row per unordered pair of records, filled by the writers
 (api.service.stewardship.open_pairs: a bulk link's pairs in the review band, `batch_band`; the
-strongest pair of two persons a bulk link kept apart against their scores, `held_apart`, with the
-rule in `detail`; a record that joined no person at `certain`, `new_record`, stored as
+strongest pair of two persons a bulk link kept apart against their scores, or of a record written
+one at a time and the person a rule kept it from, `held_apart`, with the rule in `detail`; a record that joined no person at `certain`, `new_record`, stored as
 (best-matching existing record, new record): the *right* record is the newcomer, the one a
 `not_a_match` decision splits out, api.review.decisions). Pairs naming a record that has since been
 deleted are not shown.
@@ -34,7 +34,7 @@ from api.service.store import audit_events, clusters, records, review_decisions,
 from api.service.times import parse_when
 
 REASON_TEXT = {"new_record": "new record joined no person", "batch_band": "batch link: in the review band",
-               "held_apart": "batch link: scored a match, held apart"}
+               "held_apart": "scored a match, held apart by a rule"}
 HELD_TEXT = {"few links": "few links between the two persons' records",
              "date of birth": "their records attest different dates of birth",
              "given name": "their records attest different given names",

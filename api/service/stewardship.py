@@ -8,7 +8,8 @@ is the two ids sorted), filled from two places:
 - `held_apart`: the same bulk link stores, per two persons that scores at or above the link
   threshold would have joined but clustering kept apart, the strongest such pair, with the rule in
   `detail` ("few links", "date of birth", "given name", "suffix", "generation":
-  matching.cluster.Clustering.held_apart).
+  matching.cluster.Clustering.held_apart); and a record written one at a time that scored `certain`
+  against a person the same "suffix" or "generation" rule keeps it from (`from_resolver`, below).
 - `new_record`: a record written through `POST /v1/records` or a small ingest that joined no
   person at `certain` (the resolver's `AddOutcome.review_pair`). Such a pair is stored as
   (best-matching existing record, new record) (`from_resolver`): the *right* record is the

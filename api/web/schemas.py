@@ -129,7 +129,8 @@ class RecordWritten(_Closed):
     joined: bool | None = Field(default=None, description="admin keys only: true when the record joined an existing "
                                 "person at `certain` grade")
     review_pair: dict | None = Field(default=None, description="admin keys only: the pair opened for a steward when "
-                                     "it joined no person")
+                                     "it joined no person, or when a rule held it apart from its best match's person "
+                                     "(the rule in `detail`)")
 
 
 class ItemWritten(_Closed):

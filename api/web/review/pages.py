@@ -35,7 +35,7 @@ PAGE_SIZE = 50
 RECENT = 10
 DECISIONS = {"match": "Match", "not_a_match": "Not a match", "unsure": "Unsure"}
 REASONS = {"new_record": "New record that joined no person", "batch_band": "Batch link: in the review band",
-           "held_apart": "Batch link: scored a match, held apart"}
+           "held_apart": "Scored a match, held apart by a rule"}
 STATUSES = {"open": "Open (waiting for a decision)", "unsure": "Marked unsure (second opinion wanted)",
             "decided": "Decided", "all": "All pairs"}
 
