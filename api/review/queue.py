@@ -30,10 +30,11 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, func, or_, select
 
+from api.service.stewardship import Reason
 from api.service.store import audit_events, clusters, records, review_decisions, review_pairs
 from api.service.times import parse_when
 
-REASON_TEXT = {"new_record": "new record joined no person", "batch_band": "batch link: in the review band",
+REASON_TEXT: dict[Reason, str] = {"new_record": "new record joined no person", "batch_band": "batch link: in the review band",
                "held_apart": "scored a match, held apart by a rule"}
 HELD_TEXT = {"few links": "few links between the two persons' records",
              "date of birth": "their records attest different dates of birth",
@@ -51,7 +52,7 @@ _RECORD = re.compile(r'"record_id":"((?:[^"\\]|\\.)*)"')
 
 @dataclass(frozen=True)
 class QueueFilters:
-    reason: str | None = None              # "new_record" | "batch_band"
+    reason: Reason | None = None
     agency: str | None = None              # either record's agency
     min_probability: float | None = None
     max_probability: float | None = None
@@ -67,7 +68,7 @@ class QueueEntry:
     person_id_r: str | None
     agencies: list[str]
     match_probability: float
-    reason: str                            # "new_record" | "batch_band" | "held_apart"
+    reason: Reason
     reason_text: str
     recent_incident: bool
     created_at: str

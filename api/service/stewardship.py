@@ -29,13 +29,16 @@ of a person an id used nowhere.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Literal, get_args
 
 from sqlalchemy import func, or_, select
 
 from api.service.store import clusters, dialect_insert, person_events, review_constraints, review_pairs
 from matching.cluster import fresh_person_id
 
-REASONS = ("new_record", "batch_band", "held_apart")
+#: Why a pair waits for a steward (module docstring); the one list every layer takes them from.
+Reason = Literal["new_record", "batch_band", "held_apart"]
+REASONS: tuple[str, ...] = get_args(Reason)
 #: What an open pair seen again takes from the newer sighting.
 _REOPENED = ("record_id_l", "record_id_r", "match_probability", "reason", "detail", "updated_at")
 _SEP = "\x1f"

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from api.review import decisions
 from api.review import queue as review_queue
+from api.service.stewardship import Reason
 from api.service.store import MAX_ID
 from api.web.auth import requires
 from api.web.context import service
@@ -43,7 +44,7 @@ MAX_QUEUE = 200
 
 class QueueQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Literal["new_record", "batch_band", "held_apart"] | None = None
+    reason: Reason | None = None
     agency: str | None = Field(default=None, max_length=200)
     min_probability: float | None = Field(default=None, ge=0, le=1)
     max_probability: float | None = Field(default=None, ge=0, le=1)

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.service.stewardship import Reason
+
 GRADES = Literal["certain", "probable", "possible"]
 
 
@@ -252,7 +254,7 @@ class ReviewPair(_Closed):
     person_id_r: str | None
     agencies: list[str] = Field(description="the agencies of the two records")
     match_probability: float = Field(ge=0, le=1, description="as scored when the pair was opened (or last seen open)")
-    reason: Literal["new_record", "batch_band", "held_apart"]
+    reason: Reason
     detail: str | None = Field(description="held_apart: the rule that kept the two persons apart "
                                            "(few links, date of birth, given name, suffix, generation)")
     reason_text: str

@@ -34,8 +34,7 @@ review_session.install(blueprint)
 PAGE_SIZE = 50
 RECENT = 10
 DECISIONS = {"match": "Match", "not_a_match": "Not a match", "unsure": "Unsure"}
-REASONS = {"new_record": "New record that joined no person", "batch_band": "Batch link: in the review band",
-           "held_apart": "Scored a match, held apart by a rule"}
+REASONS = {reason: text[0].upper() + text[1:] for reason, text in review_queue.REASON_TEXT.items()}
 STATUSES = {"open": "Open (waiting for a decision)", "unsure": "Marked unsure (second opinion wanted)",
             "decided": "Decided", "all": "All pairs"}
 
