@@ -27,32 +27,30 @@ def _mix(h, x):
 
 
 @njit(cache=True, nogil=True)
+def _combos(k, usable, spec_columns, spec_lengths, year_column, slack):
+    """How many probes spec k makes: 0 if a column is unusable, else one per year within the slack."""
+    combos = 1
+    for j in range(spec_lengths[k]):
+        c = spec_columns[k, j]
+        if not usable[c]:
+            return 0
+        if c == year_column and slack > 0:
+            combos *= 2 * slack + 1
+    return combos
+
+
+@njit(cache=True, nogil=True)
 def _probe(values, usable, spec_columns, spec_lengths, year_column, slack):
     """(hashes, spec of each): every usable spec's probes, specs in order, years ascending within a spec."""
     n_specs = spec_lengths.shape[0]
     count = 0
     for k in range(n_specs):
-        combos = 1
-        for j in range(spec_lengths[k]):
-            c = spec_columns[k, j]
-            if not usable[c]:
-                combos = 0
-                break
-            if c == year_column and slack > 0:
-                combos *= 2 * slack + 1
-        count += combos
+        count += _combos(k, usable, spec_columns, spec_lengths, year_column, slack)
     hashes = np.empty(count, dtype=np.uint64)
     spec_of = np.empty(count, dtype=np.int64)
     at = 0
     for k in range(n_specs):
-        combos = 1
-        for j in range(spec_lengths[k]):
-            c = spec_columns[k, j]
-            if not usable[c]:
-                combos = 0
-                break
-            if c == year_column and slack > 0:
-                combos *= 2 * slack + 1
+        combos = _combos(k, usable, spec_columns, spec_lengths, year_column, slack)
         for t in range(combos):
             h = np.uint64(0)
             rest = t
