@@ -254,12 +254,12 @@ class CandidateIndex:
         if not len(hashes):
             return Candidates(np.empty(0, dtype=np.int32))
         first, end = self._table.find(hashes)
-        extras = [self._delta.get(h, ()) for h in hashes.tolist()] if self._delta else None
-        extra = (np.array([len(e) for e in extras], dtype=np.int64) if extras is not None
+        since_build = [self._delta.get(h, ()) for h in hashes.tolist()] if self._delta else None   # per probe
+        extra = (np.array([len(e) for e in since_build], dtype=np.int64) if since_build is not None
                  else np.zeros(len(hashes), dtype=np.int64))
         slots, taken, skipped = take_buckets(first, end, extra, spec_of, len(self.specs), self.max_bucket,
                                              self.max_scored, self._table.slots, self.alive)
-        added = [np.asarray(e, dtype=np.int32) for e, t in zip(extras or (), taken) if t and e]
+        added = [np.asarray(e, dtype=np.int32) for e, t in zip(since_build or (), taken) if t and e]
         if added:
             merged = np.unique(np.concatenate([slots, *added]))
             slots = merged[self.alive[merged]]
