@@ -173,6 +173,13 @@ class Kernel:
         """Per side, its plain-column leaves, their columns and kinds."""
         return {side: [(leaf, column, kind) for leaf, s, column, kind in self.columns if s == side] for side in "lr"}
 
+    @cached_property
+    def _side_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per side, its plain-column leaves and whether each is a number, as the arrays `row_into` takes."""
+        return {side: (np.array([leaf for leaf, _, _ in leaves], dtype=np.int64),
+                       np.array([kind == NUM for _, _, kind in leaves], dtype=np.bool_))
+                for side, leaves in self._side_columns.items()}
+
     def _gather_columns(self, pairs: Pairs, values: np.ndarray, null: np.ndarray) -> None:
         """Copy the plain-column leaves and their NULL masks in (`matching.gather`). A side of one row (a query)
         is written as one row down the matrix; an index's candidate rows are gathered by the side itself where
@@ -186,9 +193,8 @@ class Kernel:
                     continue
                 columns = [source[column].values for _, column, _ in leaves]
                 if all(len(c) == 1 for c in columns):
-                    row_into(np.array([c[0] for c in columns], dtype=np.float64),
-                             np.array([kind == NUM for _, _, kind in leaves], dtype=np.bool_),
-                             np.array([leaf for leaf, _, _ in leaves], dtype=np.int64), values, null)
+                    at, is_number = self._side_arrays[side]
+                    row_into(np.array([c[0] for c in columns], dtype=np.float64), is_number, at, values, null)
                     continue
                 for (leaf, _, kind), column in zip(leaves, columns):
                     values[:, leaf] = column

@@ -70,8 +70,10 @@ def _probe(values, usable, spec_columns, spec_lengths, year_column, slack):
 
 
 @njit(cache=True, nogil=True)
-def _take(first, end, extra, spec_of, n_specs, max_bucket, max_scored, table_slots, alive):
-    """(live slots of the buckets taken, sorted and distinct; taken per probe; skipped per spec)."""
+def take_buckets(first, end, extra, spec_of, n_specs, max_bucket, max_scored, table_slots, alive):
+    """The buckets to score, most specific first: (live table slots of them, sorted and distinct; taken per probe;
+    skipped per spec). Probe i's bucket holds `table_slots[first[i]:end[i]]` and `extra[i]` slots kept beside the
+    table, which the caller adds to the slots returned for the probes taken."""
     n = first.shape[0]
     sizes = end - first + extra
     order = np.argsort(sizes * n + np.arange(n))      # by size, ties in probe order
@@ -137,14 +139,3 @@ class ProbePlan:
         if year_slack < 0:
             raise ValueError(f"year_slack must be 0 or more, not {year_slack}")
         return _probe(values, usable, self.spec_columns, self.spec_lengths, self.year_column, year_slack)
-
-
-def take_buckets(first: np.ndarray, end: np.ndarray, extra: np.ndarray, spec_of: np.ndarray, n_specs: int,
-                 max_bucket: int, max_scored: int, table_slots: np.ndarray,
-                 alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The buckets to score, most specific first: (live table slots of them, taken per probe, skipped per spec).
-
-    Probe i's bucket holds `table_slots[first[i]:end[i]]` and `extra[i]` slots kept beside the table, which
-    the caller adds to the slots returned for the probes taken.
-    """
-    return _take(first, end, extra, spec_of, n_specs, max_bucket, max_scored, table_slots, alive)

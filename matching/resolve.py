@@ -313,27 +313,12 @@ class Resolver:
 
 def _best_first(rows: np.ndarray, weights: np.ndarray, record_ids: Callable[[np.ndarray], list[str]]) -> np.ndarray:
     """`rows` by weight, highest first; equal weights by record id, so answers never depend on slot order.
-    Only the rows that tie are given their record ids (decoding every candidate's id cost more than the rest)."""
+    Record ids are decoded only when two weights tie (decoding every candidate's id cost more than the rest)."""
     order = np.argsort(-weights, kind="stable")
     ranked = weights[order]
-    ties = np.flatnonzero(ranked[1:] == ranked[:-1])
-    if len(ties) == 0:
+    if not np.any(ranked[1:] == ranked[:-1]):
         return rows[order]
-    for start, stop in _runs(ties):
-        run = order[start: stop + 1]
-        order[start: stop + 1] = run[np.argsort(np.array(record_ids(rows[run]), dtype=str), kind="stable")]
-    return rows[order]
-
-
-def _runs(ties: np.ndarray) -> list[tuple[int, int]]:
-    """Runs of equal neighbours from the positions i where ranked[i] == ranked[i + 1]: (first, last) positions."""
-    runs, start = [], int(ties[0])
-    for previous, current in zip(ties[:-1].tolist(), ties[1:].tolist()):
-        if current != previous + 1:
-            runs.append((start, previous + 1))
-            start = current
-    runs.append((start, int(ties[-1]) + 1))
-    return runs
+    return rows[np.lexsort((np.array(record_ids(rows), dtype=str), -weights))]
 
 
 def _corroborated(scorer: Scorer, levels: np.ndarray) -> bool:

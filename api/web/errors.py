@@ -61,7 +61,7 @@ def validated_query(model):
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as exc:
-        raise invalid(exc) from None
+        raise Invalid(field_messages(exc), "the query parameters do not match the schema") from None
 
 
 def nul_locations(data, limit: int = 100) -> list[tuple]:

@@ -23,7 +23,7 @@ from http.cookies import SimpleCookie
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.adversarial.conftest import (CALL_TYPES, PROTECTED_AGENCIES, PROTECTED_PREFIXES, PURPOSES, RESPONDER_KEYS,
+from tests.adversarial.conftest import (CALL_TYPES, KEYS, PROTECTED_AGENCIES, PROTECTED_PREFIXES, PURPOSES, RESPONDER_KEYS,
                                         incident_id)
 
 ATTESTATION = "paramedic K. Osei: patient unresponsive, suspected opioid overdose, history needed for treatment"
@@ -461,6 +461,24 @@ def test_generated_requests_never_reach_a_principal_an_item_must_not(served, pri
     assert not [w for w in withheld if re.search("PART2|CJI", w["reason"])], withheld
     phi = sum(served.world.truth[i].legal == "PHI" for i in served.world.items_of(person))
     assert sum(w["count"] for w in withheld) <= phi, withheld  # only PHI may be mentioned as withheld
+
+
+def test_a_feed_sending_jr_and_sr_copies_learns_nothing_and_only_stewards_see_the_held_pair(served):
+    # Last but one: it gives person G a namesake of another generation (G's briefings are then ambiguous).
+    identity = {k: v for k, v in served.world.persons["G"].identity().items() if k != "state"}
+    records = {suffix: f"RMS-{suffix}-G-{served.kind}" for suffix in ("SR", "JR")}
+    for suffix, record_id in records.items():               # SR joins G; JR may not join a person marked SR
+        answer = call(served, "POST", "/v1/records", "feed-metro", {"record_id": record_id, **identity, "name_suffix": suffix})
+        assert answer.status == 201 and answer.json == {"record_id": record_id, "created": True}, answer.text
+    for name, role, _, _ in KEYS:
+        queue = call(served, "GET", "/v1/review/queue?reason=held_apart&limit=200", name)
+        if role != "steward":
+            assert queue.status == 403 and records["JR"] not in queue.text, (name, queue.text[:300])
+            continue
+        assert queue.status == 200, (name, queue.text[:300])
+        held = [p for p in queue.json["pairs"] if records["JR"] in (p["record_id_l"], p["record_id_r"])]
+        assert [(p["reason"], p["detail"], p["record_id_r"]) for p in held] == [("held_apart", "suffix", records["JR"])]
+    assert call(served, "GET", "/v1/review/queue?reason=held", "steward-1").status == 422
 
 
 def test_the_server_logged_no_unhandled_error(served):
