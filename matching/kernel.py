@@ -7,9 +7,10 @@ conditions become one generated Python function that numba compiles: per pair, t
 with SQL's three-valued logic, evaluated lazily (a string metric is computed only when a level
 reaching it is still undecided, and once per distinct pair of strings in a call: candidates share
 surnames and streets), the metric itself run on the vocabulary's code points where they lie
-(`matching.strings`, `matching.kernel_metrics`), then the level's weight, its term-frequency
-adjustment and the sum. Only list functions (`array_contains`, `list_intersect`) are computed
-beforehand by the numpy path's own code, and the columns are gathered once.
+(`matching.strings`, `matching.kernel_metrics`), the list functions (`array_contains`, the size of a
+`list_intersect`) on the vocabulary's flat lists (`matching.lists`), then the level's weight, its
+term-frequency adjustment and the sum. The columns are gathered once; only string literals and the
+length of a list are looked up beforehand by the numpy path's own code.
 
 The source depends only on the model's conditions (its weights are arguments), so models trained
 from the same comparisons share it. It is written once to a cache directory (`BRIEFING_KERNEL_CACHE`,
@@ -38,8 +39,9 @@ from typing import Callable, Sequence
 import numpy as np
 from sqlglot import exp
 
-from matching.encoding import NUM, STR, Vec, column_kind
+from matching.encoding import LIST, NUM, STR, Vec, column_kind
 from matching.gather import row_into, warm_up
+from matching.lists import FlatLists, flat_members
 from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, arguments, at_most_one_edit,
                                 function_name, parse_level)
 from matching.splink_internals import LevelParameters
@@ -134,7 +136,47 @@ def tf_adjustment(left, right, minimum_u, weight, log2_u_exact):
         return 0.0
     u = right if math.isnan(left) else left if math.isnan(right) else max(left, right)
     return weight * (log2_u_exact - math.log2(max(u, minimum_u)))
+
+
+@njit(cache=True)
+def list_members(code, LO, LM, LF, LXC, LXO, LXM):
+    """A list's distinct members, sorted: in LM (the lists frozen at the build) or LXM (this call's others)."""
+    if code < LF:
+        return LM[LO[code]:LO[code + 1]]
+    k = np.searchsorted(LXC, code)
+    return LXM[LXO[k]:LXO[k + 1]]
+
+
+@njit(cache=True)
+def list_has(LO, LM, LF, LXC, LXO, LXM, code, value):
+    """array_contains(list, value) of two known codes."""
+    if code < 0 or value < 0:
+        return False
+    members = list_members(code, LO, LM, LF, LXC, LXO, LXM)
+    k = np.searchsorted(members, value)
+    return k < members.shape[0] and members[k] == value
+
+
+@njit(cache=True)
+def list_overlap(LO, LM, LF, LXC, LXO, LXM, a, b):
+    """array_length(list_intersect(a, b)): the distinct members two lists share; 0 where either is NULL."""
+    if a < 0 or b < 0:
+        return 0.0
+    x = list_members(a, LO, LM, LF, LXC, LXO, LXM)
+    y = list_members(b, LO, LM, LF, LXC, LXO, LXM)
+    i = j = count = 0
+    while i < x.shape[0] and j < y.shape[0]:
+        if x[i] == y[j]:
+            count += 1
+            i += 1
+            j += 1
+        elif x[i] < y[j]:
+            i += 1
+        else:
+            j += 1
+    return float(count)
 '''
+_LISTS = "LO, LM, LF, LXC, LXO, LXM"
 
 
 #: Slots of the per-call memo of string metrics (a power of two; filled at most half).
@@ -147,6 +189,7 @@ class Kernel:
 
     leaves: tuple[Callable[[Pairs], Vec], ...]
     string_leaves: tuple[int, ...]              # the leaves holding string codes
+    list_leaves: tuple[int, ...]                # the leaves holding list codes
     columns: tuple[tuple[int, str, str, str], ...]   # the leaves that are plain columns: (leaf, side, column, kind)
     tf_columns: tuple[str, ...]
     level_weights: np.ndarray                   # `level_parameters`
@@ -217,19 +260,31 @@ class Kernel:
         for t, column in enumerate(self.tf_columns):
             for s, side in enumerate("lr"):
                 tf[t, s] = tf_values(column, pairs.sides[side][column].values)     # a query's one value, broadcast
-        strings = pairs.vocab.strings
+        vocab = pairs.vocab
+        strings = vocab.strings
         # strings not in the frozen buffer (the query's own, records added since the build): this call's X
-        codes = values[:, list(self.string_leaves)]
-        others = np.unique(codes[codes >= strings.frozen]).astype(np.int64)
+        others = _past(values, self.string_leaves, strings.frozen)
         vocabulary, extras = len(strings), pairs.extras.strings
         texts = [strings.text(int(c)) if c < vocabulary else extras[int(c)] for c in others]
+        points, offsets = code_points(texts)
+        flat = vocab.flat_lists                 # and so for lists: the query's own and those made since the build
+        other_lists = _past(values, self.list_leaves, flat.frozen)
+        list_offsets, list_members = flat_members([sorted(vocab.members(int(c), pairs.extras)) for c in other_lists])
         levels = np.empty((n, len(self.level_weights)), dtype=np.int16)
         weights = np.empty((n, len(self.level_weights)), dtype=np.float64)
         total = np.empty(n, dtype=np.float64)
-        points, offsets = code_points(texts)
         self.run(values, null, tf, self.level_weights, self.level_tf, *strings.code_points(), strings.frozen,
-                 points, others, offsets, *self.memo(), prior, levels, weights, total)
+                 points, others, offsets, flat.offsets, flat.members, flat.frozen, other_lists, list_offsets, list_members,
+                 *self.memo(), prior, levels, weights, total)
         return total, levels, weights
+
+
+def _past(values: np.ndarray, leaves: tuple[int, ...], frozen: int) -> np.ndarray:
+    """The distinct codes at or past `frozen` in columns `leaves` of `values`, sorted (int64)."""
+    if not leaves:
+        return np.zeros(0, dtype=np.int64)
+    codes = values[:, list(leaves)]
+    return np.unique(codes[codes >= frozen]).astype(np.int64)
 
 
 class _Source:
@@ -238,6 +293,7 @@ class _Source:
     def __init__(self) -> None:
         self.leaves: list[Callable[[Pairs], Vec]] = []
         self.string_leaves: list[int] = []
+        self.list_leaves: list[int] = []
         self.columns: list[tuple[int, str, str, str]] = []
         self.leaf_at: dict[str, int] = {}
         self.memo: dict[str, int] = {}         # metric -> its number (its per-pair variable is m<number>)
@@ -261,6 +317,8 @@ class _Source:
             self.leaves.append(fn)
             if kind == STR:
                 self.string_leaves.append(i)
+            elif kind == LIST:
+                self.list_leaves.append(i)
             if column:
                 self.columns.append((i, key[-1], key[:-2], kind))
         return f"V[r, {i}]", f"N[r, {i}]"
@@ -294,8 +352,10 @@ class _Source:
                 raise sql.fail(node)
             self.emit(f"{out} = known({left[1]} or {right[1]}, {left[0]} {op} {right[0]})")
         elif isinstance(node, exp.ArrayContains):
-            value, null = self.leaf(node.sql("duckdb"), _truth_as_vec(sql.array_contains(node)))
-            self.emit(f"{out} = known({null}, {value} != 0.0)")
+            (codes, codes_null, kind), (item, item_null, item_kind) = self.value(node.this, sql), self.value(node.expression, sql)
+            if kind != LIST or item_kind != STR:
+                raise sql.fail(node)
+            self.emit(f"{out} = known({codes_null} or {item_null}, list_has({_LISTS}, int({codes}), int({item})))")
         elif isinstance(node, exp.Boolean):
             return "1" if node.this else "0"
         else:
@@ -331,6 +391,14 @@ class _Source:
             last = isinstance(node.this, exp.Reverse)
             return self.per_string(node.this.this if last else node.this,
                                    "(P if {s}_p else X)[{s}_0 + {s}_n - 1]" if last else "(P if {s}_p else X)[{s}_0]", sql)
+        if isinstance(node, exp.ArraySize) and function_name(node.this) in ("list_intersect", "array_intersect"):
+            lists = [self.value(arg, sql) for arg in arguments(node.this)]
+            if len(lists) != 2 or any(kind != LIST for _, _, kind in lists):
+                raise sql.fail(node)
+            (a, a_null, _), (b, b_null, _) = lists
+            out = self.temp()
+            self.emit(f"{out} = list_overlap({_LISTS}, -1 if {a_null} else int({a}), -1 if {b_null} else int({b}))")
+            return out, "False", NUM
         if isinstance(node, exp.ArraySize):
             return (*self.leaf(node.sql("duckdb"), sql.value(node)), NUM)
         name = function_name(node)
@@ -381,13 +449,6 @@ class _Source:
         return self.metric(node.left, "edits_capped({a}, {b})", sql)
 
 
-def _truth_as_vec(truth: Callable) -> Callable[[Pairs], Vec]:
-    def run(p: Pairs) -> Vec:
-        t = truth(p)
-        return Vec(NUM, t.true.astype(np.float64), ~(t.true | t.false))
-    return run
-
-
 def kernel_source(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) -> tuple[str, _Source, list[str]]:
     """The kernel's source, what it reads and its term-frequency columns (UnsupportedLevelSQL if it cannot say a level).
 
@@ -423,7 +484,7 @@ def kernel_source(comparisons: Sequence[Sequence[LevelParameters]], fused: bool)
         source.emit("s += w")
     memo = "".join(f"        m{k} = 0.0\n        m{k}_done = False\n" for k in source.memo.values())
     code = (_PRELUDE.format(fused=fused) + "\n\n@njit(cache=True, nogil=True)\n"
-            "def kernel(V, N, TF, W, TFP, P, PO, NF, X, XC, XO, K, KV, stamp, prior, levels, weights, total):\n"
+            f"def kernel(V, N, TF, W, TFP, P, PO, NF, X, XC, XO, {_LISTS}, K, KV, stamp, prior, levels, weights, total):\n"
             "    for r in range(V.shape[0]):\n        s = 0.0\n        w = 0.0\n" + memo + "\n".join(source.lines)
             + "\n        total[r] = prior + s\n")
     return code, source, tf_columns
@@ -464,7 +525,8 @@ def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) 
             return None
         _LOADED[digest] = run
         warm_up()                            # the gathering into the kernel's matrix (`matching.gather`)
-    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.columns), tuple(tf_columns),
+    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.list_leaves), tuple(source.columns),
+                  tuple(tf_columns),
                   *level_parameters(comparisons), run)
 
 
@@ -487,8 +549,11 @@ def _load(code: str, digest: str, shape: tuple[int, int, Sequence]) -> Callable:
     leaves, tf_columns, comparisons = shape
     points, offsets = code_points(["warm-up"])                 # the types `Kernel.score` passes, exactly
     others, other_offsets = code_points([])
+    flat = FlatLists([frozenset({0})])
+    list_offsets, list_members = flat_members([])
     module.kernel(np.zeros((1, leaves)), np.ones((1, leaves), dtype=np.bool_), np.full((tf_columns, 2, 1), np.nan),
                   *level_parameters(comparisons), points, offsets, 1, others, np.zeros(0, dtype=np.int64), other_offsets,
+                  flat.offsets, flat.members, flat.frozen, np.zeros(0, dtype=np.int64), list_offsets, list_members,
                   np.zeros((MEMO_SLOTS, 5), dtype=np.int64), np.zeros(MEMO_SLOTS), 1, 0.0,
                   np.zeros((1, len(comparisons)), dtype=np.int16), np.zeros((1, len(comparisons))), np.zeros(1))
     return module.kernel

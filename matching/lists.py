@@ -5,9 +5,10 @@ two lists share (`array_length(list_intersect(a, b))`) and whether a list holds 
 (`array_contains(list, x)`). Asked of Python sets per candidate, or through inverted lists of every list
 holding a name (thousands for a common one at a million records), this was a fifth of a query's time.
 Here the lists present when the vocabulary is frozen are one array of members with offsets (forked
-workers share it, as `matching.strings` shares strings), and both functions run per candidate in numba.
-A list made after the freeze (a record added in real time) is answered by the caller from its set
-(`NOT_FROZEN` rows).
+workers share it, as `matching.strings` shares strings), and both functions run per candidate in numba:
+here for the numpy scorer, and inside the compiled kernel (`matching.kernel`), which is handed a call's
+other lists (the query's own, those of records added since the build) flat as well. Here a list made
+after the freeze is answered by the caller from its set (`NOT_FROZEN` rows).
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ def _contains(offsets, members, codes, value):
     return out
 
 
+def flat_members(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, members) of lists of string codes, each list's members in the order given (int64 arrays)."""
+    sizes = np.fromiter((len(members) for members in lists), dtype=np.int64, count=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return offsets, np.fromiter((m for members in lists for m in members), dtype=np.int64, count=int(offsets[-1]))
+
+
 class FlatLists:
-    """Lists of string codes 0 … n-1 as one members array (each list's distinct members, sorted) with offsets."""
+    """Lists of string codes 0 … n-1 as one members array (each list's distinct members, sorted) with offsets;
+    the compiled kernel (`matching.kernel`) reads them too. `frozen`: how many lists (the codes below it)."""
 
     def __init__(self, lists: Sequence[frozenset]):
-        sizes = np.fromiter((len(members) for members in lists), dtype=np.int64, count=len(lists))
-        self.offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=self.offsets[1:])
-        self.members = np.fromiter((m for members in lists for m in sorted(members)), dtype=np.int64,
-                                   count=int(self.offsets[-1]))
+        self.offsets, self.members = flat_members([sorted(members) for members in lists])
+        self.frozen = len(lists)
         self.overlaps(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))   # compiled now, not in a request
         self.contains(np.zeros(0, dtype=np.int64), 0)
 
