@@ -34,9 +34,25 @@ def row_into(row, is_number, at, values, null):
             null[i, at[j]] = missing
 
 
+@njit(cache=True, nogil=True)
+def codes_past(values, leaves, frozen):
+    """The distinct codes at or past `frozen` in columns `leaves` of `values`, sorted (int64): a call's strings or
+    lists that the frozen buffers do not hold, which the kernel is handed beside them."""
+    out = np.empty(values.shape[0] * leaves.shape[0], dtype=np.int64)
+    k = 0
+    for i in range(values.shape[0]):
+        for j in range(leaves.shape[0]):
+            code = values[i, leaves[j]]
+            if code >= frozen:
+                out[k] = np.int64(code)
+                k += 1
+    return np.unique(out[:k])
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) both with the types a query passes, not in a request."""
+    """Compile (or load from numba's cache) each with the types a query passes, not in a request."""
     values, null = np.zeros((1, 1)), np.zeros((1, 1), dtype=np.bool_)
+    codes_past(values, np.zeros(1, dtype=np.int64), 0)
     rows_into(np.zeros((1, 1), dtype=np.int32), np.zeros(1, dtype=np.int32), np.zeros(1, dtype=np.int64),
               np.zeros(1, dtype=np.int64), values, null)
     row_into(np.zeros(1), np.zeros(1, dtype=np.bool_), np.zeros(1, dtype=np.int64), values, null)

@@ -40,7 +40,7 @@ import numpy as np
 from sqlglot import exp
 
 from matching.encoding import LIST, NUM, STR, Vec, column_kind
-from matching.gather import row_into, warm_up
+from matching.gather import codes_past, row_into, warm_up
 from matching.lists import FlatLists, flat_members
 from matching.level_sql import (COMPARISONS, LevelCompiler, Pairs, UnsupportedLevelSQL, arguments, at_most_one_edit,
                                 function_name, parse_level)
@@ -217,6 +217,19 @@ class Kernel:
         return {side: [(leaf, column, kind) for leaf, s, column, kind in self.columns if s == side] for side in "lr"}
 
     @cached_property
+    def _leaf_of(self) -> dict[tuple[str, str], int]:
+        """The leaf of each (side, column) that is a plain column."""
+        return {(side, column): leaf for leaf, side, column, _ in self.columns}
+
+    @cached_property
+    def _string_leaves(self) -> np.ndarray:
+        return np.array(self.string_leaves, dtype=np.int64)
+
+    @cached_property
+    def _list_leaves(self) -> np.ndarray:
+        return np.array(self.list_leaves, dtype=np.int64)
+
+    @cached_property
     def _side_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per side, its plain-column leaves and whether each is a number, as the arrays `row_into` takes."""
         return {side: (np.array([leaf for leaf, _, _ in leaves], dtype=np.int64),
@@ -259,16 +272,18 @@ class Kernel:
         tf = np.empty((len(self.tf_columns), 2, n), dtype=np.float64)
         for t, column in enumerate(self.tf_columns):
             for s, side in enumerate("lr"):
-                tf[t, s] = tf_values(column, pairs.sides[side][column].values)     # a query's one value, broadcast
+                leaf = self._leaf_of.get((side, column))
+                codes = values[:, leaf] if leaf is not None else pairs.sides[side][column].values
+                tf[t, s] = tf_values(column, codes)     # a query's one value, broadcast
         vocab = pairs.vocab
         strings = vocab.strings
         # strings not in the frozen buffer (the query's own, records added since the build): this call's X
-        others = _past(values, self.string_leaves, strings.frozen)
+        others = codes_past(values, self._string_leaves, strings.frozen)
         vocabulary, extras = len(strings), pairs.extras.strings
         texts = [strings.text(int(c)) if c < vocabulary else extras[int(c)] for c in others]
         points, offsets = code_points(texts)
         flat = vocab.flat_lists                 # and so for lists: the query's own and those made since the build
-        other_lists = _past(values, self.list_leaves, flat.frozen)
+        other_lists = codes_past(values, self._list_leaves, flat.frozen)
         list_offsets, list_members = flat_members([sorted(vocab.members(int(c), pairs.extras)) for c in other_lists])
         levels = np.empty((n, len(self.level_weights)), dtype=np.int16)
         weights = np.empty((n, len(self.level_weights)), dtype=np.float64)
@@ -277,14 +292,6 @@ class Kernel:
                  points, others, offsets, flat.offsets, flat.members, flat.frozen, other_lists, list_offsets, list_members,
                  *self.memo(), prior, levels, weights, total)
         return total, levels, weights
-
-
-def _past(values: np.ndarray, leaves: tuple[int, ...], frozen: int) -> np.ndarray:
-    """The distinct codes at or past `frozen` in columns `leaves` of `values`, sorted (int64)."""
-    if not leaves:
-        return np.zeros(0, dtype=np.int64)
-    codes = values[:, list(leaves)]
-    return np.unique(codes[codes >= frozen]).astype(np.int64)
 
 
 class _Source:

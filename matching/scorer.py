@@ -73,11 +73,18 @@ class Scores:
         The weight then is exactly Splink's for the same pair with that field left out. For
         query fields that may describe someone else (a caller's phone, an incident's address).
         """
+        _drop_disagreement(self.match_weight, self.levels, self.weights, np.fromiter(columns, dtype=np.int64), NOT_COUNTED)
+
+
+@njit(cache=True, nogil=True)
+def _drop_disagreement(match_weight, levels, weights, columns, not_counted):
+    """`Scores.drop_disagreement` in one pass (the same subtractions in the same order as column by column)."""
+    for r in range(weights.shape[0]):
         for j in columns:
-            against = self.weights[:, j] < 0
-            self.match_weight[against] -= self.weights[against, j]
-            self.weights[against, j] = 0.0
-            self.levels[against, j] = NOT_COUNTED
+            if weights[r, j] < 0:
+                match_weight[r] -= weights[r, j]
+                weights[r, j] = 0.0
+                levels[r, j] = not_counted
 
 
 def probability(match_weight: np.ndarray | float) -> np.ndarray:
@@ -97,6 +104,8 @@ class TermFrequencies:
         self.counts: dict[str, np.ndarray] = {c: np.zeros(0, dtype=np.int64) for c in columns}
         self.totals: dict[str, int] = {c: 0 for c in self.counts}
         _tf_of(np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64))   # compiled now, not in a request
+        _drop_disagreement(np.zeros(1), np.zeros((1, 1), dtype=np.int16), np.zeros((1, 1)), np.zeros(1, dtype=np.int64),
+                           NOT_COUNTED)
 
     def add(self, column: str, codes: np.ndarray, sign: int = 1) -> None:
         present = codes[codes >= 0]
