@@ -39,11 +39,13 @@ def codes_past(values, leaves, frozen):
     """The distinct codes at or past `frozen` in columns `leaves` of `values`, sorted (int64): a call's strings or
     lists that the frozen buffers do not hold, which the kernel is handed beside them."""
     out = np.empty(values.shape[0] * leaves.shape[0], dtype=np.int64)
+    last = np.full(leaves.shape[0], -1.0)          # a query's code repeats down its column: kept once
     k = 0
     for i in range(values.shape[0]):
         for j in range(leaves.shape[0]):
             code = values[i, leaves[j]]
-            if code >= frozen:
+            if code >= frozen and code != last[j]:
+                last[j] = code
                 out[k] = np.int64(code)
                 k += 1
     return np.unique(out[:k])

@@ -157,6 +157,7 @@ class CandidateIndex:
         # are then a few hundred rows, not a scattered read from each of a score of column arrays.
         self.codes = np.empty((0, 0), dtype=np.int32)
         self.code_column: dict[str, int] = {}            # column -> its position in `codes`
+        self.gather_plans: dict[tuple, tuple] = {}         # `Rows.gather`'s arrays per list of columns
         # Ids as codes into flat string tables (matching.strings), so queries never touch shared Python objects.
         self.records = StringTable()                    # every record id ever indexed
         self.persons = StringTable()                    # every person id ever used (new ids avoid them)
@@ -192,6 +193,7 @@ class CandidateIndex:
         if any(sum(len(part) for part in p) != n for p in parts.values()):
             raise ValueError("the standardised chunks do not cover every record id")
         self.code_column = {c: j for j, c in enumerate(c for c in self.column_names if self.kinds[c] != NUM)}
+        self.gather_plans = {}
         self.codes = np.empty((n, len(self.code_column)), dtype=np.int32)
         numbers = {}
         for c, p in parts.items():
@@ -408,15 +410,19 @@ class Rows(Mapping):
         `values` and `null` (n x any): the code columns straight from the index's code matrix (the compiled
         scorer's gather, `matching.gather`)."""
         index = self._index
-        coded = [(at[j], index.code_column[name]) for j, name in enumerate(names) if name in index.code_column]
-        if coded:
-            rows_into(index.codes, np.ascontiguousarray(self._slots, dtype=np.int32),
-                      np.array([position for _, position in coded], dtype=np.int64),
-                      np.array([leaf for leaf, _ in coded], dtype=np.int64), values, null)
-        for j, name in enumerate(names):
-            if name not in index.code_column:                 # a number column: NULL is NaN
-                values[:, at[j]] = index.data[name][self._slots]
-                null[:, at[j]] = np.isnan(values[:, at[j]])
+        key = (tuple(names), tuple(at))
+        plan = index.gather_plans.get(key)
+        if plan is None:                    # the same few column lists every call: their arrays made once
+            coded = [(at[j], index.code_column[name]) for j, name in enumerate(names) if name in index.code_column]
+            plan = index.gather_plans[key] = (np.array([position for _, position in coded], dtype=np.int64),
+                                              np.array([leaf for leaf, _ in coded], dtype=np.int64),
+                                              [(at[j], name) for j, name in enumerate(names) if name not in index.code_column])
+        positions, leaves, numbers = plan
+        if len(positions):
+            rows_into(index.codes, np.ascontiguousarray(self._slots, dtype=np.int32), positions, leaves, values, null)
+        for leaf, name in numbers:                             # a number column: NULL is NaN
+            values[:, leaf] = index.data[name][self._slots]
+            null[:, leaf] = np.isnan(values[:, leaf])
 
     def __iter__(self):
         return iter(self._index.data)

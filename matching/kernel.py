@@ -190,6 +190,7 @@ class Kernel:
     leaves: tuple[Callable[[Pairs], Vec], ...]
     string_leaves: tuple[int, ...]              # the leaves holding string codes
     list_leaves: tuple[int, ...]                # the leaves holding list codes
+    literals: tuple[tuple[int, str], ...]       # the leaves that are string literals, and their text
     columns: tuple[tuple[int, str, str, str], ...]   # the leaves that are plain columns: (leaf, side, column, kind)
     tf_columns: tuple[str, ...]
     level_weights: np.ndarray                   # `level_parameters`
@@ -207,8 +208,8 @@ class Kernel:
 
     @cached_property
     def _computed(self) -> tuple[int, ...]:
-        """The leaves that are not plain columns (list functions, literals): their own code computes them."""
-        plain = {leaf for leaf, _, _, _ in self.columns}
+        """The leaves that are neither plain columns nor literals (the length of a list): their own code computes them."""
+        plain = {leaf for leaf, _, _, _ in self.columns} | {leaf for leaf, _ in self.literals}
         return tuple(i for i in range(len(self.leaves)) if i not in plain)
 
     @cached_property
@@ -248,9 +249,10 @@ class Kernel:
                     gather([column for _, column, _ in leaves], values, null, [leaf for leaf, _, _ in leaves])
                     continue
                 columns = [source[column].values for _, column, _ in leaves]
-                if all(len(c) == 1 for c in columns):
+                if all(len(c) == 1 for c in columns):           # a query: one row, written down the matrix
                     at, is_number = self._side_arrays[side]
-                    row_into(np.array([c[0] for c in columns], dtype=np.float64), is_number, at, values, null)
+                    row_into(np.fromiter((c[0] for c in columns), dtype=np.float64, count=len(columns)), is_number,
+                             at, values, null)
                     continue
                 for (leaf, _, kind), column in zip(leaves, columns):
                     values[:, leaf] = column
@@ -258,13 +260,18 @@ class Kernel:
         except KeyError as exc:
             raise UnsupportedLevelSQL(f"column {exc} is not in the index") from None
 
-    def score(self, pairs: Pairs, tf_values: Callable[[str, np.ndarray], np.ndarray],
+    def score(self, pairs: Pairs, tf_fill: Callable[[str, np.ndarray, int, np.ndarray], None],
               prior: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(match weight, levels, weights) of `pairs.n` pairs, as `Scorer.score_reference` returns them."""
+        """(match weight, levels, weights) of `pairs.n` pairs, as `Scorer.score_reference` returns them.
+        `tf_fill(column, codes, at, out)` writes the term frequencies of column `at` of a code matrix
+        (`TermFrequencies.fill`)."""
         n = pairs.n
         values = np.empty((n, len(self.leaves)), dtype=np.float64)      # a pair's leaves side by side
         null = np.empty((n, len(self.leaves)), dtype=np.bool_)
         self._gather_columns(pairs, values, null)
+        for i, text in self.literals:
+            values[:, i] = pairs.vocab.find_constant(text, pairs.extras)
+            null[:, i] = False
         for i in self._computed:
             vec = self.leaves[i](pairs)
             values[:, i] = vec.values
@@ -273,8 +280,11 @@ class Kernel:
         for t, column in enumerate(self.tf_columns):
             for s, side in enumerate("lr"):
                 leaf = self._leaf_of.get((side, column))
-                codes = values[:, leaf] if leaf is not None else pairs.sides[side][column].values
-                tf[t, s] = tf_values(column, codes)     # a query's one value, broadcast
+                if leaf is None:                         # not a column any level reads
+                    codes = np.broadcast_to(pairs.sides[side][column].values, (n,)).astype(np.float64).reshape(n, 1)
+                    tf_fill(column, codes, 0, tf[t, s])
+                else:
+                    tf_fill(column, values, leaf, tf[t, s])
         vocab = pairs.vocab
         strings = vocab.strings
         # strings not in the frozen buffer (the query's own, records added since the build): this call's X
@@ -301,6 +311,7 @@ class _Source:
         self.leaves: list[Callable[[Pairs], Vec]] = []
         self.string_leaves: list[int] = []
         self.list_leaves: list[int] = []
+        self.literals: list[tuple[int, str]] = []
         self.columns: list[tuple[int, str, str, str]] = []
         self.leaf_at: dict[str, int] = {}
         self.memo: dict[str, int] = {}         # metric -> its number (its per-pair variable is m<number>)
@@ -378,7 +389,10 @@ class _Source:
             return (*self.leaf(node.name, sql.value(node), kind, column=True), kind)
         if isinstance(node, exp.Literal):
             if node.is_string:
-                return (*self.leaf(node.sql("duckdb"), sql.value(node), STR), STR)
+                key = node.sql("duckdb")
+                if key not in self.leaf_at:
+                    self.literals.append((len(self.leaves), node.this))
+                return (*self.leaf(key, sql.value(node), STR), STR)
             return repr(float(node.this)), "False", NUM
         if isinstance(node, exp.Null):
             return "0.0", "True", NUM
@@ -532,8 +546,8 @@ def build_kernel(comparisons: Sequence[Sequence[LevelParameters]], fused: bool) 
             return None
         _LOADED[digest] = run
         warm_up()                            # the gathering into the kernel's matrix (`matching.gather`)
-    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.list_leaves), tuple(source.columns),
-                  tuple(tf_columns),
+    return Kernel(tuple(source.leaves), tuple(source.string_leaves), tuple(source.list_leaves), tuple(source.literals),
+                  tuple(source.columns), tuple(tf_columns),
                   *level_parameters(comparisons), run)
 
 

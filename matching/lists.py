@@ -13,6 +13,7 @@ after the freeze is answered by the caller from its set (`NOT_FROZEN` rows).
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -64,9 +65,8 @@ def _contains(offsets, members, codes, value):
 
 def flat_members(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, members) of lists of string codes, each list's members in the order given (int64 arrays)."""
-    sizes = np.fromiter((len(members) for members in lists), dtype=np.int64, count=len(lists))
     offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
+    offsets[1:] = list(itertools.accumulate(len(members) for members in lists))
     return offsets, np.fromiter((m for members in lists for m in members), dtype=np.int64, count=int(offsets[-1]))
 
 

@@ -104,6 +104,7 @@ class TermFrequencies:
         self.counts: dict[str, np.ndarray] = {c: np.zeros(0, dtype=np.int64) for c in columns}
         self.totals: dict[str, int] = {c: 0 for c in self.counts}
         _tf_of(np.zeros(0, dtype=np.int64), 0, np.zeros(0, dtype=np.int64))   # compiled now, not in a request
+        _tf_into(np.zeros(0, dtype=np.int64), 0, np.zeros((1, 1)), 0, np.zeros(1))
         _drop_disagreement(np.zeros(1), np.zeros((1, 1), dtype=np.int16), np.zeros((1, 1)), np.zeros(1, dtype=np.int64),
                            NOT_COUNTED)
 
@@ -128,6 +129,11 @@ class TermFrequencies:
             return np.array([found / total if found > 0 and total else np.nan])
         return _tf_of(counts, self.totals[column], np.ascontiguousarray(codes, dtype=np.int64))
 
+    def fill(self, column: str, codes: np.ndarray, at: int, out: np.ndarray) -> None:
+        """`values` of the codes in column `at` of `codes` (a float64 matrix, one row per pair, as the compiled
+        kernel holds them), written into `out`."""
+        _tf_into(self.counts[column], self.totals[column], codes, at, out)
+
 
 @njit(cache=True, nogil=True)
 def _tf_of(counts, total, codes):
@@ -138,6 +144,15 @@ def _tf_of(counts, total, codes):
         found = counts[code] if 0 <= code < counts.shape[0] else 0
         out[i] = found / total if found > 0 and total > 0 else np.nan
     return out
+
+
+@njit(cache=True, nogil=True)
+def _tf_into(counts, total, codes, at, out):
+    """`TermFrequencies.fill`: `_tf_of` of column `at` of a code matrix."""
+    for i in range(codes.shape[0]):
+        code = int(codes[i, at])
+        found = counts[code] if 0 <= code < counts.shape[0] else 0
+        out[i] = found / total if found > 0 and total > 0 else np.nan
 
 
 class Scorer:
@@ -167,7 +182,7 @@ class Scorer:
         """Score `n` pairs: `left` and `right` map column -> encoded `Vec` (length n, or 1 to broadcast)."""
         if self.kernel_ is None:
             return self.score_reference(left, right, n, tf, vocab, extras)
-        total, levels, weights = self.kernel_.score(Pairs(left, right, n, vocab, extras), tf.values, self.prior_weight_)
+        total, levels, weights = self.kernel_.score(Pairs(left, right, n, vocab, extras), tf.fill, self.prior_weight_)
         return Scores(total, levels, weights)
 
     def score_reference(self, left: Side, right: Side, n: int, tf: TermFrequencies, vocab: Vocabulary,

@@ -15,6 +15,7 @@ place a table lives: it is never written to disk.
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable, Iterable
 
 import numpy as np
@@ -146,8 +147,9 @@ def code_points(values: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(points, offsets) of a few strings, as `StringTable.code_points` gives them."""
     # a writable array: numba compiles a read-only one as another type (and would compile again per process)
     points = np.frombuffer(bytearray("".join(values).encode("utf-32-le", "surrogatepass")), dtype=np.uint32)
-    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
-    return points, np.concatenate([[0], np.cumsum(lengths)])
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    offsets[1:] = list(itertools.accumulate(len(v) for v in values))
+    return points, offsets
 
 
 def _hash(value: str) -> int:

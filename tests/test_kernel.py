@@ -41,6 +41,10 @@ def _frequencies(encoded: dict) -> TermFrequencies:
     return tf
 
 
+def _no_term_frequencies(column, codes, at, out):
+    out.fill(np.nan)
+
+
 def _assert_same(compiled, reference):
     assert compiled.levels.tolist() == reference.levels.tolist()
     np.testing.assert_allclose(compiled.weights, reference.weights, rtol=0, atol=1e-9)
@@ -125,7 +129,7 @@ def test_any_chain_of_conditions_picks_the_level_sql_picks(conditions, pairs):
     vocab = Vocabulary()
     p = Pairs(_encoded([q[0] for q in pairs], vocab), _encoded([q[1] for q in pairs], vocab), len(pairs), vocab)
     vocab.freeze()
-    total, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0)
+    total, chosen, _ = kernel.score(p, _no_term_frequencies, 0.0)
     expected = np.full(len(pairs), len(conditions))
     for i in reversed(range(len(conditions))):                # the first TRUE condition wins
         expected[compile_condition(conditions[i])(p)] = i
@@ -159,5 +163,5 @@ def test_jaro_winkler_is_duckdbs_to_the_last_bit_where_it_decides_a_level():
     assert compile_condition(condition)(p).tolist() == [expected]
     kernel = build_kernel([[LevelParameters("close", condition, False, False, 1.0),
                             LevelParameters("else", "ELSE", True, False, 0.0)]], duckdb_fuses_winkler())
-    _, chosen, _ = kernel.score(p, lambda column, codes: np.full(len(codes), np.nan), 0.0)
+    _, chosen, _ = kernel.score(p, _no_term_frequencies, 0.0)
     assert chosen[:, 0].tolist() == [0 if expected else 1]
