@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import math
 import threading
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -55,9 +54,6 @@ GRADE_ORDER = {"certain": 0, "probable": 1, "possible": 2}
 #: A field whose weight is this many bits against (16 to 1) keeps a candidate below `certain`:
 #: a parent and child sharing a name, phone and address outweigh a DOB a generation apart.
 CONFLICT_BITS = 4.0
-#: A margin (bits) far wider than the rounding of a probability computed from a weight, and far narrower than
-#: any level's weight: candidates this close below a threshold's weight are still checked by probability.
-WEIGHT_HAIR = 1e-6
 #: A level worth this many bits (16 to 1, before term frequencies) corroborates identity: an exact,
 #: nickname or one-typo given name; an exact, transposed or off-by-a-year date of birth; an SSN.
 #: Not a weak fuzzy name, a sound-alike or a year of birth alone.
@@ -186,13 +182,8 @@ class Resolver:
 
     def _best_per_person(self, slots: np.ndarray, scores: Scores, corroborate: bool) -> list[Candidate]:
         index, scorer = self._ready()
-        possible = self.model_.thresholds.possible
-        # only pairs at least `possible` can be answers: their probabilities are computed, exactly, from the
-        # weights within a hair of that threshold's (most candidates lie far below it)
-        near = np.flatnonzero(scores.match_weight >= _log_odds(possible) - WEIGHT_HAIR)
-        probs = np.zeros(len(scores.match_weight))
-        probs[near] = probability(scores.match_weight[near])
-        graded = near[probs[near] >= possible]
+        probs = probability(scores.match_weight)
+        graded = np.flatnonzero(probs >= self.model_.thresholds.possible)   # only these can be answers
         order = _best_first(graded, np.round(scores.match_weight[graded], 9), lambda rows: index.record_ids_at(slots[rows]))
         seen: set[int] = set()
         out: list[Candidate] = []
@@ -325,28 +316,9 @@ def _best_first(rows: np.ndarray, weights: np.ndarray, record_ids: Callable[[np.
     Record ids are decoded only when two weights tie (decoding every candidate's id cost more than the rest)."""
     order = np.argsort(-weights, kind="stable")
     ranked = weights[order]
-    same = ranked[1:] == ranked[:-1]
-    if not same.any():
+    if not np.any(ranked[1:] == ranked[:-1]):
         return rows[order]
-    runs, start = [], 0                     # runs of equal weights, as (first, last) places in `order`
-    for place, tie in enumerate(same.tolist(), start=1):
-        if not tie:
-            if place - 1 > start:
-                runs.append((start, place - 1))
-            start = place
-    if len(ranked) - 1 > start:
-        runs.append((start, len(ranked) - 1))
-    tied = [place for first, last in runs for place in range(first, last + 1)]
-    ids = dict(zip(tied, record_ids(rows[order[tied]])))
-    for first, last in runs:                # each run by record id (ids are unique)
-        by_id = sorted(zip([ids[place] for place in range(first, last + 1)], order[first:last + 1].tolist()))
-        order[first:last + 1] = [row for _, row in by_id]
-    return rows[order]
-
-
-def _log_odds(p: float) -> float:
-    """The match weight (log2 odds) of probability `p`."""
-    return -math.inf if p <= 0 else math.inf if p >= 1 else math.log2(p / (1 - p))
+    return rows[np.lexsort((np.array(record_ids(rows), dtype=str), -weights))]
 
 
 def _corroborated(scorer: Scorer, levels: np.ndarray) -> bool:
