@@ -122,15 +122,13 @@ def default_link_threshold(factors: BayesFactors, prior: float) -> tuple[float, 
     return LINK_CANDIDATES[-1], sweep
 
 
-def expected_of_pairs(probabilities: np.ndarray, threshold: float, prior: float, n_records: int) -> dict:
-    """What the model expects of linking the scored pairs at `threshold`: precision and recall, unlabelled.
+def expected_of_linked(n_linked: int, probability_sum: float, prior: float, n_records: int) -> dict:
+    """Expected precision and recall of `n_linked` pairs whose probabilities sum to `probability_sum`.
 
     Precision is the mean probability of the pairs linked; recall is their expected number of
     matches over the model's expected number of matches in the whole file (prior · all pairs),
     so matches that blocking or the scoring floor left out count against it.
     """
-    linked = probabilities[probabilities >= threshold]
-    expected_true = float(linked.sum())
     total = prior * max(n_records * (n_records - 1) / 2.0, 1.0)
-    return {"expected_precision": round(expected_true / len(linked), 6) if len(linked) else 1.0,
-            "expected_recall": round(min(expected_true / total, 1.0), 6) if total else 1.0}
+    return {"expected_precision": round(probability_sum / n_linked, 6) if n_linked else 1.0,
+            "expected_recall": round(min(probability_sum / total, 1.0), 6) if total else 1.0}

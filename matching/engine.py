@@ -68,12 +68,18 @@ def build_linker(table, settings: Any, engine: str = DEFAULT_ENGINE, spark_maste
         db = duckdb_api()
         sdf = db.register(table, table_name="records_std")
         return Linker(sdf, settings, log_level=None)
-    canonical = canonical_settings(settings)
-    db = spark_api(spark_master)
     # createDataFrame(Arrow) is a LocalRelation: rows inside the query plan, which Spark's optimizer then folds
     # again for every one of Splink's queries on the driver (ConvertToLocalRelation: 100k records took over
     # 10 minutes of planning). A local checkpoint turns it into partitions held by the executors.
-    frame = db.spark.createDataFrame(table).localCheckpoint(eager=True)
+    frame = spark_api(spark_master).spark.createDataFrame(table).localCheckpoint(eager=True)
+    return spark_linker(frame, settings, spark_master)
+
+
+def spark_linker(frame, settings: Any, spark_master: str | None = None) -> Linker:
+    """A Splink Linker over `frame`, a Spark DataFrame of standardised records held by the executors
+    (`settings` as for `build_linker`, translated to Spark SQL; the DuckDB form kept for `model_json`)."""
+    canonical = canonical_settings(settings)
+    db = spark_api(spark_master)
     # A table name of its own per linker: several linkers share this process's one Spark session.
     sdf = db.register(frame, table_name=f"records_std_{uuid.uuid4().hex[:8]}")
     linker = Linker(sdf, spark_settings(canonical), log_level=None)

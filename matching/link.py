@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from matching.attested import Identities
-from matching.calibration import expected_of_pairs
+from matching.calibration import expected_of_linked
 from matching.cluster import Clustering, RecordPairs, check_constraints, cluster, record_pairs
 from matching.model import MatcherModel
 from matching.standardise import available_fields, standardise
@@ -44,8 +44,14 @@ class LinkResult:
     identities: Identities | None = None
 
 
-def _model_fields(model: MatcherModel) -> set[str]:
-    return {c["output_column_name"] for c in model.splink.get("comparisons", [])}
+def missing_fields_note(model: MatcherModel, fields: set[str]) -> list[str]:
+    """A warning (in a list, empty when none) naming the comparisons of `model` that no record of the input
+    can feed: `fields` are the standardised columns with some value (`matching.standardise.available_fields`)."""
+    compared = {c["output_column_name"] for c in model.splink.get("comparisons", [])}
+    missing = sorted(compared - _compared_fields(fields))
+    if not missing:
+        return []
+    return [f"the model compares {', '.join(missing)} but the input has no values for them (treated as missing)"]
 
 
 def link_records(
@@ -72,8 +78,11 @@ def link_records(
     naming a record not in `records` are ignored and counted in `summary["constraints"]`.
     Raises ValueError if the decisions contradict each other (must-links joining a cannot-link pair).
     `engine` ("duckdb" or "spark", `spark_master` default local[2]) is where Splink's SQL runs when
-    predicting with `model`, and training when `matcher` is not given (`matching.engine`).
+    training (`matching.engine`); to link with a model on Spark, `matching.spark_link.link_on_spark` keeps
+    the records, pairs and persons on the executors (ValueError here).
     """
+    if model is not None and engine == "spark":
+        raise ValueError("to link with a model on Spark, use matching.spark_link.link_on_spark")
     step = progress or (lambda label: None)
     timings: dict[str, float] = {}
     notes = list(warnings or [])
@@ -93,9 +102,7 @@ def link_records(
         model, linker, scored = fitted.model_, fitted.linker_, fitted.predictions_
         timings["train"] = time.perf_counter() - t0
     else:
-        missing = sorted(_model_fields(model) - _compared_fields(available_fields(std)))
-        if missing:
-            notes.append(f"the model compares {', '.join(missing)} but the input has no values for them (treated as missing)")
+        notes += missing_fields_note(model, available_fields(std))
         model = model.for_population(len(std))
 
     link_at = model.thresholds.link if threshold is None else threshold
@@ -140,31 +147,62 @@ def recluster(result: LinkResult, record_ids: pd.Series | None = None, threshold
                                 cannot_link=result.cannot_link, identities=result.identities)
     pairs, thresholds = result.pairs, result.model.thresholds
     sizes = result.clustering.clusters.groupby("person_id").size()
-    floor = float(pairs["match_probability"].min()) if len(pairs) else None
-    result.summary.update({
-        "persons": int(len(sizes)),
-        "singleton_persons": int((sizes == 1).sum()),
-        "largest_person_records": int(sizes.max()) if len(sizes) else 0,
-        "pairs_scored_at_or_above_floor": int(len(pairs)),
-        "pairs_linked": int((pairs["match_probability"] >= link_at).sum()),
-        "pairs_in_review_band": int(pairs["match_probability"].between(thresholds.review_low, link_at, inclusive="left").sum()),
-        "thresholds": {"link": link_at, "lowest_pair_kept": floor, "review_band": [thresholds.review_low, link_at],
-                       "certain": thresholds.certain, "probable": thresholds.probable,
-                       "possible": thresholds.possible, "chosen_by": thresholds.chosen_by},
-        "model_version": result.model.version,
-        **expected_of_pairs(pairs["match_probability"].to_numpy(), link_at,
-                            result.model.splink["probability_two_random_records_match"], len(ids)),
-        "prior": result.model.splink.get("probability_two_random_records_match"),
-        "prior_rescaled": result.model.training.get("prior_rescaled"),
-        "events": result.clustering.events["event"].value_counts().to_dict() if len(result.clustering.events) else {},
-        "events_caused_by_stewards": int((result.clustering.events["cause"] != "scores").sum()),
-        "constraints": result.clustering.constraints,
-        "edges_refused_for_conflicting_identity": result.clustering.identity_conflicts,
-        "persons_held_apart": result.clustering.held_apart["reason"].value_counts().sort_index().to_dict(),
-    })
+    probabilities = pairs["match_probability"].to_numpy()
+    linked = probabilities[probabilities >= link_at]
+    figures = ClusteringFigures(
+        persons=int(len(sizes)), singleton_persons=int((sizes == 1).sum()), largest_person=int(sizes.max()) if len(sizes) else 0,
+        pairs=int(len(pairs)), pairs_linked=int(len(linked)), linked_probability_sum=float(linked.sum()),
+        pairs_in_review_band=int(pairs["match_probability"].between(thresholds.review_low, link_at, inclusive="left").sum()),
+        lowest_probability=float(probabilities.min()) if len(pairs) else None, records=len(ids),
+        held_apart=result.clustering.held_apart["reason"].value_counts().sort_index().to_dict())
+    result.summary.update(clustering_summary(figures, result.model, link_at, result.clustering.events,
+                                             result.clustering.constraints, result.clustering.identity_conflicts))
     seconds = result.summary.setdefault("seconds", {})
     seconds["cluster"] = round(seconds.get("cluster", 0.0) + time.perf_counter() - t0, 2)
     return result
+
+
+@dataclass
+class ClusteringFigures:
+    """What a summary reports of one clustering, counted by whichever engine holds the pairs and persons."""
+
+    persons: int
+    singleton_persons: int
+    largest_person: int
+    pairs: int
+    pairs_linked: int
+    linked_probability_sum: float
+    pairs_in_review_band: int
+    lowest_probability: float | None
+    records: int
+    held_apart: dict
+
+
+def clustering_summary(figures: ClusteringFigures, model: MatcherModel, link_at: float, events: pd.DataFrame,
+                       constraints: dict, identity_conflicts: dict) -> dict:
+    """The clustering part of `summary.json` (persons, pairs, thresholds, what the model expects, events)."""
+    thresholds = model.thresholds
+    prior = model.splink["probability_two_random_records_match"]
+    return {
+        "persons": figures.persons,
+        "singleton_persons": figures.singleton_persons,
+        "largest_person_records": figures.largest_person,
+        "pairs_scored_at_or_above_floor": figures.pairs,
+        "pairs_linked": figures.pairs_linked,
+        "pairs_in_review_band": figures.pairs_in_review_band,
+        "thresholds": {"link": link_at, "lowest_pair_kept": figures.lowest_probability,
+                       "review_band": [thresholds.review_low, link_at], "certain": thresholds.certain,
+                       "probable": thresholds.probable, "possible": thresholds.possible, "chosen_by": thresholds.chosen_by},
+        "model_version": model.version,
+        **expected_of_linked(figures.pairs_linked, figures.linked_probability_sum, prior, figures.records),
+        "prior": prior,
+        "prior_rescaled": model.training.get("prior_rescaled"),
+        "events": events["event"].value_counts().to_dict() if len(events) else {},
+        "events_caused_by_stewards": int((events["cause"] != "scores").sum()) if len(events) else 0,
+        "constraints": constraints,
+        "edges_refused_for_conflicting_identity": identity_conflicts,
+        "persons_held_apart": figures.held_apart,
+    }
 
 
 def _compared_fields(fields: set[str]) -> set[str]:
@@ -187,25 +225,40 @@ def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
     """Write clusters.csv, pairs.csv, held_apart.csv, model.json, summary.json (and events.csv with a previous
     run) atomically. held_apart.csv: per two persons that scores joined but clustering kept apart, the
     strongest pair of records and why (`matching.cluster.Clustering.held_apart`), for a steward to look at."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    def fill(staging: Path) -> None:
         _write_csv(result.clustering.clusters, staging / "clusters.csv")
         pairs = result.pairs.sort_values(["match_probability", "record_id_l", "record_id_r"], ascending=[False, True, True])
         _write_csv(pairs, staging / "pairs.csv")
         _write_csv(result.clustering.held_apart, staging / "held_apart.csv")
-        result.model.save(staging / "model.json")
-        if len(result.clustering.events):
-            result.clustering.events.to_csv(staging / "events.csv", index=False)
-        (staging / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n", encoding="utf-8")
+        write_run_files(staging, result.model, result.summary, result.clustering.events)
+
+    return publish_run(out_dir, fill)
+
+
+def write_run_files(staging: Path, model: MatcherModel, summary: dict, events: pd.DataFrame) -> None:
+    """model.json, summary.json and (when there are any) events.csv of a run, into its staging directory."""
+    model.save(staging / "model.json")
+    if len(events):
+        events.to_csv(staging / "events.csv", index=False)
+    (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+
+def publish_run(out_dir: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Make `out_dir` hold what `fill` writes into a temporary sibling, moved into place only once complete,
+    so a failed run leaves nothing half-written; an events.csv of an earlier run that this one lacks goes."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        fill(staging)
+        has_events = (staging / "events.csv").exists()
         if not out.exists():
             os.replace(staging, out)
         else:
             for item in staging.iterdir():
                 os.replace(item, out / item.name)
             stale = out / "events.csv"
-            if not len(result.clustering.events) and stale.exists():
+            if not has_events and stale.exists():
                 stale.unlink()
     finally:
         shutil.rmtree(staging, ignore_errors=True)

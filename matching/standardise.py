@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import phonenumbers
 
 from matching import name as nm
@@ -237,6 +238,20 @@ def standardise(records: pd.DataFrame) -> pd.DataFrame:
     out["address_key"] = (out["street"] + " " + out["postcode"]).where(both, out["street"])
     out["ssn_last4"] = _map_unique(col("ssn_last4"), ssn_last4)
     return out
+
+
+def to_arrow(standardised: pd.DataFrame) -> pa.Table:
+    """Standardised records as an Arrow table with explicit types (lists as list<string>)."""
+    columns = {}
+    for name in standardised.columns:
+        series = standardised[name]
+        if name in LIST_COLUMNS:
+            columns[name] = pa.array(series.tolist(), type=pa.list_(pa.string()))
+        elif name == "birth_year":
+            columns[name] = pa.array(series.astype("Int64"), type=pa.int64(), from_pandas=True)
+        else:
+            columns[name] = pa.array(series.tolist(), type=pa.string())
+    return pa.table(columns)
 
 
 def available_fields(standardised: pd.DataFrame) -> set[str]:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 from splink import SettingsCreator, block_on
 
 from matching.blocking import (
@@ -34,25 +33,11 @@ from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
 from matching.splink_internals import comparison_input_columns, linker_prior, set_level_parameters, set_linker_prior
-from matching.standardise import LIST_COLUMNS, available_fields
+from matching.standardise import available_fields, to_arrow
 
 log = logging.getLogger(__name__)
 
 SPLINK_LOG_LEVEL = logging.ERROR
-
-
-def to_arrow(standardised: pd.DataFrame) -> pa.Table:
-    """Standardised records as an Arrow table with explicit types (lists as list<string>)."""
-    columns = {}
-    for name in standardised.columns:
-        series = standardised[name]
-        if name in LIST_COLUMNS:
-            columns[name] = pa.array(series.tolist(), type=pa.list_(pa.string()))
-        elif name == "birth_year":
-            columns[name] = pa.array(series.astype("Int64"), type=pa.int64(), from_pandas=True)
-        else:
-            columns[name] = pa.array(series.tolist(), type=pa.string())
-    return pa.table(columns)
 
 
 def data_hash(standardised: pd.DataFrame) -> str:

@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from matching.blocking import EM_CANDIDATES, training_blocking_rules
-from matching.calibration import BayesFactors, default_link_threshold, estimate_prior, expected_of_pairs
+from matching.calibration import BayesFactors, default_link_threshold, estimate_prior, expected_of_linked
 from matching.household import has_households, household_share
 from matching.standardise import standardise, standardise_row
 from matching.train import comparison_columns
@@ -41,9 +41,9 @@ def test_default_link_threshold_is_the_lowest_the_model_expects_to_be_precise():
     assert sweep[0]["threshold"] == 0.5 and sweep[0]["expected_precision"] < 0.995
 
 
-def test_expected_precision_and_recall_of_scored_pairs():
-    probabilities = np.array([0.99, 0.99, 0.6, 0.2])
-    expected = expected_of_pairs(probabilities, 0.9, prior=2.78 / (10 * 9 / 2), n_records=10)
+def test_expected_precision_and_recall_of_linked_pairs():
+    linked = np.array([0.99, 0.99])
+    expected = expected_of_linked(len(linked), linked.sum(), prior=2.78 / (10 * 9 / 2), n_records=10)
     assert expected["expected_precision"] == 0.99
     assert abs(expected["expected_recall"] - 1.98 / 2.78) < 1e-6
 

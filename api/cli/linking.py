@@ -14,6 +14,7 @@ from api.cli.common import CliError, Stages, probability_arg
 from api.cli.inputs import load_model, load_records, read_table
 from matching.link import link_records, recluster, write_link_outputs
 from matching.record import RecordsFile
+from matching.spark_link import link_on_spark, write_spark_outputs
 from matching.spark.session import EngineUnavailable, spark_available
 from matching.thresholds import choose_thresholds
 from matching.train import Matcher, NotTrainable
@@ -75,17 +76,37 @@ def cmd_link(args: argparse.Namespace) -> int:
             recluster(result, threshold=args.threshold, previous=previous, progress=stages)
     else:
         engine, spark_master = engine_of(args)
-        try:
-            result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
-                                  previous=previous, progress=stages, warnings=records_file.warnings,
-                                  engine=engine, spark_master=spark_master)
-        except EngineUnavailable as exc:
-            raise CliError(str(exc)) from exc
+        if engine == "spark":
+            return _link_on_spark(records_file, model, previous, args, stages, spark_master)
+        result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
+                              previous=previous, progress=stages, warnings=records_file.warnings)
     stages.finish()
-    result.summary["impossible_dates"] = records_file.impossible_dates
-    result.summary["input"] = {"file": str(args.records), "columns_present": records_file.present_columns}
+    _describe_input(result.summary, records_file, args)
     write_link_outputs(result, args.out)
-    print(json.dumps({k: result.summary[k] for k in ("records", "persons", "pairs_linked", "pairs_in_review_band", "seconds")}))
+    return _report(result.summary)
+
+
+def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Namespace, stages: Stages,
+                   spark_master: str | None) -> int:
+    """`briefing link --engine spark --model M`: records, pairs and persons stay on the executors (matching.spark_link)."""
+    try:
+        result = link_on_spark(records_file.frame, model, threshold=args.threshold, floor=args.floor, previous=previous,
+                               progress=stages, warnings=records_file.warnings, spark_master=spark_master)
+        stages.finish()
+        _describe_input(result.summary, records_file, args)
+        write_spark_outputs(result, args.out)
+    except EngineUnavailable as exc:
+        raise CliError(str(exc)) from exc
+    return _report(result.summary)
+
+
+def _describe_input(summary: dict, records_file: RecordsFile, args: argparse.Namespace) -> None:
+    summary["impossible_dates"] = records_file.impossible_dates
+    summary["input"] = {"file": str(args.records), "columns_present": records_file.present_columns}
+
+
+def _report(summary: dict) -> int:
+    print(json.dumps({k: summary[k] for k in ("records", "persons", "pairs_linked", "pairs_in_review_band", "seconds")}))
     return 0
 
 

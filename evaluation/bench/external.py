@@ -59,8 +59,7 @@ from matching.model import MatcherModel
 from matching.query import SUBJECT_FIELDS, Subject
 from matching.record import read_records
 from matching.resolve import Resolver
-from matching.standardise import standardise
-from matching.train import to_arrow
+from matching.standardise import standardise, to_arrow
 
 SHOW_COLUMNS = ["given_name", "family_name", "dob", "postcode", "city", "street", "ssn_last4", "phone", "email"]
 RESOLVE_SAMPLE = 1_000

@@ -31,8 +31,8 @@ from matching.query import Subject, standardise_subject
 from matching.record import read_records
 from matching.resolve import Resolver, settle_memory
 from matching.splink_internals import input_table, register_table
-from matching.standardise import standardise
-from matching.train import linker_for, to_arrow
+from matching.standardise import standardise, to_arrow
+from matching.train import linker_for
 
 PARITY_SAMPLE = 200_000
 BETWEEN_SECONDS = 60.0

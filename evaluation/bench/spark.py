@@ -1,12 +1,13 @@
 """Batch linkage on Spark local mode beside DuckDB, on the same county and machine.
 
     python -m evaluation.bench link1m-spark              # 1,000,000 records (registered in evaluation/bench/__main__.py)
-    python -m evaluation.bench.spark --records 100000    # any size; --skip-duckdb / --skip-parity for shorter runs
+    python -m evaluation.bench.spark --records 100000    # any size; --skip-duckdb / --skip-parity / --skip-spark-training for shorter runs
 
 Three child processes, one after the other, each timed from start to exit:
 
 1. `briefing link RECORDS --out DIR` on DuckDB: train + predict + cluster (as `bench link1m` measures it);
-2. `briefing link RECORDS --engine spark --spark-master local[2]`: the same on Spark, its own training;
+2. `briefing link RECORDS --engine spark --spark-master local[2]`: the same on Spark, its own training (training on Spark
+   still standardises and clusters on the driver: `matching.link.link_records`);
 3. parity at scale: `briefing link RECORDS --engine spark --model <the DuckDB run's model.json>`, whose
    pairs.csv and clusters.csv are compared with the DuckDB run's (same model: same pairs, weights within 1e-6,
    same persons).
@@ -113,7 +114,7 @@ def _parity(duckdb_out: Path, spark_out: Path) -> dict:
 
 
 def bench_link_spark(work: Path, records: int = 1_000_000, seed: int = 202, master: str = SPARK_MASTER,
-                     duckdb: bool = True, parity: bool = True) -> dict:
+                     duckdb: bool = True, parity: bool = True, spark_training: bool = True) -> dict:
     """Link a county of about `records` records on Spark `master` (and on DuckDB), timed, with peak memory."""
     county = synth_county(work, records, seed)
     records_csv = str(county / "records.csv")
@@ -132,10 +133,11 @@ def bench_link_spark(work: Path, records: int = 1_000_000, seed: int = 202, mast
     if duckdb or parity:
         measured = run_tree(BRIEFING + ["link", records_csv, "--out", str(duckdb_out), "--quiet"])
         result["duckdb"] = {**measured, **_run_summary(duckdb_out, truth)}
-    spark_out = work / f"link-spark-{records}-{seed}"
-    measured = run_tree(BRIEFING + ["link", records_csv, "--out", str(spark_out), "--engine", "spark",
-                                    "--spark-master", master, "--quiet"])
-    result["spark"] = {**measured, **_run_summary(spark_out, truth)}
+    if spark_training:
+        spark_out = work / f"link-spark-{records}-{seed}"
+        measured = run_tree(BRIEFING + ["link", records_csv, "--out", str(spark_out), "--engine", "spark",
+                                        "--spark-master", master, "--quiet"])
+        result["spark"] = {**measured, **_run_summary(spark_out, truth)}
     if parity:
         same_model_out = work / f"link-spark-duckdb-model-{records}-{seed}"
         measured = run_tree(BRIEFING + ["link", records_csv, "--out", str(same_model_out), "--engine", "spark",
@@ -158,13 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spark-master", default=SPARK_MASTER)
     parser.add_argument("--skip-duckdb", action="store_true", help="no DuckDB run (implies --skip-parity)")
     parser.add_argument("--skip-parity", action="store_true", help="no Spark run with the DuckDB run's model")
+    parser.add_argument("--skip-spark-training", action="store_true", help="no Spark run training its own model")
     parser.add_argument("--work", help="keep generated data here (default: a temporary directory)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = bench_link_spark(work, args.records, args.seed, args.spark_master,
-                                  duckdb=not args.skip_duckdb, parity=not (args.skip_parity or args.skip_duckdb))
+                                  duckdb=not args.skip_duckdb, parity=not (args.skip_parity or args.skip_duckdb),
+                                  spark_training=not args.skip_spark_training)
     result["machine"] = machine()
     result["command"] = "python -m evaluation.bench.spark " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(result, indent=2))

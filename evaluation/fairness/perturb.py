@@ -33,8 +33,8 @@ from evaluation.synth import corrupt as C
 from evaluation.synth.names import RACES, surname_pool
 from matching.model import MatcherModel
 from matching.splink_internals import register_table
-from matching.standardise import standardise
-from matching.train import linker_for, to_arrow
+from matching.standardise import standardise, to_arrow
+from matching.train import linker_for
 
 KINDS = ("typo", "transliteration", "hyphenation", "name_order_swap", "missing_dob")
 

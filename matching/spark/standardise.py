@@ -1,0 +1,58 @@
+"""Standardisation on the executors: `matching.standardise.standardise` applied to each Arrow batch of a Spark DataFrame.
+
+The driver hands Spark the canonical records once (`records_frame`, Arrow, checkpointed on the
+executors) and never holds the standardised table: each executor task runs the same pandas function
+the DuckDB path and the real-time resolver run, on its own batches (`mapInArrow`), so the
+standardised values are identical whatever the engine. Every record keeps its input `position`, which
+clustering orders ties by (as `matching.cluster` orders them by input order).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+
+from matching.standardise import LIST_COLUMNS, NUMERIC_COLUMNS, STANDARD_COLUMNS, standardise, to_arrow
+
+#: The column every standardised record carries besides the matcher's: its row in the input, from 0.
+POSITION = "position"
+
+
+def standardised_schema() -> str:
+    """The Spark DDL schema of `standardise`'s output plus `position` (lists as array<string>, birth_year bigint)."""
+    def kind(name: str) -> str:
+        if name in LIST_COLUMNS:
+            return "array<string>"
+        return "bigint" if name in NUMERIC_COLUMNS else "string"
+
+    names = ["unique_id", "agency", "source_system", *STANDARD_COLUMNS]
+    return ", ".join(f"`{name}` {kind(name)}" for name in names) + f", `{POSITION}` bigint"
+
+
+def _standardise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """One executor task: standardise each batch of canonical records, keeping every record's position."""
+    for batch in batches:
+        records = batch.to_pandas()
+        out = to_arrow(standardise(records.drop(columns=[POSITION])))
+        out = out.append_column(POSITION, pa.array(records[POSITION].to_numpy(), type=pa.int64()))
+        yield from out.to_batches()
+
+
+def records_frame(spark, records: pd.DataFrame):
+    """`records` (canonical columns, as `matching.record.read_records` gives them) as a Spark DataFrame
+    with a `position` column, held by the executors (a local checkpoint: Spark's optimizer would
+    otherwise fold the rows of a local relation into every query plan)."""
+    table = pa.Table.from_pandas(records.reset_index(drop=True), preserve_index=False)
+    for i, column in enumerate(table.schema):
+        if pa.types.is_null(column.type):  # an all-empty column: Spark has no NULL-typed column
+            table = table.set_column(i, column.name, pa.nulls(len(table), pa.string()))
+    table = table.append_column(POSITION, pa.array(range(len(records)), type=pa.int64()))
+    partitions = max(spark.sparkContext.defaultParallelism, 1)
+    return spark.createDataFrame(table).repartition(partitions).localCheckpoint(eager=True)
+
+
+def standardise_frame(records):
+    """The standardised records of `records` (a Spark DataFrame from `records_frame`), computed on the executors."""
+    return records.mapInArrow(_standardise_batches, standardised_schema())

@@ -1,0 +1,159 @@
+"""Batch linking with a model on Spark, where the driver's memory does not grow with the pairs or the persons.
+
+`link_on_spark` is `matching.link.link_records` with a model, on Spark end to end: the canonical records
+go to the executors once; standardisation (`matching.spark.standardise`), prediction (Splink's Spark
+backend) and clustering (`matching.spark.cluster`) run there; the driver keeps only figures. `write_spark_outputs`
+writes the same run directory as `matching.link.write_link_outputs` (the same files and columns, atomically),
+the CSV files written by the executors in order and joined on disk.
+
+Training on Spark (`Matcher(engine="spark")`) still goes through `link_records`; this path needs a model.
+"""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from warnings import catch_warnings, simplefilter
+
+import pandas as pd
+
+from matching.agglomerate import HELD_APART_COLUMNS
+from matching.cluster import RecordPairs, check_constraints, record_pairs
+from matching.engine import spark_linker
+from matching.link import (ClusteringFigures, Progress, clustering_summary, missing_fields_note, publish_run,
+                           write_run_files)
+from matching.model import MatcherModel
+from matching.spark.cluster import SparkClustering, cluster_on_spark
+from matching.spark.session import spark_session
+from matching.spark.standardise import POSITION, records_frame, standardise_frame
+from matching.standardise import STANDARD_COLUMNS
+
+
+PAIR_COLUMNS = ["record_id_l", "record_id_r", "match_weight", "match_probability"]
+
+
+@dataclass
+class SparkLink:
+    """One batch link on Spark: `pairs` (record_id_l, record_id_r, match_weight, match_probability) and the
+    clustering's frames stay on the executors; `summary` is `summary.json`."""
+
+    pairs: object
+    clustering: SparkClustering
+    model: MatcherModel
+    summary: dict = field(default_factory=dict)
+
+
+def available_fields_on_spark(standardised) -> set[str]:
+    """`matching.standardise.available_fields`, counted by the executors: the columns with some value, and
+    `birth_year_only` when some record has a birth year but no date."""
+    from pyspark.sql import functions as F
+
+    counts = standardised.agg(*[F.count(F.col(c)).alias(c) for c in STANDARD_COLUMNS],
+                              F.count(F.when(F.col("dob").isNull(), F.col("birth_year"))).alias("birth_year_only")).first()
+    return {name for name, count in counts.asDict().items() if count}
+
+
+def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float | None = None, floor: float = 0.01,
+                  previous: pd.DataFrame | None = None, progress: Progress | None = None, warnings: list[str] | None = None,
+                  must_link: RecordPairs | None = None, cannot_link: RecordPairs | None = None,
+                  spark_master: str | None = None) -> SparkLink:
+    """Deduplicate `records` (canonical columns) with `model` on Spark (`spark_master`, default local[2]).
+
+    The arguments mean what they mean to `matching.link.link_records`; the persons and pairs are the ones it
+    gives for the same model (`tests/test_spark_parity.py`).
+    """
+    step = progress or (lambda label: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    notes = list(warnings or [])
+    must, cannot = record_pairs(must_link), record_pairs(cannot_link)
+    if must or cannot:
+        check_constraints(must, cannot)
+    spark = spark_session(spark_master)
+    step("standardising (on the executors)")
+    standardised = standardise_frame(records_frame(spark, records)).localCheckpoint(eager=True)
+    notes += missing_fields_note(model, available_fields_on_spark(standardised))
+    model = model.for_population(len(records))
+    timings["standardise"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    step("scoring candidate pairs")
+    link_at = model.thresholds.link if threshold is None else threshold
+    pairs = _predicted(standardised, model, min(floor, model.thresholds.review_low, link_at), spark_master)
+    timings["predict"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    step("clustering (connected components, then each component on the executors)")
+    clustering = cluster_on_spark(spark, standardised, pairs, link_at, must_link=must, cannot_link=cannot, previous=previous)
+    summary = {"records": int(len(records)), "agencies": int(records["agency"].nunique(dropna=True)),
+               "model_trained_here": False, "warnings": notes, "engine": "spark",
+               **clustering_summary(_figures(clustering, pairs, model, link_at, len(records)), model, link_at,
+                                    clustering.events, clustering.constraints, clustering.identity_conflicts),
+               "component_rounds": clustering.rounds}
+    timings["cluster"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - started
+    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    return SparkLink(pairs=pairs, clustering=clustering, model=model, summary=summary)
+
+
+def _predicted(standardised, model: MatcherModel, floor: float, spark_master: str | None):
+    """Splink's predictions at `floor` on the executors, in Briefing's column names."""
+    from pyspark.sql import functions as F
+
+    linker = spark_linker(standardised, model.splink, spark_master)
+    with catch_warnings():
+        simplefilter("ignore")
+        table = linker.inference.predict(threshold_match_probability=floor)
+    pairs = table.as_spark_dataframe().select(F.col("unique_id_l").alias("record_id_l"), F.col("unique_id_r").alias("record_id_r"),
+                                              "match_weight", "match_probability")
+    return pairs.localCheckpoint(eager=True)
+
+
+def _figures(clustering: SparkClustering, pairs, model: MatcherModel, link_at: float, n_records: int) -> ClusteringFigures:
+    from pyspark.sql import functions as F
+
+    sizes = clustering.clusters.groupBy("person_id").count()
+    persons = sizes.agg(F.count("*"), F.sum((F.col("count") == 1).cast("long")), F.max("count")).first()
+    p = F.col("match_probability")
+    scored = pairs.agg(F.count("*"), F.sum((p >= link_at).cast("long")), F.sum(F.when(p >= link_at, p)),
+                       F.sum(((p >= model.thresholds.review_low) & (p < link_at)).cast("long")), F.min(p)).first()
+    held = clustering.held_apart.groupBy("reason").count().collect() if clustering.held_apart is not None else []
+    return ClusteringFigures(persons=int(persons[0]), singleton_persons=int(persons[1] or 0), largest_person=int(persons[2] or 0),
+                             pairs=int(scored[0]), pairs_linked=int(scored[1] or 0), linked_probability_sum=float(scored[2] or 0.0),
+                             pairs_in_review_band=int(scored[3] or 0),
+                             lowest_probability=float(scored[4]) if scored[4] is not None else None, records=n_records,
+                             held_apart={row["reason"]: int(row["count"]) for row in sorted(held, key=lambda r: r["reason"])})
+
+
+def _write_sorted_csv(frame, order: list, columns: list[str], path: Path) -> None:
+    """`columns` of `frame` as one CSV file at `path` (a header, then rows in `order`): the executors write
+    their sorted partitions, which are then joined in order on disk (constant memory on the driver)."""
+    parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=path.parent))
+    try:
+        (frame.orderBy(*order).select(*columns).write.mode("overwrite")
+         .csv(str(parts / "csv"), header=False, quote='"', escape='"', nullValue="", emptyValue='""'))
+        with open(path, "wb") as out:
+            out.write((",".join(f'"{c}"' for c in columns) + "\n").encode())
+            for part in sorted(glob.glob(str(parts / "csv" / "part-*"))):
+                with open(part, "rb") as source:
+                    shutil.copyfileobj(source, out)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+
+
+def write_spark_outputs(result: SparkLink, out_dir: str | Path) -> Path:
+    """The run directory of `matching.link.write_link_outputs` (same files and columns, atomically), written from Spark."""
+    from pyspark.sql import functions as F
+
+    def fill(staging: Path) -> None:
+        _write_sorted_csv(result.clustering.clusters, [POSITION], ["record_id", "person_id"], staging / "clusters.csv")
+        by_strength = [F.col("match_probability").desc(), F.col("record_id_l"), F.col("record_id_r")]
+        _write_sorted_csv(result.pairs, by_strength, PAIR_COLUMNS, staging / "pairs.csv")
+        _write_sorted_csv(result.clustering.held_apart, by_strength, HELD_APART_COLUMNS, staging / "held_apart.csv")
+        write_run_files(staging, result.model, result.summary, result.clustering.events)
+
+    return publish_run(out_dir, fill)
