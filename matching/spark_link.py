@@ -121,7 +121,7 @@ def _figures(clustering: SparkClustering, pairs, model: MatcherModel, link_at: f
     p = F.col("match_probability")
     scored = pairs.agg(F.count("*"), F.sum((p >= link_at).cast("long")), F.sum(F.when(p >= link_at, p)),
                        F.sum(((p >= model.thresholds.review_low) & (p < link_at)).cast("long")), F.min(p)).first()
-    held = clustering.held_apart.groupBy("reason").count().collect() if clustering.held_apart is not None else []
+    held = clustering.held_apart.groupBy("reason").count().collect()
     return ClusteringFigures(persons=int(persons[0]), singleton_persons=int(persons[1] or 0), largest_person=int(persons[2] or 0),
                              pairs=int(scored[0]), pairs_linked=int(scored[1] or 0), linked_probability_sum=float(scored[2] or 0.0),
                              pairs_in_review_band=int(scored[3] or 0),

@@ -31,6 +31,17 @@ def test_one_size_scales_every_second_with_the_records():
     assert result["projected_driver_python_gb"] == pytest.approx(200.0)
 
 
+def test_linking_with_a_model_scales_standardisation_and_clustering_with_the_executors_too():
+    run = _run(1_000_000, 9, 0, 310, 30, 400, 1.5)
+    run["spark_with_duckdb_model"] = run.pop("spark")
+    result = project([run], records=50_000_000, executor_cores=64, kind="spark_with_duckdb_model")
+    seconds = result["projected_seconds"]
+    assert seconds["standardise"] == round(9 * 50 / 32) and seconds["cluster"] == round(30 * 50 / 32)
+    assert seconds["predict"] == round(310 * 50 / 32) and seconds["other"] == 51 * 50
+    with pytest.raises(ValueError, match="'spark'"):
+        project([run], records=50_000_000, executor_cores=64)
+
+
 def test_no_run_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         project([], records=50_000_000, executor_cores=64)

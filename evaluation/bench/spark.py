@@ -114,7 +114,8 @@ def _parity(duckdb_out: Path, spark_out: Path) -> dict:
 
 
 def bench_link_spark(work: Path, records: int = 1_000_000, seed: int = 202, master: str = SPARK_MASTER,
-                     duckdb: bool = True, parity: bool = True, spark_training: bool = True) -> dict:
+                     duckdb: bool = True, parity: bool = True, spark_training: bool = True,
+                     reuse_duckdb: bool = False) -> dict:
     """Link a county of about `records` records on Spark `master` (and on DuckDB), timed, with peak memory."""
     county = synth_county(work, records, seed)
     records_csv = str(county / "records.csv")
@@ -130,7 +131,7 @@ def bench_link_spark(work: Path, records: int = 1_000_000, seed: int = 202, mast
     except Exception:  # noqa: BLE001 - informative only
         pass
     duckdb_out = work / f"link-duckdb-{records}-{seed}"
-    if duckdb or parity:
+    if (duckdb or parity) and not (reuse_duckdb and (duckdb_out / "summary.json").exists()):
         measured = run_tree(BRIEFING + ["link", records_csv, "--out", str(duckdb_out), "--quiet"])
         result["duckdb"] = {**measured, **_run_summary(duckdb_out, truth)}
     if spark_training:
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-duckdb", action="store_true", help="no DuckDB run (implies --skip-parity)")
     parser.add_argument("--skip-parity", action="store_true", help="no Spark run with the DuckDB run's model")
     parser.add_argument("--skip-spark-training", action="store_true", help="no Spark run training its own model")
+    parser.add_argument("--reuse-duckdb", action="store_true",
+                        help="compare with the DuckDB run already in --work instead of running it again")
     parser.add_argument("--work", help="keep generated data here (default: a temporary directory)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         result = bench_link_spark(work, args.records, args.seed, args.spark_master,
                                   duckdb=not args.skip_duckdb, parity=not (args.skip_parity or args.skip_duckdb),
-                                  spark_training=not args.skip_spark_training)
+                                  spark_training=not args.skip_spark_training, reuse_duckdb=args.reuse_duckdb)
     result["machine"] = machine()
     result["command"] = "python -m evaluation.bench.spark " + " ".join(argv if argv is not None else sys.argv[1:])
     print(json.dumps(result, indent=2))

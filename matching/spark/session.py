@@ -12,7 +12,8 @@ system `python3`, which lacks them). On a cluster, executors, partitions and the
 (`PYSPARK_PYTHON`) come from the cluster's own configuration (`spark-defaults.conf` under `SPARK_CONF_DIR`). Splink's
 intermediate tables are cached in executor memory (spilling to disk), or written as parquet under
 `BRIEFING_SPARK_CHECKPOINT_DIR` when it is set (on a cluster: storage every executor reaches, e.g.
-`hdfs://` or `s3a://`).
+`hdfs://` or `s3a://`), where iterative steps also write their rounds (`scratch_path`; in local mode, a
+scratch directory of the session).
 
 pyspark is an optional dependency (`pip install -e '.[spark]'`): it is imported only when a session starts.
 """
@@ -35,6 +36,7 @@ LOG4J_PATH = Path(__file__).with_name("log4j2.properties")
 
 _session = None  # the SparkSession this process created (one per process; Spark allows one active context)
 _checkpoint_dir: str | None = None
+_local_work: str | None = None  # the scratch directory of a local-mode session
 
 
 class EngineUnavailable(RuntimeError):
@@ -108,6 +110,7 @@ def _builder(master: str, udf_jar: str | None):
     """A SparkSession builder on `master` with `spark_conf`, the UDF jar, the log configuration and a scratch directory."""
     from pyspark.sql import SparkSession
 
+    global _local_work
     work = tempfile.mkdtemp(prefix="briefing-spark-")
     atexit.register(shutil.rmtree, work, True)
     log4j = os.path.join(work, "log4j2.properties")
@@ -121,6 +124,7 @@ def _builder(master: str, udf_jar: str | None):
     builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{log4j}")
     if _local_cores(master) is not None:
         builder = builder.config("spark.local.dir", os.path.join(work, "local"))
+        _local_work = work
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return builder
 
@@ -153,6 +157,16 @@ def spark_session(master: str | None = None):
         session.sparkContext.setCheckpointDir(_checkpoint_dir)
     _session = session
     return session
+
+
+def scratch_path(name: str) -> str:
+    """A fresh path for intermediate files every executor can read back: under BRIEFING_SPARK_CHECKPOINT_DIR
+    when set, else (local mode only) under this session's scratch directory. Raises EngineUnavailable on a
+    cluster without BRIEFING_SPARK_CHECKPOINT_DIR."""
+    base = _checkpoint_dir or _local_work
+    if _session is None or base is None:
+        raise EngineUnavailable("Spark on a cluster needs BRIEFING_SPARK_CHECKPOINT_DIR: storage every executor reaches")
+    return f"{base.rstrip('/')}/{name}-{uuid.uuid4().hex[:8]}"
 
 
 def stop_spark() -> None:
