@@ -57,7 +57,8 @@ class Clustering:
     the strongest such edge (record_id_l, record_id_r, match_probability) and its `reason`: "few
     links" (the density rule), the conflicting field ("date of birth", "given name"), "suffix" (Jr
     against Sr) or "generation" (`matching.attested`); steward cannot-links are not listed (a
-    steward has decided them).
+    steward has decided them). `labels`: each record's cluster as the position of its cluster's root (what
+    `assign_person_ids` breaks ties of overlap by).
     """
 
     clusters: pd.DataFrame
@@ -65,6 +66,7 @@ class Clustering:
     constraints: dict = field(default_factory=dict)
     identity_conflicts: dict = field(default_factory=dict)
     held_apart: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HELD_APART_COLUMNS))
+    labels: np.ndarray | None = None
 
     @property
     def n_persons(self) -> int:
@@ -333,4 +335,5 @@ def cluster(record_ids: pd.Series, pairs: pd.DataFrame, threshold: float, previo
     clustering = assign_person_ids(record_ids, labels, previous, constraints)
     clustering.identity_conflicts = conflicts
     clustering.held_apart = held
+    clustering.labels = labels
     return clustering

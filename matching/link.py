@@ -200,7 +200,7 @@ def clustering_summary(figures: ClusteringFigures, model: MatcherModel, link_at:
         "events": events["event"].value_counts().to_dict() if len(events) else {},
         "events_caused_by_stewards": int((events["cause"] != "scores").sum()) if len(events) else 0,
         "constraints": constraints,
-        "edges_refused_for_conflicting_identity": identity_conflicts,
+        "edges_refused_for_conflicting_identity": dict(sorted(identity_conflicts.items())),
         "persons_held_apart": figures.held_apart,
     }
 
@@ -215,10 +215,15 @@ def _compared_fields(fields: set[str]) -> set[str]:
     return out
 
 
+#: How every run file's CSV is written, whichever engine made it (Arrow's writer: several times faster than
+#: pandas' on a few hundred thousand pairs).
+CSV_OPTIONS = pacsv.WriteOptions(quoting_style="needed")
+#: The order of pairs.csv and held_apart.csv: strongest first, then by record ids.
+BY_STRENGTH = (["match_probability", "record_id_l", "record_id_r"], [False, True, True])
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    """A frame as CSV through Arrow's writer (several times faster than pandas' on a few hundred thousand pairs)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(quoting_style="needed"))
+    pacsv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), path, write_options=CSV_OPTIONS)
 
 
 def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
@@ -227,9 +232,9 @@ def write_link_outputs(result: LinkResult, out_dir: str | Path) -> Path:
     strongest pair of records and why (`matching.cluster.Clustering.held_apart`), for a steward to look at."""
     def fill(staging: Path) -> None:
         _write_csv(result.clustering.clusters, staging / "clusters.csv")
-        pairs = result.pairs.sort_values(["match_probability", "record_id_l", "record_id_r"], ascending=[False, True, True])
-        _write_csv(pairs, staging / "pairs.csv")
-        _write_csv(result.clustering.held_apart, staging / "held_apart.csv")
+        columns, ascending = BY_STRENGTH
+        _write_csv(result.pairs.sort_values(columns, ascending=ascending), staging / "pairs.csv")
+        _write_csv(result.clustering.held_apart.sort_values(columns, ascending=ascending), staging / "held_apart.csv")
         write_run_files(staging, result.model, result.summary, result.clustering.events)
 
     return publish_run(out_dir, fill)

@@ -2,30 +2,30 @@
 
 `link_on_spark` is `matching.link.link_records` with a model, on Spark end to end: the canonical records
 go to the executors once; standardisation (`matching.spark.standardise`), prediction (Splink's Spark
-backend) and clustering (`matching.spark.cluster`) run there; the driver keeps only figures. `write_spark_outputs`
+backend) and clustering (`matching.spark.cluster`) run there; the driver keeps figures (and, to reuse a
+previous run's person ids, one row per record). `write_spark_outputs`
 writes the same run directory as `matching.link.write_link_outputs` (the same files and columns, atomically),
-the CSV files written by the executors in order and joined on disk.
+its CSV files written by the same Arrow writer from the executors' sorted rows, a partition at a time.
 
 Training on Spark (`Matcher(engine="spark")`) still goes through `link_records`; this path needs a model.
 """
 
 from __future__ import annotations
 
-import glob
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from warnings import catch_warnings, simplefilter
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
-from matching.agglomerate import HELD_APART_COLUMNS
 from matching.cluster import RecordPairs, check_constraints, record_pairs
 from matching.engine import spark_linker
-from matching.link import (ClusteringFigures, Progress, clustering_summary, missing_fields_note, publish_run,
-                           write_run_files)
+from matching.link import (BY_STRENGTH, CSV_OPTIONS, ClusteringFigures, Progress, clustering_summary,
+                           missing_fields_note, publish_run, write_run_files)
 from matching.model import MatcherModel
 from matching.spark.cluster import SparkClustering, cluster_on_spark
 from matching.spark.session import spark_session
@@ -33,7 +33,11 @@ from matching.spark.standardise import POSITION, records_frame, standardise_fram
 from matching.standardise import STANDARD_COLUMNS
 
 
-PAIR_COLUMNS = ["record_id_l", "record_id_r", "match_weight", "match_probability"]
+CLUSTERS_SCHEMA = pa.schema([("record_id", pa.string()), ("person_id", pa.string())])
+PAIRS_SCHEMA = pa.schema([("record_id_l", pa.string()), ("record_id_r", pa.string()), ("match_weight", pa.float64()),
+                          ("match_probability", pa.float64())])
+HELD_APART_SCHEMA = pa.schema([("record_id_l", pa.string()), ("record_id_r", pa.string()),
+                               ("match_probability", pa.float64()), ("reason", pa.string())])
 
 
 @dataclass
@@ -71,8 +75,12 @@ def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float |
     timings: dict[str, float] = {}
     notes = list(warnings or [])
     must, cannot = record_pairs(must_link), record_pairs(cannot_link)
-    if must or cannot:
-        check_constraints(must, cannot)
+    link_at = model.thresholds.link if threshold is None else threshold
+    if not 0.0 < link_at < 1.0:
+        raise ValueError(f"threshold must be strictly between 0 and 1, got {link_at}")
+    if must or cannot:  # contradictions fail before scoring, among the decided records present (as link_records)
+        decided = {r for pair in must + cannot for r in pair}
+        check_constraints(must, cannot, records.loc[records["record_id"].astype(str).isin(decided), "record_id"])
     spark = spark_session(spark_master)
     step("standardising (on the executors)")
     standardised = standardise_frame(records_frame(spark, records)).localCheckpoint(eager=True)
@@ -82,14 +90,14 @@ def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float |
 
     t0 = time.perf_counter()
     step("scoring candidate pairs")
-    link_at = model.thresholds.link if threshold is None else threshold
     pairs = _predicted(standardised, model, min(floor, model.thresholds.review_low, link_at), spark_master)
     timings["predict"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     step("clustering (connected components, then each component on the executors)")
     clustering = cluster_on_spark(spark, standardised, pairs, link_at, must_link=must, cannot_link=cannot, previous=previous)
-    summary = {"records": int(len(records)), "agencies": int(records["agency"].nunique(dropna=True)),
+    agencies = records["agency"].nunique(dropna=True) if "agency" in records else 0
+    summary = {"records": int(len(records)), "agencies": int(agencies),
                "model_trained_here": False, "warnings": notes, "engine": "spark",
                **clustering_summary(_figures(clustering, pairs, model, link_at, len(records)), model, link_at,
                                     clustering.events, clustering.constraints, clustering.identity_conflicts),
@@ -109,8 +117,9 @@ def _predicted(standardised, model: MatcherModel, floor: float, spark_master: st
         simplefilter("ignore")
         table = linker.inference.predict(threshold_match_probability=floor)
     pairs = table.as_spark_dataframe().select(F.col("unique_id_l").alias("record_id_l"), F.col("unique_id_r").alias("record_id_r"),
-                                              "match_weight", "match_probability")
-    return pairs.localCheckpoint(eager=True)
+                                              "match_weight", "match_probability").localCheckpoint(eager=True)
+    table.drop_table_from_database_and_remove_from_cache()
+    return pairs
 
 
 def _figures(clustering: SparkClustering, pairs, model: MatcherModel, link_at: float, n_records: int) -> ClusteringFigures:
@@ -129,20 +138,18 @@ def _figures(clustering: SparkClustering, pairs, model: MatcherModel, link_at: f
                              held_apart={row["reason"]: int(row["count"]) for row in sorted(held, key=lambda r: r["reason"])})
 
 
-def _write_sorted_csv(frame, order: list, columns: list[str], path: Path) -> None:
-    """`columns` of `frame` as one CSV file at `path` (a header, then rows in `order`): the executors write
-    their sorted partitions, which are then joined in order on disk (constant memory on the driver)."""
-    parts = Path(tempfile.mkdtemp(prefix=".parts-", dir=path.parent))
-    try:
-        (frame.orderBy(*order).select(*columns).write.mode("overwrite")
-         .csv(str(parts / "csv"), header=False, quote='"', escape='"', nullValue="", emptyValue='""'))
-        with open(path, "wb") as out:
-            out.write((",".join(f'"{c}"' for c in columns) + "\n").encode())
-            for part in sorted(glob.glob(str(parts / "csv" / "part-*"))):
-                with open(part, "rb") as source:
-                    shutil.copyfileobj(source, out)
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
+#: Rows per Arrow batch when the driver writes a run file from the executors' sorted rows.
+WRITE_BATCH = 100_000
+
+
+def _write_sorted_csv(frame, order: list, schema: pa.Schema, path: Path) -> None:
+    """The `schema` columns of `frame` as one CSV file at `path`, rows in `order`, written as
+    `matching.link.write_link_outputs` writes them (same writer and options). The sorted partitions reach the
+    driver one at a time (`toLocalIterator`), so its memory holds one partition and one batch, on any cluster."""
+    rows = frame.orderBy(*order).select(*schema.names).toLocalIterator(prefetchPartitions=False)
+    with pacsv.CSVWriter(str(path), schema, write_options=CSV_OPTIONS) as writer:
+        while batch := list(islice(rows, WRITE_BATCH)):
+            writer.write_table(pa.Table.from_pylist([row.asDict() for row in batch], schema=schema))
 
 
 def write_spark_outputs(result: SparkLink, out_dir: str | Path) -> Path:
@@ -150,10 +157,11 @@ def write_spark_outputs(result: SparkLink, out_dir: str | Path) -> Path:
     from pyspark.sql import functions as F
 
     def fill(staging: Path) -> None:
-        _write_sorted_csv(result.clustering.clusters, [POSITION], ["record_id", "person_id"], staging / "clusters.csv")
-        by_strength = [F.col("match_probability").desc(), F.col("record_id_l"), F.col("record_id_r")]
-        _write_sorted_csv(result.pairs, by_strength, PAIR_COLUMNS, staging / "pairs.csv")
-        _write_sorted_csv(result.clustering.held_apart, by_strength, HELD_APART_COLUMNS, staging / "held_apart.csv")
+        _write_sorted_csv(result.clustering.clusters, [POSITION], CLUSTERS_SCHEMA, staging / "clusters.csv")
+        columns, ascending = BY_STRENGTH
+        by_strength = [F.col(c).asc() if up else F.col(c).desc() for c, up in zip(columns, ascending)]
+        _write_sorted_csv(result.pairs, by_strength, PAIRS_SCHEMA, staging / "pairs.csv")
+        _write_sorted_csv(result.clustering.held_apart, by_strength, HELD_APART_SCHEMA, staging / "held_apart.csv")
         write_run_files(staging, result.model, result.summary, result.clustering.events)
 
     return publish_run(out_dir, fill)

@@ -225,6 +225,9 @@ def test_spark_trained_model_has_the_same_format_and_runs_on_both_engines(spark,
     assert_same_pairs(pd.read_csv(on_duckdb / "pairs.csv", dtype={"record_id_l": str, "record_id_r": str}),
                       pd.read_csv(on_spark / "pairs.csv", dtype={"record_id_l": str, "record_id_r": str}))
     assert_same_clusters(pd.read_csv(on_duckdb / "clusters.csv", dtype=str), pd.read_csv(on_spark / "clusters.csv", dtype=str))
+    assert (on_spark / "clusters.csv").read_bytes() == (on_duckdb / "clusters.csv").read_bytes()  # same writer, same order
+    held = [pd.read_csv(run / "held_apart.csv", dtype=str)[["record_id_l", "record_id_r", "reason"]] for run in (on_duckdb, on_spark)]
+    pd.testing.assert_frame_equal(*held)
 
 
 def test_spark_jaro_winkler_equals_duckdb_to_the_last_bit(spark, records):

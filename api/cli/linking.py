@@ -88,7 +88,11 @@ def cmd_link(args: argparse.Namespace) -> int:
 
 def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Namespace, stages: Stages,
                    spark_master: str | None) -> int:
-    """`briefing link --engine spark --model M`: records, pairs and persons stay on the executors (matching.spark_link)."""
+    """`briefing link --engine spark --model M`: records, pairs and persons stay on the executors (matching.spark_link).
+    A failure inside Spark (an executor without Briefing's packages, a lost executor) is one line, not a JVM trace."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
     try:
         result = link_on_spark(records_file.frame, model, threshold=args.threshold, floor=args.floor, previous=previous,
                                progress=stages, warnings=records_file.warnings, spark_master=spark_master)
@@ -97,6 +101,9 @@ def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Na
         write_spark_outputs(result, args.out)
     except EngineUnavailable as exc:
         raise CliError(str(exc)) from exc
+    except (PySparkException, Py4JJavaError) as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CliError(f"--engine spark: Spark failed, nothing was written to {args.out}: {first}") from exc
     return _report(result.summary)
 
 

@@ -35,14 +35,16 @@ IDENTITY_COLUMNS = ["dob", "given_name", "given_variants", "given_phonetic", "fa
 BUCKET_RECORDS = 200_000
 #: One row per record (kind "record"), held-apart edge ("held"), identity conflict ("conflict") or
 #: count of edges a cannot-link refused ("refused"), from each component.
-REPORT_SCHEMA = ("kind string, record_id string, other string, person_id string, seed string, "
+#: A record's `root` is the input position of its cluster's root (as `matching.cluster.Clustering.labels`).
+REPORT_SCHEMA = ("kind string, record_id string, other string, person_id string, seed string, root bigint, "
                  "match_probability double, reason string, count bigint")
+REPORT_COLUMNS = [column.split()[0] for column in REPORT_SCHEMA.split(", ")]
 
 
 @dataclass
 class SparkClustering:
-    """`clusters`: a Spark DataFrame of record_id, person_id, position for every record; `held_apart`: one of
-    `matching.cluster.Clustering.held_apart`'s columns. `events`, `constraints`, `identity_conflicts` and
+    """`clusters`: a Spark DataFrame of record_id, person_id, position for every record; `held_apart`: a Spark
+    DataFrame with the columns of `matching.cluster.Clustering.held_apart`. `events`, `constraints`, `identity_conflicts` and
     `rounds` (of connected components) are small and held by the driver."""
 
     clusters: object
@@ -66,14 +68,13 @@ def _bucket_clusterer(threshold: float, min_density: float, must: list[tuple[str
                        cannot_link=decisions_of(cannot, present), identities=Identities.of(records))
         people = done.clusters.assign(seed=done.clusters.groupby("person_id")["record_id"].transform("min"))
         rows = [pd.DataFrame({"kind": "record", "record_id": people["record_id"], "person_id": people["person_id"],
-                              "seed": people["seed"]}),
+                              "seed": people["seed"], "root": records[POSITION].to_numpy()[done.labels]}),
                 pd.DataFrame({"kind": "held", "record_id": done.held_apart["record_id_l"], "other": done.held_apart["record_id_r"],
                               "match_probability": done.held_apart["match_probability"], "reason": done.held_apart["reason"]}),
                 pd.DataFrame({"kind": "conflict", "reason": list(done.identity_conflicts),
                               "count": list(done.identity_conflicts.values())}),
                 pd.DataFrame({"kind": ["refused"], "count": [done.constraints["cannot_link"]["edges_refused"]]})]
-        return pd.concat(rows, ignore_index=True).reindex(columns=["kind", "record_id", "other", "person_id", "seed",
-                                                                   "match_probability", "reason", "count"])
+        return pd.concat(rows, ignore_index=True).reindex(columns=REPORT_COLUMNS)
     return run
 
 
@@ -87,14 +88,19 @@ def _decision_positions(spark, standardised, pairs: list[tuple[str, str]]):
     from pyspark.sql import functions as F
 
     frame = spark.createDataFrame(pd.DataFrame(pairs, columns=["a", "b"], dtype=object), "a string, b string")
-    ids = standardised.select(F.col("unique_id"), F.col(POSITION))
-    return (frame.join(ids.withColumnRenamed("unique_id", "a").withColumnRenamed(POSITION, "l"), "a")
-            .join(ids.withColumnRenamed("unique_id", "b").withColumnRenamed(POSITION, "r"), "b").select("l", "r"))
+    return frame.join(_positions(standardised, "a", "l"), "a").join(_positions(standardised, "b", "r"), "b").select("l", "r")
+
+
+def _positions(standardised, record: str, position: str):
+    """Record id and position of every record, named `record` and `position`."""
+    from pyspark.sql import functions as F
+
+    return standardised.select(F.col("unique_id").alias(record), F.col(POSITION).alias(position))
 
 
 def _renamed_clashes(report) -> dict[str, str]:
     """{seed: person id} for persons whose derived id another person's derives too: the smallest seed keeps it,
-    the others are named as `assign_person_ids` names them (record-id order, every id taken so far excluded)."""
+    the others are named as `assign_person_ids` names them (in record-id order, the clashing ids excluded)."""
     from pyspark.sql import functions as F
 
     persons = report.where(F.col("kind") == "record").select("person_id", "seed").distinct()
@@ -123,10 +129,9 @@ def cluster_on_spark(spark, standardised, pairs, threshold: float, min_density: 
     from pyspark.sql import functions as F
 
     must, cannot = list(must_link), list(cannot_link)
-    ids = standardised.select(F.col("unique_id"), F.col(POSITION))
     edges = (pairs.where(F.col("match_probability") >= threshold)
-             .join(ids.withColumnRenamed("unique_id", "record_id_l").withColumnRenamed(POSITION, "l"), "record_id_l")
-             .join(ids.withColumnRenamed("unique_id", "record_id_r").withColumnRenamed(POSITION, "r"), "record_id_r")
+             .join(_positions(standardised, "record_id_l", "l"), "record_id_l")
+             .join(_positions(standardised, "record_id_r", "r"), "record_id_r")
              .where(F.col("l") != F.col("r")).localCheckpoint(eager=True))
     graph = edges.select("l", "r").unionByName(_decision_positions(spark, standardised, must))
     run = connected_components(graph)
@@ -145,10 +150,10 @@ def cluster_on_spark(spark, standardised, pairs, threshold: float, min_density: 
     alone = standardised.join(labelled(POSITION), POSITION, "left_anti")
     name = F.pandas_udf(_person_ids, "string")
     report = report.unionByName(alone.select(F.lit("record").alias("kind"), F.col("unique_id").alias("record_id"),
-                                             name("unique_id").alias("person_id"), F.col("unique_id").alias("seed")),
+                                             name("unique_id").alias("person_id"), F.col("unique_id").alias("seed"),
+                                             F.col(POSITION).alias("root")),
                                 allowMissingColumns=True).localCheckpoint(eager=True)
-    records = report.where(F.col("kind") == "record").join(
-        ids.withColumnRenamed("unique_id", "record_id"), "record_id")
+    records = report.where(F.col("kind") == "record").join(_positions(standardised, "record_id", POSITION), "record_id")
     clustering = _named(spark, records, report, previous, standardised, must, cannot)
     clustering.rounds = run.rounds
     clustering.held_apart = (report.where(F.col("kind") == "held")
@@ -168,10 +173,9 @@ def _named(spark, records, report, previous: pd.DataFrame | None, standardised, 
     present = standardised.where(F.col("unique_id").isin(decided)).select("unique_id").toPandas()["unique_id"] if decided else []
     summary = resolve_constraints(pd.Series(sorted(present), dtype=object), must, cannot).summary
     if previous is not None and len(previous):
-        local = records.select("record_id", "seed", POSITION).toPandas().sort_values(POSITION)
+        local = records.select("record_id", "root", POSITION).toPandas().sort_values(POSITION)
         ordered = local["record_id"].reset_index(drop=True)
-        named = assign_person_ids(ordered, pd.factorize(local["seed"])[0], previous,
-                                  resolve_constraints(ordered, must, cannot))
+        named = assign_person_ids(ordered, local["root"].to_numpy(), previous, resolve_constraints(ordered, must, cannot))
         frame = named.clusters.assign(**{POSITION: local[POSITION].to_numpy()})
         return SparkClustering(clusters=spark.createDataFrame(frame), held_apart=None, events=named.events,
                                constraints=summary)

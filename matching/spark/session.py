@@ -111,6 +111,7 @@ def _builder(master: str, udf_jar: str | None):
     from pyspark.sql import SparkSession
 
     global _local_work
+    _local_work = None
     work = tempfile.mkdtemp(prefix="briefing-spark-")
     atexit.register(shutil.rmtree, work, True)
     log4j = os.path.join(work, "log4j2.properties")
