@@ -151,6 +151,7 @@ def test_clustering_on_spark_keeps_decisions_previous_ids_and_id_clashes_as_on_o
                            threshold, must_link=must, cannot_link=cannot, previous=previous)
 
     assert_same_clusters(expected.clusters, got.clusters.toPandas())
+    assert expected.clusters.set_index("record_id")["person_id"]["R1"] == "PX"  # root 1 comes before root 5
     if not with_previous:
         named = expected.clusters.set_index("record_id")["person_id"]
         assert (len(named[CLASHING_IDS[0]]), len(named[CLASHING_IDS[1]])) == (11, 15)
@@ -290,3 +291,25 @@ def test_python_on_the_executors_is_the_drivers_interpreter_with_its_packages(sp
 
     frame = spark.range(4).repartition(2)
     assert {row[0] for row in frame.select(interpreter(frame["id"])).collect()} == {sys.executable}
+
+
+def test_previous_ids_go_where_one_machine_puts_them_when_overlaps_tie(spark):
+    """A previous person split one record each into two persons: its id goes to the person whose cluster root
+    comes first, as on one machine, not to the one whose smallest record comes first."""
+    from matching.attested import Identities
+    from matching.cluster import cluster
+    from matching.spark.cluster import cluster_on_spark
+    from matching.spark.standardise import records_frame, standardise_frame
+    from matching.standardise import standardise
+
+    names = ["ALMA", "BRUNO", "CELIA", "DORIAN", "EDWINA", "FABIAN"]
+    records = pd.DataFrame([{**_singleton(f"R{i}", name), "family_name": f"FAMILY{i}"} for i, name in enumerate(names)])
+    pairs = pd.DataFrame([("R5", "R0", 5.0, 0.99), ("R1", "R2", 5.0, 0.99)],
+                         columns=["record_id_l", "record_id_r", "match_weight", "match_probability"])
+    previous = pd.DataFrame({"record_id": ["R0", "R1", "R2"], "person_id": ["PX", "PX", "PY"]})  # R5 is new
+    std = standardise(records)
+    expected = cluster(std["unique_id"], pairs, 0.9, previous=previous, identities=Identities.of(std))
+    got = cluster_on_spark(spark, standardise_frame(records_frame(spark, records)), spark.createDataFrame(pairs), 0.9,
+                           previous=previous)
+    assert_same_clusters(expected.clusters, got.clusters.toPandas())
+    assert expected.clusters.set_index("record_id")["person_id"]["R1"] == "PX"  # root 1 comes before root 5
