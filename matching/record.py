@@ -46,9 +46,12 @@ from matching.record_parse import (
 __all__ = [
     "CANONICAL_COLUMNS",
     "DEFAULT_AGENCY",
+    "Piece",
     "Problem",
     "RecordsFile",
     "RecordsFileError",
+    "file_warnings",
+    "read_piece",
     "read_records",
 ]
 
@@ -156,8 +159,53 @@ def read_records(path: str | Path) -> RecordsFile:
     Raises :class:`RecordsFileError` listing every problem found if the file is rejected.
     """
     path_str = str(path)
-    data = _read_bytes(Path(path), path_str)
-    return _Reader(path_str, data).run()
+    piece = read_piece(path_str, _read_bytes(Path(path), path_str))
+    if piece.total_problems:
+        raise RecordsFileError(piece.problems, piece.total_problems)
+    return RecordsFile(piece.frame, file_warnings(path_str, piece.header_warnings, len(piece.frame),
+                                                  piece.impossible_dates, piece.impossible_examples),
+                       piece.impossible_dates, piece.present_columns)
+
+
+@dataclass
+class Piece:
+    """What reading one stretch of a records file (its header, then some of its records) found.
+
+    ``frame`` is None when ``problems`` is not empty; they are in file order, at most
+    :data:`MAX_PROBLEMS` of ``total_problems``. ``impossible_examples`` are the first
+    :data:`EXAMPLE_LOCATIONS` impossible dates as ``path:line:column value``.
+    """
+
+    frame: pd.DataFrame | None
+    problems: list[Problem]
+    total_problems: int
+    header_warnings: list[str]
+    impossible_dates: int
+    impossible_examples: list[str]
+    present_columns: list[str]
+
+
+def read_piece(path: str, data: bytes, line_shift: int = 0) -> Piece:
+    """Read and check ``data``: a header row, then records that start ``line_shift`` physical lines
+    further into the file ``path`` than they do in ``data`` (so every reported line is the file's).
+    Raises :class:`RecordsFileError` at once for an empty or undecodable stretch; other problems
+    are returned. :mod:`matching.record_pieces` reads a large file this way, a stretch at a time."""
+    return _Reader(path, data, line_shift).run()
+
+
+def file_warnings(path: str, header_warnings: list[str], n_rows: int, impossible: int,
+                  examples: list[str]) -> list[str]:
+    """The warnings of a whole file: the header's, no records, and impossible dates set to null."""
+    warnings = list(header_warnings)
+    if n_rows == 0:
+        warnings.append(f"{path}: the file has a header but no records")
+    if impossible:
+        more = impossible - min(impossible, EXAMPLE_LOCATIONS)
+        warnings.append(
+            f"dob: {impossible} impossible date{'s' if impossible != 1 else ''} "
+            f"(not on the calendar, in the future, or before {BIRTH_YEAR_MIN}) set to "
+            f"null: {', '.join(examples[:EXAMPLE_LOCATIONS])}" + (f" ... and {more} more" if more else ""))
+    return warnings
 
 
 def _today() -> date:
@@ -185,9 +233,10 @@ def _read_bytes(p: Path, path_str: str) -> bytes:
 
 
 class _Reader:
-    def __init__(self, path: str, data: bytes):
+    def __init__(self, path: str, data: bytes, line_shift: int = 0):
         self.path = path
         self.data = data
+        self.line_shift = line_shift
         self.problems: list[Problem] = []
         self.total_problems = 0
         self.warnings: list[str] = []
@@ -205,7 +254,7 @@ class _Reader:
 
     # -- steps ----------------------------------------------------------------------------
 
-    def run(self) -> RecordsFile:
+    def run(self) -> Piece:
         text, bom = self.decode()
         if not text or text.isspace():
             raise _fail(self.path, "file is empty")
@@ -216,7 +265,7 @@ class _Reader:
         self.body_text = text[body_chars:]
         self.quotes = self.body_text.count('"')
         body_offset = bom + len(text[:body_chars].encode("utf-8"))
-        self.body_first_line = body_first_line
+        self.body_first_line = body_first_line + self.line_shift
         self.ncols = len(header)
 
         positions = self.check_header(header, header_line)
@@ -243,9 +292,7 @@ class _Reader:
         self.report_issues(issues)
         if self.total_problems:
             self.problems.sort(key=lambda p: (p.line, p.column or 0))
-            raise RecordsFileError(self.problems[:MAX_PROBLEMS], self.total_problems)
-        if n_rows == 0:
-            self.warnings.append(f"{self.path}: the file has a header but no records")
+            return Piece(None, self.problems[:MAX_PROBLEMS], self.total_problems, self.warnings, 0, [], [])
         return finish()
 
     def decode(self) -> tuple[str, int]:
@@ -272,6 +319,7 @@ class _Reader:
 
     def bad_byte(self, pos: int, bom: int, what: str) -> RecordsFileError:
         line, start = line_and_start(self.data, pos)
+        line += self.line_shift  # a shifted stretch's header was read (and decoded) as the file's first
         start = max(start, bom)
         prefix = self.data[start:pos].decode("utf-8", errors="replace")
         column = field_at(prefix)
@@ -378,21 +426,15 @@ class _Reader:
                 return None
         return checked.issues, lambda: self.finish(checked, n_rows)
 
-    def finish(self, checked: Checked, n_rows: int) -> RecordsFile:
+    def finish(self, checked: Checked, n_rows: int) -> Piece:
         clean, impossible_rows = checked.clean, checked.impossible_rows
-        impossible = 0
-        if impossible_rows.size:
-            impossible = int(impossible_rows.size)
+        impossible = int(impossible_rows.size)
+        where: list[str] = []
+        if impossible:
             examples = values_at(clean["dob"], impossible_rows[:EXAMPLE_LOCATIONS], MAX_PROBLEMS)
             column = self.positions["dob"] + 1
-            where = ", ".join(
-                f"{self.location(self.line_of(int(r)), column)} {show(v)}"
-                for r, v in zip(impossible_rows[:EXAMPLE_LOCATIONS], examples))
-            more = impossible - min(impossible, EXAMPLE_LOCATIONS)
-            self.warnings.append(
-                f"dob: {impossible} impossible date{'s' if impossible != 1 else ''} "
-                f"(not on the calendar, in the future, or before {BIRTH_YEAR_MIN}) set to "
-                f"null: {where}" + (f" ... and {more} more" if more else ""))
+            where = [f"{self.location(self.line_of(int(r)), column)} {show(v)}"
+                     for r, v in zip(impossible_rows[:EXAMPLE_LOCATIONS], examples)]
             keep = np.ones(n_rows, dtype=bool)
             keep[impossible_rows] = False
             clean["dob"] = pc.if_else(pa.array(keep), clean["dob"],
@@ -418,4 +460,4 @@ class _Reader:
                    for c in columns]
         table = pa.Table.from_arrays(columns, names=list(CANONICAL_COLUMNS))
         frame = table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)
-        return RecordsFile(frame, self.warnings, impossible, present)
+        return Piece(frame, [], 0, self.warnings, impossible, where, present)
