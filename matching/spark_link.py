@@ -27,6 +27,7 @@ from matching.engine import spark_linker
 from matching.link import (BY_STRENGTH, CSV_OPTIONS, ClusteringFigures, Progress, clustering_summary,
                            missing_fields_note, publish_run, write_run_files)
 from matching.model import MatcherModel
+from matching.record_pieces import RecordsInPieces
 from matching.spark.cluster import SparkClustering, cluster_on_spark
 from matching.spark.session import spark_session
 from matching.spark.standardise import POSITION, records_frame, standardise_frame
@@ -61,15 +62,18 @@ def available_fields_on_spark(standardised) -> set[str]:
     return {name for name, count in counts.asDict().items() if count}
 
 
-def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float | None = None, floor: float = 0.01,
+def link_on_spark(records: pd.DataFrame | RecordsInPieces, model: MatcherModel, threshold: float | None = None, floor: float = 0.01,
                   previous: pd.DataFrame | None = None, progress: Progress | None = None, warnings: list[str] | None = None,
                   must_link: RecordPairs | None = None, cannot_link: RecordPairs | None = None,
                   spark_master: str | None = None) -> SparkLink:
-    """Deduplicate `records` (canonical columns) with `model` on Spark (`spark_master`, default local[2]).
+    """Deduplicate `records` (canonical columns; a file read in pieces is handed to Spark a piece at a time)
+    with `model` on Spark (`spark_master`, default local[2]).
 
     The arguments mean what they mean to `matching.link.link_records`; the persons and pairs are the ones it
     gives for the same model (`tests/test_spark_parity.py`).
     """
+    from pyspark.sql import functions as F
+
     step = progress or (lambda label: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -78,14 +82,18 @@ def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float |
     link_at = model.thresholds.link if threshold is None else threshold
     if not 0.0 < link_at < 1.0:
         raise ValueError(f"threshold must be strictly between 0 and 1, got {link_at}")
-    if must or cannot:  # contradictions fail before scoring, among the decided records present (as link_records)
-        decided = {r for pair in must + cannot for r in pair}
-        check_constraints(must, cannot, records.loc[records["record_id"].astype(str).isin(decided), "record_id"])
     spark = spark_session(spark_master)
+    step("handing the records to Spark")
+    canonical = records_frame(spark, records.frames() if isinstance(records, RecordsInPieces) else [records])
+    if must or cannot:  # contradictions fail before scoring, among the decided records present (as link_records)
+        decided = sorted({r for pair in must + cannot for r in pair})
+        present = canonical.filter(F.col("record_id").isin(decided)).select("record_id").toPandas()["record_id"]
+        check_constraints(must, cannot, present)
     step("standardising (on the executors)")
-    standardised = standardise_frame(records_frame(spark, records)).localCheckpoint(eager=True)
+    standardised = standardise_frame(canonical).localCheckpoint(eager=True)
+    n_records = standardised.count()
     notes += missing_fields_note(model, available_fields_on_spark(standardised))
-    model = model.for_population(len(records))
+    model = model.for_population(n_records)
     timings["standardise"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
@@ -96,10 +104,10 @@ def link_on_spark(records: pd.DataFrame, model: MatcherModel, threshold: float |
     t0 = time.perf_counter()
     step("clustering (connected components, then each component on the executors)")
     clustering = cluster_on_spark(spark, standardised, pairs, link_at, must_link=must, cannot_link=cannot, previous=previous)
-    agencies = records["agency"].nunique(dropna=True) if "agency" in records else 0
-    summary = {"records": int(len(records)), "agencies": int(agencies),
+    agencies = standardised.agg(F.countDistinct("agency")).first()[0]
+    summary = {"records": int(n_records), "agencies": int(agencies),
                "model_trained_here": False, "warnings": notes, "engine": "spark",
-               **clustering_summary(_figures(clustering, pairs, model, link_at, len(records)), model, link_at,
+               **clustering_summary(_figures(clustering, pairs, model, link_at, n_records), model, link_at,
                                     clustering.events, clustering.constraints, clustering.identity_conflicts),
                "component_rounds": clustering.rounds}
     timings["cluster"] = time.perf_counter() - t0

@@ -87,16 +87,20 @@ def assert_same_clusters(expected: pd.DataFrame, actual: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_same_model_gives_the_same_pairs_weights_and_clusters_on_spark(spark, records, duckdb_model):
+def test_same_model_gives_the_same_pairs_weights_and_clusters_on_spark(spark, county, records, duckdb_model):
     """A DuckDB-trained model predicts on Spark exactly as on DuckDB (full precision, in process), with the
-    records standardised, scored and clustered on the executors and the same summary."""
+    records handed to Spark a stretch of the file at a time, standardised, scored and clustered on the
+    executors, and the same summary."""
     from matching.link import link_records
     from matching.model import MatcherModel
+    from matching.record_pieces import read_records_in_pieces
     from matching.spark_link import link_on_spark
 
     model = MatcherModel.load(duckdb_model)
     on_duckdb = link_records(records, model=model)
-    on_spark = link_on_spark(records, model=model, spark_master="local[2]")
+    in_pieces = read_records_in_pieces(county / "records.csv", piece_bytes=20_000)
+    assert in_pieces.whole is None and len(in_pieces.stretches) > 3
+    on_spark = link_on_spark(in_pieces, model=model, spark_master="local[2]")
     assert on_spark.summary["engine"] == "spark" and on_duckdb.summary["engine"] == "duckdb"
     assert_same_pairs(on_duckdb.pairs, on_spark.pairs.toPandas())
     assert_same_clusters(on_duckdb.clustering.clusters, on_spark.clustering.clusters.toPandas())
@@ -147,8 +151,9 @@ def test_clustering_on_spark_keeps_decisions_previous_ids_and_id_clashes_as_on_o
     std = standardise(local_records)
     expected = cluster(std["unique_id"], linked.pairs, threshold, previous=previous, must_link=must, cannot_link=cannot,
                        identities=Identities.of(std))
-    got = cluster_on_spark(spark, standardise_frame(records_frame(spark, local_records)), spark.createDataFrame(linked.pairs),
-                           threshold, must_link=must, cannot_link=cannot, previous=previous)
+    in_two_pieces = records_frame(spark, [local_records[:100], local_records[100:]])
+    got = cluster_on_spark(spark, standardise_frame(in_two_pieces), spark.createDataFrame(linked.pairs), threshold,
+                           must_link=must, cannot_link=cannot, previous=previous)
 
     assert_same_clusters(expected.clusters, got.clusters.toPandas())
     if not with_previous:
@@ -308,7 +313,7 @@ def test_previous_ids_go_where_one_machine_puts_them_when_overlaps_tie(spark):
     previous = pd.DataFrame({"record_id": ["R0", "R1", "R2"], "person_id": ["PX", "PX", "PY"]})  # R5 is new
     std = standardise(records)
     expected = cluster(std["unique_id"], pairs, 0.9, previous=previous, identities=Identities.of(std))
-    got = cluster_on_spark(spark, standardise_frame(records_frame(spark, records)), spark.createDataFrame(pairs), 0.9,
+    got = cluster_on_spark(spark, standardise_frame(records_frame(spark, [records])), spark.createDataFrame(pairs), 0.9,
                            previous=previous)
     assert_same_clusters(expected.clusters, got.clusters.toPandas())
     assert expected.clusters.set_index("record_id")["person_id"]["R1"] == "PX"  # root 1 comes before root 5

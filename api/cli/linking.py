@@ -11,9 +11,10 @@ import argparse
 import json
 
 from api.cli.common import CliError, Stages, probability_arg
-from api.cli.inputs import load_model, load_records, read_table
+from api.cli.inputs import load_model, load_records, load_records_in_pieces, read_table
 from matching.link import link_records, recluster, write_link_outputs
 from matching.record import RecordsFile
+from matching.record_pieces import RecordsInPieces
 from matching.spark_link import link_on_spark, write_spark_outputs
 from matching.spark.session import EngineUnavailable, spark_available
 from matching.thresholds import choose_thresholds
@@ -65,19 +66,20 @@ def cmd_train_matcher(args: argparse.Namespace) -> int:
 def cmd_link(args: argparse.Namespace) -> int:
     if args.model and args.truth:
         raise CliError("--truth chooses the thresholds of a model trained here; it cannot be combined with --model")
-    records_file = load_records(args.records)
+    on_spark_with_model = bool(args.model) and engine_of(args)[0] == "spark"
+    # On Spark with a model the file is checked a stretch at a time and handed on the same way.
+    records_file = load_records_in_pieces(args.records) if on_spark_with_model else load_records(args.records)
     model = load_model(args.model) if args.model else None
     previous = read_table(args.previous, ("record_id", "person_id"), "previous clusters") if args.previous else None
     truth = read_table(args.truth, ("record_id", "person_key"), "truth") if args.truth else None
     stages = Stages(args.quiet)
+    if on_spark_with_model:
+        return _link_on_spark(records_file, model, previous, args, stages, args.spark_master)
     if model is None:
         result = train(records_file, args, stages, truth, floor=args.floor)
         if args.threshold is not None or previous is not None:
             recluster(result, threshold=args.threshold, previous=previous, progress=stages)
     else:
-        engine, spark_master = engine_of(args)
-        if engine == "spark":
-            return _link_on_spark(records_file, model, previous, args, stages, spark_master)
         result = link_records(records_file.frame, model=model, threshold=args.threshold, floor=args.floor,
                               previous=previous, progress=stages, warnings=records_file.warnings)
     stages.finish()
@@ -86,7 +88,7 @@ def cmd_link(args: argparse.Namespace) -> int:
     return _report(result.summary)
 
 
-def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Namespace, stages: Stages,
+def _link_on_spark(records_file: RecordsInPieces, model, previous, args: argparse.Namespace, stages: Stages,
                    spark_master: str | None) -> int:
     """`briefing link --engine spark --model M`: records, pairs and persons stay on the executors (matching.spark_link).
     A failure inside Spark (an executor without Briefing's packages, a lost executor) is one line, not a JVM trace."""
@@ -94,7 +96,7 @@ def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Na
     from pyspark.errors import PySparkException
 
     try:
-        result = link_on_spark(records_file.frame, model, threshold=args.threshold, floor=args.floor, previous=previous,
+        result = link_on_spark(records_file, model, threshold=args.threshold, floor=args.floor, previous=previous,
                                progress=stages, warnings=records_file.warnings, spark_master=spark_master)
         stages.finish()
         _describe_input(result.summary, records_file, args)
@@ -107,7 +109,7 @@ def _link_on_spark(records_file: RecordsFile, model, previous, args: argparse.Na
     return _report(result.summary)
 
 
-def _describe_input(summary: dict, records_file: RecordsFile, args: argparse.Namespace) -> None:
+def _describe_input(summary: dict, records_file: RecordsFile | RecordsInPieces, args: argparse.Namespace) -> None:
     summary["impossible_dates"] = records_file.impossible_dates
     summary["input"] = {"file": str(args.records), "columns_present": records_file.present_columns}
 

@@ -1,7 +1,7 @@
 """Standardisation on the executors: `matching.standardise.standardise` applied to each Arrow batch of a Spark DataFrame.
 
-The driver hands Spark the canonical records once (`records_frame`, Arrow, checkpointed on the
-executors) and never holds the standardised table: each executor task runs the same pandas function
+The driver hands Spark the canonical records once, a piece at a time (`records_frame`: Arrow, written
+where the executors read it) and never holds the standardised table: each executor task runs the same pandas function
 the DuckDB path and the real-time resolver run, on its own batches (`mapInArrow`), so the
 standardised values are identical whatever the engine. Every record keeps its input `position`, which
 clustering orders ties by (as `matching.cluster` orders them by input order).
@@ -9,11 +9,12 @@ clustering orders ties by (as `matching.cluster` orders them by input order).
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pandas as pd
 import pyarrow as pa
 
+from matching.spark.session import scratch_path
 from matching.standardise import LIST_COLUMNS, NUMERIC_COLUMNS, STANDARD_COLUMNS, standardise, to_arrow
 
 #: The column every standardised record carries besides the matcher's: its row in the input, from 0.
@@ -40,17 +41,23 @@ def _standardise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Recor
         yield from out.to_batches()
 
 
-def records_frame(spark, records: pd.DataFrame):
-    """`records` (canonical columns, as `matching.record.read_records` gives them) as a Spark DataFrame
-    with a `position` column, held by the executors (a local checkpoint: Spark's optimizer would
-    otherwise fold the rows of a local relation into every query plan)."""
-    table = pa.Table.from_pandas(records.reset_index(drop=True), preserve_index=False)
-    for i, column in enumerate(table.schema):
-        if pa.types.is_null(column.type):  # an all-empty column: Spark has no NULL-typed column
-            table = table.set_column(i, column.name, pa.nulls(len(table), pa.string()))
-    table = table.append_column(POSITION, pa.array(range(len(records)), type=pa.int64()))
+def records_frame(spark, pieces: Iterable[pd.DataFrame]):
+    """The canonical records of `pieces` (frames as `matching.record.read_records` gives them, in file
+    order) as one Spark DataFrame with a `position` column. Each piece is handed to Spark and written
+    to storage every executor reads (`session.scratch_path`) before the next is read, so the driver
+    holds one piece at a time; the executors read the records back from there."""
+    path = scratch_path("records")
+    position = 0
+    for frame in pieces:
+        table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+        for i, column in enumerate(table.schema):
+            if pa.types.is_null(column.type):  # an all-empty column: Spark has no NULL-typed column
+                table = table.set_column(i, column.name, pa.nulls(len(table), pa.string()))
+        table = table.append_column(POSITION, pa.array(range(position, position + len(frame)), type=pa.int64()))
+        spark.createDataFrame(table).write.mode("append").parquet(path)
+        position += len(frame)
     partitions = max(spark.sparkContext.defaultParallelism, 1)
-    return spark.createDataFrame(table).repartition(partitions).localCheckpoint(eager=True)
+    return spark.read.parquet(path).repartition(partitions)
 
 
 def standardise_frame(records):
