@@ -29,7 +29,7 @@ from matching.link import (BY_STRENGTH, CSV_OPTIONS, ClusteringFigures, Progress
 from matching.model import MatcherModel
 from matching.record_pieces import RecordsInPieces
 from matching.spark.cluster import SparkClustering, cluster_on_spark
-from matching.spark.session import spark_session
+from matching.spark.session import remove_scratch, scratch_path, spark_session
 from matching.spark.standardise import POSITION, records_frame, standardise_frame
 from matching.standardise import STANDARD_COLUMNS
 
@@ -84,13 +84,17 @@ def link_on_spark(records: pd.DataFrame | RecordsInPieces, model: MatcherModel, 
         raise ValueError(f"threshold must be strictly between 0 and 1, got {link_at}")
     spark = spark_session(spark_master)
     step("handing the records to Spark")
-    canonical = records_frame(spark, records.frames() if isinstance(records, RecordsInPieces) else [records])
-    if must or cannot:  # contradictions fail before scoring, among the decided records present (as link_records)
-        decided = sorted({r for pair in must + cannot for r in pair})
-        present = canonical.filter(F.col("record_id").isin(decided)).select("record_id").toPandas()["record_id"]
-        check_constraints(must, cannot, present)
-    step("standardising (on the executors)")
-    standardised = standardise_frame(canonical).localCheckpoint(eager=True)
+    written = scratch_path("records")
+    try:
+        canonical = records_frame(spark, records.frames() if isinstance(records, RecordsInPieces) else [records], written)
+        if must or cannot:  # contradictions fail before scoring, among the decided records present (as link_records)
+            decided = sorted({r for pair in must + cannot for r in pair})
+            present = canonical.filter(F.col("record_id").isin(decided)).select("record_id").toPandas()["record_id"]
+            check_constraints(must, cannot, present)
+        step("standardising (on the executors)")
+        standardised = standardise_frame(canonical).localCheckpoint(eager=True)
+    finally:
+        remove_scratch(written)
     n_records = standardised.count()
     notes += missing_fields_note(model, available_fields_on_spark(standardised))
     model = model.for_population(n_records)

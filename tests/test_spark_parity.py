@@ -94,13 +94,17 @@ def test_same_model_gives_the_same_pairs_weights_and_clusters_on_spark(spark, co
     from matching.link import link_records
     from matching.model import MatcherModel
     from matching.record_pieces import read_records_in_pieces
+    from matching.spark import session
     from matching.spark_link import link_on_spark
 
     model = MatcherModel.load(duckdb_model)
     on_duckdb = link_records(records, model=model)
     in_pieces = read_records_in_pieces(county / "records.csv", piece_bytes=20_000)
     assert in_pieces.whole is None and len(in_pieces.stretches) > 3
+    scratch = Path(session._local_work)
+    before = set(scratch.glob("records-*"))
     on_spark = link_on_spark(in_pieces, model=model, spark_master="local[2]")
+    assert set(scratch.glob("records-*")) == before, "the records' copy for the executors is removed once read"
     assert on_spark.summary["engine"] == "spark" and on_duckdb.summary["engine"] == "duckdb"
     assert_same_pairs(on_duckdb.pairs, on_spark.pairs.toPandas())
     assert_same_clusters(on_duckdb.clustering.clusters, on_spark.clustering.clusters.toPandas())

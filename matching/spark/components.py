@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from matching.spark.session import scratch_path
+from matching.spark.session import remove_scratch, scratch_path
 
 #: A bound on rounds that only a malformed graph (a chain of this many records) reaches.
 MAX_ROUNDS = 1000
@@ -56,7 +56,7 @@ def connected_components(edges, left: str = "l", right: str = "r") -> Components
                   .select(F.col("s.node").alias("node"), F.least("s.component", "t.component").alias("component")))
         done = path
         labels, path = _reread(spark, jumped)
-        _remove(spark, done)
+        remove_scratch(done)
         settled = _label_sum(labels)
         if settled == total:
             return ComponentsRun(labels=labels, rounds=rounds)
@@ -69,12 +69,6 @@ def _reread(spark, frame) -> tuple[object, str]:
     path = scratch_path("components")
     frame.write.parquet(path)
     return spark.read.parquet(path), path
-
-
-def _remove(spark, path: str) -> None:
-    """Delete a round's files once the next round is written (any file system Spark's Hadoop reaches)."""
-    target = spark._jvm.org.apache.hadoop.fs.Path(path)
-    target.getFileSystem(spark._jsc.hadoopConfiguration()).delete(target, True)
 
 
 def _label_sum(labels) -> int:

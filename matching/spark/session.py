@@ -12,8 +12,8 @@ system `python3`, which lacks them). On a cluster, executors, partitions and the
 (`PYSPARK_PYTHON`) come from the cluster's own configuration (`spark-defaults.conf` under `SPARK_CONF_DIR`). Splink's
 intermediate tables are cached in executor memory (spilling to disk), or written as parquet under
 `BRIEFING_SPARK_CHECKPOINT_DIR` when it is set (on a cluster: storage every executor reaches, e.g.
-`hdfs://` or `s3a://`), where iterative steps also write their rounds (`scratch_path`; in local mode, a
-scratch directory of the session).
+`hdfs://` or `s3a://`), where the records are handed to the executors and iterative steps write their
+rounds (`scratch_path`, removed by `remove_scratch` once read; in local mode, a scratch directory of the session).
 
 pyspark is an optional dependency (`pip install -e '.[spark]'`): it is imported only when a session starts.
 """
@@ -168,6 +168,15 @@ def scratch_path(name: str) -> str:
     if _session is None or base is None:
         raise EngineUnavailable("Spark on a cluster needs BRIEFING_SPARK_CHECKPOINT_DIR: storage every executor reaches")
     return f"{base.rstrip('/')}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_scratch(path: str) -> None:
+    """Delete the files under `path` (from `scratch_path`), on any file system Spark's Hadoop reaches; nothing if absent.
+    Intermediate files hold personal data: each is removed as soon as nothing reads it."""
+    if _session is None:
+        return
+    target = _session._jvm.org.apache.hadoop.fs.Path(path)
+    target.getFileSystem(_session._jsc.hadoopConfiguration()).delete(target, True)
 
 
 def stop_spark() -> None:

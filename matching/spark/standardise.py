@@ -41,12 +41,12 @@ def _standardise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Recor
         yield from out.to_batches()
 
 
-def records_frame(spark, pieces: Iterable[pd.DataFrame]):
+def records_frame(spark, pieces: Iterable[pd.DataFrame], path: str | None = None):
     """The canonical records of `pieces` (frames as `matching.record.read_records` gives them, in file
     order) as one Spark DataFrame with a `position` column. Each piece is handed to Spark and written
-    to storage every executor reads (`session.scratch_path`) before the next is read, so the driver
-    holds one piece at a time; the executors read the records back from there."""
-    path = scratch_path("records")
+    to storage every executor reads (`path`, by default a new `session.scratch_path`) before the next is
+    read, so the driver holds one piece at a time; the executors read the records back from there."""
+    path = path or scratch_path("records")
     position = 0
     for frame in pieces:
         table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
