@@ -19,6 +19,7 @@ line break; the stretch then fails its checks and the whole file is read as one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -26,7 +27,8 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import pandas as pd
 
-from matching.record import CANONICAL_COLUMNS, EXAMPLE_LOCATIONS, RecordsFileError, file_warnings, read_piece, read_records
+from matching.record import (CANONICAL_COLUMNS, EXAMPLE_LOCATIONS, Problem, RecordsFileError, file_warnings, read_piece,
+                             read_records)
 from matching.record_parse import UTF8_BOM, split_header
 
 #: Bytes of the file per stretch: about 220,000 county records, 0.3 GB of the reader's memory at its peak.
@@ -40,8 +42,8 @@ class RecordsInPieces:
     """A checked records file, read again a stretch at a time by `frames()`.
 
     `records`, `warnings`, `impossible_dates` and `present_columns` are those of `read_records` on the
-    whole file. `stretches` are (first byte, end byte, line shift) of each stretch after the first;
-    `whole` holds the frame when the file had to be read whole.
+    whole file. `stretches` are (first byte, end byte, line shift) of each stretch; `stamp` is the file's
+    size and modification time when it was checked; `whole` holds the frame when the file had to be read whole.
     """
 
     path: str
@@ -51,6 +53,7 @@ class RecordsInPieces:
     present_columns: list[str]
     header: bytes = b""
     stretches: list[tuple[int, int, int]] = field(default_factory=list)
+    stamp: tuple[int, int] = (0, 0)
     whole: pd.DataFrame | None = None
 
     def frames(self) -> Iterator[pd.DataFrame]:
@@ -62,7 +65,11 @@ class RecordsInPieces:
             for start, end, shift in self.stretches:
                 f.seek(start)
                 data = f.read(end - start)
-                yield read_piece(self.path, data if start == 0 else self.header + data, shift).frame
+                frame = read_piece(self.path, data if start == 0 else self.header + data, shift).frame
+                if _stamp(f) != self.stamp or frame is None:
+                    raise RecordsFileError([Problem(self.path, 0, None, None, "the file changed while it was being "
+                                                    "read; nothing was written: run again on a file nothing writes to")])
+                yield frame
 
 
 def read_records_in_pieces(path: str | Path, piece_bytes: int = PIECE_BYTES) -> RecordsInPieces:
@@ -77,7 +84,10 @@ def read_records_in_pieces(path: str | Path, piece_bytes: int = PIECE_BYTES) -> 
         read_records(path_str)  # the same message for a missing file, a directory, ...
         raise
     with f:
+        stamp = _stamp(f)
         checked = _check(path_str, f, piece_bytes)
+        if checked is not None:
+            checked.stamp = stamp
     if checked is None:
         whole = read_records(path_str)  # raises the file's problems; or the cut was not a record boundary
         return RecordsInPieces(path_str, len(whole.frame), whole.warnings, whole.impossible_dates,
@@ -123,8 +133,9 @@ def _check(path: str, f: BinaryIO, piece_bytes: int) -> RecordsInPieces | None:
 
 
 def _stretches(f: BinaryIO, piece_bytes: int) -> Iterator[tuple[int, bytes]]:
-    """(first byte, bytes) of consecutive stretches of `f` of about `piece_bytes`, each ending at a line
-    end with an even number of quotes before it (the first line end after `piece_bytes` that has one)."""
+    """(first byte, bytes) of consecutive stretches of `f`, each the longest run of whole lines within one read
+    of `piece_bytes` (and what was left of the read before) that ends with an even number of quotes; a read
+    with no such line end is added to the next."""
     start, carry = 0, b""
     while chunk := f.read(piece_bytes):
         data = carry + chunk
@@ -149,6 +160,12 @@ def _last_cut(data: bytes) -> int:
             return newline + 1
         end = newline
     return 0
+
+
+def _stamp(f: BinaryIO) -> tuple[int, int]:
+    """The open file's size and modification time, in nanoseconds."""
+    status = os.fstat(f.fileno())
+    return status.st_size, status.st_mtime_ns
 
 
 def _header_bytes(first: bytes) -> bytes:

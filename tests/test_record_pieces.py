@@ -129,3 +129,12 @@ def test_a_bad_byte_in_a_later_stretch_is_reported_at_its_line_and_column(tmp_pa
 def test_a_missing_file_is_the_same_error_as_reading_it_whole(tmp_path):
     with pytest.raises(RecordsFileError, match="file not found"):
         read_records_in_pieces(tmp_path / "absent.csv")
+
+
+def test_a_file_changed_between_the_check_and_the_hand_on_is_refused(tmp_path):
+    path = tmp_path / "records.csv"
+    path.write_bytes(_county_like(200))
+    checked = read_records_in_pieces(path, piece_bytes=2_000)
+    path.write_bytes(_county_like(201))
+    with pytest.raises(RecordsFileError, match="the file changed while it was being read"):
+        list(checked.frames())

@@ -13,7 +13,7 @@ import json
 from api.cli.common import CliError, Stages, probability_arg
 from api.cli.inputs import load_model, load_records, load_records_in_pieces, read_table
 from matching.link import link_records, recluster, write_link_outputs
-from matching.record import RecordsFile
+from matching.record import RecordsFile, RecordsFileError
 from matching.record_pieces import RecordsInPieces
 from matching.spark_link import link_on_spark, write_spark_outputs
 from matching.spark.session import EngineUnavailable, spark_available
@@ -101,7 +101,7 @@ def _link_on_spark(records_file: RecordsInPieces, model, previous, args: argpars
         stages.finish()
         _describe_input(result.summary, records_file, args)
         write_spark_outputs(result, args.out)
-    except EngineUnavailable as exc:
+    except (EngineUnavailable, RecordsFileError) as exc:  # RecordsFileError: the file changed while being read
         raise CliError(str(exc)) from exc
     except (PySparkException, Py4JJavaError) as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
