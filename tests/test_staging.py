@@ -11,6 +11,7 @@ from sqlalchemy import delete, insert, select
 import api.service.staging as staging
 from api.service.changes import record_change
 from api.service.ingest import IngestError, ingest
+from api.service.owned_upsert import upsert
 from api.service.stewardship import pair_key
 from api.service.store import clusters, context_items, records, review_pairs
 from evaluation.synth.county import generate_county
@@ -206,3 +207,95 @@ def test_a_record_erased_while_the_load_stages_is_gone_after_the_swap_with_its_r
             (review_pairs.c.record_id_l == erased) | (review_pairs.c.record_id_r == erased))).first()
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+# --------------------------------------------------------------------------- items and consents staged too
+
+
+@pytest.fixture()
+def with_items(base, tmp_path):
+    """The bulk load of `base` with the second county's items and consents (ids prefixed, as its records)."""
+    db, store, bulk, frame = base
+    files = [bulk]
+    for name, key in (("context_items", "item_id"), ("consents", "consent_id")):
+        rows = pd.read_csv(tmp_path / "more" / f"{name}.csv", dtype=str, keep_default_na=False)
+        rows[key] = "MORE-" + rows[key]
+        rows["record_id"] = "MORE-" + rows["record_id"]
+        if name == "context_items":
+            rows["consent_id"] = rows["consent_id"].where(rows["consent_id"] == "", "MORE-" + rows["consent_id"])
+        rows.to_csv(tmp_path / f"{name}-more.csv", index=False)
+        files.append(tmp_path / f"{name}-more.csv")
+    return db, store, files
+
+
+@pytest.fixture()
+def after_items_staged(monkeypatch):
+    """Run a callable of the store once the live items and consents are copied and the load's first are staged."""
+    actions = []
+    write = staging._write_owned
+
+    def write_then_act(*args):
+        longest = write(*args)
+        while actions:
+            actions.pop(0)(args[0])
+        return longest
+
+    monkeypatch.setattr(staging, "_write_owned", write_then_act)
+    monkeypatch.setattr(staging, "OWNED_STAGE_ROWS", 200)     # several staging transactions even on a small load
+    return actions
+
+
+def _items(store) -> dict[str, tuple]:
+    with store.engine.connect() as connection:
+        return {row.item_id: (row.record_id, row.text) for row in connection.execute(select(context_items))}
+
+
+def _write_item(store, item_id: str, record_id: str, text: str) -> None:
+    with store.begin() as connection:
+        upsert(connection, context_items, "item_id", [{"item_id": item_id, "record_id": record_id, "category": "other",
+                                                        "text": text, "status": "active", "updated_at": "2026-12-01"}])
+
+
+def test_a_load_with_items_stages_them_and_keeps_item_writes_withdrawals_and_erasures_made_meanwhile(
+        with_items, after_items_staged):
+    db, store, files = with_items
+    before = _items(store)
+    kept, withdrawn = sorted(before)[:2]
+    erased_record = before[sorted(before)[-1]][0]
+
+    def others_write(store):
+        _write_item(store, kept, before[kept][0], "rewritten by a feed while the load staged")
+        _write_item(store, "FEED-NEW-ITEM", before[kept][0], "new from a feed while the load staged")
+        with store.begin() as connection:
+            connection.execute(delete(context_items).where(context_items.c.item_id == withdrawn))
+            connection.execute(delete(records).where(records.c.record_id == erased_record))
+            record_change(connection, "delete", erased_record)
+
+    after_items_staged.append(others_write)
+    summary = ingest(store, files, MODEL)
+    assert summary.linking == "batch" and summary.context_items > 200 and summary.consents > 0
+    after = _items(store)
+    assert after[kept][1] == "rewritten by a feed while the load staged"
+    assert "FEED-NEW-ITEM" in after and withdrawn not in after
+    assert not [i for i, (record_id, _) in after.items() if record_id == erased_record]
+    assert {i for i in after if i.startswith("MORE-")} == {f"MORE-{i}" for i in pd.read_csv(
+        files[1].parent / "more" / "context_items.csv", dtype=str)["item_id"]}
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'").fetchone()[0] == 0
+        assert connection.execute("PRAGMA foreign_key_check").fetchall() == []
+    _write_item(store, "FEED-AFTER", before[kept][0], "written after the load")   # no trigger is left to fail it
+    assert "FEED-AFTER" in _items(store)
+
+
+def test_a_load_whose_own_item_is_written_while_it_stages_is_refused_whole(with_items, after_items_staged):
+    db, store, files = with_items
+    own = "MORE-" + pd.read_csv(files[1].parent / "more" / "context_items.csv", dtype=str)["item_id"].iloc[0]
+    first_record = "MORE-" + pd.read_csv(files[1].parent / "more" / "context_items.csv", dtype=str)["record_id"].iloc[0]
+    before = _stored(store)
+    after_items_staged.append(lambda store: _write_item(store, own, before and next(iter(before)), "a feed's copy"))
+    with pytest.raises(IngestError, match=f"context_items '{own}'.*was written or withdrawn while the load was being staged"):
+        ingest(store, files, MODEL)
+    assert _stored(store) == before and first_record not in _stored(store)
+    assert _items(store)[own][1] == "a feed's copy"
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}

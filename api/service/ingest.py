@@ -53,6 +53,7 @@ from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
+from api.service.owned_upsert import OwnershipConflict, chunked_rows, upsert
 from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, dialect_insert, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
@@ -62,10 +63,6 @@ from matching.resolve import Resolver
 from scoring.item import CONSENT_CATEGORIES, ID_LENGTH, LEGAL_CATEGORIES, Consent, ContextItem, Purpose
 
 BULK_MIN = 1_000
-
-
-class OwnershipConflict(ValueError):
-    """An upsert would have moved an item or a consent to a record of another agency; that row was not written."""
 
 
 class ItemIn(ContextItem):
@@ -210,14 +207,16 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
     """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
     bulk load's records and persons staged first and swapped in with the rest (api.service.staging)."""
     record_rows = [record_row(r, now) for r in batch.to_dict("records")]
-
-    def rest(connection) -> None:
-        _write_attached(connection, paths, person_rows, items, consent_rows, summary, now, principal)
-
+    owned_rows = {context_items: [item_row(i, now) for _, _, i in items],
+                  consents: [consent_row(c, now) for _, _, c in consent_rows]}
     attached = {row.record_id for _, _, row in items + consent_rows}
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
         pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
-        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, attached, rest))
+
+        def rest(connection) -> None:             # items and consents are staged with the records
+            _write_attached(connection, paths, person_rows, {}, summary, principal)
+
+        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, owned_rows, rest))
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, record_rows)
@@ -229,14 +228,13 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
             bulk_upsert(connection, clusters, [r for r in person_rows if r["record_id"] not in deleted])
         open_pairs(connection, [p for p in summary.review_pairs if not {p["record_id_l"], p["record_id_r"]} & deleted],
                    summary.review_reason, now)
-        rest(connection)
+        _write_attached(connection, paths, person_rows, owned_rows, summary, principal)
 
 
-def _write_attached(connection, paths, person_rows, items, consent_rows, summary: IngestSummary, now: str,
-                    principal: str) -> None:
-    """The load's items and consents, its changes and its audit event."""
-    upsert(connection, context_items, "item_id", [item_row(i, now) for _, _, i in items])
-    upsert(connection, consents, "consent_id", [consent_row(c, now) for _, _, c in consent_rows])
+def _write_attached(connection, paths, person_rows, owned_rows: dict, summary: IngestSummary, principal: str) -> None:
+    """The load's items and consents (`owned_rows`, by table), its changes and its audit event."""
+    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+        upsert(connection, table, key, owned_rows.get(table, []))
     if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
         if summary.linking == "batch":
             record_change(connection, "rebuild")
@@ -287,7 +285,7 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
     problems = []
     with store.engine.connect() as connection:
         for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
-            hung = dict(_chunked(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
+            hung = dict(chunked_rows(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
                                  [getattr(row, key) for _, _, row in rows]))
             for path, line, row in rows:
                 ident = getattr(row, key)
@@ -295,7 +293,7 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
                     problems.append(f"{path}:{line}:{headers[path].index('record_id') + 1}: record_id: {key} {ident!r} "
                                     f"hangs on a record of another agency than {row.record_id!r}: an item or consent "
                                     f"never moves to a record of another agency")
-        attached = {r for table in (context_items, consents) for (r,) in _chunked(
+        attached = {r for table in (context_items, consents) for (r,) in chunked_rows(
             connection, lambda ids: select(table.c.record_id.distinct()).where(table.c.record_id.in_(ids)),
             [record_id for _, record_id in changed])}
     for path, record_id in changed:
@@ -304,14 +302,6 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
             problems.append(f"{path}:{line}:{column}: agency: record {record_id!r} has context items or consents: its "
                             f"agency cannot change (they would move with it to another agency)")
     return problems
-
-
-def _chunked(connection, statement_for, ids: list, chunk: int = 500) -> list[tuple]:
-    """The rows of `statement_for(ids)`, asked `chunk` ids at a time (bound parameters are limited)."""
-    rows = []
-    for start in range(0, len(ids), chunk):
-        rows.extend(tuple(r) for r in connection.execute(statement_for(ids[start: start + chunk])))
-    return rows
 
 
 def _record_line(path: Path, record_id: str) -> tuple[int, int]:
@@ -414,84 +404,3 @@ def consent_row(consent: Consent, now: str) -> dict:
             "valid_from": utc_text(consent.valid_from), "valid_until": utc_text(consent.valid_until),
             "revoked_at": utc_text(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
             "signed_at": utc_text(consent.signed_at), "updated_at": now}
-
-
-def upsert(connection, table, key: str, rows: list[dict], chunk: int = 500) -> None:
-    """Insert rows, replacing any with the same key (SQLite and PostgreSQL).
-
-    A consent's revocation sticks: resending an older copy of a revoked consent keeps the
-    earliest `revoked_at` (a revocation is withdrawn only by a new consent under a new id),
-    compared as times. An item or a consent never moves to a record of another agency: the
-    replacement is conditional on it, and `OwnershipConflict` is raised (the caller's
-    transaction should roll back) if any row was held back.
-
-    On SQLite one prepared statement runs for every row (`executemany`): a bulk load's 600,000 items
-    took over three minutes as 500-row statements, inside the swap that holds the write lock
-    (api.service.staging). A row held back changes nothing, so fewer rows changed than sent is the
-    sign of one. PostgreSQL runs 500-row statements that return the rows written.
-    """
-    if not rows:
-        return
-    owned = table is context_items or table is consents
-    if connection.dialect.name == "sqlite":
-        changed = connection.execute(_upsert_statement(connection, table, key, owned), rows).rowcount
-        if owned and changed != len(rows):
-            _refuse_moves(connection, table, key, rows)
-        return
-    for start in range(0, len(rows), chunk):
-        batch = rows[start: start + chunk]
-        statement = _upsert_statement(connection, table, key, owned, batch)
-        if not owned:
-            connection.execute(statement)
-            continue
-        written = set(connection.execute(statement.returning(table.c[key])).scalars())     # rows inserted or replaced
-        _held_back(table, key, [row[key] for row in batch if row[key] not in written])
-
-
-def _upsert_statement(connection, table, key: str, owned: bool, batch: list[dict] | None = None):
-    """`upsert`'s statement: of `batch` as one multi-row VALUES, or without it one row's parameters (executemany)."""
-    statement = dialect_insert(connection)(table)
-    if batch is not None:
-        statement = statement.values(batch)
-    updates = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
-    if table is consents:
-        stored, sent = table.c.revoked_at, statement.excluded.revoked_at
-        kept, given = _as_time(connection, stored), _as_time(connection, sent)
-        earlier = or_(kept < given, and_(kept == given, stored <= sent))
-        updates["revoked_at"] = case((and_(stored.is_not(None), or_(sent.is_(None), earlier)), stored), else_=sent)
-    return statement.on_conflict_do_update(index_elements=[key], set_=updates, where=_same_agency(table) if owned else None)
-
-
-def _refuse_moves(connection, table, key: str, rows: list[dict]) -> None:
-    """Raise `OwnershipConflict` naming the rows an `executemany` upsert held back: those still stored on a record
-    of another agency than the record sent (the rows it replaced now hang on the record sent)."""
-    sent = {row[key]: row["record_id"] for row in rows}
-    stored = dict(_chunked(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
-                           list(sent)))
-    agency = dict(_chunked(connection, lambda ids: select(records.c.record_id, records.c.agency).where(records.c.record_id.in_(ids)),
-                           list(set(sent.values()) | set(stored.values()))))
-    held = [k for k in sent if agency.get(stored.get(k)) != agency.get(sent[k])]
-    if not held:
-        raise RuntimeError(f"{table.name}: the store changed fewer rows than were sent, and none was held back")
-    _held_back(table, key, held)
-
-
-def _held_back(table, key: str, held: list[str]) -> None:
-    if held:
-        raise OwnershipConflict(f"{table.name}: {', '.join(map(repr, held[:5]))}{' ...' if len(held) > 5 else ''} "
-                                f"would move to a record of another agency; an item or consent never does")
-
-
-def _as_time(connection, column):
-    """A stored time text as a time SQL can compare (rows written before `utc_text` may carry any offset)."""
-    if connection.dialect.name == "postgresql":
-        return cast(column, TIMESTAMP(timezone=True))
-    return func.julianday(column)
-
-
-def _same_agency(table):
-    """The upsert's condition for replacing a row: the record it hangs on and the record sent have one agency."""
-    def agency(column: str):
-        return select(records.c.agency).where(records.c.record_id == literal_column(column)).scalar_subquery()
-
-    return agency(f"{table.name}.record_id").is_not_distinct_from(agency("excluded.record_id"))

@@ -5,23 +5,28 @@ million records and their persons in one transaction would hold the write lock f
 the briefings answered meanwhile would wait for it (past their busy timeout, fail). So on SQLite a bulk
 load (`ingest` linking in batch) is written in two phases:
 
-1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes) are filled
-   `STAGE_ROWS` rows per transaction, each holding the lock a fraction of a second: the live records
-   as they were when staging began, then the load's records over them, then every record's person
-   as the load's link decided it, and the review pairs it opens. The live tables keep serving and taking
-   writes meanwhile.
-2. **Swap**, one short transaction: the staged tables are brought up to date with the record writes
-   made meanwhile (from the change feed: a record deleted meanwhile is deleted, so an erasure wins; a
-   record written meanwhile keeps its live row and person; if one of them is a record the load carries
-   or hangs items or consents on, the load is refused whole, as two writers of one record must not
-   both win); the caller
-   writes the rest of the load (items, consents, the `rebuild` change, the audit event), the staged review
-   pairs are opened by one statement inside the database;
-   the live tables are renamed away and the staged ones take their names. The old tables are dropped
-   after the commit.
+1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes), and beside
+   `context_items` and `consents` when the load carries some, are filled `STAGE_ROWS` rows per
+   transaction (`OWNED_STAGE_ROWS` for items and consents), each holding the lock a fraction of a
+   second: the live rows as they were when staging began, then the load's over them (its items and
+   consents upserted as `owned_upsert.upsert` does, against the staged records: none moves to another
+   agency's record), then every record's person as the load's link decided it, and the review pairs it
+   opens. The live tables keep serving and taking writes meanwhile; triggers on the live items and
+   consents log the key of every row written or deleted from the moment staging begins.
+2. **Swap**, one short transaction: the staged tables are brought up to date with the writes made
+   meanwhile. Records come from the change feed: a record deleted meanwhile is deleted (with its staged
+   items and consents), so an erasure wins; a record written meanwhile keeps its live row and person; if
+   one of them is a record the load carries or hangs items or consents on, the load is refused whole, as
+   two writers of one record must not both win. Items and consents come from the trigger's log: each
+   logged row is copied from the live table (or removed, if it is gone there), and the load is refused if
+   one of them is a row it carries. The caller writes the rest of the load (the `rebuild` change, the
+   audit event), the staged review pairs are opened by one statement inside the database, and the live
+   tables are renamed away and the staged ones take their names. The old tables (with their triggers) are
+   dropped after the commit.
 
 All or nothing still: until the swap commits the live tables are untouched, and a load killed before
-then leaves staged tables that the next load drops (`_drop_leftovers`). One bulk load stages at a time: it
+then leaves staged tables and triggers that the next load drops (`_drop_leftovers`; a trigger left meanwhile
+only logs into its own log table). One bulk load stages at a time: it
 holds an exclusive lock on the file `<store>.bulk-lock` (released by the system if the process dies), and
 a second is refused at once (`StagingConflict`). The swap runs in
 `Store.begin_unchecked`: DDL inside it is transactional, and the other tables' references to
@@ -39,16 +44,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table
 
 from api.service.changes import changes_after, written_since
+from api.service.owned_upsert import upsert
 from api.service.stewardship import open_staged_pairs
 from api.service.bulk import sqlite_upsert
-from api.service.store import Store, clusters, records, review_pairs
+from api.service.store import Store, clusters, consents, context_items, records, review_pairs
 
 STAGE_ROWS = 50_000
+#: Items and consents per staging transaction: each row's upsert looks up two records' agencies (about a second).
+OWNED_STAGE_ROWS = 10_000
 STAGED, RETIRED = "staged", "retired"
 TABLES = (records, clusters)
+#: The tables whose rows hang on a record, and their keys: staged too when the load carries rows of them.
+OWNED: dict[Table, str] = {context_items: "item_id", consents: "consent_id"}
 
 
 class StagingConflict(RuntimeError):
@@ -56,39 +66,48 @@ class StagingConflict(RuntimeError):
 
 
 def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                 attached: set[str], rest: Callable[[Connection], None]) -> dict[str, float]:
-    """Write a bulk load's records (upserted), every record's person (replacing all) and its review pairs (as
-    `stewardship.pair_rows` makes them) by stage and swap; `rest(connection)` writes the remainder of the load
-    inside the swap's transaction. `snapshot`: the last change before the load read the store (writes after
-    it are caught up); `attached`: the records the load's items and consents hang on. Returns how long the write lock was held, in seconds: by the swap, and by the longest
-    staging transaction."""
+                 owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None]) -> dict[str, float]:
+    """Write a bulk load's records (upserted), every record's person (replacing all), its review pairs (as
+    `stewardship.pair_rows` makes them) and its items and consents (`owned_rows`, by table of `OWNED`, upserted
+    as `owned_upsert.upsert` does) by stage and swap; `rest(connection)` writes the remainder of the load (its
+    changes, its audit event) inside the swap's transaction. `snapshot`: the last change before the load read the
+    store (writes after it are caught up). Returns how long the write lock was held, in seconds: by the swap,
+    and by the longest staging transaction."""
     with _one_at_a_time(store):
         _drop_leftovers(store)
         try:
-            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, attached, rest)
+            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, owned_rows, rest)
         finally:
             _drop_leftovers(store)                # a copy of every record is not left lying about
 
 
 def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                    attached: set[str], rest: Callable[[Connection], None]) -> dict[str, float]:
+                    owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None]) -> dict[str, float]:
     suffix = secrets.token_hex(4)
-    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in TABLES + (review_pairs,)}
+    owned = tuple(table for table in OWNED if owned_rows.get(table))
+    moved = TABLES + owned                        # swapped in whole; review pairs are opened from their stage
+    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in moved + (review_pairs,)}
+    log = f"{STAGED}_changes_{suffix}"
     with store.begin_unchecked() as connection:
-        for table in TABLES + (review_pairs,):
+        for table in moved + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
+        _log_changes(connection, owned, log, suffix)
     longest = max(_copy_live(store, records, staged["records"]),
                   _write_rows(store, records, staged["records"], record_rows),
                   _write_rows(store, clusters, staged["clusters"], person_rows),
-                  _write_rows(store, review_pairs, staged["review_pairs"], pair_rows))
+                  _write_rows(store, review_pairs, staged["review_pairs"], pair_rows),
+                  *[_copy_live(store, table, staged[table.name]) for table in owned],
+                  *[_write_owned(store, table, staged, owned_rows[table]) for table in owned])
+    attached = {row["record_id"] for rows in owned_rows.values() for row in rows}
     touched = {row["record_id"] for row in record_rows} | attached
     started = time.perf_counter()
     with store.begin_unchecked() as connection:
-        _catch_up(connection, staged, snapshot, touched)
-        for table in TABLES:                      # the other tables' references keep naming the live tables ...
+        deleted = _catch_up(connection, staged, snapshot, touched)
+        _catch_up_owned(connection, staged, log, owned_rows, deleted)
+        for table in moved:                       # the other tables' references keep naming the live tables ...
             connection.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED}_{table.name}_{suffix}"')
         connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
-        for table in TABLES:                      # ... and the staged clusters' reference follows its records
+        for table in moved:                       # ... and the staged tables' references follow their records
             connection.exec_driver_sql(f'ALTER TABLE "{staged[table.name]}" RENAME TO "{table.name}"')
         open_staged_pairs(connection, staged["review_pairs"])
         rest(connection)                          # after the renames: what it reads of records is the load's
@@ -116,13 +135,30 @@ def _one_at_a_time(store: Store) -> Iterator[None]:
 
 
 def _drop_leftovers(store: Store) -> None:
-    """Drop staged tables of loads that never swapped and tables retired by loads that did (under the lock)."""
+    """Drop the change triggers and staged tables of loads that never swapped and tables retired by loads that did
+    (under the lock). Triggers first: one left on a live table would log every write into a table dropped."""
     with store.engine.connect() as connection:
-        names = [name for (name,) in connection.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
-                 if re.fullmatch(rf"({STAGED}|{RETIRED})_\w+_[0-9a-f]{{8}}", name)]
-    for name in names:
+        found = [(kind, name) for kind, name in connection.exec_driver_sql(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') ORDER BY type = 'table'")
+            if re.fullmatch(rf"({STAGED}|{RETIRED})_\w+_[0-9a-f]{{8}}", name)]
+    for kind, name in found:
         with store.begin_unchecked() as connection:
-            connection.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+            connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
+
+
+def _log_changes(connection: Connection, owned: tuple[Table, ...], log: str, suffix: str) -> None:
+    """Log the key of every row of the `owned` live tables written or deleted from now on (by anyone, a cascade
+    included) in the table `log`, so the swap can bring their staged copies up to date."""
+    if not owned:
+        return
+    # No key on the log: an upsert's conflict handling would override a trigger's OR IGNORE (SQLite's rule).
+    connection.exec_driver_sql(f'CREATE TABLE "{log}" (tbl TEXT NOT NULL, key TEXT NOT NULL)')
+    for table in owned:
+        key = OWNED[table]
+        for event, rows in (("INSERT", ("NEW",)), ("UPDATE", ("OLD", "NEW")), ("DELETE", ("OLD",))):
+            logged = " ".join(f"INSERT INTO \"{log}\" VALUES ('{table.name}', {row}.\"{key}\");" for row in rows)
+            connection.exec_driver_sql(f'CREATE TRIGGER "{STAGED}_log_{table.name}_{event.lower()}_{suffix}" '
+                                       f'AFTER {event} ON "{table.name}" BEGIN {logged} END')
 
 
 def _create_like(connection: Connection, live: str, staged: dict, suffix: str) -> None:
@@ -159,6 +195,19 @@ def _copy_live(store: Store, table, staged: str) -> float:
         last, longest = bound, max(longest, time.perf_counter() - started)
 
 
+def _write_owned(store: Store, table: Table, staged: dict, rows: list[dict]) -> float:
+    """Upsert the load's `rows` of an `OWNED` table into its staged copy, checked against the staged records (an
+    item or consent never moves to another agency's record), `OWNED_STAGE_ROWS` per transaction; the longest
+    transaction's seconds."""
+    longest = 0.0
+    for start in range(0, len(rows), OWNED_STAGE_ROWS):
+        began = time.perf_counter()
+        with store.begin_unchecked() as connection:
+            upsert(connection, table, OWNED[table], rows[start: start + OWNED_STAGE_ROWS], names=staged)
+        longest = max(longest, time.perf_counter() - began)
+    return longest
+
+
 def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
     """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction; the longest
     transaction's seconds."""
@@ -171,9 +220,10 @@ def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
     return longest
 
 
-def _catch_up(connection: Connection, staged: dict, snapshot: int, touched: set[str]) -> None:
+def _catch_up(connection: Connection, staged: dict, snapshot: int, touched: set[str]) -> set[str]:
     """Bring the staged tables up to date with the record writes committed since `snapshot` (see the module
-    docstring); refuse the load if one of them touched a record the load carries or hangs items on."""
+    docstring); refuse the load if one of them touched a record the load carries or hangs items on. Returns the
+    records deleted meanwhile."""
     if any(r.op == "rebuild" for r in changes_after(connection, snapshot)):
         raise StagingConflict("another bulk load was written while this one was being staged: nothing of this "
                               "one was written; run it again")
@@ -192,3 +242,26 @@ def _catch_up(connection: Connection, staged: dict, snapshot: int, touched: set[
         for table in TABLES:
             connection.exec_driver_sql(f'INSERT OR REPLACE INTO "{staged[table.name]}" '
                                        f'SELECT * FROM "{table.name}" WHERE record_id = ?', (record_id,))
+    return deleted
+
+
+def _catch_up_owned(connection: Connection, staged: dict, log: str, owned_rows: dict[Table, list[dict]],
+                    deleted: set[str]) -> None:
+    """Bring the staged items and consents up to date with the live rows written or deleted since staging began
+    (`_log_changes`) and with the records deleted meanwhile; refuse the load if a row it carries was among them."""
+    for table in OWNED:
+        if table.name not in staged:
+            continue
+        key = OWNED[table]
+        changed = [k for (k,) in connection.exec_driver_sql(f'SELECT DISTINCT key FROM "{log}" WHERE tbl = ? ORDER BY key',
+                                                            (table.name,))]
+        clash = sorted(set(changed) & {row[key] for row in owned_rows[table]})
+        if clash:
+            raise StagingConflict(f"{table.name} {clash[0]!r} ({len(clash)} in all), which this load carries, was written "
+                                  f"or withdrawn while the load was being staged: nothing of it was written; run it again")
+        for value in changed:
+            connection.exec_driver_sql(f'DELETE FROM "{staged[table.name]}" WHERE "{key}" = ?', (value,))
+            connection.exec_driver_sql(f'INSERT INTO "{staged[table.name]}" SELECT * FROM "{table.name}" WHERE "{key}" = ?',
+                                       (value,))
+        for record_id in deleted:
+            connection.exec_driver_sql(f'DELETE FROM "{staged[table.name]}" WHERE record_id = ?', (record_id,))
