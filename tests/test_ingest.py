@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
 from api.service.audit import verify
-from api.service.ingest import BULK_MIN, ConsentIn, IngestError, OwnershipConflict, consent_row, ingest, record_row, upsert
+from api.service.ingest import BULK_MIN, ConsentIn, IngestError, consent_row, ingest, record_row
+from api.service.owned_upsert import OwnershipConflict, upsert
 from api.service.store import audit_events, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel

@@ -299,3 +299,24 @@ def test_a_load_whose_own_item_is_written_while_it_stages_is_refused_whole(with_
     assert _stored(store) == before and first_record not in _stored(store)
     assert _items(store)[own][1] == "a feed's copy"
     assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
+
+
+def test_a_staged_load_that_skipped_the_checks_still_never_moves_an_item_to_another_agency(with_items, monkeypatch):
+    """The last line holds on the staged path too: the staged upsert is conditional on the agency."""
+    import api.service.ingest as ingest_module
+
+    db, store, files = with_items
+    with store.engine.connect() as connection:
+        victim = connection.execute(select(context_items.c.item_id, records.c.agency).join(
+            records, records.c.record_id == context_items.c.record_id).limit(1)).one()
+    more = pd.read_csv(files[0], dtype=str, keep_default_na=False)
+    thief = more.loc[more["agency"] != victim.agency, "record_id"].iloc[0]
+    items = pd.read_csv(files[1], dtype=str, keep_default_na=False)
+    items.loc[0, ["item_id", "record_id"]] = [victim.item_id, thief]
+    items.to_csv(files[1], index=False)
+    monkeypatch.setattr(ingest_module, "_ownership_problems", lambda *args, **kwargs: [])
+    before_items, before_records = _items(store), _stored(store)
+    with pytest.raises(IngestError, match=f"'{victim.item_id}' would move to a record of another agency"):
+        ingest(store, files, MODEL)
+    assert _items(store) == before_items and _stored(store) == before_records
+    assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}

@@ -16,7 +16,8 @@ from sqlalchemy import func, select, text, update
 from api.service.audit import append, verify
 from api.service.changes import record_change
 import api.service.ingest as ingest_module
-from api.service.ingest import IngestError, ingest, upsert
+from api.service.ingest import IngestError, ingest
+from api.service.owned_upsert import upsert
 from api.service.keys import KeyRefused, authenticate, create_key, list_keys, revoke_key
 from api.service.store import (audit_events, changes, clusters, consents, context_items, database_url, open_store, records)
 from evaluation.synth.county import generate_county

@@ -32,7 +32,8 @@ from sqlalchemy import Table, delete, select
 
 from api.service.audit import append, audit_fields
 from api.service.changes import record_change
-from api.service.ingest import OwnershipConflict, consent_row, item_row, record_row, upsert
+from api.service.ingest import consent_row, item_row, record_row
+from api.service.owned_upsert import OwnershipConflict, upsert
 from api.service.ownership import is_foreign_write, own_records_only, refuse_write
 from api.service.refusals import Conflict, Forbidden, NotFound, Refusal
 from api.service.stewardship import from_resolver, open_pairs, steward_person

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator
-from sqlalchemy import TIMESTAMP, and_, case, cast, func, literal_column, or_, select
+from sqlalchemy import select
 
 from api.service.audit import append
 from api.service.changes import latest, record_change, written_since
@@ -54,7 +54,7 @@ from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
 from api.service.owned_upsert import OwnershipConflict, chunked_rows, upsert
-from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, dialect_insert, records
+from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
 from matching.link import link_records

@@ -25,7 +25,8 @@ from sqlalchemy import func, select
 
 from api.service import ingest as ingest_module
 from api.service.audit import verify
-from api.service.ingest import IngestError, ingest, upsert
+from api.service.ingest import IngestError, ingest
+from api.service.owned_upsert import upsert
 from api.service.keys import create_key
 from api.service.store import audit_events, consents, context_items, records
 from api.web.app import create_app
