@@ -1,7 +1,9 @@
 """Shared fixtures: a PostgreSQL server for the session and a fresh database per test module (tests/postgres.py);
 a headless Chromium per browser test module (tests/browser.py)."""
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -11,7 +13,9 @@ from tests.postgres import Unavailable, in_ci, start_server
 
 # A PostgreSQL store keeps its audit key and witness under $XDG_STATE_HOME/briefing/<url hash>/ (api/service/audit_trail.py):
 # the tests' throwaway databases keep theirs in a temporary directory, not in the home directory.
-os.environ.setdefault("XDG_STATE_HOME", tempfile.mkdtemp(prefix="briefing-test-state-"))
+if "XDG_STATE_HOME" not in os.environ:
+    os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="briefing-test-state-")
+    atexit.register(shutil.rmtree, os.environ["XDG_STATE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
