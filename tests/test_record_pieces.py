@@ -4,6 +4,7 @@ whole does, with the same records, warnings and messages, whatever the cut point
 from __future__ import annotations
 
 import csv
+import json
 import io
 import tempfile
 from pathlib import Path
@@ -138,3 +139,15 @@ def test_a_file_changed_between_the_check_and_the_hand_on_is_refused(tmp_path):
     path.write_bytes(_county_like(201))
     with pytest.raises(RecordsFileError, match="the file changed while it was being read"):
         list(checked.frames())
+
+
+def test_the_reading_benchmark_repeats_a_file_with_unique_ids_and_reads_it_in_stretches(tmp_path):
+    from evaluation.bench.read_pieces import main
+
+    path = tmp_path / "records.csv"
+    path.write_bytes(_county_like(300))
+    out = tmp_path / "read.json"
+    assert main([str(path), "--times", "1", "2", "--out", str(out)]) == 0
+    one, two = json.loads(out.read_text())
+    assert (one["records"], two["records"]) == (300, 600) and not two["read_whole"]
+    assert two["peak_rss_gb"] >= two["peak_rss_gb_after_imports"] > 0
