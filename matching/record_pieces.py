@@ -12,13 +12,17 @@ the file twice:
 
 Anything wrong (a problem in a stretch, or a record id whose hash repeats) is reported by reading the whole
 file with `read_records`, so a rejected file gets the very same messages (and a hash collision between two
-different ids is not an error). A file whose lines end in a lone carriage return has no cut points and is
-one stretch. A stray `"` inside an unquoted value can place a cut inside a later quoted value that holds a
-line break; the stretch then fails its checks and the whole file is read as one.
+different ids is not an error). So is a file where a cut may not fall between records: a stretch with quotes
+is read by Python's csv module (strict), and one that ends inside a quoted value (a stray `"` in an unquoted
+value, `O"NEIL`, upsets the count of quotes) sends the file to `read_records` whole, as does a later stretch
+that starts with a byte-order mark. A file whose lines end in a lone carriage return has no cut points and
+is one stretch.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +113,8 @@ def _check(path: str, f: BinaryIO, piece_bytes: int) -> RecordsInPieces | None:
         if start and not data.strip(b"\r\n"):
             line_ends += _line_ends(data)
             continue  # empty lines: no records
+        if not _cut_between_records(data, start):
+            return None
         try:
             piece = read_piece(path, header + data if start else data, shift)
         except RecordsFileError:
@@ -160,6 +166,25 @@ def _last_cut(data: bytes) -> int:
             return newline + 1
         end = newline
     return 0
+
+
+def _cut_between_records(data: bytes, start: int) -> bool:
+    """Whether the stretch `data` (from byte `start`) ends between records as Python's csv module reads them (the
+    reader `read_records` takes its line numbers from). An even number of quotes says so unless a quote in it is
+    a literal one inside an unquoted value (`O"NEIL`); the csv module settles it for any stretch with quotes: a
+    cut inside a quoted value leaves it at the end of the data inside quotes. A byte-order mark past the file's
+    first bytes also sends the file to be read whole: a CSV parser drops one that starts the data it is given,
+    which a cut can make it do where reading the whole file would not."""
+    if data.find(UTF8_BOM, 0 if start else len(UTF8_BOM)) >= 0:
+        return False
+    if b'"' not in data:
+        return True
+    try:
+        for _ in csv.reader(io.StringIO(data.decode("utf-8", errors="replace"), newline=""), strict=True):
+            pass
+    except csv.Error:
+        return False
+    return True
 
 
 def _stamp(f: BinaryIO) -> tuple[int, int]:

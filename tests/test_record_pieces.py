@@ -151,3 +151,18 @@ def test_the_reading_benchmark_repeats_a_file_with_unique_ids_and_reads_it_in_st
     one, two = json.loads(out.read_text())
     assert (one["records"], two["records"]) == (300, 600) and not two["read_whole"]
     assert two["peak_rss_gb"] >= two["peak_rss_gb_after_imports"] > 0
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 7, 40, 90, 1 << 25])
+def test_a_stray_quote_before_a_quoted_line_break_never_cuts_inside_the_quoted_value(tmp_path, piece_bytes):
+    """O"NEIL makes the quotes before every later line end odd until a quoted value opens: an even count then
+    falls inside that value. Reading in stretches must not cut there (a street split in two, a record invented)."""
+    rows = [b"record_id,given_name,family_name,street"] + [b"A%d,Ann,Lee,1 Main St" % i for i in range(5)]
+    rows += [b'A5,Sean,O"Neil,2 High St', b'A6,Mary,Ray,"Flat 3', b'12 King St, Leeds, West Yorkshire, LS1 4AB"']
+    rows += [b"A%d,Jo,Ng,4 Oak" % i for i in range(8, 12)]
+    _same_either_way(b"\n".join(rows) + b"\n", piece_bytes)
+
+
+def test_a_byte_order_mark_inside_the_file_is_kept_as_reading_whole_keeps_it(tmp_path):
+    _same_either_way(b"record_id\r\nR0\r\n\xef\xbb\xbf\nQ\"\"\"ba", 16)
+    _same_either_way(b"\n\nrecord_id\ra\n\xef\xbb\xbfR1", 16)
