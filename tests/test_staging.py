@@ -320,3 +320,50 @@ def test_a_staged_load_that_skipped_the_checks_still_never_moves_an_item_to_anot
         ingest(store, files, MODEL)
     assert _items(store) == before_items and _stored(store) == before_records
     assert not {t for t in _tables(db) if t.startswith(("staged_", "retired_"))}
+
+
+def _load_moving_a_bare_record(store, bulk, frame, with_the_load: bool):
+    """Write to `bulk` a load that gives a stored record with nothing hanging on it to another agency (allowed);
+    the record's id and its agency before."""
+    with store.engine.connect() as connection:
+        hung = set(connection.execute(select(context_items.c.record_id)).scalars())
+        live = pd.read_sql(select(records), connection)
+    bare = live[~live["record_id"].isin(hung)].iloc[0]
+    moved = bare.drop(labels=["ingested_at"]).copy()
+    moved["agency"] = next(a for a in live["agency"].unique() if a != bare["agency"])
+    rows = [frame, moved.to_frame().T] if with_the_load else [moved.to_frame().T]
+    pd.concat(rows).fillna("").to_csv(bulk, index=False)
+    return bare["record_id"], bare["agency"]
+
+
+def _agency_under(store, item_id: str) -> str:
+    with store.engine.connect() as connection:
+        return connection.execute(select(records.c.agency).join(context_items, context_items.c.record_id == records.c.record_id)
+                                  .where(context_items.c.item_id == item_id)).scalar_one()
+
+
+def test_an_item_attached_while_a_staged_load_gives_its_record_to_another_agency_refuses_the_load(base, during_staging):
+    db, store, bulk, frame = base
+    record_id, agency = _load_moving_a_bare_record(store, bulk, frame, with_the_load=True)
+    during_staging.append(lambda store: _write_item(store, "A-ITEM-ON-X", record_id, "the first agency's item"))
+    with pytest.raises(IngestError, match=f"'A-ITEM-ON-X' was attached to record '{record_id}' while the load ran"):
+        ingest(store, [bulk], MODEL)
+    assert _agency_under(store, "A-ITEM-ON-X") == agency
+
+
+def test_an_item_attached_while_a_small_load_gives_its_record_to_another_agency_refuses_the_load(base, monkeypatch):
+    """The same race on the one-transaction path: the item is attached between the load's checks and its write."""
+    import api.service.ingest as ingest_module
+
+    db, store, bulk, frame = base
+    record_id, agency = _load_moving_a_bare_record(store, bulk, frame, with_the_load=False)
+    link = ingest_module._link
+
+    def link_while_a_feed_writes(store, *args):
+        _write_item(store, "A-ITEM-ON-X", record_id, "the first agency's item")
+        return link(store, *args)
+
+    monkeypatch.setattr(ingest_module, "_link", link_while_a_feed_writes)
+    with pytest.raises(IngestError, match="while the load ran, and the load gives that record to another agency"):
+        ingest(store, [bulk], MODEL)
+    assert _agency_under(store, "A-ITEM-ON-X") == agency

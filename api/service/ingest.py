@@ -53,7 +53,7 @@ from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
-from api.service.owned_upsert import OwnershipConflict, chunked_rows, upsert
+from api.service.owned_upsert import OwnershipConflict, chunked_rows, refuse_strays, upsert
 from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
@@ -194,7 +194,8 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     linked = time.perf_counter()
     now = datetime.now(timezone.utc).isoformat()
     try:
-        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal)
+        moved = frozenset(record_id for _, record_id in _agencies(existing, batch_records)[2])
+        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal, moved)
     except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
     summary.seconds.update({"validate": round(validated - started, 2), "link": round(linked - validated, 2),
@@ -203,9 +204,10 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
 
 
 def _write(store: Store, position: int, paths, batch, person_rows, items, consent_rows, summary: IngestSummary,
-           now: str, principal: str) -> None:
+           now: str, principal: str, moved: frozenset[str]) -> None:
     """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
-    bulk load's records and persons staged first and swapped in with the rest (api.service.staging)."""
+    bulk load's records, persons, items and consents staged first and swapped in (api.service.staging).
+    `moved`: the stored records the load gives to another agency (nothing may have been attached to them since)."""
     record_rows = [record_row(r, now) for r in batch.to_dict("records")]
     owned_rows = {context_items: [item_row(i, now) for _, _, i in items],
                   consents: [consent_row(c, now) for _, _, c in consent_rows]}
@@ -216,7 +218,7 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
         def rest(connection) -> None:             # items and consents are staged with the records
             _write_attached(connection, paths, person_rows, {}, summary, principal)
 
-        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, owned_rows, rest))
+        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, owned_rows, rest, moved))
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, record_rows)
@@ -229,6 +231,8 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
         open_pairs(connection, [p for p in summary.review_pairs if not {p["record_id_l"], p["record_id_r"]} & deleted],
                    summary.review_reason, now)
         _write_attached(connection, paths, person_rows, owned_rows, summary, principal)
+        refuse_strays(connection, set(moved), {t: {row[k] for row in owned_rows[t]}
+                                               for t, k in ((context_items, "item_id"), (consents, "consent_id"))})
 
 
 def _write_attached(connection, paths, person_rows, owned_rows: dict, summary: IngestSummary, principal: str) -> None:
@@ -271,9 +275,9 @@ def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list
     return problems
 
 
-def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
-                        consent_rows: list, headers: dict[Path, list[str]]) -> list[str]:
-    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record."""
+def _agencies(existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]]
+              ) -> tuple[dict[str, str | None], dict[str, str | None], list[tuple[Path, str]]]:
+    """Every record's agency in the store and after the load, and the (file, record) the load gives another agency."""
     stored = {str(r): _text(a) for r, a in zip(existing["record_id"], existing["agency"])}
     after, changed = dict(stored), []
     for path, frame in batches:
@@ -282,6 +286,13 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
             if record_id in stored and stored[record_id] != _text(agency):
                 changed.append((path, record_id))
             after[record_id] = _text(agency)
+    return stored, after, changed
+
+
+def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
+                        consent_rows: list, headers: dict[Path, list[str]]) -> list[str]:
+    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record."""
+    stored, after, changed = _agencies(existing, batches)
     problems = []
     with store.engine.connect() as connection:
         for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):

@@ -122,3 +122,18 @@ def _same_agency(table, owners: Table = records):
         return select(owners.c.agency).where(owners.c.record_id == literal_column(column)).scalar_subquery()
 
     return agency(f'"{table.name}".record_id').is_not_distinct_from(agency("excluded.record_id"))
+
+
+def refuse_strays(connection, moved: set[str], carried: dict[Table, set[str]], names: dict[str, str] | None = None) -> None:
+    """Raise `OwnershipConflict` if an item or consent that a load does not carry (`carried`: keys by table) hangs
+    on a record the load gives to another agency (`moved`): another writer attached it after the load's checks,
+    which refuse such a move while anything hangs on the record. `names`: as for `upsert`."""
+    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+        target = named(table, names)
+        hung = chunked_rows(connection, lambda ids: select(target.c[key], target.c.record_id).where(target.c.record_id.in_(ids)),
+                            sorted(moved))
+        strays = sorted((k, r) for k, r in hung if k not in carried.get(table, set()))
+        if strays:
+            raise OwnershipConflict(f"{table.name}: {strays[0][0]!r} was attached to record {strays[0][1]!r} while the load "
+                                    f"ran, and the load gives that record to another agency; an item or consent never "
+                                    f"moves to a record of another agency: nothing was written, run the load again")

@@ -19,7 +19,8 @@ load (`ingest` linking in batch) is written in two phases:
    one of them is a record the load carries or hangs items or consents on, the load is refused whole, as
    two writers of one record must not both win. Items and consents come from the trigger's log: each
    logged row is copied from the live table (or removed, if it is gone there), and the load is refused if
-   one of them is a row it carries. The caller writes the rest of the load (the `rebuild` change, the
+   one of them is a row it carries, or if one now hangs on a record the load gives to another agency
+   (`owned_upsert.refuse_strays`: attached after the load's checks). The caller writes the rest of the load (the `rebuild` change, the
    audit event), the staged review pairs are opened by one statement inside the database, and the live
    tables are renamed away and the staged ones take their names. The old tables (with their triggers) are
    dropped after the commit.
@@ -47,7 +48,7 @@ from typing import Callable, Iterator
 from sqlalchemy import Connection, Table
 
 from api.service.changes import changes_after, written_since
-from api.service.owned_upsert import upsert
+from api.service.owned_upsert import refuse_strays, upsert
 from api.service.stewardship import open_staged_pairs
 from api.service.bulk import sqlite_upsert
 from api.service.store import Store, clusters, consents, context_items, records, review_pairs
@@ -66,30 +67,33 @@ class StagingConflict(RuntimeError):
 
 
 def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                 owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None]) -> dict[str, float]:
+                 owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None],
+                 moved: frozenset[str] = frozenset()) -> dict[str, float]:
     """Write a bulk load's records (upserted), every record's person (replacing all), its review pairs (as
     `stewardship.pair_rows` makes them) and its items and consents (`owned_rows`, by table of `OWNED`, upserted
     as `owned_upsert.upsert` does) by stage and swap; `rest(connection)` writes the remainder of the load (its
     changes, its audit event) inside the swap's transaction. `snapshot`: the last change before the load read the
-    store (writes after it are caught up). Returns how long the write lock was held, in seconds: by the swap,
+    store (writes after it are caught up); `moved`: the records the load gives to another agency, on which nothing
+    it does not carry may hang at the swap (`owned_upsert.refuse_strays`). Returns how long the write lock was held, in seconds: by the swap,
     and by the longest staging transaction."""
     with _one_at_a_time(store):
         _drop_leftovers(store)
         try:
-            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, owned_rows, rest)
+            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, owned_rows, rest, moved)
         finally:
             _drop_leftovers(store)                # a copy of every record is not left lying about
 
 
 def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
-                    owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None]) -> dict[str, float]:
+                    owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None],
+                    moved: frozenset[str]) -> dict[str, float]:
     suffix = secrets.token_hex(4)
     owned = tuple(table for table in OWNED if owned_rows.get(table))
-    moved = TABLES + owned                        # swapped in whole; review pairs are opened from their stage
-    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in moved + (review_pairs,)}
+    swapped = TABLES + owned                      # swapped in whole; review pairs are opened from their stage
+    staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in swapped + (review_pairs,)}
     log = f"{STAGED}_changes_{suffix}"
     with store.begin_unchecked() as connection:
-        for table in moved + (review_pairs,):
+        for table in swapped + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
         _log_changes(connection, owned, log, suffix)
     longest = max(_copy_live(store, records, staged["records"]),
@@ -104,10 +108,12 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
     with store.begin_unchecked() as connection:
         deleted = _catch_up(connection, staged, snapshot, touched)
         _catch_up_owned(connection, staged, log, owned_rows, deleted)
-        for table in moved:                       # the other tables' references keep naming the live tables ...
+        refuse_strays(connection, set(moved), {t: {row[OWNED[t]] for row in rows} for t, rows in owned_rows.items()},
+                      names=staged)
+        for table in swapped:                     # the other tables' references keep naming the live tables ...
             connection.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED}_{table.name}_{suffix}"')
         connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
-        for table in moved:                       # ... and the staged tables' references follow their records
+        for table in swapped:                     # ... and the staged tables' references follow their records
             connection.exec_driver_sql(f'ALTER TABLE "{staged[table.name]}" RENAME TO "{table.name}"')
         open_staged_pairs(connection, staged["review_pairs"])
         rest(connection)                          # after the renames: what it reads of records is the load's
