@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pyarrow as pa
 
+import matching.spark_link  # noqa: F401 - what the Spark driver has imported when it reads the file
+from matching.record_pieces import read_records_in_pieces
+
 
 def measure(path: str) -> dict:
     """Read `path` in pieces as the Spark driver does; the peak RSS after the imports, the check and the hand-on."""
-    import api.cli.main  # noqa: F401 - the imports `briefing link` starts with
-    from matching.record_pieces import read_records_in_pieces
-
     def peak() -> float:
         return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
 
@@ -49,11 +49,13 @@ def repeated(path: Path, times: int, directory: Path) -> Path:
     if times == 1:
         return path
     out = directory / f"records-x{times}.csv"
-    with open(path, "rb") as source, open(out, "wb") as target:
-        target.write(source.readline())
-        lines = [line for line in source.read().splitlines(keepends=True) if line.strip()]
-        for k in range(times):
-            target.writelines(f"X{k}-".encode() + line for line in lines)
+    with open(out, "wb") as target:
+        for k in range(times):   # streamed: the measuring child inherits this process's peak RSS (Linux keeps it over exec)
+            with open(path, "rb") as source:
+                header = source.readline()
+                if k == 0:
+                    target.write(header)
+                target.writelines(f"X{k}-".encode() + line for line in source if line.strip())
     return out
 
 
