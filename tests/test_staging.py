@@ -314,7 +314,7 @@ def test_a_staged_load_that_skipped_the_checks_still_never_moves_an_item_to_anot
     items = pd.read_csv(files[1], dtype=str, keep_default_na=False)
     items.loc[0, ["item_id", "record_id"]] = [victim.item_id, thief]
     items.to_csv(files[1], index=False)
-    monkeypatch.setattr(ingest_module, "_ownership_problems", lambda *args, **kwargs: [])
+    monkeypatch.setattr(ingest_module, "_ownership_problems", lambda *args, **kwargs: ([], {}))
     before_items, before_records = _items(store), _stored(store)
     with pytest.raises(IngestError, match=f"'{victim.item_id}' would move to a record of another agency"):
         ingest(store, files, MODEL)
@@ -367,3 +367,28 @@ def test_an_item_attached_while_a_small_load_gives_its_record_to_another_agency_
     with pytest.raises(IngestError, match="while the load ran, and the load gives that record to another agency"):
         ingest(store, [bulk], MODEL)
     assert _agency_under(store, "A-ITEM-ON-X") == agency
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["staged load", "small load"])
+def test_an_item_deleted_while_a_load_links_is_not_brought_back_by_the_load(with_items, monkeypatch, tmp_path, bulk):
+    """An erasure or a purge made after the load's checks wins: the load that resends the item is refused whole."""
+    import api.service.ingest as ingest_module
+
+    db, store, files = with_items
+    with store.engine.connect() as connection:
+        stored = connection.execute(select(context_items).limit(1)).mappings().one()
+    columns = list(pd.read_csv(files[1], nrows=0).columns)
+    resent = pd.DataFrame([{c: stored.get(c) or "" for c in columns}])
+    items = pd.concat([pd.read_csv(files[1], dtype=str, keep_default_na=False), resent]) if bulk else resent
+    items.to_csv(files[1], index=False)
+    link = ingest_module._link
+
+    def link_while_it_is_erased(store, *args):
+        with store.begin() as connection:
+            connection.execute(delete(context_items).where(context_items.c.item_id == stored["item_id"]))
+        return link(store, *args)
+
+    monkeypatch.setattr(ingest_module, "_link", link_while_it_is_erased)
+    with pytest.raises(IngestError, match=f"'{stored['item_id']}' .*was deleted while the load ran"):
+        ingest(store, files if bulk else [files[1]], MODEL)
+    assert stored["item_id"] not in _items(store)

@@ -53,7 +53,7 @@ from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
-from api.service.owned_upsert import OwnershipConflict, chunked_rows, refuse_strays, upsert
+from api.service.owned_upsert import OwnershipConflict, chunked_rows, refuse_resurrection, refuse_strays, upsert
 from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
@@ -182,8 +182,9 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     for path, line, row in items + consent_rows:
         if row.record_id not in known:
             problems.append(f"{path}:{line}: record_id {row.record_id!r} is in neither the store nor this load")
+    present: dict = {}
     if not problems:
-        problems = _ownership_problems(store, existing, batch_records, items, consent_rows, headers)
+        problems, present = _ownership_problems(store, existing, batch_records, items, consent_rows, headers)
     if problems:
         raise IngestError(problems)
 
@@ -195,7 +196,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     now = datetime.now(timezone.utc).isoformat()
     try:
         moved = frozenset(record_id for _, record_id in _agencies(existing, batch_records)[2])
-        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal, moved)
+        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal, moved, present)
     except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
     summary.seconds.update({"validate": round(validated - started, 2), "link": round(linked - validated, 2),
@@ -204,10 +205,12 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
 
 
 def _write(store: Store, position: int, paths, batch, person_rows, items, consent_rows, summary: IngestSummary,
-           now: str, principal: str, moved: frozenset[str]) -> None:
+           now: str, principal: str, moved: frozenset[str], present: dict) -> None:
     """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
     bulk load's records, persons, items and consents staged first and swapped in (api.service.staging).
-    `moved`: the stored records the load gives to another agency (nothing may have been attached to them since)."""
+    `moved`: the stored records the load gives to another agency (nothing may have been attached to them since);
+    `present`: the load's items and consents that were stored when it was checked (none may have been deleted since:
+    the load would bring it back)."""
     record_rows = [record_row(r, now) for r in batch.to_dict("records")]
     owned_rows = {context_items: [item_row(i, now) for _, _, i in items],
                   consents: [consent_row(c, now) for _, _, c in consent_rows]}
@@ -218,7 +221,8 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
         def rest(connection) -> None:             # items and consents are staged with the records
             _write_attached(connection, paths, person_rows, {}, summary, principal)
 
-        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, owned_rows, rest, moved))
+        summary.seconds.update(staged_write(store, position, record_rows, person_rows, pairs, owned_rows, rest, moved,
+                                            present))
         return
     with store.begin() as connection:
         bulk_upsert(connection, records, record_rows)
@@ -230,6 +234,7 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
             bulk_upsert(connection, clusters, [r for r in person_rows if r["record_id"] not in deleted])
         open_pairs(connection, [p for p in summary.review_pairs if not {p["record_id_l"], p["record_id_r"]} & deleted],
                    summary.review_reason, now)
+        refuse_resurrection(connection, present)
         _write_attached(connection, paths, person_rows, owned_rows, summary, principal)
         refuse_strays(connection, set(moved), {t: {row[k] for row in owned_rows[t]}
                                                for t, k in ((context_items, "item_id"), (consents, "consent_id"))})
@@ -290,14 +295,16 @@ def _agencies(existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]]
 
 
 def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
-                        consent_rows: list, headers: dict[Path, list[str]]) -> list[str]:
-    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record."""
+                        consent_rows: list, headers: dict[Path, list[str]]) -> tuple[list[str], dict]:
+    """`file:line:column` problems of a load that would move a stored item or consent to another agency's record;
+    and the keys of the load's items and consents already stored, by table."""
     stored, after, changed = _agencies(existing, batches)
-    problems = []
+    problems, present = [], {}
     with store.engine.connect() as connection:
         for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
             hung = dict(chunked_rows(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
-                                 [getattr(row, key) for _, _, row in rows]))
+                                     [getattr(row, key) for _, _, row in rows]))
+            present[table] = set(hung)
             for path, line, row in rows:
                 ident = getattr(row, key)
                 if ident in hung and stored.get(hung[ident]) != after.get(row.record_id):
@@ -312,7 +319,7 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
             line, column = _record_line(path, record_id)
             problems.append(f"{path}:{line}:{column}: agency: record {record_id!r} has context items or consents: its "
                             f"agency cannot change (they would move with it to another agency)")
-    return problems
+    return problems, present
 
 
 def _record_line(path: Path, record_id: str) -> tuple[int, int]:

@@ -19,7 +19,8 @@ from api.service.store import consents, context_items, dialect_insert, records
 
 
 class OwnershipConflict(ValueError):
-    """An upsert would have moved an item or a consent to a record of another agency; that row was not written."""
+    """A write would have moved an item or a consent to a record of another agency, or brought one back that was
+    deleted after the writer's checks; nothing of it was written."""
 
 
 def chunked_rows(connection, statement_for, ids: list, chunk: int = 500) -> list[tuple]:
@@ -137,3 +138,15 @@ def refuse_strays(connection, moved: set[str], carried: dict[Table, set[str]], n
             raise OwnershipConflict(f"{table.name}: {strays[0][0]!r} was attached to record {strays[0][1]!r} while the load "
                                     f"ran, and the load gives that record to another agency; an item or consent never "
                                     f"moves to a record of another agency: nothing was written, run the load again")
+
+
+def refuse_resurrection(connection, present: dict[Table, set[str]]) -> None:
+    """Raise `OwnershipConflict` if an item or consent a load carries, stored when the load was checked (`present`:
+    keys by table), is gone: deleted since (an erasure, a retention purge), which the load would undo."""
+    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+        keys = sorted(present.get(table, ()))
+        found = {k for (k,) in chunked_rows(connection, lambda ids: select(table.c[key]).where(table.c[key].in_(ids)), keys)}
+        gone = [k for k in keys if k not in found]
+        if gone:
+            raise OwnershipConflict(f"{table.name}: {gone[0]!r} ({len(gone)} in all) was deleted while the load ran, and "
+                                    f"the load would bring it back: nothing was written; run the load again")

@@ -20,7 +20,9 @@ load (`ingest` linking in batch) is written in two phases:
    two writers of one record must not both win. Items and consents come from the trigger's log: each
    logged row is copied from the live table (or removed, if it is gone there), and the load is refused if
    one of them is a row it carries, or if one now hangs on a record the load gives to another agency
-   (`owned_upsert.refuse_strays`: attached after the load's checks). The caller writes the rest of the load (the `rebuild` change, the
+   (`owned_upsert.refuse_strays`: attached after the load's checks). An item or consent the load resends
+   that was deleted between the load's checks and the start of the log refuses it too
+   (`owned_upsert.refuse_resurrection`). The caller writes the rest of the load (the `rebuild` change, the
    audit event), the staged review pairs are opened by one statement inside the database, and the live
    tables are renamed away and the staged ones take their names. The old tables (with their triggers) are
    dropped after the commit.
@@ -48,7 +50,7 @@ from typing import Callable, Iterator
 from sqlalchemy import Connection, Table
 
 from api.service.changes import changes_after, written_since
-from api.service.owned_upsert import refuse_strays, upsert
+from api.service.owned_upsert import refuse_resurrection, refuse_strays, upsert
 from api.service.stewardship import open_staged_pairs
 from api.service.bulk import sqlite_upsert
 from api.service.store import Store, clusters, consents, context_items, records, review_pairs
@@ -68,25 +70,28 @@ class StagingConflict(RuntimeError):
 
 def staged_write(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
                  owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None],
-                 moved: frozenset[str] = frozenset()) -> dict[str, float]:
+                 moved: frozenset[str] = frozenset(), present: dict[Table, set[str]] | None = None) -> dict[str, float]:
     """Write a bulk load's records (upserted), every record's person (replacing all), its review pairs (as
     `stewardship.pair_rows` makes them) and its items and consents (`owned_rows`, by table of `OWNED`, upserted
     as `owned_upsert.upsert` does) by stage and swap; `rest(connection)` writes the remainder of the load (its
     changes, its audit event) inside the swap's transaction. `snapshot`: the last change before the load read the
     store (writes after it are caught up); `moved`: the records the load gives to another agency, on which nothing
-    it does not carry may hang at the swap (`owned_upsert.refuse_strays`). Returns how long the write lock was held, in seconds: by the swap,
+    it does not carry may hang at the swap (`owned_upsert.refuse_strays`); `present`: the load's items and consents
+    stored when it was checked, none of which may have been deleted since (`owned_upsert.refuse_resurrection`, once
+    the change log runs; a deletion after that is in the log). Returns how long the write lock was held, in seconds: by the swap,
     and by the longest staging transaction."""
     with _one_at_a_time(store):
         _drop_leftovers(store)
         try:
-            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, owned_rows, rest, moved)
+            return _stage_and_swap(store, snapshot, record_rows, person_rows, pair_rows, owned_rows, rest, moved,
+                                   present or {})
         finally:
             _drop_leftovers(store)                # a copy of every record is not left lying about
 
 
 def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person_rows: list[dict], pair_rows: list[dict],
                     owned_rows: dict[Table, list[dict]], rest: Callable[[Connection], None],
-                    moved: frozenset[str]) -> dict[str, float]:
+                    moved: frozenset[str], present: dict[Table, set[str]]) -> dict[str, float]:
     suffix = secrets.token_hex(4)
     owned = tuple(table for table in OWNED if owned_rows.get(table))
     swapped = TABLES + owned                      # swapped in whole; review pairs are opened from their stage
@@ -96,6 +101,8 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
         for table in swapped + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
         _log_changes(connection, owned, log, suffix)
+    with store.engine.connect() as connection:
+        refuse_resurrection(connection, present)
     longest = max(_copy_live(store, records, staged["records"]),
                   _write_rows(store, records, staged["records"], record_rows),
                   _write_rows(store, clusters, staged["clusters"], person_rows),
