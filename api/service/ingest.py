@@ -53,7 +53,8 @@ from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
-from api.service.owned_upsert import OwnershipConflict, chunked_rows, refuse_resurrection, refuse_strays, upsert
+from api.service.owned_upsert import (OWNED, OwnershipConflict, carried_keys, chunked_rows, refuse_resurrection,
+                                     refuse_strays, upsert)
 from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
@@ -236,13 +237,12 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
                    summary.review_reason, now)
         refuse_resurrection(connection, present)
         _write_attached(connection, paths, person_rows, owned_rows, summary, principal)
-        refuse_strays(connection, set(moved), {t: {row[k] for row in owned_rows[t]}
-                                               for t, k in ((context_items, "item_id"), (consents, "consent_id"))})
+        refuse_strays(connection, set(moved), carried_keys(owned_rows))
 
 
 def _write_attached(connection, paths, person_rows, owned_rows: dict, summary: IngestSummary, principal: str) -> None:
     """The load's items and consents (`owned_rows`, by table), its changes and its audit event."""
-    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+    for table, key in OWNED.items():
         upsert(connection, table, key, owned_rows.get(table, []))
     if person_rows is not None:               # last: on PostgreSQL it takes the lock that orders changes
         if summary.linking == "batch":

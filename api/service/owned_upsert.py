@@ -18,6 +18,15 @@ from sqlalchemy import TIMESTAMP, MetaData, Table, and_, case, cast, func, liter
 from api.service.store import consents, context_items, dialect_insert, records
 
 
+#: The tables whose rows hang on a record, and their keys.
+OWNED: dict[Table, str] = {context_items: "item_id", consents: "consent_id"}
+
+
+def carried_keys(owned_rows: dict[Table, list[dict]]) -> dict[Table, set[str]]:
+    """The keys of a load's rows of the `OWNED` tables, by table."""
+    return {table: {row[OWNED[table]] for row in rows} for table, rows in owned_rows.items()}
+
+
 class OwnershipConflict(ValueError):
     """A write would have moved an item or a consent to a record of another agency, or brought one back that was
     deleted after the writer's checks; nothing of it was written."""
@@ -129,7 +138,7 @@ def refuse_strays(connection, moved: set[str], carried: dict[Table, set[str]], n
     """Raise `OwnershipConflict` if an item or consent that a load does not carry (`carried`: keys by table) hangs
     on a record the load gives to another agency (`moved`): another writer attached it after the load's checks,
     which refuse such a move while anything hangs on the record. `names`: as for `upsert`."""
-    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+    for table, key in OWNED.items():
         target = named(table, names)
         hung = chunked_rows(connection, lambda ids: select(target.c[key], target.c.record_id).where(target.c.record_id.in_(ids)),
                             sorted(moved))
@@ -143,7 +152,7 @@ def refuse_strays(connection, moved: set[str], carried: dict[Table, set[str]], n
 def refuse_resurrection(connection, present: dict[Table, set[str]]) -> None:
     """Raise `OwnershipConflict` if an item or consent a load carries, stored when the load was checked (`present`:
     keys by table), is gone: deleted since (an erasure, a retention purge), which the load would undo."""
-    for table, key in ((context_items, "item_id"), (consents, "consent_id")):
+    for table, key in OWNED.items():
         keys = sorted(present.get(table, ()))
         found = {k for (k,) in chunked_rows(connection, lambda ids: select(table.c[key]).where(table.c[key].in_(ids)), keys)}
         gone = [k for k in keys if k not in found]

@@ -50,18 +50,16 @@ from typing import Callable, Iterator
 from sqlalchemy import Connection, Table
 
 from api.service.changes import changes_after, written_since
-from api.service.owned_upsert import refuse_resurrection, refuse_strays, upsert
+from api.service.owned_upsert import OWNED, carried_keys, refuse_resurrection, refuse_strays, upsert
 from api.service.stewardship import open_staged_pairs
 from api.service.bulk import sqlite_upsert
-from api.service.store import Store, clusters, consents, context_items, records, review_pairs
+from api.service.store import Store, clusters, records, review_pairs
 
 STAGE_ROWS = 50_000
 #: Items and consents per staging transaction: each row's upsert looks up two records' agencies (about a second).
 OWNED_STAGE_ROWS = 10_000
 STAGED, RETIRED = "staged", "retired"
 TABLES = (records, clusters)
-#: The tables whose rows hang on a record, and their keys: staged too when the load carries rows of them.
-OWNED: dict[Table, str] = {context_items: "item_id", consents: "consent_id"}
 
 
 class StagingConflict(RuntimeError):
@@ -115,8 +113,7 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
     with store.begin_unchecked() as connection:
         deleted = _catch_up(connection, staged, snapshot, touched)
         _catch_up_owned(connection, staged, log, owned_rows, deleted)
-        refuse_strays(connection, set(moved), {t: {row[OWNED[t]] for row in rows} for t, rows in owned_rows.items()},
-                      names=staged)
+        refuse_strays(connection, set(moved), carried_keys(owned_rows), names=staged)
         for table in swapped:                     # the other tables' references keep naming the live tables ...
             connection.exec_driver_sql(f'ALTER TABLE "{table.name}" RENAME TO "{RETIRED}_{table.name}_{suffix}"')
         connection.exec_driver_sql("PRAGMA legacy_alter_table=OFF")
