@@ -120,7 +120,7 @@ def scratch_kernel_cache(tmp_path_factory):
 
 
 @pytest.mark.usefixtures("scratch_kernel_cache")
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)  # each example compiles a kernel (~0.6 s)
 @given(st.lists(_conditions(2), min_size=1, max_size=3, unique=True), st.lists(st.tuples(side, side), min_size=1, max_size=15))
 def test_any_chain_of_conditions_picks_the_level_sql_picks(conditions, pairs):
     levels = [LevelParameters(f"level {i}", c, False, False, float(i)) for i, c in enumerate(conditions)]

@@ -70,7 +70,7 @@ def records_files(draw) -> bytes:
     return (bom + buffer.getvalue()).encode("utf-8")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(records_files(), st.integers(1, 120))
 def test_any_file_reads_the_same_in_stretches_as_whole(data, piece_bytes):
     _same_either_way(data, piece_bytes)
