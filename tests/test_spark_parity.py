@@ -102,9 +102,9 @@ def test_same_model_gives_the_same_pairs_weights_and_clusters_on_spark(spark, co
     in_pieces = read_records_in_pieces(county / "records.csv", piece_bytes=20_000)
     assert in_pieces.whole is None and len(in_pieces.stretches) > 3
     scratch = Path(session._local_work)
-    before = set(scratch.glob("records-*"))
+    before = set(scratch.glob("*"))
     on_spark = link_on_spark(in_pieces, model=model, spark_master="local[2]")
-    assert set(scratch.glob("records-*")) == before, "the records' copy for the executors is removed once read"
+    assert set(scratch.glob("*")) == before, "the records' copy and the components' labels are removed once read"
     assert on_spark.summary["engine"] == "spark" and on_duckdb.summary["engine"] == "duckdb"
     assert_same_pairs(on_duckdb.pairs, on_spark.pairs.toPandas())
     assert_same_clusters(on_duckdb.clustering.clusters, on_spark.clustering.clusters.toPandas())

@@ -26,6 +26,7 @@ import pandas as pd
 from matching.attested import Identities
 from matching.cluster import DEFAULT_MIN_DENSITY, EVENT_COLUMNS, assign_person_ids, cluster, fresh_person_id, resolve_constraints
 from matching.spark.components import connected_components
+from matching.spark.session import remove_scratch
 from matching.spark.standardise import POSITION
 
 #: The standardised columns a component's clustering reads (`matching.attested.Identities.of`).
@@ -153,6 +154,7 @@ def cluster_on_spark(spark, standardised, pairs, threshold: float, min_density: 
                                              name("unique_id").alias("person_id"), F.col("unique_id").alias("seed"),
                                              F.col(POSITION).alias("root")),
                                 allowMissingColumns=True).localCheckpoint(eager=True)
+    remove_scratch(run.path)  # every use of the labels is in the checkpointed report
     records = report.where(F.col("kind") == "record").join(_positions(standardised, "record_id", POSITION), "record_id")
     clustering = _named(spark, records, report, previous, standardised, must, cannot)
     clustering.rounds = run.rounds

@@ -25,10 +25,14 @@ MAX_ROUNDS = 1000
 
 @dataclass(frozen=True)
 class ComponentsRun:
-    """Nodes labelled (`labels`: node, component = the smallest node of its component) and the rounds it took."""
+    """Nodes labelled (`labels`: node, component = the smallest node of its component) and the rounds it took.
+
+    `labels` is read from the parquet files at `path` (`session.scratch_path`): remove them
+    (`session.remove_scratch`) once whatever reads the labels has been checkpointed."""
 
     labels: object
     rounds: int
+    path: str
 
 
 def connected_components(edges, left: str = "l", right: str = "r") -> ComponentsRun:
@@ -59,7 +63,7 @@ def connected_components(edges, left: str = "l", right: str = "r") -> Components
         remove_scratch(done)
         settled = _label_sum(labels)
         if settled == total:
-            return ComponentsRun(labels=labels, rounds=rounds)
+            return ComponentsRun(labels=labels, rounds=rounds, path=path)
         total = settled
     raise RuntimeError(f"connected components did not settle in {MAX_ROUNDS} rounds")
 
