@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from api.service.audit import verify
-from api.service.ingest import BULK_MIN, ConsentIn, IngestError, consent_row, ingest, record_row
+from api.service.ingest import BULK_MIN, ConsentIn, IngestError, batch_record_rows, consent_row, ingest, record_row
 from api.service.owned_upsert import OwnershipConflict, upsert
-from api.service.store import audit_events, clusters, consents, context_items, open_store, records
+from api.service.store import RECORD_FIELDS, audit_events, clusters, consents, context_items, open_store, records
 from evaluation.synth.county import generate_county
 from matching.model import MatcherModel
 from tests.cli_run import run_briefing
@@ -35,6 +35,23 @@ def _counts(store) -> dict:
     with store.engine.connect() as connection:
         return {t.name: connection.execute(select(func.count()).select_from(t)).scalar()
                 for t in (records, clusters, context_items, consents)}
+
+
+_CELL = st.one_of(st.none(), st.just(float("nan")), st.just(pd.NA), st.text(max_size=4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"record_id": st.text(min_size=1, max_size=4), "given_name": _CELL, "dob": _CELL,
+                                       "birth_year": st.one_of(st.none(), st.integers(1900, 2020))}), max_size=6),
+       st.booleans())
+def test_a_bulk_loads_record_rows_are_the_rows_one_at_a_time(rows, without_family_name):
+    batch = pd.DataFrame(rows, columns=["record_id", "given_name", "dob", "birth_year"])
+    batch["birth_year"] = batch["birth_year"].astype("Int64")             # as the strict reader types it
+    if not without_family_name:
+        batch["family_name"] = "DOE"
+    expected = [record_row(row, "now") for row in batch.to_dict("records")]
+    assert batch_record_rows(batch, "now") == expected
+    assert all(set(row) == {"record_id", *RECORD_FIELDS, "ingested_at"} for row in expected)
 
 
 def test_a_county_loads_whole_and_every_record_belongs_to_a_person(county, tmp_path):
@@ -143,21 +160,44 @@ def _stored_items(store) -> dict:
         return dict(connection.execute(select(context_items.c.item_id, context_items.c.record_id)).all())
 
 
-def test_an_item_sent_onto_another_agencys_record_is_held_back_and_nothing_of_the_batch_is_written(one_record_store):
+@pytest.mark.parametrize("padding", [0, 600], ids=["a few rows", "a bulk batch"])
+def test_an_item_sent_onto_another_agencys_record_is_held_back_and_nothing_of_the_batch_is_written(one_record_store,
+                                                                                                  padding):
     """The write's own guard (the load's checks run before it, against a store that may change meanwhile): on
-    SQLite one statement per row, where a row held back is seen as a row not changed."""
+    SQLite one statement per row, where a row held back is seen as a row not changed; on PostgreSQL a bulk batch
+    is one `INSERT … SELECT` from a copy, where a row held back is a row not returned."""
     store = one_record_store
     with store.begin() as connection:
+        connection.execute(delete(context_items))          # PostgreSQL: one database for the module's tests
         upsert(connection, records, "record_id", [record_row({"record_id": "PD-T2", "agency": "METRO_PD"}, "now")])
         upsert(connection, context_items, "item_id", [_item("ITEM-1", "EHR-T1")])
-    batch = [_item("ITEM-2", "EHR-T1"), _item("ITEM-1", "PD-T2"), _item("ITEM-3", "PD-T2")]
+    batch = ([_item("ITEM-2", "EHR-T1"), _item("ITEM-1", "PD-T2"), _item("ITEM-3", "PD-T2")]
+             + [_item(f"ITEM-PAD-{n}", "EHR-T1") for n in range(padding)])
     with pytest.raises(OwnershipConflict, match="'ITEM-1'.*another agency"):
         with store.begin() as connection:
             upsert(connection, context_items, "item_id", batch)
     assert _stored_items(store) == {"ITEM-1": "EHR-T1"}
     with store.begin() as connection:             # resent on a record of the same agency, it is replaced
-        upsert(connection, context_items, "item_id", [_item("ITEM-1", "EHR-T1") | {"text": "again"}, batch[2]])
-    assert _stored_items(store) == {"ITEM-1": "EHR-T1", "ITEM-3": "PD-T2"}
+        upsert(connection, context_items, "item_id", [_item("ITEM-1", "EHR-T1") | {"text": "again"}, *batch[2:]])
+    assert _stored_items(store) == {"ITEM-1": "EHR-T1", "ITEM-3": "PD-T2"} | {f"ITEM-PAD-{n}": "EHR-T1" for n in range(padding)}
+    with store.engine.connect() as connection:
+        assert connection.execute(select(context_items.c.text).where(context_items.c.item_id == "ITEM-1")).scalar() == "again"
+
+
+def test_a_bulk_batch_keeps_a_consents_earlier_revocation(one_record_store):
+    store = one_record_store
+    earlier, later = datetime(2026, 1, 1, 5, 0, tzinfo=timezone.utc), datetime(2026, 1, 1, 6, 0, tzinfo=timezone.utc)
+    _send(store, "CNS-BULK-1", earlier)
+
+    def row(consent_id: str, revoked_at):
+        return consent_row(ConsentIn(consent_id=consent_id, record_id="EHR-T1", recipients="co_responder",
+                                     purposes="TREATMENT", categories="PHI", valid_from="2020-01-01T00:00:00+00:00",
+                                     revoked_at=revoked_at), "now")
+
+    with store.begin() as connection:
+        upsert(connection, consents, "consent_id", [row("CNS-BULK-1", later)] + [row(f"CNS-BULK-P{n}", None) for n in range(600)])
+    assert datetime.fromisoformat(_revoked(store, "CNS-BULK-1")) == earlier
+    assert _revoked(store, "CNS-BULK-P599") is None
 
 
 def test_a_resent_consent_keeps_the_earlier_revocation_where_text_order_and_time_order_disagree(one_record_store):

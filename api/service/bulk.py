@@ -5,7 +5,10 @@ For tables whose rows are replaced whole (records, clusters), inside the caller'
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Table
+from operator import itemgetter
+from typing import Sequence
+
+from sqlalchemy import Connection, MetaData, Table
 
 
 def bulk_upsert(connection: Connection, table: Table, rows: list[dict]) -> None:
@@ -20,29 +23,45 @@ def bulk_upsert(connection: Connection, table: Table, rows: list[dict]) -> None:
         sqlite_upsert(connection, table, rows)
         return
     names = _column_list(table)
-    staging = f"bulk_{table.name}"
-    connection.exec_driver_sql(f'CREATE TEMP TABLE "{staging}" (LIKE "{table.name}") ON COMMIT DROP')
+    staging = copied(connection, table, rows)
+    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging.name}" {_replacing(table)}')
+    connection.exec_driver_sql(f'DROP TABLE "{staging.name}"')
+
+
+def copied(connection: Connection, table: Table, rows: list[dict]) -> Table:
+    """PostgreSQL: `rows` of `table` `COPY`ed into a temporary table shaped like it (dropped at the commit, or by
+    the caller once read), for one `INSERT … SELECT` to write them all: the bulk path of `bulk_upsert` and of
+    `owned_upsert.upsert`. Returns that table, its columns `table`'s."""
+    staging = table.to_metadata(MetaData(), name=f"bulk_{table.name}")
+    connection.exec_driver_sql(f'CREATE TEMP TABLE "{staging.name}" (LIKE "{table.name}") ON COMMIT DROP')
     with connection.connection.driver_connection.cursor() as cursor:
-        with cursor.copy(f'COPY "{staging}" ({names}) FROM STDIN') as copy:
-            for value in _values(table, rows):
+        with cursor.copy(f'COPY "{staging.name}" ({_column_list(table)}) FROM STDIN') as copy:
+            for value in row_values([c.name for c in table.columns], rows):
                 copy.write_row(value)
-    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging}" {_replacing(table)}')
-    connection.exec_driver_sql(f'DROP TABLE "{staging}"')
+    return staging
 
 
 def sqlite_upsert(connection: Connection, table: Table, rows: list[dict], into: str | None = None) -> None:
     """`bulk_upsert` on SQLite: rows of `table` into `into` (a table shaped like it; default `table` itself)."""
     placeholders = ", ".join("?" * len(table.columns))
     connection.exec_driver_sql(f'INSERT INTO "{into or table.name}" ({_column_list(table)}) VALUES ({placeholders}) '
-                               f'{_replacing(table)}', _values(table, rows))
+                               f'{_replacing(table)}', row_values([c.name for c in table.columns], rows))
 
 
 def _column_list(table: Table) -> str:
     return ", ".join(f'"{c.name}"' for c in table.columns)
 
 
-def _values(table: Table, rows: list[dict]) -> list[tuple]:
-    return [tuple(row.get(c.name) for c in table.columns) for row in rows]
+def row_values(names: Sequence[str], rows: list[dict]) -> list[tuple]:
+    """Each row's values of `names`, in that order, as a statement's positional parameters (a name a row lacks: None)."""
+    whole = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+    values = []
+    for row in rows:
+        try:
+            values.append(whole(row))
+        except KeyError:
+            values.append(tuple(row.get(name) for name in names))
+    return values
 
 
 def _replacing(table: Table) -> str:

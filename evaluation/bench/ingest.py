@@ -1,4 +1,5 @@
-"""`briefing ingest` of a county's records into an empty store, on SQLite and on PostgreSQL.
+"""`briefing ingest` of a county (its records, context items and consents) into an empty store, on SQLite and on
+PostgreSQL.
 
     python -m evaluation.bench ingest100k
     python -m evaluation.bench ingest1m
@@ -29,9 +30,11 @@ def bench_ingest(work: Path, records: int, seed: int) -> dict:
             result["stores"][kind] = {"skipped": f"set {POSTGRES} to a database the benchmark may empty"}
             continue
         summary = work / f"ingest-{records}-{kind}.json"
-        wall, peak = run_child(BRIEFING + ["ingest", "--db", db, "--quiet", str(county / "records.csv")], stdout=summary)
+        files = [str(county / name) for name in ("records.csv", "context_items.csv", "consents.csv")]
+        wall, peak = run_child(BRIEFING + ["ingest", "--db", db, "--quiet", *files], stdout=summary)
         printed = json.loads(summary.read_text())
-        result["stores"][kind] = {"records": printed["records"], "linking": printed["linking"],
+        result["stores"][kind] = {"records": printed["records"], "context_items": printed["context_items"],
+                                  "consents": printed["consents"], "linking": printed["linking"],
                                   "seconds": {**printed["seconds"], "total": round(wall, 1)},
                                   "peak_rss_gb": round(peak, 2)}
     result["targets"] = {"write_seconds": "<= 60 on each store", "total": "<= link + 60 s",
