@@ -1,11 +1,15 @@
-"""The store's bulk path: rows as positional parameters, whole-row replacement, missing columns as NULL."""
+"""The store's bulk path: rows as positional parameters, whole-row replacement, missing columns as NULL; the
+records a load's items hang on, found the same whichever way they are looked up."""
 
-from hypothesis import given, settings
+from unittest.mock import patch
+
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from api.service.bulk import bulk_upsert, row_values
-from api.service.store import clusters, open_store, records
+from api.service.owned_upsert import owners_of, upsert
+from api.service.store import clusters, context_items, open_store, records
 
 NAMES = ("a", "b", "c")
 
@@ -33,3 +37,23 @@ def test_a_bulk_upsert_replaces_rows_whole_and_writes_missing_columns_as_null(tm
     assert (stored["R1"].given_name, stored["R1"].family_name, stored["R1"].ingested_at) == (None, "LEE", "t1")
     assert (stored["R2"].agency, stored["R2"].given_name) == ("EMS", None)
     assert persons == {"R1": "P1", "R2": "P2"}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stored=st.sets(st.sampled_from([f"I{n}" for n in range(12)])),
+       asked=st.lists(st.sampled_from([f"I{n}" for n in range(16)]), unique=True))
+def test_the_records_items_hang_on_are_the_same_read_whole_or_asked_for(tmp_path_factory, stored, asked):
+    store = open_store(str(tmp_path_factory.mktemp("owners") / "o.db")).create()
+    with store.begin() as connection:
+        bulk_upsert(connection, records, [{"record_id": "R1", "agency": "PD", "ingested_at": "t"},
+                                          {"record_id": "R2", "agency": "PD", "ingested_at": "t"}])
+        upsert(connection, context_items, "item_id", [{c.name: None for c in context_items.columns}
+                                                      | {"item_id": k, "record_id": f"R{int(k[1:]) % 2 + 1}",
+                                                         "category": "communication", "updated_at": "t"} for k in stored])
+    expected = {k: f"R{int(k[1:]) % 2 + 1}" for k in asked if k in stored}
+    with store.engine.connect() as connection:
+        asked_for = owners_of(connection, context_items, "item_id", asked)
+        with patch("api.service.owned_upsert.SCAN_KEYS", -1):
+            read_whole = owners_of(connection, context_items, "item_id", asked)
+    store.engine.dispose()
+    assert asked_for == read_whole == expected

