@@ -190,6 +190,11 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
         raise IngestError(problems)
 
     summary = IngestSummary(records=len(batch), context_items=len(items), consents=len(consent_rows))
+    # Rows, not the validated models, are what the write needs, and they are held through the link: a county's
+    # 600,000 items as models were over a gigabyte above the link's own peak. Stamped when written.
+    owned_rows = {context_items: [item_row(i, "") for _, _, i in items],
+                  consents: [consent_row(c, "") for _, _, c in consent_rows]}
+    del items, consent_rows
     validated = time.perf_counter()
     person_rows = _link(store, existing, batch, model, summary, step)
     step("writing")
@@ -197,7 +202,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     now = datetime.now(timezone.utc).isoformat()
     try:
         moved = frozenset(record_id for _, record_id in _agencies(existing, batch_records)[2])
-        _write(store, position, paths, batch, person_rows, items, consent_rows, summary, now, principal, moved, present)
+        _write(store, position, paths, batch, person_rows, owned_rows, summary, now, principal, moved, present)
     except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
     summary.seconds.update({"validate": round(validated - started, 2), "link": round(linked - validated, 2),
@@ -205,7 +210,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     return summary
 
 
-def _write(store: Store, position: int, paths, batch, person_rows, items, consent_rows, summary: IngestSummary,
+def _write(store: Store, position: int, paths, batch, person_rows, owned_rows: dict, summary: IngestSummary,
            now: str, principal: str, moved: frozenset[str], present: dict) -> None:
     """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
     bulk load's records, persons, items and consents staged first and swapped in (api.service.staging).
@@ -213,9 +218,10 @@ def _write(store: Store, position: int, paths, batch, person_rows, items, consen
     `present`: the load's items and consents that were stored when it was checked (none may have been deleted since:
     the load would bring it back)."""
     record_rows = batch_record_rows(batch, now)
-    owned_rows = {context_items: [item_row(i, now) for _, _, i in items],
-                  consents: [consent_row(c, now) for _, _, c in consent_rows]}
-    attached = {row.record_id for _, _, row in items + consent_rows}
+    for rows in owned_rows.values():
+        for row in rows:
+            row["updated_at"] = now
+    attached = {row["record_id"] for rows in owned_rows.values() for row in rows}
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
         pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
 
