@@ -5,7 +5,9 @@ PostgreSQL.
     python -m evaluation.bench ingest1m
 
 Each load runs as a child process (wall time and peak RSS of that process alone) and reports where its
-time went from the summary it prints (`seconds`: validate, link, write). PostgreSQL is measured on the
+time went from the summary it prints (`seconds`: validate, link, write). The same run first links the county's
+records alone with the same model (`briefing link --model`, a child process too), the peer the targets name: a
+load may take at most a minute and a gigabyte more than that link (`over_link`). PostgreSQL is measured on the
 database named by `BRIEFING_BENCH_POSTGRES` (a SQLAlchemy URL of a database the benchmark may empty: every
 table of the store is dropped first); without it, that row says so.
 """
@@ -16,6 +18,7 @@ import json
 import os
 from pathlib import Path
 
+import models
 from api.service.store import metadata, open_store
 from evaluation.bench.child import BRIEFING, run_child, synth_county
 
@@ -25,6 +28,9 @@ POSTGRES = "BRIEFING_BENCH_POSTGRES"
 def bench_ingest(work: Path, records: int, seed: int) -> dict:
     county = synth_county(work, records, seed)
     result = {"figure": f"ingest_{records}", "county": str(county), "stores": {}}
+    wall, peak = run_child(BRIEFING + ["link", str(county / "records.csv"), "--model", str(models.MATCHER),
+                                       "--out", str(work / f"link-{records}"), "--quiet"])
+    result["link_alone"] = {"seconds": round(wall, 1), "peak_rss_gb": round(peak, 2)}
     for kind, db in (("sqlite", _empty_sqlite(work / f"ingest-{records}.db")), ("postgresql", _empty_postgres())):
         if db is None:
             result["stores"][kind] = {"skipped": f"set {POSTGRES} to a database the benchmark may empty"}
@@ -36,9 +42,10 @@ def bench_ingest(work: Path, records: int, seed: int) -> dict:
         result["stores"][kind] = {"records": printed["records"], "context_items": printed["context_items"],
                                   "consents": printed["consents"], "linking": printed["linking"],
                                   "seconds": {**printed["seconds"], "total": round(wall, 1)},
-                                  "peak_rss_gb": round(peak, 2)}
-    result["targets"] = {"write_seconds": "<= 60 on each store", "total": "<= link + 60 s",
-                         "peak_rss_gb": "<= the link's peak + 1 GB"}
+                                  "peak_rss_gb": round(peak, 2),
+                                  "over_link": {"seconds": round(wall - result["link_alone"]["seconds"], 1),
+                                                "peak_rss_gb": round(peak - result["link_alone"]["peak_rss_gb"], 2)}}
+    result["targets"] = {"write_seconds": "<= 60 on each store", "over_link": {"seconds": "<= 60", "peak_rss_gb": "<= 1"}}
     return result
 
 
