@@ -1,6 +1,8 @@
 """The store's bulk path: many rows upserted in one statement run (SQLite `executemany`, PostgreSQL `COPY`).
 
-For tables whose rows are replaced whole (records, clusters), inside the caller's transaction.
+`bulk_upsert` is for tables whose rows are replaced whole (records, clusters), inside the caller's transaction;
+`row_values` and `copied` also serve the upsert of items and consents (`owned_upsert`), whose replacement is
+conditional.
 """
 
 from __future__ import annotations
