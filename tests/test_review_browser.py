@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
 from api.service.keys import create_key
@@ -113,7 +114,9 @@ def test_the_whole_flow_works_by_keyboard_alone(chromium, served):
     driver = chromium
     driver.delete_all_cookies()
     driver.get(base + "/review/login")
-    assert active(driver)["id"] == "key"                   # the key field has the focus
+    # The key field has the focus: Chromium applies `autofocus` at a rendering update after the load, so it is
+    # awaited (a busy machine renders late), not read at once.
+    WebDriverWait(driver, 5).until(lambda d: active(d)["id"] == "key")
     assert_accessible(driver, "sign-in")
     press(driver, keys["steward"], "\n")
     wait_for(lambda: driver.find_elements("id", "queue-count"), "the queue after signing in by keyboard")

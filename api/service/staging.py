@@ -43,8 +43,8 @@ import fcntl
 import re
 import secrets
 import time
-from operator import itemgetter
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable, Iterator
 
