@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pandas as pd
 from pydantic import Field, ValidationError, field_validator
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from api.service.audit import append
 from api.service.changes import latest, record_change, written_since
@@ -156,7 +156,8 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     step = progress or (lambda label: None)
     step("validating")
     started = time.perf_counter()
-    batch_records, items, consent_rows, problems, headers = [], [], [], [], {}
+    batch_records, problems, headers = [], [], {}
+    carried: dict[Table, list[tuple[Path, int, tuple]]] = {table: [] for table in OWNED}
     for path in map(Path, paths):
         if not path.is_file():
             problems.append(f"{path}: no such file")
@@ -172,29 +173,29 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
             except RecordsFileError as exc:
                 problems.extend(str(p) for p in exc.problems)
         else:
-            model_type, out = (ItemIn, items) if kind == "context_items" else (ConsentIn, consent_rows)
-            problems.extend(_validate_rows(path, header, model_type, out))
+            table = context_items if kind == "context_items" else consents
+            problems.extend(_validate_rows(path, header, table, carried[table]))
     with store.engine.connect() as connection:
         position = latest(connection)            # writes after it are caught up by a staged bulk write
     existing = _stored_records(store)
     frames = [frame for _, frame in batch_records]
     batch = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["record_id"])
     known = set(existing["record_id"]) | set(batch["record_id"].astype(str))
-    for path, line, row in items + consent_rows:
-        if row.record_id not in known:
-            problems.append(f"{path}:{line}: record_id {row.record_id!r} is in neither the store nor this load")
+    for table, rows in carried.items():
+        at = _COLUMNS[table].index("record_id")
+        problems.extend(f"{path}:{line}: record_id {values[at]!r} is in neither the store nor this load"
+                        for path, line, values in rows if values[at] not in known)
+    del known
     present: dict = {}
     if not problems:
-        problems, present = _ownership_problems(store, existing, batch_records, items, consent_rows, headers)
+        problems, present = _ownership_problems(store, existing, batch_records, carried, headers)
     if problems:
         raise IngestError(problems)
 
-    summary = IngestSummary(records=len(batch), context_items=len(items), consents=len(consent_rows))
-    # Rows, not the validated models, are what the write needs, and they are held through the link: a model takes
-    # twice a row's memory (1.8 against 0.9 KB an item of the county; 600,000 items). Stamped when written.
-    owned_rows = {context_items: [item_row(i, "") for _, _, i in items],
-                  consents: [consent_row(c, "") for _, _, c in consent_rows]}
-    del items, consent_rows
+    summary = IngestSummary(records=len(batch), context_items=len(carried[context_items]),
+                            consents=len(carried[consents]))
+    owned_values = {table: [values for _, _, values in rows] for table, rows in carried.items()}
+    del carried
     validated = time.perf_counter()
     person_rows = _link(store, existing, batch, model, summary, step)
     step("writing")
@@ -202,7 +203,7 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     now = datetime.now(timezone.utc).isoformat()
     try:
         moved = frozenset(record_id for _, record_id in _agencies(existing, batch_records)[2])
-        _write(store, position, paths, batch, person_rows, owned_rows, summary, now, principal, moved, present)
+        _write(store, position, paths, batch, person_rows, owned_values, summary, now, principal, moved, present)
     except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
     summary.seconds.update({"validate": round(validated - started, 2), "link": round(linked - validated, 2),
@@ -210,17 +211,17 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     return summary
 
 
-def _write(store: Store, position: int, paths, batch, person_rows, owned_rows: dict, summary: IngestSummary,
+def _write(store: Store, position: int, paths, batch, person_rows, owned_values: dict, summary: IngestSummary,
            now: str, principal: str, moved: frozenset[str], present: dict) -> None:
     """Everything the load writes, and its audit event, all or nothing: in one transaction, or on SQLite a
     bulk load's records, persons, items and consents staged first and swapped in (api.service.staging).
+    `owned_values`: the load's items and consents, by table, as `_validate_rows` holds them.
     `moved`: the stored records the load gives to another agency (nothing may have been attached to them since);
     `present`: the load's items and consents that were stored when it was checked (none may have been deleted since:
     the load would bring it back)."""
     record_rows = batch_record_rows(batch, now)
-    for rows in owned_rows.values():
-        for row in rows:
-            row["updated_at"] = now
+    owned_rows = {table: [dict(zip(_COLUMNS[table], values), updated_at=now) for values in rows]
+                  for table, rows in owned_values.items()}
     attached = {row["record_id"] for rows in owned_rows.values() for row in rows}
     if summary.linking == "batch" and store.engine.dialect.name == "sqlite":
         pairs = pair_rows(summary.review_pairs, summary.review_reason, now)
@@ -263,27 +264,37 @@ def _write_attached(connection, paths, person_rows, owned_rows: dict, summary: I
                                   "review_pairs": len(summary.review_pairs)}, principal=principal)
 
 
-def _validate_rows(path: Path, header: list[str], model_type, out: list) -> list[str]:
+def _validate_rows(path: Path, header: list[str], table: Table, out: list[tuple[Path, int, tuple]]) -> list[str]:
+    """Validate a file of `table`'s rows (items or consents) by their typed model, appending `(path, line, values)`
+    to `out` for each valid row, its values in `_COLUMNS[table]` order (`updated_at` left None, stamped when written);
+    returns the `file:line:column` problems.
+
+    Each row is made a row as soon as it is valid, not kept as its model, and is held as a tuple whose strings are
+    shared with every equal one of the file: a load holds them through its link, when its memory peaks. A 1M
+    county's 600,000 items took 1.6 GB as models, 0.3 GB so."""
+    model_type, to_row = _CARRIED[table]
+    key_at, columns = _COLUMNS[table].index(OWNED[table]), _COLUMNS[table]
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     problems = []
     seen: dict[str, int] = {}
-    id_field = "item_id" if issubclass(model_type, ContextItem) else "consent_id"
+    shared: dict[str, str] = {}
     names = [str(name) for name in frame.columns]
     for offset, values in enumerate(zip(*(frame[name].tolist() for name in frame.columns))):  # not to_dict: 3x slower
         line = offset + 2
         try:
-            parsed = model_type(**{k: v for k, v in zip(names, values) if v != ""})
+            row = to_row(model_type(**{k: v for k, v in zip(names, values) if v != ""}), None)
         except ValidationError as exc:
             for error in exc.errors():
                 name = str(error["loc"][0]) if error["loc"] else "row"
                 column = header.index(name) + 1 if name in header else 1
                 problems.append(f"{path}:{line}:{column}: {name}: {error['msg']}")
             continue
-        key = getattr(parsed, id_field)
-        if key in seen:
-            problems.append(f"{path}:{line}:{header.index(id_field) + 1}: {id_field} {key!r} repeats line {seen[key]}")
-        seen[key] = line
-        out.append((path, line, parsed))
+        kept = tuple(None if value is None else shared.setdefault(value, value) for value in map(row.get, columns))
+        if kept[key_at] in seen:
+            problems.append(f"{path}:{line}:{header.index(OWNED[table]) + 1}: {OWNED[table]} {kept[key_at]!r} "
+                            f"repeats line {seen[kept[key_at]]}")
+        seen[kept[key_at]] = line
+        out.append((path, line, kept))
     return problems
 
 
@@ -301,21 +312,24 @@ def _agencies(existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]]
     return stored, after, changed
 
 
-def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]], items: list,
-                        consent_rows: list, headers: dict[Path, list[str]]) -> tuple[list[str], dict]:
+def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]],
+                        carried: dict[Table, list[tuple[Path, int, tuple]]],
+                        headers: dict[Path, list[str]]) -> tuple[list[str], dict]:
     """`file:line:column` problems of a load that would move a stored item or consent to another agency's record;
     and the keys of the load's items and consents already stored, by table."""
     stored, after, changed = _agencies(existing, batches)
     problems, present = [], {}
     with store.engine.connect() as connection:
-        for table, key, rows in ((context_items, "item_id", items), (consents, "consent_id", consent_rows)):
-            hung = owners_of(connection, table, key, [getattr(row, key) for _, _, row in rows])
+        for table, rows in carried.items():
+            key = OWNED[table]
+            key_at, record_at = _COLUMNS[table].index(key), _COLUMNS[table].index("record_id")
+            hung = owners_of(connection, table, key, [values[key_at] for _, _, values in rows])
             present[table] = set(hung)
-            for path, line, row in rows:
-                ident = getattr(row, key)
-                if ident in hung and stored.get(hung[ident]) != after.get(row.record_id):
+            for path, line, values in rows:
+                ident, record_id = values[key_at], values[record_at]
+                if ident in hung and stored.get(hung[ident]) != after.get(record_id):
                     problems.append(f"{path}:{line}:{headers[path].index('record_id') + 1}: record_id: {key} {ident!r} "
-                                    f"hangs on a record of another agency than {row.record_id!r}: an item or consent "
+                                    f"hangs on a record of another agency than {record_id!r}: an item or consent "
                                     f"never moves to a record of another agency")
         attached = {r for table in (context_items, consents) for (r,) in chunked_rows(
             connection, lambda ids: select(table.c.record_id.distinct()).where(table.c.record_id.in_(ids)),
@@ -442,3 +456,9 @@ def consent_row(consent: Consent, now: str) -> dict:
             "valid_from": utc_text(consent.valid_from), "valid_until": utc_text(consent.valid_until),
             "revoked_at": utc_text(consent.revoked_at), "discloser": consent.discloser, "description": consent.description,
             "signed_at": utc_text(consent.signed_at), "updated_at": now}
+
+
+#: What validates a loaded row of each `OWNED` table, and makes it the table's row.
+_CARRIED = {context_items: (ItemIn, item_row), consents: (ConsentIn, consent_row)}
+#: Each `OWNED` table's columns, the order in which a load holds its rows' values.
+_COLUMNS = {table: tuple(column.name for column in table.columns) for table in OWNED}
