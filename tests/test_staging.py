@@ -2,10 +2,13 @@
 stages are kept, an erasure made meanwhile wins, a bulk load made meanwhile fails the other whole, and the
 tables swapped in keep every reference and cascade the live ones had."""
 
+import contextlib
 import sqlite3
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 
 import api.service.staging as staging
@@ -314,7 +317,7 @@ def test_a_staged_load_that_skipped_the_checks_still_never_moves_an_item_to_anot
     items = pd.read_csv(files[1], dtype=str, keep_default_na=False)
     items.loc[0, ["item_id", "record_id"]] = [victim.item_id, thief]
     items.to_csv(files[1], index=False)
-    monkeypatch.setattr(ingest_module, "_ownership_problems", lambda *args, **kwargs: ([], {}))
+    monkeypatch.setattr(ingest_module, "_ownership_problems", lambda *args, **kwargs: ([], {}, frozenset()))
     before_items, before_records = _items(store), _stored(store)
     with pytest.raises(IngestError, match=f"'{victim.item_id}' would move to a record of another agency"):
         ingest(store, files, MODEL)
@@ -392,3 +395,40 @@ def test_an_item_deleted_while_a_load_links_is_not_brought_back_by_the_load(with
     with pytest.raises(IngestError, match=f"'{stored['item_id']}' .*was deleted while the load ran"):
         ingest(store, files if bulk else [files[1]], MODEL)
     assert stored["item_id"] not in _items(store)
+
+
+class _FakeClock:
+    """`time` as `_in_turns` reads it: a clock that moves only when rows are written or the load pauses."""
+
+    def __init__(self):
+        self.now, self.pauses = 0.0, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+@settings(max_examples=200, deadline=None)
+@given(total=st.integers(1, 50_000), most=st.integers(1, 60_000), seconds_per_row=st.floats(1e-7, 1e-3))
+def test_staging_turns_hold_the_lock_about_a_turn_and_pause_after_each_so_waiting_writers_get_in(
+        total, most, seconds_per_row):
+    clock, turns = _FakeClock(), []
+
+    def write(connection, rows: int) -> bool:
+        rows = min(rows, total - sum(turns))
+        turns.append(rows)
+        clock.now += rows * seconds_per_row
+        return sum(turns) == total
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(staging, "time", clock)
+        patch.setattr(staging, "_staging", lambda store: contextlib.nullcontext())
+        longest = staging._in_turns(None, most, write)
+    assert sum(turns) == total and all(0 < rows <= most for rows in turns)
+    assert clock.pauses == [staging.PAUSE_SECONDS] * (len(turns) - 1)        # after every turn but the last
+    held = [rows * seconds_per_row for rows in turns]
+    assert longest == pytest.approx(max(held))
+    assert all(h <= max(staging.TURN_SECONDS, seconds_per_row) * (1 + 1e-9) for h in held[1:])   # the first one probes

@@ -186,11 +186,12 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
         problems.extend(f"{path}:{line}: record_id {values[at]!r} is in neither the store nor this load"
                         for path, line, values in rows if values[at] not in known)
     del known
-    present: dict = {}
+    present, moved = {}, frozenset()
     if not problems:
-        problems, present = _ownership_problems(store, existing, batch_records, carried, headers)
+        problems, present, moved = _ownership_problems(store, existing, batch_records, carried, headers)
     if problems:
         raise IngestError(problems)
+    del batch_records, frames                    # held no longer than needed: the load's memory peaks in its link
 
     summary = IngestSummary(records=len(batch), context_items=len(carried[context_items]),
                             consents=len(carried[consents]))
@@ -202,7 +203,6 @@ def ingest(store: Store, paths: list[str | Path], model: MatcherModel, progress=
     linked = time.perf_counter()
     now = datetime.now(timezone.utc).isoformat()
     try:
-        moved = frozenset(record_id for _, record_id in _agencies(existing, batch_records)[2])
         _write(store, position, paths, batch, person_rows, owned_values, summary, now, principal, moved, present)
     except (OwnershipConflict, StagingConflict) as exc:   # a writer moved a row, or bulk-loaded, since the checks
         raise IngestError([str(exc)]) from None
@@ -314,9 +314,10 @@ def _agencies(existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]]
 
 def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tuple[Path, pd.DataFrame]],
                         carried: dict[Table, list[tuple[Path, int, tuple]]],
-                        headers: dict[Path, list[str]]) -> tuple[list[str], dict]:
+                        headers: dict[Path, list[str]]) -> tuple[list[str], dict, frozenset[str]]:
     """`file:line:column` problems of a load that would move a stored item or consent to another agency's record;
-    and the keys of the load's items and consents already stored, by table."""
+    the keys of the load's items and consents already stored, by table; and the stored records the load gives to
+    another agency."""
     stored, after, changed = _agencies(existing, batches)
     problems, present = [], {}
     with store.engine.connect() as connection:
@@ -339,7 +340,7 @@ def _ownership_problems(store: Store, existing: pd.DataFrame, batches: list[tupl
             line, column = _record_line(path, record_id)
             problems.append(f"{path}:{line}:{column}: agency: record {record_id!r} has context items or consents: its "
                             f"agency cannot change (they would move with it to another agency)")
-    return problems, present
+    return problems, present, frozenset(record_id for _, record_id in changed)
 
 
 def _record_line(path: Path, record_id: str) -> tuple[int, int]:

@@ -6,10 +6,11 @@ the briefings answered meanwhile would wait for it (past their busy timeout, fai
 load (`ingest` linking in batch) is written in two phases:
 
 1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes), and beside
-   `context_items` and `consents` when the load carries some, are filled `STAGE_ROWS` rows per
-   transaction (`OWNED_STAGE_ROWS` for items and consents), each holding the lock a fraction of a
-   second: the live rows as they were when staging began, then the load's over them (its items and
-   consents upserted as `owned_upsert.upsert` does, against the staged records: none moves to another
+   `context_items` and `consents` when the load carries some, are filled in turns: transactions sized
+   to hold the lock about `TURN_SECONDS` each (at most `STAGE_ROWS` rows, `OWNED_STAGE_ROWS` for items
+   and consents), each followed by a pause in which the writers kept waiting get the lock. They take
+   the live rows as they were when staging began, then the load's over them (its items and consents
+   upserted as `owned_upsert.upsert` does, against the staged records: none moves to another
    agency's record), then every record's person as the load's link decided it, and the review pairs it
    opens. The live tables keep serving and taking writes meanwhile; triggers on the live items and
    consents log the key of every row written or deleted from the moment staging begins.
@@ -56,7 +57,17 @@ from api.service.stewardship import open_staged_pairs
 from api.service.bulk import sqlite_upsert
 from api.service.store import Store, clusters, records, review_pairs
 
+#: Records or persons per staging transaction, at most.
 STAGE_ROWS = 50_000
+#: How long a staging transaction should hold the write lock: each turn is sized from the pace of the one before.
+TURN_SECONDS = 0.1
+#: The pause after each staging transaction. A writer kept waiting (a briefing appending its audit event) polls
+#: for the lock from SQLite's busy handler, at intervals that grow to 25 ms within its first 50 ms of waiting and
+#: to 100 ms after 300 ms: transactions back to back leave it no moment to get in. Without the pause a 100,000-record
+#: store's bulk load of 10,000 kept a writer waiting 0.83 s, the time of its whole write.
+PAUSE_SECONDS = 0.03
+#: The rows of a first turn; later turns grow by at most `TURN_GROWTH` times the one before.
+FIRST_TURN_ROWS, TURN_GROWTH = 1_000, 4
 #: SQLite's page cache while staging, in KiB (its default is 2 MB): a staged table's indexes take rows in an order
 #: of their own, and a cache that holds them saves reading their pages again for every row (a 1M load's writes
 #: took 40 % less time). Each staging transaction sets it, then sets back the connection's own.
@@ -151,14 +162,23 @@ def _one_at_a_time(store: Store) -> Iterator[None]:
 
 def _drop_leftovers(store: Store) -> None:
     """Drop the change triggers and staged tables of loads that never swapped and tables retired by loads that did
-    (under the lock). Triggers first: one left on a live table would log every write into a table dropped."""
+    (under the lock). Triggers first: one left on a live table would log every write into a table dropped. A table's
+    own indexes go one at a time before it, each in a turn of its own (`_in_turns`): dropping a million-record table
+    whole holds the write lock about a second."""
+    found = []
     with store.engine.connect() as connection:
-        found = [(kind, name) for kind, name in connection.exec_driver_sql(
-            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') ORDER BY type = 'table'")
-            if re.fullmatch(rf"({STAGED}|{RETIRED})_\w+_[0-9a-f]{{8}}", name)]
+        for kind, name in connection.exec_driver_sql(
+                "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'table') ORDER BY type = 'table'").all():
+            if not re.fullmatch(rf"({STAGED}|{RETIRED})_\w+_[0-9a-f]{{8}}", name):
+                continue
+            if kind == "table":
+                found += [("index", index) for (index,) in connection.exec_driver_sql(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (name,))]
+            found.append((kind, name))
     for kind, name in found:
         with store.begin_unchecked() as connection:
             connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
+        time.sleep(PAUSE_SECONDS)
 
 
 def _log_changes(connection: Connection, owned: tuple[Table, ...], log: str, suffix: str) -> None:
@@ -195,47 +215,71 @@ def _create_like(connection: Connection, live: str, staged: dict, suffix: str) -
 
 
 def _copy_live(store: Store, table, staged: str) -> float:
-    """The live rows into `staged`, `STAGE_ROWS` per transaction, in rowid order; the longest transaction's seconds."""
-    last, longest = -1, 0.0
-    while True:
-        started = time.perf_counter()
-        with _staging(store) as connection:
-            (bound,) = connection.exec_driver_sql(f'SELECT max(r) FROM (SELECT rowid AS r FROM "{table.name}" '
-                                                  f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, STAGE_ROWS)).one()
-            if bound is None:
-                return longest
-            connection.exec_driver_sql(     # OR REPLACE: a record deleted and written again meanwhile comes twice
-                f'INSERT OR REPLACE INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
-                (last, bound))
-        last, longest = bound, max(longest, time.perf_counter() - started)
+    """The live rows into `staged` in rowid order, in turns (`_in_turns`); the longest transaction's seconds."""
+    last = -1
+
+    def copy(connection: Connection, rows: int) -> bool:
+        nonlocal last
+        (bound,) = connection.exec_driver_sql(f'SELECT max(r) FROM (SELECT rowid AS r FROM "{table.name}" '
+                                              f'WHERE rowid > ? ORDER BY rowid LIMIT ?)', (last, rows)).one()
+        if bound is None:
+            return True
+        connection.exec_driver_sql(         # OR REPLACE: a record deleted and written again meanwhile comes twice
+            f'INSERT OR REPLACE INTO "{staged}" SELECT * FROM "{table.name}" WHERE rowid > ? AND rowid <= ?',
+            (last, bound))
+        last = bound
+        return False
+
+    return _in_turns(store, STAGE_ROWS, copy)
 
 
 def _write_owned(store: Store, table: Table, staged: dict, rows: list[dict]) -> float:
     """Upsert the load's `rows` of an `OWNED` table into its staged copy, checked against the staged records (an
-    item or consent never moves to another agency's record), `OWNED_STAGE_ROWS` per transaction; the longest
+    item or consent never moves to another agency's record), in turns of at most `OWNED_STAGE_ROWS`; the longest
     transaction's seconds."""
-    longest, rows = 0.0, _by_key(rows, OWNED[table])
-    for start in range(0, len(rows), OWNED_STAGE_ROWS):
-        began = time.perf_counter()
-        with _staging(store) as connection:
-            upsert(connection, table, OWNED[table], rows[start: start + OWNED_STAGE_ROWS], names=staged)
-        longest = max(longest, time.perf_counter() - began)
-    return longest
+    return _slices_in_turns(store, _by_key(rows, OWNED[table]), OWNED_STAGE_ROWS, lambda connection, part: upsert(
+        connection, table, OWNED[table], part, names=staged))
 
 
 def _write_rows(store: Store, table, staged: str, rows: list[dict]) -> float:
-    """Upsert `rows` (dicts of `table`'s columns) into `staged`, `STAGE_ROWS` per transaction; the longest
+    """Upsert `rows` (dicts of `table`'s columns) into `staged`, in turns of at most `STAGE_ROWS`; the longest
     transaction's seconds."""
     [key] = table.primary_key.columns.keys()
-    longest = 0.0
     if all(key in row for row in rows):           # not review pairs: the store numbers them in the order written
         rows = _by_key(rows, key)
-    for start in range(0, len(rows), STAGE_ROWS):
+    return _slices_in_turns(store, rows, STAGE_ROWS,
+                            lambda connection, part: sqlite_upsert(connection, table, part, into=staged))
+
+
+def _slices_in_turns(store: Store, rows: list[dict], most: int, write: Callable[[Connection, list[dict]], None]) -> float:
+    """`write(connection, part)` for consecutive parts of `rows`, in turns (`_in_turns`) of at most `most` rows."""
+    start = 0
+
+    def next_part(connection: Connection, count: int) -> bool:
+        nonlocal start
+        write(connection, rows[start: start + count])
+        start += count
+        return start >= len(rows)
+
+    return _in_turns(store, most, next_part) if rows else 0.0
+
+
+def _in_turns(store: Store, most: int, write: Callable[[Connection, int], bool]) -> float:
+    """Call `write(connection, rows)`, which writes up to `rows` more rows and says whether it has written them all,
+    once per staging transaction until it has: each transaction sized to hold the write lock about `TURN_SECONDS`
+    (from the last one's pace; at most `most` rows) and followed by `PAUSE_SECONDS` in which the writers kept
+    waiting get the lock. Returns the longest transaction's seconds."""
+    rows, longest = min(most, FIRST_TURN_ROWS), 0.0
+    while True:
         began = time.perf_counter()
         with _staging(store) as connection:
-            sqlite_upsert(connection, table, rows[start: start + STAGE_ROWS], into=staged)
-        longest = max(longest, time.perf_counter() - began)
-    return longest
+            done = write(connection, rows)
+        held = time.perf_counter() - began
+        longest = max(longest, held)
+        if done:
+            return longest
+        time.sleep(PAUSE_SECONDS)
+        rows = max(1, min(most, rows * TURN_GROWTH, int(rows * TURN_SECONDS / max(held, 1e-6))))
 
 
 @contextmanager
