@@ -3,7 +3,10 @@ stages are kept, an erasure made meanwhile wins, a bulk load made meanwhile fail
 tables swapped in keep every reference and cascade the live ones had."""
 
 import contextlib
+import itertools
+import math
 import sqlite3
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -411,11 +414,14 @@ class _FakeClock:
         self.now += seconds
 
 
+#: A store whose connections `_in_turns` only hands to what the tests below replace.
+_NO_STORE = SimpleNamespace(engine=SimpleNamespace(connect=contextlib.nullcontext))
+
+
 @settings(max_examples=200, deadline=None)
 @given(total=st.integers(1, 50_000), most=st.integers(1, 60_000), seconds_per_row=st.floats(1e-7, 1e-3))
-def test_staging_turns_hold_the_lock_about_a_turn_and_pause_after_each_so_waiting_writers_get_in(
-        total, most, seconds_per_row):
-    clock, turns = _FakeClock(), []
+def test_staging_turns_hold_the_lock_about_a_turn_and_yield_it_after_each(total, most, seconds_per_row):
+    clock, turns, yielded = _FakeClock(), [], []
 
     def write(connection, rows: int) -> bool:
         rows = min(rows, total - sum(turns))
@@ -426,9 +432,24 @@ def test_staging_turns_hold_the_lock_about_a_turn_and_pause_after_each_so_waitin
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(staging, "time", clock)
         patch.setattr(staging, "_staging", lambda store: contextlib.nullcontext())
-        longest = staging._in_turns(None, most, write)
+        patch.setattr(staging, "_yield_to_writers", lambda watcher: yielded.append(len(turns)))
+        longest = staging._in_turns(_NO_STORE, most, write)
     assert sum(turns) == total and all(0 < rows <= most for rows in turns)
-    assert clock.pauses == [staging.PAUSE_SECONDS] * (len(turns) - 1)        # after every turn but the last
+    assert yielded == list(range(1, len(turns)))                  # after every turn but the last
     held = [rows * seconds_per_row for rows in turns]
     assert longest == pytest.approx(max(held))
     assert all(h <= max(staging.TURN_SECONDS, seconds_per_row) * (1 + 1e-9) for h in held[1:])   # the first one probes
+
+
+@settings(max_examples=200, deadline=None)
+@given(commits=st.lists(st.booleans(), min_size=20, max_size=20))
+def test_a_staging_pause_lasts_while_others_commit_and_no_longer_than_its_bound(commits):
+    """`commits[k]`: whether another connection committed during the k-th short pause."""
+    clock, versions = _FakeClock(), iter(itertools.accumulate([0] + [int(c) for c in commits]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(staging, "time", clock)
+        patch.setattr(staging, "_data_version", lambda watcher: next(versions))
+        staging._yield_to_writers(None)
+    quiet = commits.index(False) if False in commits else len(commits)
+    expected = min(quiet + 1, math.ceil(staging.LONGEST_PAUSE_SECONDS / staging.PAUSE_SECONDS - 1e-9))
+    assert clock.pauses == [staging.PAUSE_SECONDS] * expected

@@ -66,6 +66,10 @@ TURN_SECONDS = 0.1
 #: to 100 ms after 300 ms: transactions back to back leave it no moment to get in. Without the pause a 100,000-record
 #: store's bulk load of 10,000 kept a writer waiting 0.83 s, the time of its whole write.
 PAUSE_SECONDS = 0.03
+#: The pause goes on, `PAUSE_SECONDS` at a time up to this long, while other connections keep committing: a
+#: service answering briefings writes one audit event per briefing, and a sync worker that got one write in per
+#: pause would answer about ten briefings a second while the load stages.
+LONGEST_PAUSE_SECONDS = 0.2
 #: The rows of a first turn; later turns grow by at most `TURN_GROWTH` times the one before.
 FIRST_TURN_ROWS, TURN_GROWTH = 1_000, 4
 #: SQLite's page cache while staging, in KiB (its default is 2 MB): a staged table's indexes take rows in an order
@@ -175,10 +179,11 @@ def _drop_leftovers(store: Store) -> None:
                 found += [("index", index) for (index,) in connection.exec_driver_sql(
                     "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (name,))]
             found.append((kind, name))
-    for kind, name in found:
-        with store.begin_unchecked() as connection:
-            connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
-        time.sleep(PAUSE_SECONDS)
+    with store.engine.connect() as watcher:
+        for kind, name in found:
+            with store.begin_unchecked() as connection:
+                connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
+            _yield_to_writers(watcher)
 
 
 def _log_changes(connection: Connection, owned: tuple[Table, ...], log: str, suffix: str) -> None:
@@ -267,19 +272,39 @@ def _slices_in_turns(store: Store, rows: list[dict], most: int, write: Callable[
 def _in_turns(store: Store, most: int, write: Callable[[Connection, int], bool]) -> float:
     """Call `write(connection, rows)`, which writes up to `rows` more rows and says whether it has written them all,
     once per staging transaction until it has: each transaction sized to hold the write lock about `TURN_SECONDS`
-    (from the last one's pace; at most `most` rows) and followed by `PAUSE_SECONDS` in which the writers kept
-    waiting get the lock. Returns the longest transaction's seconds."""
+    (from the last one's pace; at most `most` rows) and followed by a pause in which the writers kept waiting get
+    the lock (`_yield_to_writers`). Returns the longest transaction's seconds."""
     rows, longest = min(most, FIRST_TURN_ROWS), 0.0
-    while True:
-        began = time.perf_counter()
-        with _staging(store) as connection:
-            done = write(connection, rows)
-        held = time.perf_counter() - began
-        longest = max(longest, held)
-        if done:
-            return longest
+    with store.engine.connect() as watcher:
+        while True:
+            began = time.perf_counter()
+            with _staging(store) as connection:
+                done = write(connection, rows)
+            held = time.perf_counter() - began
+            longest = max(longest, held)
+            if done:
+                return longest
+            _yield_to_writers(watcher)
+            rows = max(1, min(most, rows * TURN_GROWTH, int(rows * TURN_SECONDS / max(held, 1e-6))))
+
+
+def _yield_to_writers(watcher: Connection) -> None:
+    """Leave the write lock to others for `PAUSE_SECONDS`, and `PAUSE_SECONDS` more while other connections keep
+    committing (SQLite's `data_version`, read on `watcher`), up to `LONGEST_PAUSE_SECONDS` in all."""
+    paused, seen = 0.0, _data_version(watcher)
+    while paused < LONGEST_PAUSE_SECONDS:
         time.sleep(PAUSE_SECONDS)
-        rows = max(1, min(most, rows * TURN_GROWTH, int(rows * TURN_SECONDS / max(held, 1e-6))))
+        paused += PAUSE_SECONDS
+        now = _data_version(watcher)
+        if now == seen:
+            return
+        seen = now
+
+
+def _data_version(connection: Connection) -> int:
+    """SQLite's count that changes whenever another connection commits to the database."""
+    (version,) = connection.exec_driver_sql("PRAGMA data_version").one()
+    return version
 
 
 @contextmanager
