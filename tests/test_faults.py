@@ -229,8 +229,10 @@ def _ingest_killed(db: Path, files: list[Path], moment: str, stage: str, delay: 
         while not seen.wait(0.002) and process.poll() is None:
             assert time.monotonic() < deadline, f"the ingest never reached {stage}"
         due = time.monotonic() + delay
-        while process.poll() is None and (time.monotonic() < due or (
-                wal_grown is not None and _wal_size(db) <= kill.wal_at_writing + wal_grown)):
+        while process.poll() is None and (time.monotonic() < due or (wal_grown is not None and (
+                _wal_size(db) <= kill.wal_at_writing + wal_grown
+                # inside a transaction: a bulk load on SQLite pauses between its turns (api.service.staging)
+                or PROC_LOCKS and not _write_lock_holders(db, {process.pid})))):
             assert time.monotonic() < deadline, f"the ingest never got to {moment}"
             time.sleep(0.002)
         kill.in_transaction = bool(_write_lock_holders(db, {process.pid}))

@@ -167,8 +167,8 @@ def _one_at_a_time(store: Store) -> Iterator[None]:
 def _drop_leftovers(store: Store) -> None:
     """Drop the change triggers and staged tables of loads that never swapped and tables retired by loads that did
     (under the lock). Triggers first: one left on a live table would log every write into a table dropped. A table's
-    own indexes go one at a time before it, each in a turn of its own (`_in_turns`): dropping a million-record table
-    whole holds the write lock about a second."""
+    own indexes go one at a time before it, and each drop is followed by a pause for other writers
+    (`_yield_to_writers`): dropping a million-record table whole holds the write lock about a second."""
     found = []
     with store.engine.connect() as connection:
         for kind, name in connection.exec_driver_sql(
