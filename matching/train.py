@@ -32,7 +32,8 @@ from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
 from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
-from matching.splink_internals import comparison_input_columns, linker_prior, set_level_parameters, set_linker_prior
+from matching.splink_internals import (comparison_input_columns, estimate_u_side_by_side, linker_prior, set_level_parameters,
+                                       set_linker_prior)
 from matching.standardise import available_fields, to_arrow
 
 log = logging.getLogger(__name__)
@@ -163,10 +164,11 @@ class Matcher:
             _floor_prior(linker, len(standardised), self.prior_recall)
             step("estimating u by random sampling")
             u_pairs = u_sample_size(len(standardised), self.max_pairs_u)
-            # One chunk, one query per comparison over the whole sample. Splink's default first probes 1 % of it,
-            # keeps that only if every level was seen 100 times (rare levels such as swapped names never are)
-            # and otherwise counts the whole sample again in ten chunks: the same counts, eleven queries each.
-            linker.training.estimate_u_using_random_sampling(max_pairs=u_pairs, seed=self.seed, num_chunks=1)
+            # One chunk, one query per comparison over the whole sample, the comparisons side by side. Splink's
+            # default first probes 1 % of it, keeps that only if every level was seen 100 times (rare levels such
+            # as swapped names never are) and otherwise counts the whole sample again in ten chunks: the same
+            # counts, eleven queries each.
+            estimate_u_side_by_side(linker, max_pairs=u_pairs, seed=self.seed)
             for columns in em_rules:
                 step("expectation maximisation")
                 kwargs = {"max_pairs": self.em_max_pairs} if self.em_max_pairs else {}
