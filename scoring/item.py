@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import Enum
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -92,8 +93,14 @@ class Status(str, Enum):
 def _utc(value):
     """Naive times (a CSV's plain dates) are UTC, so every comparison is between aware datetimes."""
     if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
+        return _naive_as_utc(value)
     return value
+
+
+@lru_cache(maxsize=1 << 16)
+def _naive_as_utc(value: datetime) -> datetime:
+    """A load's items share a few thousand plain dates among hundreds of thousands of rows: each is made aware once."""
+    return value.replace(tzinfo=timezone.utc)
 
 
 def _split(value):

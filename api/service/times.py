@@ -44,7 +44,7 @@ def utc_text(value: datetime | None) -> str | None:
 
 def in_utc_range(value):
     """A time must exist in UTC (it is stored as UTC text): years 1 to 9999 once its offset is applied."""
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) and value.tzinfo is not timezone.utc:
         try:
             (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
         except OverflowError:
