@@ -163,17 +163,22 @@ def _level_parameters(level, all_levels) -> LevelParameters:
 U_MIN_COUNT_PER_LEVEL = 100
 
 
-def estimate_u_side_by_side(linker, max_pairs: float, seed: int, workers: int = 2) -> None:
+def estimate_u_side_by_side(linker, max_pairs: float, seed: int, workers: int | None = None) -> None:
     """Splink's `linker.training.estimate_u_using_random_sampling(max_pairs, seed, num_chunks=1)` for a DuckDB
-    deduplication, with its per-comparison count queries run `workers` at a time.
+    deduplication, with its per-comparison count queries run `workers` at a time (default: as many as DuckDB's
+    `threads` setting allows).
 
     Why: Splink counts each comparison's levels over the sample's pairs in a query of its own, one after the
     other, and DuckDB runs each on one core (it parallelises a scan by row group, and the sample of a thousand
     records is one). Here the same queries, on the same sample, run on cursors of the same database in
-    parallel: the same u to the last bit (`tests/test_train.py` holds them equal to Splink's own call) in about
-    half the wall time. Any other engine or link type is handed to Splink's own call unchanged.
+    parallel: the same u to the last bit (`tests/test_u_estimate.py` holds them equal to Splink's own call) in
+    about half the wall time on two cores. Any other engine or link type, or a single worker, is handed to
+    Splink's own call unchanged.
     """
     db_api = linker._db_api
+    if isinstance(db_api, DuckDBAPI) and workers is None:
+        [(threads,)] = db_api.duckdb_con.execute("SELECT current_setting('threads')").fetchall()
+        workers = int(threads)
     if not isinstance(db_api, DuckDBAPI) or linker._settings_obj._link_type != "dedupe_only" or workers < 2:
         linker.training.estimate_u_using_random_sampling(max_pairs=max_pairs, seed=seed, num_chunks=1)
         return
@@ -191,17 +196,19 @@ def estimate_u_side_by_side(linker, max_pairs: float, seed: int, workers: int = 
 
     def counts(comparison) -> _MUCountsAccumulator:
         accumulator = _MUCountsAccumulator(comparison)
-        _accumulate_u_counts_from_chunk_and_check_min_count(
-            db_api=DuckDBAPI(db_api.duckdb_con.cursor()), df_sample=sample, split_sqls=[],
-            input_tablename_sample_l=sample.templated_name, input_tablename_sample_r=sample.templated_name,
-            link_type="dedupe_only", source_dataset_input_column=settings.column_info_settings.source_dataset_input_column,
-            unique_id_input_column=settings.column_info_settings.unique_id_input_column, comparison=comparison,
-            blocking_cols=blocking_uids + comparison._columns_to_select_for_blocking(),
-            cv_cols=Settings.columns_to_select_for_comparison_vector_values(
-                unique_id_input_columns=uid_columns, comparisons=[comparison], retain_matching_columns=False,
-                additional_columns_to_retain=[]),
-            rhs_chunk_num=1, rhs_num_chunks=1, counts_accumulator=accumulator,
-            min_count_per_level=U_MIN_COUNT_PER_LEVEL)
+        cv_cols = Settings.columns_to_select_for_comparison_vector_values(
+            unique_id_input_columns=uid_columns, comparisons=[comparison], retain_matching_columns=False,
+            additional_columns_to_retain=[])
+        with db_api.duckdb_con.cursor() as cursor:         # a connection of its own to the same database
+            _accumulate_u_counts_from_chunk_and_check_min_count(
+                db_api=DuckDBAPI(cursor), df_sample=sample, split_sqls=[],
+                input_tablename_sample_l=sample.templated_name, input_tablename_sample_r=sample.templated_name,
+                link_type="dedupe_only",
+                source_dataset_input_column=settings.column_info_settings.source_dataset_input_column,
+                unique_id_input_column=settings.column_info_settings.unique_id_input_column, comparison=comparison,
+                blocking_cols=blocking_uids + comparison._columns_to_select_for_blocking(), cv_cols=cv_cols,
+                rhs_chunk_num=1, rhs_num_chunks=1, counts_accumulator=accumulator,
+                min_count_per_level=U_MIN_COUNT_PER_LEVEL)
         return accumulator
 
     try:

@@ -41,9 +41,9 @@ from __future__ import annotations
 import csv
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from operator import itemgetter
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
