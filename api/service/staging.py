@@ -8,7 +8,8 @@ load (`ingest` linking in batch) is written in two phases:
 1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes), and beside
    `context_items` and `consents` when the load carries some, are filled in turns: transactions sized
    to hold the lock about `TURN_SECONDS` each (at most `STAGE_ROWS` rows, `OWNED_STAGE_ROWS` for items
-   and consents), each followed by a pause in which the writers kept waiting get the lock. They take
+   and consents), each preceded by a pause in which the writers kept waiting get the lock (so is the swap,
+   and so is each drop after it: no two of a load's transactions are back to back). They take
    the live rows as they were when staging began, then the load's over them (its items and consents
    upserted as `owned_upsert.upsert` does, against the staged records: none moves to another
    agency's record), then every record's person as the load's link decided it, and the review pairs it
@@ -115,7 +116,7 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
     swapped = TABLES + owned                      # swapped in whole; review pairs are opened from their stage
     staged = {t.name: f"{STAGED}_{t.name}_{suffix}" for t in swapped + (review_pairs,)}
     log = f"{STAGED}_changes_{suffix}"
-    with store.begin_unchecked() as connection:
+    with _after_a_pause(store) as connection:
         for table in swapped + (review_pairs,):
             _create_like(connection, table.name, staged, suffix)
         _log_changes(connection, owned, log, suffix)
@@ -129,8 +130,8 @@ def _stage_and_swap(store: Store, snapshot: int, record_rows: list[dict], person
                   *[_write_owned(store, table, staged, owned_rows[table]) for table in owned])
     attached = {row["record_id"] for rows in owned_rows.values() for row in rows}
     touched = {row["record_id"] for row in record_rows} | attached
-    started = time.perf_counter()
-    with store.begin_unchecked() as connection:
+    with _after_a_pause(store) as connection:
+        started = time.perf_counter()
         deleted = _catch_up(connection, staged, snapshot, touched)
         _catch_up_owned(connection, staged, log, owned_rows, deleted)
         refuse_strays(connection, set(moved), carried_keys(owned_rows), names=staged)
@@ -167,8 +168,9 @@ def _one_at_a_time(store: Store) -> Iterator[None]:
 def _drop_leftovers(store: Store) -> None:
     """Drop the change triggers and staged tables of loads that never swapped and tables retired by loads that did
     (under the lock). Triggers first: one left on a live table would log every write into a table dropped. A table's
-    own indexes go one at a time before it, and each drop is followed by a pause for other writers
-    (`_yield_to_writers`): dropping a million-record table whole holds the write lock about a second."""
+    own indexes go one at a time before it, and each drop is preceded by a pause for other writers
+    (`_yield_to_writers`; the first drop after a swap would otherwise follow it back to back): dropping a
+    million-record table whole holds the write lock about a second."""
     found = []
     with store.engine.connect() as connection:
         for kind, name in connection.exec_driver_sql(
@@ -179,11 +181,9 @@ def _drop_leftovers(store: Store) -> None:
                 found += [("index", index) for (index,) in connection.exec_driver_sql(
                     "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (name,))]
             found.append((kind, name))
-    with store.engine.connect() as watcher:
-        for kind, name in found:
-            with store.begin_unchecked() as connection:
-                connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
-            _yield_to_writers(watcher)
+    for kind, name in found:
+        with _after_a_pause(store) as connection:
+            connection.exec_driver_sql(f'DROP {kind.upper()} IF EXISTS "{name}"')
 
 
 def _log_changes(connection: Connection, owned: tuple[Table, ...], log: str, suffix: str) -> None:
@@ -272,20 +272,18 @@ def _slices_in_turns(store: Store, rows: list[dict], most: int, write: Callable[
 def _in_turns(store: Store, most: int, write: Callable[[Connection, int], bool]) -> float:
     """Call `write(connection, rows)`, which writes up to `rows` more rows and says whether it has written them all,
     once per staging transaction until it has: each transaction sized to hold the write lock about `TURN_SECONDS`
-    (from the last one's pace; at most `most` rows) and followed by a pause in which the writers kept waiting get
-    the lock (`_yield_to_writers`). Returns the longest transaction's seconds."""
+    (from the last one's pace; at most `most` rows) and preceded by a pause in which the writers kept waiting get
+    the lock (`_yield_to_writers`), so no turn follows the load's transaction before it back to back. Returns the
+    longest transaction's seconds."""
     rows, longest = min(most, FIRST_TURN_ROWS), 0.0
-    with store.engine.connect() as watcher:
-        while True:
-            began = time.perf_counter()
-            with _staging(store) as connection:
-                done = write(connection, rows)
-            held = time.perf_counter() - began
-            longest = max(longest, held)
-            if done:
-                return longest
-            _yield_to_writers(watcher)
-            rows = max(1, min(most, rows * TURN_GROWTH, int(rows * TURN_SECONDS / max(held, 1e-6))))
+    while True:
+        with _staging(store) as (connection, began):
+            done = write(connection, rows)
+        held = time.perf_counter() - began
+        longest = max(longest, held)
+        if done:
+            return longest
+        rows = max(1, min(most, rows * TURN_GROWTH, int(rows * TURN_SECONDS / max(held, 1e-6))))
 
 
 def _yield_to_writers(watcher: Connection) -> None:
@@ -308,13 +306,25 @@ def _data_version(connection: Connection) -> int:
 
 
 @contextmanager
-def _staging(store: Store) -> Iterator[Connection]:
-    """One staging transaction (`Store.begin_unchecked`) with a page cache of `STAGE_CACHE_KIB`."""
+def _after_a_pause(store: Store) -> Iterator[Connection]:
+    """One of the load's transactions (`Store.begin_unchecked`), begun after a pause for the writers kept waiting
+    (`_yield_to_writers`). Every transaction of a load goes through here, so no two are back to back: a writer
+    waiting for the lock polls past the moment between two such (SQLite's busy handler) and waits for both."""
+    with store.engine.connect() as watcher:
+        _yield_to_writers(watcher)
     with store.begin_unchecked() as connection:
+        yield connection
+
+
+@contextmanager
+def _staging(store: Store) -> Iterator[tuple[Connection, float]]:
+    """One staging transaction (`_after_a_pause`) with a page cache of `STAGE_CACHE_KIB`, and when it got the lock."""
+    with _after_a_pause(store) as connection:
+        began = time.perf_counter()
         (own,) = connection.exec_driver_sql("PRAGMA cache_size").one()
         connection.exec_driver_sql(f"PRAGMA cache_size=-{STAGE_CACHE_KIB}")
         try:
-            yield connection
+            yield connection, began
         finally:
             connection.exec_driver_sql(f"PRAGMA cache_size={own}")
 
