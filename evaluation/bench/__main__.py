@@ -32,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evaluation.bench.child import machine
+from evaluation.bench.child import cpu_check, machine
 from evaluation.bench.external import bench_external, bench_external_resolve
 from evaluation.bench.ingest import bench_ingest1m, bench_ingest100k
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
@@ -58,11 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=sorted(BENCHES))
     parser.add_argument("--work", help="keep generated data here (default: a temporary directory)")
     args = parser.parse_args(argv)
+    before = cpu_check()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = BENCHES[args.name](work)
-    result["machine"] = machine()
+    result["machine"] = machine() | {"cpu_check_seconds_before": before}
     result["command"] = f"python -m evaluation.bench {args.name}"
     print(json.dumps(result, indent=2))
     return 0
