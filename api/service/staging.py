@@ -8,8 +8,8 @@ load (`ingest` linking in batch) is written in two phases:
 1. **Stage.** New tables beside `records` and `clusters` (same columns, keys and indexes), and beside
    `context_items` and `consents` when the load carries some, are filled in turns: transactions sized
    to hold the lock about `TURN_SECONDS` each (at most `STAGE_ROWS` rows, `OWNED_STAGE_ROWS` for items
-   and consents), each preceded by a pause in which the writers kept waiting get the lock (so is the swap,
-   and so is each drop after it: no two of a load's transactions are back to back). They take
+   and consents), each preceded by a pause in which the writers kept waiting get the lock, as is every other
+   transaction of the load (the creation of the staged tables, the swap, each drop): no two are back to back. They take
    the live rows as they were when staging began, then the load's over them (its items and consents
    upserted as `owned_upsert.upsert` does, against the staged records: none moves to another
    agency's record), then every record's person as the load's link decided it, and the review pairs it
@@ -62,7 +62,7 @@ from api.service.store import Store, clusters, records, review_pairs
 STAGE_ROWS = 50_000
 #: How long a staging transaction should hold the write lock: each turn is sized from the pace of the one before.
 TURN_SECONDS = 0.1
-#: The pause after each staging transaction. A writer kept waiting (a briefing appending its audit event) polls
+#: The pause before each of a load's transactions. A writer kept waiting (a briefing appending its audit event) polls
 #: for the lock from SQLite's busy handler, at intervals that grow to 25 ms within its first 50 ms of waiting and
 #: to 100 ms after 300 ms: transactions back to back leave it no moment to get in. Without the pause a 100,000-record
 #: store's bulk load of 10,000 kept a writer waiting 0.83 s, the time of its whole write.

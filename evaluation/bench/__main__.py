@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
         result = BENCHES[args.name](work)
-    result["machine"] = machine() | {"cpu_check_seconds_before": before}
+    result["machine"] = machine() | {"cpu_check_seconds_before": before, "cpu_check_seconds_after": cpu_check()}
     result["command"] = f"python -m evaluation.bench {args.name}"
     print(json.dumps(result, indent=2))
     return 0

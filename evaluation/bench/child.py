@@ -29,13 +29,13 @@ def machine() -> dict:
         pass
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "memory_gb": round(mem_gb, 1),
-            "python": platform.python_version(), "platform": platform.platform(), "cpu_check_seconds": cpu_check()}
+            "python": platform.python_version(), "platform": platform.platform()}
 
 
 def cpu_check(loops: int = 5_000_000) -> float:
     """Seconds one core takes for a fixed pure-Python loop, now. The virtual machines these figures come from share
-    their cores with other tenants: this loop at 20 million turns took from 1.3 to 2.0 s within one hour there
-    (BENCHMARKS.md, 2026-12-07). A figure without a peer measured in the same run is read beside this one."""
+    their cores with other tenants, and a loop like this one took from 1.3 to 2.0 s within one hour there
+    (BENCHMARKS.md, 2026-12-07): a figure without a peer measured in the same run is read beside this one."""
     started, total = time.perf_counter(), 0
     for turn in range(loops):
         total += turn

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from evaluation.bench.child import machine
+from evaluation.bench.child import cpu_check, machine
 from evaluation.bench.external import bench_external, bench_external_resolve
 from evaluation.bench.ingest import bench_ingest1m
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def _report(result: dict) -> dict:
-    result["machine"] = machine()
+    result["machine"] = machine() | {"cpu_check_seconds_after": cpu_check()}
     print(json.dumps(result, indent=2))
     return result
 
