@@ -14,7 +14,8 @@ here, so that a Splink upgrade touches this one file:
 - a trained model's parameters as Splink itself parses them, with its clamping and defaults
   (`parse_model`: the native scorer, `matching.scorer`);
 - Splink's u estimation by random sampling with its per-comparison queries run side by side on DuckDB
-  (`estimate_u_side_by_side`: training, `matching.train`).
+  (`estimate_u_side_by_side`: training, `matching.train`);
+- Splink's `predict()` with its blocked pairs found by a cheaper query on DuckDB (`predict`: `matching.train`).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from splink import DuckDBAPI, SettingsCreator
+from splink.internals.blocking import ExplodingBlockingRule
 from splink.internals.blocking_rule_creator import BlockingRuleCreator
 from splink.internals.blocking_rule_creator_utils import to_blocking_rule_creator
+from splink.internals.chunking import _blocked_pairs_cache_key
 from splink.internals.comparison_creator import ComparisonCreator
 from splink.internals.constants import LEVEL_NOT_OBSERVED_TEXT
 from splink.internals.estimate_u import (
@@ -42,12 +45,14 @@ from splink.internals.m_u_records_to_parameters import (
 from splink.internals.misc import ascii_uid, prob_to_match_weight
 from splink.internals.pipeline import CTEPipeline
 from splink.internals.settings import Settings
+from splink.internals.splink_dataframe import SplinkDataFrame
+from splink.internals.unique_id_concat import _composite_unique_id_from_nodes_sql
 from splink.internals.vertically_concatenate import enqueue_df_concat
 
 __all__ = [
     "BlockingRuleCreator", "ComparisonCreator", "LevelParameters", "ParsedModel", "TermFrequencyAdjustment",
     "blocking_rule_creator", "comparison_input_columns", "estimate_u_side_by_side", "linker_prior", "parse_model",
-    "set_level_parameters", "set_linker_prior",
+    "predict", "set_level_parameters", "set_linker_prior",
 ]
 
 
@@ -253,3 +258,42 @@ def _apply_u(db_api, counted: list[dict], comparison) -> None:
     for level in comparison._comparison_levels_excluding_null:
         append_u_probability_to_comparison_level_trained_probabilities(
             level, lookup, comparison.output_column_name, "estimate u by random sampling")
+
+
+def predict(linker, **threshold) -> SplinkDataFrame:
+    """`linker.inference.predict(**threshold)`: the same pairs and scores. On DuckDB, for a deduplication whose
+    blocking rules are all plain joins, the blocked pairs are found first by a cheaper query of the same rows.
+
+    Why: Splink keeps each pair once by joining the records afresh for each rule and dropping the pairs an
+    earlier rule found (`AND NOT (rule 1 OR rule 2 ...)`), so every later join carries the columns of every
+    earlier rule and tests them all: two thirds of the blocking's time on 57,260 records and 15 rules. Here each
+    rule's join keeps only the two ids, and a pair found by several rules keeps the first (`min(match_key)`), as
+    Splink itself does for exploding rules: the same rows, match key included (`tests/test_blocked_pairs.py`).
+    """
+    settings = linker._settings_obj
+    rules = settings._blocking_rules_to_generate_predictions
+    if (not isinstance(linker._db_api, DuckDBAPI) or settings._link_type != "dedupe_only" or not rules
+            or any(isinstance(rule, ExplodingBlockingRule) for rule in rules)):
+        return linker.inference.predict(**threshold)
+    cache, key = linker._intermediate_table_cache, _blocked_pairs_cache_key()
+    cache[key] = _blocked_pairs(linker, rules)
+    try:
+        return linker.inference.predict(**threshold)
+    finally:
+        cache[key].drop_table_from_database_and_remove_from_cache()
+
+
+def _blocked_pairs(linker, rules) -> SplinkDataFrame:
+    """Splink's `__splink__blocked_id_pairs` of a DuckDB deduplication: (match_key, join_key_l, join_key_r), each
+    pair once, its match key the first rule that finds it (as text, as Splink writes it)."""
+    uid_columns = linker._settings_obj.column_info_settings.unique_id_input_columns
+    left, right = (_composite_unique_id_from_nodes_sql(uid_columns, side) for side in ("l", "r"))
+    joins = " UNION ALL ".join(
+        f"SELECT {number} AS match_key, {left} AS join_key_l, {right} AS join_key_r "
+        f"FROM __splink__df_concat AS l INNER JOIN __splink__df_concat AS r ON ({rule.blocking_rule_sql}) "
+        f"WHERE {left} < {right}"
+        for number, rule in enumerate(rules))
+    pipeline = enqueue_df_concat(linker, CTEPipeline())
+    pipeline.enqueue_sql(f"SELECT CAST(min(match_key) AS VARCHAR) AS match_key, join_key_l, join_key_r "
+                         f"FROM ({joins}) GROUP BY join_key_l, join_key_r", "__splink__blocked_id_pairs")
+    return linker._db_api.sql_pipeline_to_splink_dataframe(pipeline)

@@ -32,7 +32,8 @@ from matching.comparisons import LEVEL_FALLBACKS, build_comparisons
 from matching.engine import build_linker, model_json
 from matching.household import HOUSEHOLD_SHARE, household_share
 from matching.model import MatcherModel, Thresholds
-from matching.splink_internals import (comparison_input_columns, estimate_u_side_by_side, linker_prior, set_level_parameters,
+from matching.splink_internals import (comparison_input_columns, estimate_u_side_by_side, linker_prior, predict,
+                                       set_level_parameters,
                                        set_linker_prior)
 from matching.standardise import available_fields, to_arrow
 
@@ -218,7 +219,7 @@ class Matcher:
         lowest_bits = min(0.0, logit2(KEPT_FLOOR) - logit2(min(0.5, MAX_PRIOR_RISE * start)))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = self.linker_.inference.predict(threshold_match_weight=logit2(start) + lowest_bits)
+            table = predict(self.linker_, threshold_match_weight=logit2(start) + lowest_bits)
         factors = bayes_factors(self.linker_, table, start, n_records)
         prior = estimate_prior(factors, fallback=start)
         set_linker_prior(self.linker_, prior)
@@ -305,7 +306,7 @@ def scored_pairs(linker, floor: float = 0.01, scored: ScoredPairs | None = None,
     if scored is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = linker.inference.predict(threshold_match_probability=floor)
+            table = predict(linker, threshold_match_probability=floor)
         columns, where = "match_weight, match_probability", ""
     else:
         table = scored.table
