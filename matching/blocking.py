@@ -11,8 +11,9 @@ drown in pairs from, say, postcode + surname, while a small file gets every rule
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from splink import block_on
 
@@ -75,13 +76,33 @@ class BlockingBudget:
                 max(self.floor_total, int(self.total * n_records)))
 
 
-def pair_count(std: pd.DataFrame, columns: tuple[str, ...]) -> int:
-    """Exact number of pairs a block_on(columns) rule generates: sum over keys of C(n, 2), null keys excluded."""
-    keys = std[list(columns)].dropna()
-    if keys.empty:
-        return 0
-    sizes = keys.groupby(list(columns), sort=False).size().to_numpy(dtype="int64")
-    return int((sizes * (sizes - 1) // 2).sum())
+@dataclass
+class PairCounter:
+    """Exact pair counts of `block_on(columns)` rules over one frame: per key, C(n, 2), null keys excluded.
+
+    Each column is factorised once and a rule's key is built from the integer codes, so counting the
+    dozens of candidate rules costs a pass over integers each, not a group-by over strings each.
+    """
+
+    std: pd.DataFrame
+    _codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def _column(self, name: str) -> np.ndarray:
+        if name not in self._codes:
+            self._codes[name] = pd.factorize(self.std[name], use_na_sentinel=True)[0].astype(np.int64)
+        return self._codes[name]
+
+    def pairs(self, columns: tuple[str, ...]) -> int:
+        """How many pairs a `block_on(*columns)` rule generates on the frame."""
+        key = self._column(columns[0])
+        present = key >= 0
+        for name in columns[1:]:
+            codes = self._column(name)
+            present = present & (codes >= 0)
+            # Factorised again at each step, so the combined key stays below the row count (no overflow).
+            key = pd.factorize(key * (int(codes.max()) + 1) + codes)[0]
+        sizes = np.bincount(key[present]).astype(np.int64) if present.any() else np.zeros(0, np.int64)
+        return int((sizes * (sizes - 1) // 2).sum())
 
 
 def choose_prediction_rules(std: pd.DataFrame, fields: set[str], budget: BlockingBudget | None = None) -> tuple[list[dict], list[dict]]:
@@ -92,6 +113,7 @@ def choose_prediction_rules(std: pd.DataFrame, fields: set[str], budget: Blockin
     in Splink) would exceed the total budget. The swap rules are small and always kept.
     """
     per_rule, total = (budget or BlockingBudget()).limits(len(std))
+    counter = PairCounter(std)
     kept: list[dict] = []
     dropped: list[dict] = []
     running = 0
@@ -99,7 +121,7 @@ def choose_prediction_rules(std: pd.DataFrame, fields: set[str], budget: Blockin
         if not set(columns) <= fields:
             continue
         rule = " AND ".join(f"l.{c} = r.{c}" for c in columns)
-        pairs = pair_count(std, columns)
+        pairs = counter.pairs(columns)
         if pairs > per_rule or running + pairs > total:
             dropped.append({"rule": rule, "pairs": pairs})
             continue
@@ -144,7 +166,8 @@ def training_blocking_rules(std: pd.DataFrame, fields: set[str],
     yields fewer than MIN_EM_PAIRS pairs on this data is skipped: EM cannot estimate anything from
     (almost) no comparisons.
     """
-    viable = [c for c in EM_CANDIDATES if set(c) <= fields and pair_count(std, c) >= MIN_EM_PAIRS]
+    counter = PairCounter(std)
+    viable = [c for c in EM_CANDIDATES if set(c) <= fields and counter.pairs(c) >= MIN_EM_PAIRS]
     columns_of = comparison_columns or {}
     estimated: set[str] = set()
     rounds: list[tuple[str, ...]] = []

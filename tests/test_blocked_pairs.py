@@ -1,10 +1,14 @@
-"""`splink_internals.predict` scores exactly the pairs Splink's own `predict()` scores, with the same weights."""
+"""Blocking: rule pair counts are exact, and `splink_internals.predict` scores exactly the pairs Splink's own
+`predict()` scores, with the same weights."""
+
+from itertools import combinations
 
 import pandas as pd
 import splink.comparison_library as cl
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
+from matching.blocking import PairCounter
 from matching.splink_internals import _blocked_pairs, predict
 
 #: Rules that overlap on purpose: a pair found by several must keep the first one's match key.
@@ -17,6 +21,15 @@ records = st.lists(
         "c": st.sampled_from(["1", "2", None]), "d": st.sampled_from(["mo", "me", "ta", None]),
     }), min_size=2, max_size=40)
 rule_lists = st.lists(st.sampled_from(range(len(RULES))), min_size=1, max_size=len(RULES), unique=True)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(rows=records, columns=st.lists(st.sampled_from("abcd"), min_size=1, max_size=4, unique=True))
+def test_pair_counts_are_the_pairs_a_rule_joins(rows, columns):
+    """Counted against every pair spelt out: equal on each column, no column null."""
+    frame = pd.DataFrame(rows, columns=list("abcd"))
+    expected = sum(all(x[c] is not None and x[c] == y[c] for c in columns) for x, y in combinations(rows, 2))
+    assert PairCounter(frame).pairs(tuple(columns)) == expected
 
 
 def _linker(rows: list[dict], rule_numbers: list[int]) -> Linker:
