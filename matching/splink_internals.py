@@ -273,27 +273,39 @@ def predict(linker, **threshold) -> SplinkDataFrame:
     settings = linker._settings_obj
     rules = settings._blocking_rules_to_generate_predictions
     if (not isinstance(linker._db_api, DuckDBAPI) or settings._link_type != "dedupe_only" or not rules
-            or any(isinstance(rule, ExplodingBlockingRule) for rule in rules)):
+            or len(linker._input_tables_dict) != 1 or any(isinstance(rule, ExplodingBlockingRule) for rule in rules)):
         return linker.inference.predict(**threshold)
     cache, key = linker._intermediate_table_cache, _blocked_pairs_cache_key()
     cache[key] = _blocked_pairs(linker, rules)
     try:
         return linker.inference.predict(**threshold)
     finally:
-        cache[key].drop_table_from_database_and_remove_from_cache()
+        cache[key].drop_table_from_database_and_remove_from_cache(force_non_splink_table=True)
+
+
+#: Left records per grouping of the blocked pairs: a file of a million records is grouped in four stretches, so that
+#: no hash table of the pairs holds more than a quarter of them (all at once took the 1M link from 6 to 8 GB).
+RECORDS_PER_GROUPING = 250_000
 
 
 def _blocked_pairs(linker, rules) -> SplinkDataFrame:
-    """Splink's `__splink__blocked_id_pairs` of a DuckDB deduplication: (match_key, join_key_l, join_key_r), each
-    pair once, its match key the first rule that finds it (as text, as Splink writes it)."""
+    """Splink's `__splink__blocked_id_pairs` of a DuckDB deduplication of one table: (match_key, join_key_l,
+    join_key_r), each pair once, its match key the first rule that finds it (as text, as Splink writes it).
+    Grouped a stretch of left records at a time (`RECORDS_PER_GROUPING`), each stretch a hash of the left id."""
+    source = input_table(linker).physical_name
     uid_columns = linker._settings_obj.column_info_settings.unique_id_input_columns
     left, right = (_composite_unique_id_from_nodes_sql(uid_columns, side) for side in ("l", "r"))
-    joins = " UNION ALL ".join(
-        f"SELECT {number} AS match_key, {left} AS join_key_l, {right} AS join_key_r "
-        f"FROM __splink__df_concat AS l INNER JOIN __splink__df_concat AS r ON ({rule.blocking_rule_sql}) "
-        f"WHERE {left} < {right}"
-        for number, rule in enumerate(rules))
-    pipeline = enqueue_df_concat(linker, CTEPipeline())
-    pipeline.enqueue_sql(f"SELECT CAST(min(match_key) AS VARCHAR) AS match_key, join_key_l, join_key_r "
-                         f"FROM ({joins}) GROUP BY join_key_l, join_key_r", "__splink__blocked_id_pairs")
-    return linker._db_api.sql_pipeline_to_splink_dataframe(pipeline)
+    connection = linker._db_api.duckdb_con
+    [(records,)] = connection.execute(f"SELECT count(*) FROM {source}").fetchall()
+    stretches = max(1, -(-records // RECORDS_PER_GROUPING))
+    physical = f"__splink__blocked_id_pairs_{ascii_uid(9)}"
+    for stretch in range(stretches):
+        where = f"{left} < {right}" + (f" AND hash({left}) % {stretches} = {stretch}" if stretches > 1 else "")
+        joins = " UNION ALL ".join(
+            f"SELECT {number} AS match_key, {left} AS join_key_l, {right} AS join_key_r "
+            f"FROM {source} AS l INNER JOIN {source} AS r ON ({rule.blocking_rule_sql}) WHERE {where}"
+            for number, rule in enumerate(rules))
+        grouped = (f"SELECT CAST(min(match_key) AS VARCHAR) AS match_key, join_key_l, join_key_r "
+                   f"FROM ({joins}) GROUP BY join_key_l, join_key_r")
+        connection.execute(f"CREATE TABLE {physical} AS {grouped}" if stretch == 0 else f"INSERT INTO {physical} {grouped}")
+    return linker._db_api.table_to_splink_dataframe("__splink__blocked_id_pairs", physical)

@@ -2,6 +2,7 @@
 `predict()` scores, with the same weights."""
 
 from itertools import combinations
+from unittest.mock import patch
 
 import pandas as pd
 import splink.comparison_library as cl
@@ -9,7 +10,8 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 from matching.blocking import PairCounter
-from matching.splink_internals import _blocked_pairs, predict
+from matching import splink_internals
+from matching.splink_internals import RECORDS_PER_GROUPING, _blocked_pairs, predict
 
 #: Rules that overlap on purpose: a pair found by several must keep the first one's match key.
 RULES = [block_on("a"), block_on("b", "c"), block_on("c"), block_on("substr(d, 1, 1)"), block_on("a", "d"),
@@ -44,12 +46,16 @@ def _rows(table) -> set[tuple]:
     return set(table.as_pandas_dataframe().itertuples(index=False, name=None))
 
 
-@hypothesis_settings(max_examples=40, deadline=None)
-@given(rows=records, rule_numbers=rule_lists)
-def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_numbers):
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(rows=records, rule_numbers=rule_lists, stretch=st.sampled_from([RECORDS_PER_GROUPING, 3, 10]))
+def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_numbers, stretch):
+    """`stretch`: left records per grouping; below the record count, the pairs are grouped in several stretches."""
     linker = _linker(rows, rule_numbers)
     splinks = linker.inference.compute_blocked_pairs_for_predict()
-    ours = _blocked_pairs(linker, linker._settings_obj._blocking_rules_to_generate_predictions)
+    with patch.object(splink_internals, "RECORDS_PER_GROUPING", stretch):
+        ours = _blocked_pairs(linker, linker._settings_obj._blocking_rules_to_generate_predictions)
+    rows_ours = ours.as_pandas_dataframe()
+    assert len(rows_ours) == len(set(rows_ours.itertuples(index=False, name=None))), "a pair found twice"
     assert _rows(ours) == _rows(splinks)
 
 
