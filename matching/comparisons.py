@@ -84,6 +84,16 @@ def _typo(col: str, label: str) -> cll.CustomLevel:
                    f"AND damerau_levenshtein({left}, {right}) <= 1", label)
 
 
+def _exact_with_tf(col: str) -> cll.ExactMatchLevel:
+    """An exact match on `col` with term-frequency adjustments, which it takes from its own u.
+
+    Splink would otherwise look for the comparison's exact-match level on `col` to read that u, parsing every
+    level's SQL (sqlglot) each time it writes the adjustment, in every EM iteration and every prediction; the
+    level it would find is this one, so the weights are the same.
+    """
+    return cll.ExactMatchLevel(col, term_frequency_adjustments=True).configure(disable_tf_exact_match_detection=True)
+
+
 def _either_null(*cols: str) -> str:
     return " AND ".join(f'("{c}_l" IS NULL OR "{c}_r" IS NULL)' for c in cols)
 
@@ -91,7 +101,7 @@ def _either_null(*cols: str) -> str:
 def _given_name(fields: set[str]) -> ComparisonCreator:
     levels = [
         cll.NullLevel("given_name"),
-        cll.ExactMatchLevel("given_name", term_frequency_adjustments=True).configure(tf_adjustment_weight=NAME_TF_WEIGHT),
+        _exact_with_tf("given_name").configure(tf_adjustment_weight=NAME_TF_WEIGHT),
         cll.ArrayIntersectLevel("given_variants", 1).configure(label_for_charts="Nickname-compatible"),
         cll.JaroWinklerLevel("given_name", 0.92),
         _one_typo("given_name"),
@@ -125,7 +135,7 @@ def _family_name(fields: set[str]) -> ComparisonCreator:
     levels = [
         cll.NullLevel("family_name"),
         *household,
-        cll.ExactMatchLevel("family_name", term_frequency_adjustments=True).configure(tf_adjustment_weight=NAME_TF_WEIGHT),
+        _exact_with_tf("family_name").configure(tf_adjustment_weight=NAME_TF_WEIGHT),
         _custom('"family_first_l" = "family_first_r"', "First surname of a compound matches"),
         cll.JaroWinklerLevel("family_name", 0.92),
         _one_typo("family_name"),
@@ -206,7 +216,7 @@ def _address(fields: set[str]) -> ComparisonCreator:
         null_sql = _either_null("street", "postcode") if "postcode" in fields else _either_null("street")
         levels.append(_custom(null_sql, "No address on one side").configure(is_null_level=True))
         levels += _home_levels(fields)
-        levels.append(cll.ExactMatchLevel("address_key", term_frequency_adjustments=True).configure(label_for_charts="Same address"))
+        levels.append(_exact_with_tf("address_key").configure(label_for_charts="Same address"))
         if "postcode" in fields:
             levels.append(_custom(f'{similar_street} AND "postcode_l" = "postcode_r"', "Similar street, same postcode"))
         if has_city:
@@ -258,7 +268,7 @@ def _phone(fields: set[str]) -> ComparisonCreator:
 
 def _exact_fuzzy(col: str, description: str, tf: bool = False, typo: bool = False,
                  first: list | None = None) -> ComparisonCreator:
-    levels = [cll.NullLevel(col), *(first or []), cll.ExactMatchLevel(col, term_frequency_adjustments=tf)]
+    levels = [cll.NullLevel(col), *(first or []), _exact_with_tf(col) if tf else cll.ExactMatchLevel(col)]
     if typo:
         levels.append(_typo(col, "One-character typo"))
     levels.append(cll.ElseLevel())
