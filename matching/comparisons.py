@@ -72,16 +72,34 @@ def _one_typo(col: str) -> cll.CustomLevel:
                    f"AND damerau_levenshtein({left}, {right}) <= 1", "One typo apart")
 
 
-def _typo(col: str, label: str) -> cll.CustomLevel:
+def _typo_sql(col: str) -> str:
     """Damerau-Levenshtein 1, exactly, with the cheap tests of `_one_typo` first where they decide nothing
     wrongly: one edit moves the length by at most one and, in values of three or more characters, leaves the
     first or the last character alone. DuckDB then runs its slow Damerau-Levenshtein on the few pairs that
     pass (on random pairs of phones and postcodes about one in ten), in u estimation, EM and prediction."""
     left, right = f'"{col}_l"', f'"{col}_r"'
-    return _custom(f"abs(length({left}) - length({right})) <= 1 "
-                   f"AND (length({left}) < 3 OR length({right}) < 3 OR ascii({left}) = ascii({right}) "
-                   f"OR ascii(reverse({left})) = ascii(reverse({right}))) "
-                   f"AND damerau_levenshtein({left}, {right}) <= 1", label)
+    return (f"abs(length({left}) - length({right})) <= 1 "
+            f"AND (length({left}) < 3 OR length({right}) < 3 OR ascii({left}) = ascii({right}) "
+            f"OR ascii(reverse({left})) = ascii(reverse({right}))) "
+            f"AND damerau_levenshtein({left}, {right}) <= 1")
+
+
+def _typo(col: str, label: str) -> cll.CustomLevel:
+    return _custom(_typo_sql(col), label)
+
+
+#: Two well-formed dates (YYYY-MM-DD, as standardisation keeps them) one edit apart share the year or the day and
+#: month: a single substitution or swap of neighbours stays within one of the three parts (an edit touching a
+#: hyphen, or changing the length, leaves no well-formed date).
+_SAME_YEAR_OR_DAY_AND_MONTH = '("dob_md_l" = "dob_md_r" OR "birth_year_l" = "birth_year_r")'
+
+
+def _dob_typo() -> cll.CustomLevel:
+    """`_typo_sql` on the date of birth, after `_SAME_YEAR_OR_DAY_AND_MONTH`, which decides nothing wrongly and
+    spares DuckDB its Damerau-Levenshtein on all but a few pairs: dates have one length and mostly one first and
+    last character, so the tests of `_typo_sql` alone let nearly every pair through (DuckDB spent 0.31 s of the
+    0.35 s the comparison took on 571,915 random pairs in that one level)."""
+    return _custom(f"{_SAME_YEAR_OR_DAY_AND_MONTH} AND {_typo_sql('dob')}", "One-character typo")
 
 
 def _exact_with_tf(col: str) -> cll.ExactMatchLevel:
@@ -173,7 +191,7 @@ def _date_of_birth(fields: set[str]) -> ComparisonCreator:
             cll.ExactMatchLevel("dob"),
             _custom('"dob_swap_l" = "dob_r"', "Day and month transposed"),
             _custom('"dob_md_l" = "dob_md_r" AND abs("birth_year_l" - "birth_year_r") = 1', "Year off by one"),
-            _typo("dob", "One-character typo"),
+            _dob_typo(),
         ]
     if "birth_year_only" in fields or not has_dob:
         levels += [
