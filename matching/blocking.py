@@ -94,6 +94,8 @@ class PairCounter:
 
     def pairs(self, columns: tuple[str, ...]) -> int:
         """How many pairs a `block_on(*columns)` rule generates on the frame."""
+        if self.std.empty:
+            return 0
         key = self._column(columns[0])
         present = key >= 0
         for name in columns[1:]:

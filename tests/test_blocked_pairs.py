@@ -5,17 +5,22 @@ from itertools import combinations
 from unittest.mock import patch
 
 import pandas as pd
+import pytest
 import splink.comparison_library as cl
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import example, given, settings as hypothesis_settings, strategies as st
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+from splink.internals.chunking import _blocked_pairs_cache_key
+from splink.internals.linker_components import inference
 
-from matching.blocking import PairCounter
 from matching import splink_internals
+from matching.blocking import PairCounter
 from matching.splink_internals import RECORDS_PER_GROUPING, _blocked_pairs, predict
 
 #: Rules that overlap on purpose: a pair found by several must keep the first one's match key.
+#: More than ten, so that a match key compared as text (rule 10 before rule 2) would show.
 RULES = [block_on("a"), block_on("b", "c"), block_on("c"), block_on("substr(d, 1, 1)"), block_on("a", "d"),
-         "l.b = r.b AND l.d <> r.d", block_on("d")]
+         "l.b = r.b AND l.d <> r.d", block_on("c", "d"), block_on("a", "c"), "l.a = r.c", "l.d = r.d OR l.a = r.a",
+         block_on("d"), block_on("b"), block_on("a", "b")]
 
 records = st.lists(
     st.fixed_dictionaries({
@@ -34,6 +39,10 @@ def test_pair_counts_are_the_pairs_a_rule_joins(rows, columns):
     assert PairCounter(frame).pairs(tuple(columns)) == expected
 
 
+def test_pair_counts_of_an_empty_frame_are_zero():
+    assert PairCounter(pd.DataFrame(columns=list("ab"))).pairs(("a", "b")) == 0
+
+
 def _linker(rows: list[dict], rule_numbers: list[int]) -> Linker:
     frame = pd.DataFrame([{"unique_id": f"R{n:03d}", **row} for n, row in enumerate(rows)])
     settings = SettingsCreator(
@@ -48,6 +57,8 @@ def _rows(table) -> set[tuple]:
 
 @hypothesis_settings(max_examples=60, deadline=None)
 @given(rows=records, rule_numbers=rule_lists, stretch=st.sampled_from([RECORDS_PER_GROUPING, 3, 10]))
+@example(rows=[{"a": "x", "b": "p", "c": "1", "d": "mo"}, {"a": "y", "b": "p", "c": "2", "d": "mo"}],
+         rule_numbers=[0, 1, 11, 10], stretch=RECORDS_PER_GROUPING)  # found by rules 3 and 2 only: key "2"
 def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_numbers, stretch):
     """`stretch`: left records per grouping; below the record count, the pairs are grouped in several stretches."""
     linker = _linker(rows, rule_numbers)
@@ -71,12 +82,45 @@ def test_predict_scores_the_pairs_splink_scores_with_its_weights(rows, rule_numb
     pd.testing.assert_frame_equal(ours, expected, check_dtype=False, rtol=0, atol=1e-9)
 
 
+def _blocked_tables(linker) -> list[str]:
+    return [name for (name,) in linker._db_api.duckdb_con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_name LIKE '__splink__blocked_id_pairs%'").fetchall()]
+
+
+ROWS = [{"a": "x", "b": "p", "c": "1", "d": "mo"}, {"a": "x", "b": "q", "c": "2", "d": "ta"},
+        {"a": "y", "b": "q", "c": "2", "d": "me"}]
+
+
+def test_predict_blocks_the_pairs_itself_not_through_splinks_exclusion():
+    linker = _linker(ROWS, [0, 2])
+    with patch.object(inference, "compute_blocked_pairs_from_concat_with_tf", side_effect=AssertionError("Splink blocked")):
+        pairs = predict(linker).as_pandas_dataframe()
+    assert sorted(zip(pairs.unique_id_l, pairs.unique_id_r)) == [("R000", "R001"), ("R001", "R002")]
+
+
 def test_predict_leaves_no_blocked_pairs_behind_for_the_next_call():
-    """A second call with other rules must block afresh, not score the first call's pairs."""
-    rows = [{"a": "x", "b": "p", "c": "1", "d": "mo"}, {"a": "x", "b": "q", "c": "2", "d": "ta"},
-            {"a": "y", "b": "q", "c": "2", "d": "me"}]
-    linker = _linker(rows, [0])
+    """Splink's own next `predict()`, with other rules, must block afresh, not score the first call's pairs."""
+    linker = _linker(ROWS, [0])
     assert len(predict(linker).as_pandas_dataframe()) == 1
-    linker._settings_obj._blocking_rules_to_generate_predictions = _linker(rows, [2])._settings_obj._blocking_rules_to_generate_predictions
+    assert _blocked_pairs_cache_key() not in linker._intermediate_table_cache and not _blocked_tables(linker)
+    linker._settings_obj._blocking_rules_to_generate_predictions = _linker(ROWS, [2])._settings_obj._blocking_rules_to_generate_predictions
+    pairs = linker.inference.predict().as_pandas_dataframe()
+    assert list(zip(pairs.unique_id_l, pairs.unique_id_r)) == [("R001", "R002")]
+
+
+def test_a_failed_prediction_leaves_no_blocked_pairs_behind():
+    linker = _linker(ROWS, [0, 2])
+    with patch.object(type(linker.inference), "_predict_chunk", side_effect=RuntimeError("out of memory")):
+        with pytest.raises(RuntimeError):
+            predict(linker)
+    assert _blocked_pairs_cache_key() not in linker._intermediate_table_cache and not _blocked_tables(linker)
+
+
+def test_blocked_pairs_already_registered_are_the_ones_scored():
+    """A table registered for `predict()` (Splink's own way to hand it pairs) is scored, not replaced."""
+    linker = _linker(ROWS, [0, 2])
+    registered = linker._db_api.register(pd.DataFrame({"match_key": ["0"], "join_key_l": ["R001"], "join_key_r": ["R002"]}),
+                                         table_name="chosen_pairs")
+    linker.table_management.register_blocked_pairs_for_predict(registered)
     pairs = predict(linker).as_pandas_dataframe()
     assert list(zip(pairs.unique_id_l, pairs.unique_id_r)) == [("R001", "R002")]

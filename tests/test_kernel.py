@@ -96,6 +96,7 @@ atoms = st.sampled_from([
     "jaro_winkler_similarity(family_name_l, family_name_r) >= 0.9", "damerau_levenshtein(given_name_l, given_name_r) <= 1",
     "array_contains(given_variants_l, given_name_r)", "length(given_name_l) < 4", "ascii(family_name_l) = ascii(family_name_r)",
     "array_length(list_intersect(alias_names_l, alias_names_r)) >= 1", "given_variants_r IS NULL", "TRUE", "FALSE",
+    "(dob_md_l = dob_md_r OR birth_year_l = birth_year_r) AND damerau_levenshtein(dob_l, dob_r) <= 1",
 ])
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from matching.comparisons import build_comparisons
 from matching.encoding import LIST, NUM, STR, Extras, Vocabulary, vec
 from matching.index import key_hashes
 from matching.level_sql import Pairs, UnsupportedLevelSQL, columns_used, compile_condition
@@ -15,8 +16,14 @@ from matching.model import MatcherModel
 from matching.standardise import standardise, standardise_row
 
 MODEL = MatcherModel.load("models/matcher.json")
-CONDITIONS = sorted({lv["sql_condition"] for c in MODEL.splink["comparisons"] for lv in c["comparison_levels"]
-                     if lv["sql_condition"] != "ELSE"})
+#: Every field a model can compare, households included: the levels `briefing link` trains today.
+ALL_FIELDS = {"given_name", "family_name", "middle_name", "name_suffix", "alias_names", "birth_year", "birth_year_only",
+              "dob", "sex", "phone", "email", "street", "postcode", "city", "ssn_last4", "households"}
+TODAYS_LEVELS = [level for creator in build_comparisons(ALL_FIELDS)
+                 for level in creator.get_comparison("duckdb").as_dict()["comparison_levels"]]
+#: The committed model's conditions and those of the comparisons built today (a model trained now may carry them).
+CONDITIONS = sorted(({lv["sql_condition"] for c in MODEL.splink["comparisons"] for lv in c["comparison_levels"]}
+                     | {lv["sql_condition"] for lv in TODAYS_LEVELS}) - {"ELSE"})
 COLUMNS = sorted(set().union(*(columns_used(c) for c in CONDITIONS)))
 LIST_COLUMNS = {"given_variants", "alias_names"}
 INT_COLUMNS = {"birth_year"}
