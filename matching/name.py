@@ -25,7 +25,10 @@ _UNKNOWN_NAMES = {"UNKNOWN", "UNK", "JOHN DOE", "JANE DOE", "DOE", "NONE", "NA",
 
 def fold(value: str) -> str:
     """Upper-case ASCII form of a value: accents stripped ("José" -> "JOSE"), nothing else changed."""
-    text = unicodedata.normalize("NFKD", str(value))
+    text = str(value)
+    if text.isascii():                # NFKD leaves ASCII as it is, and no ASCII character is a combining mark
+        return text.upper()
+    text = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in text if not unicodedata.combining(ch)).upper()
 
 

@@ -1,3 +1,5 @@
+import unicodedata
+
 import pandas as pd
 from hypothesis import given, settings, strategies as st
 
@@ -9,6 +11,12 @@ def test_accents_punctuation_and_hyphens_are_folded():
     assert nm.joined("José-María") == "JOSEMARIA"
     assert nm.joined("O'Brien") == "OBRIEN"
     assert nm.clean("  garcía   lópez ") == "GARCIA LOPEZ"
+
+
+@given(st.text(max_size=20) | st.text(alphabet=st.characters(max_codepoint=127), max_size=20))
+def test_folding_is_unicode_decomposition_without_combining_marks_ascii_or_not(value):
+    decomposed = unicodedata.normalize("NFKD", value)
+    assert nm.fold(value) == "".join(ch for ch in decomposed if not unicodedata.combining(ch)).upper()
 
 
 def test_placeholder_names_are_null():
