@@ -14,7 +14,7 @@ from splink.internals.linker_components import inference
 
 from matching import splink_internals
 from matching.blocking import PairCounter
-from matching.splink_internals import RECORDS_PER_GROUPING, _blocked_pairs, predict
+from matching.splink_internals import RECORDS_PER_GROUPING, _blocked_pairs, _pairs_at_most, input_table, predict
 
 #: Rules that overlap on purpose: a pair found by several must keep the first one's match key.
 #: More than ten, so that a match key compared as text (rule 10 before rule 2) would show.
@@ -68,6 +68,28 @@ def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_number
     rows_ours = ours.as_pandas_dataframe()
     assert len(rows_ours) == len(set(rows_ours.itertuples(index=False, name=None))), "a pair found twice"
     assert _rows(ours) == _rows(splinks)
+
+
+@hypothesis_settings(max_examples=40, deadline=None)
+@given(rows=records, rule_numbers=rule_lists, pairs=st.sampled_from([1, 5, 50]))
+def test_blocked_pairs_grouped_as_their_count_asks_are_splinks_own_rows(rows, rule_numbers, pairs):
+    """`pairs`: blocked pairs per grouping, counted whatever the file's size: several stretches from the count alone."""
+    linker = _linker(rows, rule_numbers)
+    splinks = linker.inference.compute_blocked_pairs_for_predict()
+    with patch.object(splink_internals, "COUNT_PAIRS_FROM", 0), patch.object(splink_internals, "PAIRS_PER_GROUPING", pairs):
+        ours = _blocked_pairs(linker, linker._settings_obj._blocking_rules_to_generate_predictions)
+    assert _rows(ours) == _rows(splinks)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(rows=records, rule_number=st.sampled_from(range(len(RULES))))
+def test_the_pair_count_that_sizes_the_groupings_is_never_below_a_rules_own_pairs(rows, rule_number):
+    """Rules with an expression (`substr(d, 1, 1)`), a filter beside the equality, or no equality at all (an OR)."""
+    linker = _linker(rows, [rule_number])
+    found = len(linker.inference.compute_blocked_pairs_for_predict().as_pandas_dataframe())
+    counted = _pairs_at_most(linker._db_api.duckdb_con, input_table(linker).physical_name,
+                             linker._settings_obj._blocking_rules_to_generate_predictions, len(rows))
+    assert counted >= found
 
 
 @hypothesis_settings(max_examples=15, deadline=None)
