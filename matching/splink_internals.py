@@ -25,6 +25,8 @@ from copy import deepcopy
 from dataclasses import dataclass
 from typing import Mapping
 
+import sqlglot
+from sqlglot import exp
 from splink import DuckDBAPI, SettingsCreator
 from splink.internals.blocking import ExplodingBlockingRule
 from splink.internals.blocking_rule_creator import BlockingRuleCreator
@@ -289,9 +291,10 @@ def predict(linker, **threshold) -> SplinkDataFrame:
 #: Left records per grouping of the blocked pairs: a file of a million records is grouped in four stretches or more,
 #: so that no hash table of the pairs holds more than a quarter of them (all at once took the 1M link from 6 to 8 GB).
 RECORDS_PER_GROUPING = 250_000
-#: Blocked pairs per grouping, as `_pairs_at_most` counts them (ordered): the rules of a model trained on a tenth of
-#: the records find more pairs per record than rules chosen within the pair budget (204 against 139 million ordered
-#: pairs at a million records), and four stretches of them took the link's peak from 6.3 to 7.8 GB.
+#: Ordered pairs per grouping, on average, as `_pairs_upper_bound` counts them (a pair of a rule on one column twice):
+#: the rules of a model trained on a tenth of the records find more pairs per record than rules chosen within the
+#: pair budget, and a quarter of a million records per grouping was not enough for them (BENCHMARKS.md, issue 18,
+#: "the committed model's link held to its memory").
 PAIRS_PER_GROUPING = 40_000_000
 #: Smaller files are not counted (a few per cent of their link): the pairs of rules within the budget fit one grouping.
 COUNT_PAIRS_FROM = 100_000
@@ -300,17 +303,14 @@ COUNT_PAIRS_FROM = 100_000
 def _blocked_pairs(linker, rules) -> SplinkDataFrame:
     """Splink's `__splink__blocked_id_pairs` of a DuckDB deduplication of one table: (match_key, join_key_l,
     join_key_r), each pair once, its match key the first rule that finds it (as text, as Splink writes it).
-    Grouped a stretch of left records at a time (`RECORDS_PER_GROUPING`, `PAIRS_PER_GROUPING`), each stretch a hash
-    of the left id."""
+    Grouped a stretch of left records at a time (`_stretches`), each stretch a hash of the left id."""
     source = input_table(linker).physical_name
     uid_columns = linker._settings_obj.column_info_settings.unique_id_input_columns
     left, right = (_composite_unique_id_from_nodes_sql(uid_columns, side) for side in ("l", "r"))
     connection = linker._db_api.duckdb_con
     [(records,)] = connection.execute(f"SELECT count(*) FROM {source}").fetchall()
-    stretches = -(-records // RECORDS_PER_GROUPING)
-    if records >= COUNT_PAIRS_FROM:
-        stretches = max(stretches, -(-_pairs_at_most(connection, source, rules, records) // PAIRS_PER_GROUPING))
-    stretches = max(1, stretches)
+    counted = _pairs_upper_bound(connection, source, rules) if records >= COUNT_PAIRS_FROM else None
+    stretches = _stretches(records, counted)
     physical = f"__splink__blocked_id_pairs_{ascii_uid(9)}"
     try:
         for stretch in range(stretches):
@@ -330,17 +330,23 @@ def _blocked_pairs(linker, rules) -> SplinkDataFrame:
     return linker._db_api.table_to_splink_dataframe("__splink__blocked_id_pairs", physical)
 
 
-def _pairs_at_most(connection, source: str, rules, records: int) -> int:
-    """At least as many pairs as the rules' joins give before any is dropped, counted as ordered pairs (a pair found
-    by a rule on one column counts twice): each rule's counted from the value counts of its equality keys (Splink's
-    own pre-filter count), a rule with none as every pair. A group-by per side of each rule: about 2.5 s for twenty
-    rules over a million records."""
+def _stretches(records: int, counted: int | None) -> int:
+    """Groupings of the blocked pairs: a stretch per `RECORDS_PER_GROUPING` left records, more if `counted` (ordered
+    pairs, or None: not counted) would put over `PAIRS_PER_GROUPING` in one on average."""
+    by_pairs = 0 if counted is None else -(-counted // PAIRS_PER_GROUPING)
+    return max(1, -(-records // RECORDS_PER_GROUPING), by_pairs)
+
+
+def _pairs_upper_bound(connection, source: str, rules) -> int | None:
+    """The ordered pairs the rules' joins give before any is dropped, or more: each rule's counted from the value
+    counts of its equality keys (`_equality_keys`: Splink's pre-filter count), so a pair of a rule on one column counts
+    twice and each record once with itself. None if a rule has no such keys (an OR, a function of both records):
+    its pairs cannot be counted so, and the records alone then size the groupings."""
     total = 0
     for rule in rules:
-        keys = rule._equi_join_conditions
-        if not keys:
-            total += records * records
-            continue
+        keys = _equality_keys(rule.blocking_rule_sql)
+        if keys is None:
+            return None
         names = ", ".join(f"k{i}" for i in range(len(keys)))
         left = ", ".join(f"{l_key} AS k{i}" for i, (l_key, _) in enumerate(keys))
         right = ", ".join(f"{r_key} AS k{i}" for i, (_, r_key) in enumerate(keys))
@@ -350,3 +356,32 @@ def _pairs_at_most(connection, source: str, rules, records: int) -> int:
             f"JOIN (SELECT {right}, count(*) AS count_r FROM {source} GROUP BY ALL) USING ({names})").fetchall()
         total += int(ordered)
     return total
+
+
+def _equality_keys(rule_sql: str) -> list[tuple[str, str]] | None:
+    """The (left record's, right record's) SQL of each equality of a rule `A = B AND C ...` whose sides read one
+    record each (`l.a = r.b`, `substr(l.a, 1, 2) = substr(r.a, 1, 2)`). Other terms of the conjunction only filter
+    its pairs and are left out; None for a rule with no such equality, or not a conjunction (an OR)."""
+    try:
+        tree = sqlglot.parse_one(rule_sql, read="duckdb")
+    except sqlglot.errors.ParseError:
+        return None
+    tree, keys = tree.unnest(), []
+    for term in tree.flatten() if isinstance(tree, exp.And) else [tree]:
+        term = term.unnest()
+        if not isinstance(term, exp.EQ):
+            continue
+        sides = {}
+        for side in (term.left, term.right):
+            tables = {column.table for column in side.find_all(exp.Column)}
+            sides[tables.pop() if len(tables) == 1 else None] = side
+        if set(sides) == {"l", "r"}:
+            keys.append(tuple(_without_table(sides[record]).sql(dialect="duckdb") for record in ("l", "r")))
+    return keys or None
+
+
+def _without_table(expression: exp.Expression) -> exp.Expression:
+    copy = expression.copy()
+    for column in copy.find_all(exp.Column):
+        column.set("table", None)
+    return copy

@@ -14,7 +14,9 @@ from splink.internals.linker_components import inference
 
 from matching import splink_internals
 from matching.blocking import PairCounter
-from matching.splink_internals import RECORDS_PER_GROUPING, _blocked_pairs, _pairs_at_most, input_table, predict
+from matching.splink_internals import (
+    PAIRS_PER_GROUPING, RECORDS_PER_GROUPING, _blocked_pairs, _pairs_upper_bound, _stretches, input_table, predict,
+)
 
 #: Rules that overlap on purpose: a pair found by several must keep the first one's match key.
 #: More than ten, so that a match key compared as text (rule 10 before rule 2) would show.
@@ -55,41 +57,60 @@ def _rows(table) -> set[tuple]:
     return set(table.as_pandas_dataframe().itertuples(index=False, name=None))
 
 
-@hypothesis_settings(max_examples=60, deadline=None)
-@given(rows=records, rule_numbers=rule_lists, stretch=st.sampled_from([RECORDS_PER_GROUPING, 3, 10]))
+@hypothesis_settings(max_examples=80, deadline=None)
+@given(rows=records, rule_numbers=rule_lists, stretch=st.sampled_from([RECORDS_PER_GROUPING, 3, 10]),
+       pairs=st.sampled_from([PAIRS_PER_GROUPING, 1, 5]))
 @example(rows=[{"a": "x", "b": "p", "c": "1", "d": "mo"}, {"a": "y", "b": "p", "c": "2", "d": "mo"}],
-         rule_numbers=[0, 1, 11, 10], stretch=RECORDS_PER_GROUPING)  # found by rules 3 and 2 only: key "2"
-def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_numbers, stretch):
-    """`stretch`: left records per grouping; below the record count, the pairs are grouped in several stretches."""
+         rule_numbers=[0, 1, 11, 10], stretch=RECORDS_PER_GROUPING, pairs=PAIRS_PER_GROUPING)  # rules 3 and 2: key "2"
+def test_blocked_pairs_are_splinks_own_rows_match_key_included(rows, rule_numbers, stretch, pairs):
+    """`stretch`: left records per grouping, `pairs`: counted pairs per grouping (counted whatever the file's size);
+    below the record count, or the count, the pairs are grouped in several stretches."""
     linker = _linker(rows, rule_numbers)
     splinks = linker.inference.compute_blocked_pairs_for_predict()
-    with patch.object(splink_internals, "RECORDS_PER_GROUPING", stretch):
+    with (patch.object(splink_internals, "RECORDS_PER_GROUPING", stretch), patch.object(splink_internals, "COUNT_PAIRS_FROM", 0),
+          patch.object(splink_internals, "PAIRS_PER_GROUPING", pairs)):
         ours = _blocked_pairs(linker, linker._settings_obj._blocking_rules_to_generate_predictions)
     rows_ours = ours.as_pandas_dataframe()
     assert len(rows_ours) == len(set(rows_ours.itertuples(index=False, name=None))), "a pair found twice"
     assert _rows(ours) == _rows(splinks)
 
 
-@hypothesis_settings(max_examples=40, deadline=None)
-@given(rows=records, rule_numbers=rule_lists, pairs=st.sampled_from([1, 5, 50]))
-def test_blocked_pairs_grouped_as_their_count_asks_are_splinks_own_rows(rows, rule_numbers, pairs):
-    """`pairs`: blocked pairs per grouping, counted whatever the file's size: several stretches from the count alone."""
+#: The equality keys of the rules of RULES that have them (each side one record), as Python; rule 5's filter is no key.
+EQUALITY_KEYS = {0: [("a", "a")], 1: [("b", "b"), ("c", "c")], 2: [("c", "c")], 3: [("d1", "d1")], 4: [("a", "a"), ("d", "d")],
+                 5: [("b", "b")], 6: [("c", "c"), ("d", "d")], 7: [("a", "a"), ("c", "c")], 8: [("a", "c")], 10: [("d", "d")],
+                 11: [("b", "b")], 12: [("a", "a"), ("b", "b")]}
+
+
+def _count(rows: list[dict], rule_numbers: list[int]) -> int | None:
     linker = _linker(rows, rule_numbers)
-    splinks = linker.inference.compute_blocked_pairs_for_predict()
-    with patch.object(splink_internals, "COUNT_PAIRS_FROM", 0), patch.object(splink_internals, "PAIRS_PER_GROUPING", pairs):
-        ours = _blocked_pairs(linker, linker._settings_obj._blocking_rules_to_generate_predictions)
-    assert _rows(ours) == _rows(splinks)
+    return _pairs_upper_bound(linker._db_api.duckdb_con, input_table(linker).physical_name,
+                              linker._settings_obj._blocking_rules_to_generate_predictions)
 
 
 @hypothesis_settings(max_examples=60, deadline=None)
-@given(rows=records, rule_number=st.sampled_from(range(len(RULES))))
-def test_the_pair_count_that_sizes_the_groupings_is_never_below_a_rules_own_pairs(rows, rule_number):
-    """Rules with an expression (`substr(d, 1, 1)`), a filter beside the equality, or no equality at all (an OR)."""
-    linker = _linker(rows, [rule_number])
-    found = len(linker.inference.compute_blocked_pairs_for_predict().as_pandas_dataframe())
-    counted = _pairs_at_most(linker._db_api.duckdb_con, input_table(linker).physical_name,
-                             linker._settings_obj._blocking_rules_to_generate_predictions, len(rows))
-    assert counted >= found
+@given(rows=records, rule_number=st.sampled_from(sorted(EQUALITY_KEYS)))
+@example(rows=[{"a": "x", "b": "p", "c": "1", "d": "mo"}, {"a": "x", "b": "p", "c": "2", "d": "ta"}], rule_number=5)
+def test_the_pair_count_that_sizes_the_groupings_is_every_ordered_pair_its_equalities_join(rows, rule_number):
+    """Counted against every ordered pair spelt out, each record with itself included: an upper bound of the pairs
+    the rule's join gives (a pair of an asymmetric rule, `l.a = r.c`, may come in one order only)."""
+    values = [{**row, "d1": row["d"][:1] if row["d"] else None} for row in rows]
+    expected = sum(all(x[left] is not None and x[left] == y[right] for left, right in EQUALITY_KEYS[rule_number])
+                   for x in values for y in values)
+    assert _count(rows, [rule_number]) == expected
+    assert expected >= len(_linker(rows, [rule_number]).inference.compute_blocked_pairs_for_predict().as_pandas_dataframe())
+
+
+def test_a_rule_whose_pairs_its_keys_cannot_count_leaves_the_groupings_to_the_record_count():
+    rows = [{"a": "x", "b": "p", "c": "1", "d": "mo"}] * 3
+    assert _count(rows, [0, 9]) is None                     # an OR
+    assert _count(rows, [0]) == 9
+
+
+def test_groupings_follow_the_records_and_the_counted_pairs_whichever_asks_for_more():
+    assert _stretches(10, None) == _stretches(0, 0) == 1
+    assert _stretches(RECORDS_PER_GROUPING * 4, None) == _stretches(RECORDS_PER_GROUPING * 4, PAIRS_PER_GROUPING) == 4
+    assert _stretches(RECORDS_PER_GROUPING * 4, PAIRS_PER_GROUPING * 5 + 1) == 6
+    assert _stretches(RECORDS_PER_GROUPING * 4 + 1, None) == 5
 
 
 @hypothesis_settings(max_examples=15, deadline=None)
