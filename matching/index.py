@@ -29,7 +29,6 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
-import sqlglot
 from sqlglot import exp
 
 from matching.encoding import NULL, NUM, STR, Extras, Vec, Vocabulary, column_kind, vec
@@ -37,6 +36,7 @@ from matching.gather import rows_into
 from matching.key_table import KeyTable
 from matching.probes import ProbePlan, take_buckets
 from matching.scorer import TermFrequencies
+from matching.splink_internals import equality_sides, rule_terms
 from matching.strings import StringTable
 
 #: Keys for partial queries (same column on both sides); see module docstring.
@@ -80,21 +80,11 @@ class Candidates:
 
 def rule_keys(rule_sql: str) -> KeySpec | None:
     """`l.a = r.b AND l.c = r.d` -> KeySpec((a, c), (b, d)); None for rules that are not such a conjunction."""
-    try:
-        tree = sqlglot.parse_one(rule_sql, read="duckdb")
-    except sqlglot.errors.ParseError:
+    terms = rule_terms(rule_sql)
+    sides = [equality_sides(term) for term in terms or []]
+    if not sides or not all(pair is not None and all(isinstance(s, exp.Column) for s in pair) for pair in sides):
         return None
-    terms = list(tree.flatten()) if isinstance(tree, exp.And) else [tree]
-    left, right = [], []
-    for term in terms:
-        if not isinstance(term, exp.EQ) or not all(isinstance(s, exp.Column) for s in (term.left, term.right)):
-            return None
-        sides = {term.left.table: term.left.name, term.right.table: term.right.name}
-        if set(sides) != {"l", "r"}:
-            return None
-        left.append(sides["l"])
-        right.append(sides["r"])
-    return KeySpec(tuple(left), tuple(right))
+    return KeySpec(tuple(left.name for left, _ in sides), tuple(right.name for _, right in sides))
 
 
 def key_specs(blocking_rules: Iterable[str], available: set[str]) -> tuple[list[KeySpec], list[str]]:

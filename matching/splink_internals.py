@@ -360,24 +360,32 @@ def _pairs_upper_bound(connection, source: str, rules) -> int | None:
 
 def _equality_keys(rule_sql: str) -> list[tuple[str, str]] | None:
     """The (left record's, right record's) SQL of each equality of a rule `A = B AND C ...` whose sides read one
-    record each (`l.a = r.b`, `substr(l.a, 1, 2) = substr(r.a, 1, 2)`). Other terms of the conjunction only filter
-    its pairs and are left out; None for a rule with no such equality, or not a conjunction (an OR)."""
+    record each (`equality_sides`). Other terms of the conjunction only filter its pairs and are left out; None for a
+    rule with no such equality, or not a conjunction (an OR)."""
+    sides = [found for found in map(equality_sides, rule_terms(rule_sql) or []) if found is not None]
+    return [tuple(_without_table(side).sql(dialect="duckdb") for side in pair) for pair in sides] or None
+
+
+def rule_terms(rule_sql: str) -> list[exp.Expression] | None:
+    """The terms of a blocking rule's conjunction, parentheses dropped (a rule that is no AND is its one term); None
+    if the SQL does not parse."""
     try:
-        tree = sqlglot.parse_one(rule_sql, read="duckdb")
+        tree = sqlglot.parse_one(rule_sql, read="duckdb").unnest()
     except sqlglot.errors.ParseError:
         return None
-    tree, keys = tree.unnest(), []
-    for term in tree.flatten() if isinstance(tree, exp.And) else [tree]:
-        term = term.unnest()
-        if not isinstance(term, exp.EQ):
-            continue
-        sides = {}
-        for side in (term.left, term.right):
-            tables = {column.table for column in side.find_all(exp.Column)}
-            sides[tables.pop() if len(tables) == 1 else None] = side
-        if set(sides) == {"l", "r"}:
-            keys.append(tuple(_without_table(sides[record]).sql(dialect="duckdb") for record in ("l", "r")))
-    return keys or None
+    return [term.unnest() for term in (tree.flatten() if isinstance(tree, exp.And) else [tree])]
+
+
+def equality_sides(term: exp.Expression) -> tuple[exp.Expression, exp.Expression] | None:
+    """(the left record's side, the right record's side) of an equality whose sides read one record each, `l` and
+    `r` (`l.a = r.b`, `substr(r.a, 1, 2) = substr(l.a, 1, 2)`); None for any other term."""
+    if not isinstance(term, exp.EQ):
+        return None
+    sides = {}
+    for side in (term.left, term.right):
+        tables = {column.table for column in side.find_all(exp.Column)}
+        sides[tables.pop() if len(tables) == 1 else None] = side
+    return (sides["l"], sides["r"]) if set(sides) == {"l", "r"} else None
 
 
 def _without_table(expression: exp.Expression) -> exp.Expression:
