@@ -62,12 +62,10 @@ from api.service.store import Store, clusters, records, review_pairs
 STAGE_ROWS = 50_000
 #: How long a staging transaction should hold the write lock: each turn is sized from the pace of the one before.
 TURN_SECONDS = 0.1
-#: The pause before each of a load's transactions. A writer kept waiting (a briefing appending its audit event) queues
-#: on the store's write lock (api/service/write_lock.py) and is woken when the load's transaction ends, but the load,
-#: already on a CPU, would mostly take the lock again before the woken writer runs; a writer outside `Store` polls
-#: from SQLite's busy handler, at intervals that grow to 25 ms within its first 50 ms of waiting and to 100 ms after
-#: 300 ms. Transactions back to back leave either no moment to get in: without the pause a 100,000-record store's
-#: bulk load of 10,000 kept a writer waiting 0.83 s, the time of its whole write.
+#: The pause before each of a load's transactions. A writer kept waiting (a briefing appending its audit event) polls
+#: for the lock from SQLite's busy handler, at intervals that grow to 25 ms within its first 50 ms of waiting and
+#: to 100 ms after 300 ms: transactions back to back leave it no moment to get in. Without the pause a 100,000-record
+#: store's bulk load of 10,000 kept a writer waiting 0.83 s, the time of its whole write.
 PAUSE_SECONDS = 0.03
 #: The pause goes on, `PAUSE_SECONDS` at a time up to this long, while other connections keep committing: a
 #: service answering briefings writes one audit event per briefing, and a sync worker that got one write in per
@@ -311,7 +309,7 @@ def _data_version(connection: Connection) -> int:
 def _after_a_pause(store: Store) -> Iterator[Connection]:
     """One of the load's transactions (`Store.begin_unchecked`), begun after a pause for the writers kept waiting
     (`_yield_to_writers`). Every transaction of a load goes through here, so no two are back to back: a writer
-    waiting for the lock would not get in between two such (`PAUSE_SECONDS`) and would wait for both."""
+    waiting for the lock polls past the moment between two such (SQLite's busy handler) and waits for both."""
     with store.engine.connect() as watcher:
         _yield_to_writers(watcher)
     with store.begin_unchecked() as connection:

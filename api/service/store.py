@@ -23,7 +23,6 @@ from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Index, In
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.service.audit_trail import AuditTrail, trail_for
-from api.service.write_lock import WriteLock
 
 metadata = MetaData()
 MAX_ID = 2 ** 31 - 1        # the largest id an Integer column holds (PostgreSQL INTEGER): routes refuse more with 404
@@ -282,20 +281,17 @@ AUDIT_TRAIL = "briefing.audit_trail"
 
 
 class Store:
-    """An engine over Briefing's tables, `audit`: where its audit key and witness live (api/service/audit_trail.py),
-    and `writing`: the lock its transactions on a SQLite file queue on (api/service/write_lock.py)."""
+    """An engine over Briefing's tables, and `audit`: where its audit key and witness live (api/service/audit_trail.py)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
         self.audit: AuditTrail = trail_for(engine.url)
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        self.writing = WriteLock(Path(database) if database and database != ":memory:" else None)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """`engine.begin()` (one transaction, committed on success), then the `after_commit` callbacks it collected."""
         callbacks: list[Callable[[], None]] = []
-        with self.writing.held(), self.engine.begin() as connection:
+        with self.engine.begin() as connection:
             connection.info[AFTER_COMMIT] = callbacks
             connection.info[AUDIT_TRAIL] = self.audit
             try:
@@ -312,7 +308,7 @@ class Store:
         with the write lock (`BEGIN IMMEDIATE`, so its DDL is transactional too), with foreign keys not
         enforced and a renamed table's name left alone in other tables' references (`legacy_alter_table`)."""
         callbacks: list[Callable[[], None]] = []
-        with self.writing.held(), self.engine.connect() as connection:
+        with self.engine.connect() as connection:
             raw = connection.connection.driver_connection
             level = raw.isolation_level
             raw.isolation_level = None                     # the driver begins nothing itself: BEGIN is ours
