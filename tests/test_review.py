@@ -5,6 +5,8 @@ import json
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from api.review import decisions as review
@@ -13,7 +15,7 @@ from api.service import ingest as ingest_module
 from api.service.audit import verify
 from api.service.ingest import ingest
 from api.service.keys import create_key
-from api.service.stewardship import from_resolver, live_constraints, open_pairs, pair_rows
+from api.service.stewardship import from_resolver, live_constraints, open_pairs, open_staged_pairs, pair_rows
 from api.service.store import RECORD_FIELDS, audit_events, clusters, open_store, person_events, review_pairs
 from api.web.app import create_app
 from evaluation.linkage.labels import read_labels
@@ -528,3 +530,44 @@ def test_an_open_pair_seen_again_takes_the_newer_reason_rule_and_orientation(tmp
     assert (row.record_id_l, row.record_id_r, row.reason, row.detail) == ("OLD-1", "NEW-1", "new_record", None)
     with pytest.raises(ValueError, match="unknown review reason"):
         pair_rows([], "gut")
+
+
+_SIGHTING = st.fixed_dictionaries({
+    "record_id_l": st.sampled_from(["A-1", "B-2"]), "match_probability": st.sampled_from([0.6, 0.7]),
+    "reason": st.sampled_from(["batch_band", "held_apart"]), "detail": st.sampled_from([None, "suffix"])})
+_SEEN = ("record_id_l", "record_id_r", "match_probability", "reason", "detail")
+
+
+def _sighting(drawn: dict) -> dict:
+    return drawn | {"record_id_r": "B-2" if drawn["record_id_l"] == "A-1" else "A-1"}
+
+
+def _open_staged(connection, pairs, reason, now):
+    """`open_staged_pairs` as a staged bulk load calls it (api.service.staging): the rows staged in a copy first."""
+    connection.exec_driver_sql('CREATE TABLE "staged_pairs" AS SELECT * FROM review_pairs WHERE false')
+    for row in pair_rows(pairs, reason, now):
+        connection.exec_driver_sql(f'INSERT INTO "staged_pairs" ({", ".join(row)}) VALUES ({", ".join("?" * len(row))})',
+                                   tuple(row.values()))
+    open_staged_pairs(connection, "staged_pairs")
+    connection.exec_driver_sql('DROP TABLE "staged_pairs"')
+
+
+@settings(max_examples=60, deadline=None)
+@given(first=_SIGHTING, again=_SIGHTING, decided=st.booleans(), staged=st.booleans())
+def test_an_open_pair_seen_again_is_rewritten_only_when_the_sighting_differs(tmp_path_factory, first, again, decided,
+                                                                             staged):
+    """Both ways of opening pairs (one statement run per pair; a staged bulk load's one statement) agree: a decided
+    pair never changes; an open one takes the newer sighting, and its time, only when a field of it differs."""
+    store = open_store(str(tmp_path_factory.mktemp("pairs") / "pairs.db")).create()
+    first, again = _sighting(first), _sighting(again)
+    with store.begin() as connection:
+        open_pairs(connection, [first], "batch_band", now="2026-01-01T00:00:00+00:00")
+        if decided:
+            connection.execute(review_pairs.update().values(status="decided"))
+        before = connection.execute(select(review_pairs)).one()._asdict()
+        (_open_staged if staged else open_pairs)(connection, [again], "batch_band", "2026-02-01T00:00:00+00:00")
+        after = connection.execute(select(review_pairs)).one()._asdict()
+    if decided or all(before[name] == again[name] for name in _SEEN):
+        assert after == before
+    else:
+        assert after == before | {name: again[name] for name in _SEEN} | {"updated_at": "2026-02-01T00:00:00+00:00"}

@@ -16,7 +16,10 @@ is the two ids sorted), filled from two places:
   newcomer, the one a `not_a_match` decision splits out (api.review.decisions).
 
 A pair seen again is never reopened: a decided pair keeps its decision (and its probability); an
-open pair takes the newer probability, reason and orientation. Which pairs wait, in what order: api.review.queue.
+open pair takes the newer probability, reason, detail and orientation when any of them differs, and is left
+alone when none does (its `updated_at` is when its content last changed). A bulk load sees most of the open
+pairs again unchanged, and rewriting each of them and its index entries was most of a 1M store's swap
+(api.service.staging). Which pairs wait, in what order: api.review.queue.
 
 **Constraints.** Live decisions are constraints: `match` a must-link, `not_a_match` a cannot-link
 (and a split of a record out of a person cannot-links it with the records that stayed, a merge
@@ -31,7 +34,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Literal, get_args
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from api.service.store import clusters, dialect_insert, person_events, review_constraints, review_pairs
 from matching.cluster import fresh_person_id
@@ -39,8 +42,8 @@ from matching.cluster import fresh_person_id
 #: Why a pair waits for a steward (module docstring); the one list every layer takes them from.
 Reason = Literal["new_record", "batch_band", "held_apart"]
 REASONS: tuple[str, ...] = get_args(Reason)
-#: What an open pair seen again takes from the newer sighting.
-_REOPENED = ("record_id_l", "record_id_r", "match_probability", "reason", "detail", "updated_at")
+#: What an open pair seen again takes from the newer sighting, when any of it differs; then also `updated_at`.
+_REOPENED = ("record_id_l", "record_id_r", "match_probability", "reason", "detail")
 _SEP = "\x1f"
 
 
@@ -63,14 +66,16 @@ def open_pairs(connection, pairs, reason: str, now: str | None = None) -> int:
     `detail` override `reason`) for review; how many were given.
 
     A pair already stored keeps its row; an open one takes the newer probability, reason, detail and
-    orientation (which record is left and which right: a `new_record` pair's right record is the newcomer).
+    orientation (which record is left and which right: a `new_record` pair's right record is the newcomer)
+    when any of them differs.
     """
     values = pair_rows(pairs, reason, now)
     if values:
         statement = dialect_insert(connection)(review_pairs)
+        changed = or_(*(review_pairs.c[name].is_distinct_from(statement.excluded[name]) for name in _REOPENED))
         connection.execute(statement.on_conflict_do_update(          # one statement run for every pair (executemany)
-            index_elements=["pair_key"], where=review_pairs.c.status == "open",
-            set_={name: statement.excluded[name] for name in _REOPENED}),
+            index_elements=["pair_key"], where=and_(review_pairs.c.status == "open", changed),
+            set_={name: statement.excluded[name] for name in _REOPENED + ("updated_at",)}),
             values)
     return len(values)
 
@@ -98,10 +103,11 @@ def pair_rows(pairs, reason: str, now: str | None = None) -> list[dict]:
 def open_staged_pairs(connection, staged: str) -> None:
     """`open_pairs` for rows staged in the table `staged` (api.service.staging), by one statement inside the database."""
     names = ", ".join(c.name for c in review_pairs.columns if c.name != "pair_id")
+    taken = ", ".join(f"{name} = excluded.{name}" for name in _REOPENED + ("updated_at",))
+    changed = " OR ".join(f"review_pairs.{name} IS NOT excluded.{name}" for name in _REOPENED)
     connection.exec_driver_sql(
         f'INSERT INTO review_pairs ({names}) SELECT {names} FROM "{staged}" WHERE true ORDER BY pair_key '
-        "ON CONFLICT (pair_key) DO UPDATE SET " + ", ".join(f"{name} = excluded.{name}" for name in _REOPENED)
-        + " WHERE review_pairs.status = 'open'")
+        f"ON CONFLICT (pair_key) DO UPDATE SET {taken} WHERE review_pairs.status = 'open' AND ({changed})")
 
 
 def live_constraints(connection) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
