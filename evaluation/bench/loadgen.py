@@ -8,7 +8,8 @@ with its own keep-alive connection, whatever the server's speed: a slow answer d
 the next request (no coordinated omission). Latency is measured from the scheduled time, so
 time spent queued behind a slow request counts; the time from the actual send is reported too.
 Run it in its own process so its work is not counted in the server's. Bounded in time: it stops
-sending at `duration` and waits at most `timeout` seconds for the last answers.
+sending at `duration`, or at SIGTERM (a caller that ends the load when what it measures is over), and waits at
+most `timeout` seconds for the last answers; the summary's `duration_s` is the schedule actually sent.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import itertools
 import json
 import queue
 import re
+import signal
 import threading
 import time
 from collections import Counter
@@ -55,7 +57,7 @@ class LoadResult:
         ok = sum(n for s, n in self.statuses.items() if 200 <= s < 300)
         return {"target_rate": rate, "duration_s": duration, "started_at": self.started_at, "wall_s": round(wall, 2),
                 "sent": self.sent,
-                "achieved_rate": round(self.sent / duration, 1), "ok": ok,
+                "achieved_rate": round(self.sent / duration, 1) if duration else 0.0, "ok": ok,
                 "errors": self.sent - ok, "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "error_kinds": dict(self.errors), "resolution_status": dict(self.resolution),
                 "late_starts": self.late_starts, "latency_ms_from_schedule": pct(self.from_schedule_ms),
@@ -63,8 +65,9 @@ class LoadResult:
 
 
 def run_load(url: str, key: str, bodies: list[bytes], rate: float, duration: float, threads: int = 32,
-             timeout: float = 10.0) -> tuple[LoadResult, float]:
-    """Send `rate` requests/s for `duration` s cycling through `bodies`; (result, wall seconds)."""
+             timeout: float = 10.0, stop: threading.Event | None = None) -> tuple[LoadResult, float, float]:
+    """Send `rate` requests/s for `duration` s (or until `stop` is set) cycling through `bodies`; (result, wall
+    seconds, seconds of schedule sent)."""
     parts = urlsplit(url)
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     total = int(rate * duration)
@@ -113,17 +116,21 @@ def run_load(url: str, key: str, bodies: list[bytes], rate: float, duration: flo
     for thread in pool:
         thread.start()
     # Feed the queue just ahead of the schedule, so a thread picks up the next due request.
+    scheduled = 0
     for i, body in zip(range(total), itertools.cycle(bodies)):
         due = start + i / rate
-        while due - time.perf_counter() > 0.05:
+        while due - time.perf_counter() > 0.05 and not (stop and stop.is_set()):
             time.sleep(0.01)
+        if stop and stop.is_set():
+            break
         work.put((due, body))
+        scheduled = i + 1
     for _ in pool:
         work.put(None)
-    deadline = start + duration + timeout
+    deadline = start + scheduled / rate + timeout
     for thread in pool:
         thread.join(max(0.0, deadline - time.perf_counter()))
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, scheduled / rate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     bodies = [line.encode() for line in args.bodies.read_text().splitlines() if line.strip()]
     if not bodies:
         parser.error(f"{args.bodies}: no request bodies")
-    result, wall = run_load(args.url, args.key, bodies, args.rate, args.duration, args.threads)
-    summary = result.summary(args.rate, args.duration, wall)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    result, wall, sent_for = run_load(args.url, args.key, bodies, args.rate, args.duration, args.threads, stop=stop)
+    summary = result.summary(args.rate, sent_for, wall)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.out:

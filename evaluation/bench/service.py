@@ -100,7 +100,7 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
     port = _free_port()
     server = subprocess.Popen(BRIEFING + ["serve", "--db", str(db), "--port", str(port), "--workers", "2", "--no-deliver"],
                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    duration = 90 + records / 1_500                               # the ingest, the build and a minute after
+    longest = 120 + records / 250        # the load's bound; it is stopped a minute after the new index answers
     result: dict = {"figure": f"service_rebuild_{records}", "rate": rate, "bulk_records": _count_rows(bulk)}
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", server, timeout=900)
@@ -108,13 +108,16 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
         _load(url, key, bodies, rate, WARM_UP_SECONDS, work / "warmup.json")
         load_out, trace = work / f"load-rebuild-{records}.json", work / f"trace-rebuild-{records}.csv"
         load = subprocess.Popen([sys.executable, "-m", "evaluation.bench.loadgen", "--url", url, "--key", key,
-                                 "--bodies", str(bodies), "--rate", str(rate), "--duration", str(duration),
+                                 "--bodies", str(bodies), "--rate", str(rate), "--duration", str(longest),
                                  "--out", str(load_out), "--trace", str(trace)], stdout=subprocess.DEVNULL)
         time.sleep(10)
-        events = {"ingest_started": time.time()}
+        readyz, events = f"http://127.0.0.1:{port}/readyz", {"ingest_started": time.time()}
+        first = _generation(readyz)
         run_child(LOW_PRIORITY + BRIEFING + ["ingest", "--db", str(db), "--quiet", str(bulk)])
         events["ingest_finished"] = time.time()
-        events["answers_from_new_index"] = _new_generation_at(f"http://127.0.0.1:{port}/readyz", deadline=duration)
+        events["answers_from_new_index"] = _new_generation_at(readyz, first, deadline=300)
+        time.sleep(max(0.0, (events["answers_from_new_index"] or time.time()) + 60 - time.time()))
+        load.terminate()                                          # the load generator stops sending and reports
         if load.wait() != 0:
             raise RuntimeError("the load generator failed")
     finally:
@@ -144,9 +147,9 @@ def _count_rows(path: Path) -> int:
     return len(pd.read_csv(path, usecols=["record_id"], dtype=str))
 
 
-def _new_generation_at(url: str, deadline: float) -> float | None:
-    """When every worker answered from a newer index than the first (six /readyz in a row); None if not by `deadline` s."""
-    first, until = _generation(url), time.monotonic() + deadline
+def _new_generation_at(url: str, first: int, deadline: float) -> float | None:
+    """When every worker answered from a newer index than `first` (six /readyz in a row); None if not by `deadline` s."""
+    until = time.monotonic() + deadline
     while time.monotonic() < until:
         if min(_generation(url) for _ in range(6)) > first:
             return time.time()
