@@ -1,11 +1,22 @@
 """The persistent store: SQLAlchemy Core tables, SQLite (WAL) by default, PostgreSQL by URL.
 
 One `Store` per process. `open_store("out/briefing.db")` or `open_store("sqlite:///…")` gives a
-SQLite file in write-ahead-log mode with foreign keys enforced; any other SQLAlchemy URL
+SQLite file in write-ahead-log mode with foreign keys enforced, each transaction made durable after SQLite's
+commit (below); any other SQLAlchemy URL
 (`postgresql+psycopg://…`) is used as is. `create()` makes the tables if they are missing. The
 transaction primitives every writer shares live here too: `Store.begin` (with its `after_commit`
 callbacks), `begin_writing` (the write lock, now) and `dialect_insert` (the dialect's upserting insert); the
 bulk path (`executemany`, `COPY`) is api/service/bulk.py.
+
+**Durable commits on SQLite, outside the write lock.** SQLite's default (`synchronous=FULL`) flushes the
+write-ahead log to disk inside every commit, while the commit holds the database's one write lock: every other
+writer (each briefing appends its audit event) waits for that flush, and sleeps on in SQLite's busy handler
+after it. While a bulk load linked beside a 1M store, flushes slowed and 200 briefings/s fell tens of seconds
+behind (BENCHMARKS.md). So connections run `synchronous=NORMAL` (no flush inside the commit; WAL mode stays
+consistent), and `Store.begin` and `Store.begin_unchecked` flush the log themselves once SQLite's commit has
+returned and the lock is free (`Store.make_durable`), before the caller goes on: a transaction is on disk
+before its caller answers or reports it, as before, and the flushes of writers committed together overlap.
+
 Times are stored as ISO 8601 text with their offset (SQLite has no time zone type; text
 keeps both databases identical); multi-valued fields as `|`-joined text, as in the CSVs.
 """
@@ -286,6 +297,23 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.audit: AuditTrail = trail_for(engine.url)
+        database = engine.url.database if engine.dialect.name == "sqlite" else None
+        self.wal: Path | None = Path(database + "-wal") if database and database != ":memory:" else None
+
+    def make_durable(self) -> None:
+        """Flush a SQLite file store's write-ahead log to disk (module docstring): what every commit before this
+        call wrote survives a power loss. Nothing to do for PostgreSQL (its commit is durable), an in-memory
+        store, or a log that is gone (the last connection to close checkpointed it into the database, flushed)."""
+        if self.wal is None:
+            return
+        try:
+            handle = os.open(self.wal, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            os.fdatasync(handle)
+        finally:
+            os.close(handle)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -299,6 +327,7 @@ class Store:
             finally:
                 connection.info.pop(AFTER_COMMIT, None)
                 connection.info.pop(AUDIT_TRAIL, None)
+        self.make_durable()
         for callback in callbacks:
             callback()
 
@@ -328,12 +357,14 @@ class Store:
                 raw.execute("PRAGMA legacy_alter_table=OFF")
                 raw.execute("PRAGMA foreign_keys=ON")
                 raw.isolation_level = level
+        self.make_durable()
         for callback in callbacks:
             callback()
 
     def create(self) -> "Store":
         metadata.create_all(self.engine)
         _add_review_columns(self.engine)
+        self.make_durable()
         return self
 
 
@@ -439,6 +470,7 @@ def open_store(location: str) -> Store:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA synchronous=NORMAL")     # the log is flushed after the commit: Store.make_durable
             cursor.close()
     _connections_stay_in_their_process(engine)
     return Store(engine)
