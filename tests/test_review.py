@@ -5,7 +5,7 @@ import json
 
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -552,8 +552,14 @@ def _open_staged(connection, pairs, reason, now):
     connection.exec_driver_sql('DROP TABLE "staged_pairs"')
 
 
+_UNCHANGED = {"record_id_l": "A-1", "match_probability": 0.6, "reason": "batch_band", "detail": None}
+
+
 @settings(max_examples=60, deadline=None)
 @given(first=_SIGHTING, again=_SIGHTING, decided=st.booleans(), staged=st.booleans())
+@example(first=_UNCHANGED, again=_UNCHANGED, decided=False, staged=True)
+@example(first=_UNCHANGED, again=_UNCHANGED, decided=False, staged=False)
+@example(first=_UNCHANGED, again=_UNCHANGED | {"match_probability": 0.7}, decided=False, staged=True)
 def test_an_open_pair_seen_again_is_rewritten_only_when_the_sighting_differs(tmp_path_factory, first, again, decided,
                                                                              staged):
     """Both ways of opening pairs (one statement run per pair; a staged bulk load's one statement) agree: a decided

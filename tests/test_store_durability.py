@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 from sqlalchemy import select
 
-from api.service import store as store_module
+from api.service import durability
 from api.service.audit import append
 from api.service.changes import record_change
 from api.service.store import changes, open_store
@@ -38,7 +38,7 @@ def flushes(monkeypatch, store):
         seen.append((os.readlink(f"/proc/self/fd/{handle}"), free, witnessed))
         flush(handle)
 
-    monkeypatch.setattr(store_module.os, "fdatasync", recorded)
+    monkeypatch.setattr(durability.os, "fdatasync", recorded)
     return seen
 
 
@@ -73,7 +73,33 @@ def test_store_connections_leave_the_flush_to_the_store(store):
 
 def test_an_in_memory_store_has_no_log_to_flush(monkeypatch):
     store = open_store("sqlite://").create()
-    monkeypatch.setattr(store_module.os, "fdatasync", lambda handle: pytest.fail("nothing to flush"))
+    monkeypatch.setattr(durability.os, "fdatasync", lambda handle: pytest.fail("nothing to flush"))
     with store.begin() as connection:
         record_change(connection, "rebuild")
-    assert store.wal is None
+    assert store.log.path() is None
+
+
+def test_the_log_flushed_is_the_one_sqlite_writes_when_the_store_is_named_through_a_link(tmp_path, monkeypatch):
+    real = open_store(str(tmp_path / "real.db")).create()
+    (tmp_path / "link.db").symlink_to(tmp_path / "real.db")
+    store = open_store(f"sqlite:///{tmp_path / 'link.db'}")
+    flushed = []
+    monkeypatch.setattr(durability.os, "fdatasync", lambda handle: flushed.append(os.readlink(f"/proc/self/fd/{handle}")))
+    with store.begin() as connection:
+        record_change(connection, "rebuild")
+    assert flushed == [str(tmp_path / "real.db") + "-wal"]
+    assert real.log.path() == store.log.path()
+
+
+def test_after_a_failed_flush_every_later_commit_is_refused(store, monkeypatch):
+    def broken(handle):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durability.os, "fdatasync", broken)
+    with pytest.raises(durability.LogFlushFailed, match="Input/output error"):
+        with store.begin() as connection:
+            record_change(connection, "rebuild")
+    monkeypatch.undo()                                     # the disk answers again: the store still refuses
+    with pytest.raises(durability.LogFlushFailed, match="an earlier flush .* failed"):
+        with store.begin() as connection:
+            record_change(connection, "rebuild")

@@ -17,9 +17,9 @@ is the two ids sorted), filled from two places:
 
 A pair seen again is never reopened: a decided pair keeps its decision (and its probability); an
 open pair takes the newer probability, reason, detail and orientation when any of them differs, and is left
-alone when none does (its `updated_at` is when its content last changed). A bulk load sees most of the open
-pairs again unchanged, and rewriting each of them and its index entries was most of a 1M store's swap
-(api.service.staging). Which pairs wait, in what order: api.review.queue.
+alone when none does (its `updated_at` is when its content last changed): a staged bulk load opens its pairs
+inside its swap (api.service.staging), and a pair rewritten with its index entries for nothing is time every
+other writer waits. Which pairs wait, in what order: api.review.queue.
 
 **Constraints.** Live decisions are constraints: `match` a must-link, `not_a_match` a cannot-link
 (and a split of a record out of a person cannot-links it with the records that stayed, a merge

@@ -14,8 +14,9 @@ writer (each briefing appends its audit event) waits for that flush, and sleeps 
 after it. While a bulk load linked beside a 1M store, flushes slowed and 200 briefings/s fell tens of seconds
 behind (BENCHMARKS.md). So connections run `synchronous=NORMAL` (no flush inside the commit; WAL mode stays
 consistent), and `Store.begin` and `Store.begin_unchecked` flush the log themselves once SQLite's commit has
-returned and the lock is free (`Store.make_durable`), before the caller goes on: a transaction is on disk
-before its caller answers or reports it, as before, and the flushes of writers committed together overlap.
+returned and the lock is free (`Store.make_durable`, api.service.durability), before the caller goes on: a
+transaction is on disk before its caller answers or reports it, as before, and the flushes of writers committed
+together overlap.
 
 Times are stored as ISO 8601 text with their offset (SQLite has no time zone type; text
 keeps both databases identical); multi-valued fields as `|`-joined text, as in the CSVs.
@@ -34,6 +35,7 @@ from sqlalchemy import (Column, Connection, Engine, Float, ForeignKey, Index, In
 from sqlalchemy.dialects import postgresql, sqlite
 
 from api.service.audit_trail import AuditTrail, trail_for
+from api.service.durability import LogFlusher
 
 metadata = MetaData()
 MAX_ID = 2 ** 31 - 1        # the largest id an Integer column holds (PostgreSQL INTEGER): routes refuse more with 404
@@ -297,23 +299,13 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.audit: AuditTrail = trail_for(engine.url)
-        database = engine.url.database if engine.dialect.name == "sqlite" else None
-        self.wal: Path | None = Path(database + "-wal") if database and database != ":memory:" else None
+        self.log = LogFlusher(engine)
 
     def make_durable(self) -> None:
-        """Flush a SQLite file store's write-ahead log to disk (module docstring): what every commit before this
-        call wrote survives a power loss. Nothing to do for PostgreSQL (its commit is durable), an in-memory
-        store, or a log that is gone (the last connection to close checkpointed it into the database, flushed)."""
-        if self.wal is None:
-            return
-        try:
-            handle = os.open(self.wal, os.O_RDONLY)
-        except FileNotFoundError:
-            return
-        try:
-            os.fdatasync(handle)
-        finally:
-            os.close(handle)
+        """Flush a SQLite file store's write-ahead log to disk (module docstring; api.service.durability): what
+        every commit before this call wrote survives a power loss. Nothing to do for PostgreSQL (its commit is
+        durable) or an in-memory store."""
+        self.log.flush()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -417,7 +409,7 @@ def stored_secret(store: Store, setting: str, environment: str) -> str:
     if found:
         return found
     try:
-        with store.engine.begin() as connection:
+        with store.begin() as connection:
             connection.execute(insert(settings).values(key=setting, value=secrets.token_hex(32)))
     except exc.IntegrityError:
         pass                                  # another worker or replica stored one first: use theirs
