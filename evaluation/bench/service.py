@@ -82,7 +82,9 @@ def bench_service(work: Path, records: int, seed: int, serving: str = "processes
 def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200.0) -> dict:
     """Briefings at `rate` while `briefing ingest` bulk-loads a tenth more records (at lower CPU priority, as an
     operator would schedule it) and the server builds and swaps in the new index: errors and latency throughout,
-    and how long after the ingest finished the answers came from the new index."""
+    and how long after the ingest finished the answers came from the new index. Beside them, how long the workers
+    ran and waited, runnable, for a CPU while the ingest ran (`workers_cpu_during_ingest`): a server that falls behind
+    while its workers wait as long as they run is short of CPU, not of the store."""
     county = synth_county(work, records, seed)
     base = work / f"service-{records}-{seed}.db"
     if not base.exists():
@@ -113,8 +115,11 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
         time.sleep(10)
         readyz, events = f"http://127.0.0.1:{port}/readyz", {"ingest_started": time.time()}
         first = _generation(readyz)
+        before = _scheduled(server.pid)
         run_child(LOW_PRIORITY + BRIEFING + ["ingest", "--db", str(db), "--quiet", str(bulk)])
         events["ingest_finished"] = time.time()
+        result["workers_cpu_during_ingest"] = _shares(before, _scheduled(server.pid),
+                                                      events["ingest_finished"] - events["ingest_started"])
         events["answers_from_new_index"] = _new_generation_at(readyz, first, deadline=300)
         time.sleep(max(0.0, (events["answers_from_new_index"] or time.time()) + 60 - time.time()))
         load.terminate()                                          # the load generator stops sending and reports
@@ -244,6 +249,34 @@ def _memory(pid: int) -> dict:
     return {"processes": len(info), "rss_each": [round(i.rss / gb, 3) for i in info],
             "uss_each": [round(i.uss / gb, 3) for i in info], "pss_total": round(sum(i.pss for i in info) / gb, 3),
             "rss_total": round(sum(i.rss for i in info) / gb, 3)}
+
+
+def _scheduled(pid: int) -> dict[int, tuple[float, float]]:
+    """Seconds each worker of the gunicorn master `pid` has run on a CPU and waited, runnable, for one (Linux
+    schedstat, summed over the worker's threads), by worker pid."""
+    import psutil
+
+    seconds = {}
+    for worker in psutil.Process(pid).children():
+        run = wait = 0.0
+        for task in Path(f"/proc/{worker.pid}/task").glob("*"):
+            try:
+                ran, waited, _ = (int(field) for field in (task / "schedstat").read_text().split())
+            except (OSError, ValueError):
+                continue                                  # a thread that ended meanwhile
+            run, wait = run + ran / 1e9, wait + waited / 1e9
+        seconds[worker.pid] = (run, wait)
+    return seconds
+
+
+def _shares(before: dict, after: dict, wall: float) -> dict:
+    """Of the workers alive at both readings: the mean share of the wall time each ran, and each waited for a CPU
+    while runnable. Waiting as long as running means every answer took about twice its CPU time."""
+    both = [pid for pid in before if pid in after]
+    if not both or wall <= 0:
+        return {}
+    run, wait = (sum(after[pid][i] - before[pid][i] for pid in both) / len(both) / wall for i in (0, 1))
+    return {"workers": len(both), "run_share": round(run, 3), "wait_share": round(wait, 3)}
 
 
 def _free_port() -> int:
