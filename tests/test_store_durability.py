@@ -103,3 +103,5 @@ def test_after_a_failed_flush_every_later_commit_is_refused(store, monkeypatch):
     with pytest.raises(durability.LogFlushFailed, match="an earlier flush .* failed"):
         with store.begin() as connection:
             record_change(connection, "rebuild")
+    with store.engine.connect() as connection:                # refused before it wrote: only the first is stored
+        assert len(connection.execute(select(changes)).all()) == 1

@@ -11,7 +11,8 @@ inside the commit:
   that asks; a descriptor opened afresh for each flush could miss the failure of another's frames. The
   descriptor is reopened only when the log was replaced (the last connection to close checkpointed it into
   the database, flushed, and removed it) or in a forked child.
-- **A failed flush is final.** Once a flush fails, every later one raises too: commits after it may sit on
+- **A failed flush is final.** Once a flush fails, every later transaction is refused before it begins
+  (`refuse_if_failed`, called by the store): commits after it may sit on
   pages the system could not write, and the store must be looked at (as PostgreSQL stops on a failed flush).
 
 The flush of a commit also flushes every other writer's frames before it, so writers committed together share it.
@@ -68,16 +69,22 @@ class LogFlusher:
             self.applies = self._path is not None
         return self._path
 
+    def refuse_if_failed(self) -> None:
+        """Raise `LogFlushFailed` if a flush in this process failed: called before a transaction begins, so nothing
+        more is written to a store whose log the system could not write."""
+        with self._lock:
+            if self._failed is not None:
+                raise LogFlushFailed(f"an earlier flush of {self._path} failed ({self._failed}): this store's writes "
+                                     f"are refused until it is checked and the service restarted")
+
     def flush(self) -> None:
         """Flush the log to disk: every commit before this call survives a power loss. Raises `LogFlushFailed`
         if this flush, or any before it in this process, failed."""
         path = self.path()
         if path is None:
             return
+        self.refuse_if_failed()
         with self._lock:
-            if self._failed is not None:
-                raise LogFlushFailed(f"an earlier flush of {path} failed ({self._failed}): this store's writes are "
-                                     f"refused until it is checked and the service restarted")
             try:
                 handle = self._current(path)
                 if handle is not None:

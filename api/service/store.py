@@ -311,6 +311,7 @@ class Store:
     def begin(self) -> Iterator[Connection]:
         """`engine.begin()` (one transaction, committed on success), then the `after_commit` callbacks it collected."""
         callbacks: list[Callable[[], None]] = []
+        self.log.refuse_if_failed()
         with self.engine.begin() as connection:
             connection.info[AFTER_COMMIT] = callbacks
             connection.info[AUDIT_TRAIL] = self.audit
@@ -329,6 +330,7 @@ class Store:
         with the write lock (`BEGIN IMMEDIATE`, so its DDL is transactional too), with foreign keys not
         enforced and a renamed table's name left alone in other tables' references (`legacy_alter_table`)."""
         callbacks: list[Callable[[], None]] = []
+        self.log.refuse_if_failed()
         with self.engine.connect() as connection:
             raw = connection.connection.driver_connection
             level = raw.isolation_level
