@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.fairness.false_matches import caveat, false_match_kinds
+from evaluation.fairness.false_matches import caveat, false_match_kinds, namesake_caveat, namesakes
 from evaluation.fairness.matcher import matcher_fairness
 from evaluation.measures import MIN_PERSONS, NAME_SWAP_MAX_FLIP, RATIO_BAND
 from evaluation.linkage.metrics import group_error_rates
@@ -244,3 +244,29 @@ def test_false_matches_are_classed_by_what_the_merged_persons_share():
     assert "of the 3 persons merged" in caveat(kinds) and "parent and child): 1 (33%; M 1)" in caveat(kinds)
     right = clusters.assign(person_id=truth["person_key"])
     assert sum(v["persons"] for v in false_match_kinds(right, truth, records, demographics).values()) == 0
+
+
+def test_false_matches_are_classed_by_given_name_and_each_sex_shows_how_often_its_names_collide():
+    """Two Jameses merged (namesakes), a Bob with a Robert (a nickname), a Karen with an Elizabeth (twins);
+    men's given names are the more concentrated (three of four men are JAMES or ROBERT-alike)."""
+    records = pd.DataFrame({"record_id": ["j1", "j2", "b1", "r1", "k1", "e1", "m1", "n1", "z1"],
+                            "given_name": ["James", "JAMES", "Bob", "Robert", "Karen", "Elizabeth", "Mary", None, "Ann"],
+                            "family_name": ["King", "King", "Lee", "Lee", "Eaton", "Eaton", "Ross", "Cole", "Day"]})
+    truth = pd.DataFrame({"record_id": records["record_id"], "person_key": ["J1", "J2", "B", "R", "K", "E", "M", "N", "Z"]})
+    clusters = pd.DataFrame({"record_id": records["record_id"],
+                             "person_id": ["P1", "P1", "P2", "P2", "P3", "P3", "P4", "P4", "P5"]})
+    demographics = pd.DataFrame({"person_key": ["J1", "J2", "B", "R", "K", "E", "M", "N", "Z"],
+                                 "sex": ["M", "M", "M", "M", "F", "F", "F", "M", "F"],
+                                 "birth_year": ["1990", "1991", "1970", "1971", "1959", "1959", "1980", "1981", "1950"]})
+    found = namesakes(clusters, truth, records, demographics)
+    assert {k: v["persons"] for k, v in found["given_names"].items()} == {"same": 1, "alike": 1, "different": 1,
+                                                                         "unknown": 1}
+    assert found["given_names"]["same"]["by_sex"] == {"M": 1} and found["given_names"]["different"]["by_sex"] == {"F": 1}
+    # men with a given name on record: JAMES, JAMES, BOB, ROBERT -> (2/4)^2 + 2 * (1/4)^2; women: four names, once each
+    assert found["share_a_given_name"]["M"] == {"persons": 4, "chance": pytest.approx(0.375)}
+    assert found["share_a_given_name"]["F"] == {"persons": 4, "chance": pytest.approx(0.25)}
+    text = namesake_caveat(found)
+    assert "of the 4 persons merged" in text and "the same as that person's: 1 (M 1)" in text
+    assert "F 25.00% (4 persons); M 37.50% (4 persons)" in text
+    right = clusters.assign(person_id=truth["person_key"])
+    assert sum(v["persons"] for v in namesakes(right, truth, records, demographics)["given_names"].values()) == 0

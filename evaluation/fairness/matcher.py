@@ -48,7 +48,7 @@ import models
 from evaluation.measures import (
     MIN_PERSONS, NAME_SWAP_MAX_FLIP, Figure, GroupFigure, Measure, Section,
 )
-from evaluation.fairness.false_matches import caveat, false_match_kinds
+from evaluation.fairness.false_matches import caveat, false_match_kinds, namesake_caveat, namesakes
 from evaluation.fairness.name_swap import flip_counts, person_tokens, swap_names, swap_plan
 from evaluation.fairness.perturb import KINDS, perturbed_scores, sample_pairs
 from evaluation.fairness.plots import svg_text
@@ -343,5 +343,7 @@ def matcher_fairness(county_dir: str | Path, model_path: str | Path = models.MAT
         "min_persons": MIN_PERSONS, "bootstrap": {"replicates": replicates, "seed": seed, "unit": "person, within group"},
         "parts": list(parts), **found, "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "false_matches": false_match_kinds(clusters, truth, records, demographics),
+        "namesakes": namesakes(clusters, truth, records, demographics),
     }
-    return Section("matcher", measures, figures, facts, list(CAVEATS) + [caveat(facts["false_matches"])])
+    return Section("matcher", measures, figures, facts,
+                   list(CAVEATS) + [caveat(facts["false_matches"]), namesake_caveat(facts["namesakes"])])
