@@ -9,6 +9,7 @@ import re
 import time
 
 import pytest
+from flask import request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -194,6 +195,20 @@ def test_the_cookie_is_secure_over_https_or_when_configured(county):
         assert "Secure" in app.test_client().get("/review/login").headers["Set-Cookie"]
     finally:
         app.config["REVIEW_COOKIE_SECURE"] = None
+
+
+@pytest.mark.parametrize("path, opened", [("/review", True), ("/review/pairs/1", True), ("/v1/briefings", False),
+                                           ("/healthz", False), ("/reviewer", False), ("/v1/review/queue", False)])
+def test_a_session_is_opened_only_under_the_review_pages_path(county, client, path, opened):
+    """Only the pages under the cookie's path use a session: no other request reads the cookie or derives its signing
+    key (a tenth of a request's work in the HTTP stack), even when it carries a valid one."""
+    app, _, keys = county
+    _sign_in(client, keys["steward"])
+    cookie = client.get_cookie("briefing_review", path="/review")
+    with app.test_request_context(path, headers={"Cookie": f"briefing_review={cookie.value}"}):
+        session = app.session_interface.open_session(app, request)
+    assert (session is not None and session.get("name") == "steward-1") is opened
+    assert session is None or opened
 
 
 @pytest.mark.parametrize("who", ["officer", "bad", "revoked"])
