@@ -262,11 +262,11 @@ def test_false_matches_are_classed_by_given_name_and_each_sex_shows_how_often_it
     assert {k: v["persons"] for k, v in found["given_names"].items()} == {"same": 1, "alike": 1, "different": 1,
                                                                          "unknown": 1}
     assert found["given_names"]["same"]["by_sex"] == {"M": 1} and found["given_names"]["different"]["by_sex"] == {"F": 1}
-    # men with a given name on record: JAMES, JAMES, BOB, ROBERT -> (2/4)^2 + 2 * (1/4)^2; women: four names, once each
-    assert found["share_a_given_name"]["M"] == {"persons": 4, "chance": pytest.approx(0.375)}
-    assert found["share_a_given_name"]["F"] == {"persons": 4, "chance": pytest.approx(0.25)}
+    # men with a given name on record: JAMES, JAMES, BOB, ROBERT -> one pair of the six alike; women: four names, once each
+    assert found["share_a_given_name"]["M"] == {"persons": 4, "chance": pytest.approx(1 / 6)}
+    assert found["share_a_given_name"]["F"] == {"persons": 4, "chance": 0.0}
     text = namesake_caveat(found)
     assert "of the 4 persons merged" in text and "the same as that person's: 1 (M 1)" in text
-    assert "F 25.00% (4 persons); M 37.50% (4 persons)" in text
+    assert "F 0.00% (4 persons); M 16.67% (4 persons)" in text
     right = clusters.assign(person_id=truth["person_key"])
     assert sum(v["persons"] for v in namesakes(right, truth, records, demographics)["given_names"].values()) == 0

@@ -13,11 +13,12 @@ records, a generational suffix typed into it left out; birth years from the demo
 Counts are of falsely matched persons, in all and by their sex, so an audit can say which pairs
 make a group's rate (`caveat` writes the sentence the model card shows).
 
-`namesakes` classes the same persons by their given names against their owner's (`GIVEN`: the most common
-given name of each person's records), and gives each sex's chance that two of its persons share a given name
-in the county. Where one group's names are more concentrated (in US name data men's are: JAMES, JOHN and ROBERT
-are each over 2 % of men), unrelated namesakes, told apart only by a date of birth, a phone or an address, are
-more common in it, and so are its false matches (`namesake_caveat` writes that sentence).
+`namesakes` classes the same persons by their given name (the most common one of their records) against their
+owner's (`GIVEN`), and gives each sex's chance that two different persons of it share a given name in the county.
+Where one group's names are more concentrated (in US name data men's are: JAMES, JOHN and ROBERT are each over
+2 % of men), unrelated namesakes, told apart only by a date of birth, a phone or an address, are more common in
+it; parents and children named alike (Jr and Sr) add to its same-name count (`namesake_caveat` writes the
+sentence the model card shows).
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from matching.name import family_and_suffix, given_variants, joined
 KINDS = {"generation": f"one family name, born {GENERATION}+ years apart (parent and child)",
          "same_family": f"one family name, born under {GENERATION} years apart (siblings, twins, spouses)",
          "other": "different family names"}
-GIVEN = {"same": "the same as that person's", "alike": "alike (a nickname of it, or Jaro-Winkler >= 0.85)",
-         "different": "different", "unknown": "none on record"}
 ALIKE = 0.85
+GIVEN = {"same": "the same as that person's", "alike": f"alike (a nickname of it, or Jaro-Winkler >= {ALIKE})",
+         "different": "different", "unknown": "none on record"}
 
 
 def false_match_kinds(clusters: pd.DataFrame, truth: pd.DataFrame, records: pd.DataFrame,
@@ -56,15 +57,15 @@ def false_match_kinds(clusters: pd.DataFrame, truth: pd.DataFrame, records: pd.D
 def namesakes(clusters: pd.DataFrame, truth: pd.DataFrame, records: pd.DataFrame, demographics: pd.DataFrame) -> dict:
     """{"given_names": {relation: {"persons": n, "by_sex": {sex: n}}}, "share_a_given_name": {sex: {"persons": n,
     "chance": p}}}: the merged persons of `false_match_kinds` classed by their given name against their owner's
-    (`GIVEN`), and for each sex the chance that two of its persons, drawn at random, share a given name (the sum of
-    each name's squared share). `records` needs given_name."""
+    (`GIVEN`), and for each sex the chance that two different persons of it, drawn at random, share a given name
+    (the sum of k(k - 1) over the names' counts k, over N(N - 1) for its N persons). `records` needs given_name."""
     given = _most_common(records, truth, "given_name", joined)
     sexes = demographics.astype({"person_key": str}).set_index("person_key")["sex"].astype(str)
     out = {relation: {"persons": 0, "by_sex": {}} for relation in GIVEN}
     for person, other in _merged(clusters, truth):
         _count(out[_relation(given.get(person), given.get(other))], str(sexes.get(person, "?")))
     named = given.to_frame("given").join(sexes.rename("sex"), how="inner")
-    chance = {str(sex): {"persons": int(len(group)), "chance": float((group["given"].value_counts(normalize=True) ** 2).sum())}
+    chance = {str(sex): {"persons": int(len(group)), "chance": _same_name_chance(group["given"])}
               for sex, group in named.groupby("sex")}
     return {"given_names": out, "share_a_given_name": chance}
 
@@ -99,8 +100,8 @@ def namesake_caveat(found: dict) -> str:
             parts.append(f"{text}: {given[relation]['persons']} ({by_sex})")
     return (f"Given names of the {total} persons merged into another person's cluster: " + "; ".join(parts)
             + f". Two persons of one sex share a given name in this county with chance {chance}: where a group's "
-            "names are more concentrated, namesakes told apart only by a date of birth, a phone or an address are "
-            "more common, and so are its false matches.")
+            "names are more concentrated, unrelated namesakes, told apart only by a date of birth, a phone or an "
+            "address, are more common; parents and children named alike (Jr and Sr) add to its same-name count.")
 
 
 def _merged(clusters: pd.DataFrame, truth: pd.DataFrame) -> list[tuple[str, str]]:
@@ -121,6 +122,12 @@ def _most_common(records: pd.DataFrame, truth: pd.DataFrame, column: str, form) 
                                                                      for v in f[column]])
               .merge(truth[["record_id", "person_key"]].astype(str), on="record_id").dropna(subset=["value"]))
     return values.groupby("person_key")["value"].agg(lambda s: s.value_counts().index[0])
+
+
+def _same_name_chance(names: pd.Series) -> float:
+    """The chance that two different persons drawn from `names` (one per person) have the same one."""
+    counts, n = names.value_counts(), len(names)
+    return float((counts * (counts - 1)).sum() / (n * (n - 1))) if n > 1 else 0.0
 
 
 def _relation(a: str | None, b: str | None) -> str:

@@ -90,12 +90,13 @@ def session_secret(store: Store) -> str:
 class ReviewSessions(SecureCookieSessionInterface):
     """Flask's signed-cookie sessions, Secure when the request is HTTPS unless configured either way, opened only
     for the pages under the cookie's path (the only ones that use a session): any other request gets Flask's null
-    session without reading a cookie or deriving the signing key, a tenth of an API request's work in the HTTP stack."""
+    session without reading a cookie or deriving the signing key, a tenth of an API request's work in the HTTP stack.
+    A null session reads as empty and raises `RuntimeError` when written: a `flash()` outside /review fails loudly."""
 
     def open_session(self, app: Flask, request):
-        path = self.get_cookie_path(app).rstrip("/")
-        if request.path != path and not request.path.startswith(path + "/"):
-            return None                       # Flask makes it a null session: readable as empty, never written
+        path, cookie_path = request.root_path + request.path, self.get_cookie_path(app).rstrip("/")
+        if path != cookie_path and not path.startswith(cookie_path + "/"):     # the browser's rule for the cookie
+            return None                       # Flask makes it a null session
         return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
