@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
 from api.service.keys import create_key
 from api.service.store import open_store
@@ -241,8 +242,6 @@ def _memory(pid: int) -> dict:
     Reading PSS walks every page table of a process under its memory lock, so it is done once,
     after the measured minute, never while requests are timed.
     """
-    import psutil
-
     master = psutil.Process(pid)
     info = [p.memory_full_info() for p in [master] + master.children(recursive=True)]
     gb = 2 ** 30
@@ -254,8 +253,6 @@ def _memory(pid: int) -> dict:
 def _scheduled(pid: int) -> dict[int, tuple[float, float]]:
     """Seconds each worker of the gunicorn master `pid` has run on a CPU and waited, runnable, for one (Linux
     schedstat, summed over the worker's threads), by worker pid."""
-    import psutil
-
     seconds = {}
     for worker in psutil.Process(pid).children():
         run = wait = 0.0

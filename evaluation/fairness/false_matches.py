@@ -92,14 +92,14 @@ def namesake_caveat(found: dict) -> str:
     chance = "; ".join(f"{sex} {c['chance']:.2%} ({c['persons']:,} persons)"
                        for sex, c in sorted(found["share_a_given_name"].items()))
     if not total:
-        return f"Two persons of one sex share a given name in this county with chance {chance}."
+        return f"Two different persons of one sex share a given name in this county with chance {chance}."
     parts = []
     for relation, text in GIVEN.items():
         if given[relation]["persons"]:
             by_sex = ", ".join(f"{sex} {n}" for sex, n in sorted(given[relation]["by_sex"].items()))
             parts.append(f"{text}: {given[relation]['persons']} ({by_sex})")
     return (f"Given names of the {total} persons merged into another person's cluster: " + "; ".join(parts)
-            + f". Two persons of one sex share a given name in this county with chance {chance}: where a group's "
+            + f". Two different persons of one sex share a given name in this county with chance {chance}: where a group's "
             "names are more concentrated, unrelated namesakes, told apart only by a date of birth, a phone or an "
             "address, are more common; parents and children named alike (Jr and Sr) add to its same-name count.")
 
