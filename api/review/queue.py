@@ -45,6 +45,8 @@ RECENT_TEXT = " · person in a recent incident"
 RECENT_DAYS = 7
 RECENT_EVENTS_SCANNED = 20_000
 INCIDENT_ACTIONS = ("briefing", "match", "fhir_match")
+#: Pairs read, joined, per window of a page (and persons per look-up of their records).
+PAGE_WINDOW = 500
 STATUSES = ("open", "unsure", "decided", "all")
 _PERSON = re.compile(r'"person_id":"((?:[^"\\]|\\.)*)"')
 _RECORD = re.compile(r'"record_id":"((?:[^"\\]|\\.)*)"')
@@ -113,35 +115,46 @@ def _first_seq_since(connection, since: str) -> int:
     return lo
 
 
-def _statement(filters: QueueFilters):
+def _statement(filters: QueueFilters, counting: bool = False):
+    """The queue's rows under `filters`, joined to what an entry shows; `counting`: only the joins that filter
+    (a pair whose record was deleted drops out; the agency and the live decision), for `count`."""
     left, right = records.alias("rec_l"), records.alias("rec_r")
     person_l, person_r = clusters.alias("person_l"), clusters.alias("person_r")
     decision = review_decisions.alias("live")
-    statement = (select(review_pairs, left.c.agency.label("agency_l"), right.c.agency.label("agency_r"),
-                        person_l.c.person_id.label("person_id_l"), person_r.c.person_id.label("person_id_r"),
-                        decision.c.decision.label("live_decision"))
+    columns = ([func.count()] if counting else
+               [review_pairs, left.c.agency.label("agency_l"), right.c.agency.label("agency_r"),
+                person_l.c.person_id.label("person_id_l"), person_r.c.person_id.label("person_id_r"),
+                decision.c.decision.label("live_decision")])
+    statement = (select(*columns).select_from(review_pairs)
                  .join(left, left.c.record_id == review_pairs.c.record_id_l)
-                 .join(right, right.c.record_id == review_pairs.c.record_id_r)
-                 .outerjoin(person_l, person_l.c.record_id == review_pairs.c.record_id_l)
-                 .outerjoin(person_r, person_r.c.record_id == review_pairs.c.record_id_r)
-                 .outerjoin(decision, decision.c.id == review_pairs.c.decision_id))
-    if filters.status not in STATUSES:
-        raise ValueError(f"unknown queue status {filters.status!r} (one of {', '.join(STATUSES)})")
-    if filters.status == "open":
-        statement = statement.where(review_pairs.c.status == "open")
-    elif filters.status == "decided":
-        statement = statement.where(review_pairs.c.status == "decided")
-    elif filters.status == "unsure":
-        statement = statement.where(review_pairs.c.status == "decided", decision.c.decision == "unsure")
-    if filters.reason is not None:
-        statement = statement.where(review_pairs.c.reason == filters.reason)
+                 .join(right, right.c.record_id == review_pairs.c.record_id_r))
+    if not counting:
+        statement = (statement.outerjoin(person_l, person_l.c.record_id == review_pairs.c.record_id_l)
+                     .outerjoin(person_r, person_r.c.record_id == review_pairs.c.record_id_r))
+    if not counting or filters.status == "unsure":
+        statement = statement.outerjoin(decision, decision.c.id == review_pairs.c.decision_id)
+    statement = statement.where(*_pair_conditions(filters))
+    if filters.status == "unsure":
+        statement = statement.where(decision.c.decision == "unsure")
     if filters.agency is not None:
         statement = statement.where(or_(left.c.agency == filters.agency, right.c.agency == filters.agency))
-    if filters.min_probability is not None:
-        statement = statement.where(review_pairs.c.match_probability >= filters.min_probability)
-    if filters.max_probability is not None:
-        statement = statement.where(review_pairs.c.match_probability <= filters.max_probability)
     return statement
+
+
+def _pair_conditions(filters: QueueFilters) -> list:
+    """The filters that `review_pairs` alone decides (status, reason, probability band)."""
+    if filters.status not in STATUSES:
+        raise ValueError(f"unknown queue status {filters.status!r} (one of {', '.join(STATUSES)})")
+    conditions = []
+    if filters.status in ("open", "decided", "unsure"):
+        conditions.append(review_pairs.c.status == ("open" if filters.status == "open" else "decided"))
+    if filters.reason is not None:
+        conditions.append(review_pairs.c.reason == filters.reason)
+    if filters.min_probability is not None:
+        conditions.append(review_pairs.c.match_probability >= filters.min_probability)
+    if filters.max_probability is not None:
+        conditions.append(review_pairs.c.match_probability <= filters.max_probability)
+    return conditions
 
 
 def _entry(row, recent: tuple[set[str], set[str]], now: datetime) -> QueueEntry:
@@ -161,8 +174,12 @@ def _entry(row, recent: tuple[set[str], set[str]], now: datetime) -> QueueEntry:
 
 
 def _priority(entry: QueueEntry) -> tuple:
-    doubt = 0.0 if entry.reason == "held_apart" else abs(entry.match_probability - 0.5)
-    return (not entry.recent_incident, doubt, entry.created_at, entry.pair_id)
+    return _order(not entry.recent_incident, entry.reason, entry.match_probability, entry.created_at, entry.pair_id)
+
+
+def _order(not_recent: bool, reason: str, probability: float, created_at: str, pair_id: int) -> tuple:
+    doubt = 0.0 if reason == "held_apart" else abs(probability - 0.5)
+    return (not_recent, doubt, created_at, pair_id)
 
 
 def queue(store, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,
@@ -176,11 +193,56 @@ def queue(store, filters: QueueFilters = QueueFilters(), limit: int = 50, offset
 def entries(connection, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,
             now: datetime | None = None) -> tuple[list[QueueEntry], int]:
     """`queue` on an open connection."""
+    return page(connection, filters, limit, offset, now), count(connection, filters)
+
+
+def count(connection, filters: QueueFilters = QueueFilters()) -> int:
+    """How many pairs the queue holds under `filters`."""
+    return connection.execute(_statement(filters, counting=True)).scalar()
+
+
+def page(connection, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,
+         now: datetime | None = None) -> list[QueueEntry]:
+    """The entries at `offset` .. `offset + limit` of the queue in priority order.
+
+    Only the pairs' own columns are read for every pair (to put them in order); the joined rows an entry
+    shows are read a window at a time, in that order, until the page is full: a page near the front of a
+    county's queue of a hundred thousand pairs reads a few hundred of them, not all."""
     now = now or datetime.now(timezone.utc)
-    rows = connection.execute(_statement(filters)).all()
-    recent = recent_incidents(connection, now) if rows else (set(), set())
-    found = sorted((_entry(row, recent, now) for row in rows), key=_priority)
-    return found[offset: offset + max(limit, 0)], len(found)
+    limit, offset = max(limit, 0), max(offset, 0)
+    pairs = connection.execute(select(review_pairs.c.pair_id, review_pairs.c.record_id_l, review_pairs.c.record_id_r,
+                                      review_pairs.c.reason, review_pairs.c.match_probability,
+                                      review_pairs.c.created_at).where(*_pair_conditions(filters))).all()
+    if not pairs or limit == 0:
+        return []
+    recent = recent_incidents(connection, now)
+    touched = recent[1] | _records_of(connection, recent[0])
+    ordered = [key[-1] for key in sorted(
+        _order(left not in touched and right not in touched, reason, probability, created_at, pair_id)
+        for pair_id, left, right, reason, probability, created_at in pairs)]
+    found: list[QueueEntry] = []
+    seen = 0
+    for start in range(0, len(ordered), PAGE_WINDOW):
+        window = ordered[start: start + PAGE_WINDOW]
+        rows = {row.pair_id: row for row in connection.execute(
+            _statement(filters).where(review_pairs.c.pair_id.in_(window)))}
+        for pair_id in window:
+            if pair_id in rows:
+                if seen >= offset:
+                    found.append(_entry(rows[pair_id], recent, now))
+                    if len(found) == limit:
+                        return found
+                seen += 1
+    return found
+
+
+def _records_of(connection, persons: set[str]) -> set[str]:
+    """The records that belong to `persons` now."""
+    ordered, found = sorted(persons), set()
+    for start in range(0, len(ordered), PAGE_WINDOW):
+        found.update(connection.execute(select(clusters.c.record_id).where(
+            clusters.c.person_id.in_(ordered[start: start + PAGE_WINDOW]))).scalars().all())
+    return found
 
 
 def entry(connection, pair_id: int, now: datetime | None = None) -> QueueEntry | None:
@@ -191,7 +253,7 @@ def entry(connection, pair_id: int, now: datetime | None = None) -> QueueEntry |
 
 
 def next_open_pair(connection, now: datetime | None = None) -> int | None:
-    found, _ = entries(connection, QueueFilters(), limit=1, now=now)
+    found = page(connection, QueueFilters(), limit=1, now=now)
     return found[0].pair_id if found else None
 
 

@@ -17,6 +17,7 @@
     python -m evaluation.bench external      # FEBRL 1-4 and evaluation/data/external/*.csv.gz beside plain Splink (evaluation/bench/external.py)
     python -m evaluation.bench external-resolve   # ... the resolver on each set, each query's own record left out
     python -m evaluation.bench ingest1m      # `briefing ingest` of 1M records into an empty SQLite and PostgreSQL store
+    python -m evaluation.bench review1m      # a steward's page of the review queue at 1,000,000 records (evaluation/bench/review.py)
     python -m evaluation.bench webhooks      # referrals at 50/s for 60 s to a program's webhook, a worker and a deliverer killed -9
 
 Each prints one JSON object; `--work DIR` keeps the generated data (default: a temp dir).
@@ -37,6 +38,7 @@ from evaluation.bench.external import bench_external, bench_external_resolve
 from evaluation.bench.ingest import bench_ingest1m, bench_ingest100k
 from evaluation.bench.link import bench_county, bench_febrl4, bench_link1m, bench_synth1m
 from evaluation.bench.rank import bench_rank200
+from evaluation.bench.review import bench_review1m
 from evaluation.bench.resolve import bench_resolve1m, bench_resolve100k
 from evaluation.bench.service import (bench_service1m, bench_service1m_300, bench_service100k, bench_service100k_gthread,
                                       bench_service_rebuild1m, bench_service_rebuild100k)
@@ -50,7 +52,8 @@ BENCHES = {"febrl4": bench_febrl4, "county": bench_county, "link1m": bench_link1
            "service-rebuild1m": bench_service_rebuild1m, "service100k-gthread": bench_service100k_gthread, "service1m": bench_service1m,
            "service1m-300": bench_service1m_300,
            "external": bench_external, "external-resolve": bench_external_resolve,
-           "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m, "webhooks": bench_webhooks}
+           "ingest100k": bench_ingest100k, "ingest1m": bench_ingest1m, "webhooks": bench_webhooks,
+           "review1m": bench_review1m}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,12 +48,9 @@ WARM_UP_SECONDS = 5
 def bench_service(work: Path, records: int, seed: int, serving: str = "processes", rate: float = 200.0,
                   duration: float = 60.0) -> dict:
     county = synth_county(work, records, seed)
-    db = work / f"service-{records}-{seed}.db"
-    result: dict = {"figure": f"service_{records}", "serving": serving, **SERVINGS[serving]}
-    if not db.exists():
-        wall, peak = run_child(BRIEFING + ["ingest", "--db", str(db), "--quiet", str(county / "records.csv"),
-                                           str(county / "context_items.csv"), str(county / "consents.csv")])
-        result["ingest"] = {"seconds": round(wall, 1), "peak_rss_gb": round(peak, 2)}
+    db, ingest = ingested_store(work, records, seed)
+    result: dict = {"figure": f"service_{records}", "serving": serving, **SERVINGS[serving],
+                    **({"ingest": ingest} if ingest else {})}
     key = _key(db)
     bodies = work / f"bodies-{records}-{seed}.jsonl"
     _write_bodies(county / "incidents.csv", bodies)
@@ -80,6 +77,18 @@ def bench_service(work: Path, records: int, seed: int, serving: str = "processes
     return result
 
 
+def ingested_store(work: Path, records: int, seed: int) -> tuple[Path, dict | None]:
+    """The synthetic county of `records` (`seed`) ingested into a SQLite store in `work` (kept there and reused), and
+    what the ingest cost when it ran now (None when the store was there already)."""
+    county = synth_county(work, records, seed)
+    db = work / f"service-{records}-{seed}.db"
+    if db.exists():
+        return db, None
+    wall, peak = run_child(BRIEFING + ["ingest", "--db", str(db), "--quiet", str(county / "records.csv"),
+                                       str(county / "context_items.csv"), str(county / "consents.csv")])
+    return db, {"seconds": round(wall, 1), "peak_rss_gb": round(peak, 2)}
+
+
 def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200.0) -> dict:
     """Briefings at `rate` while `briefing ingest` bulk-loads a tenth more records (at lower CPU priority, as an
     operator would schedule it) and the server builds and swaps in the new index: errors and latency throughout,
@@ -87,10 +96,7 @@ def bench_service_rebuild(work: Path, records: int, seed: int, rate: float = 200
     ran and waited, runnable, for a CPU while the ingest ran (`workers_cpu_during_ingest`): a server that falls behind
     while its workers wait as long as they run is short of CPU, not of the store."""
     county = synth_county(work, records, seed)
-    base = work / f"service-{records}-{seed}.db"
-    if not base.exists():
-        run_child(BRIEFING + ["ingest", "--db", str(base), "--quiet", str(county / "records.csv"),
-                              str(county / "context_items.csv"), str(county / "consents.csv")])
+    base, _ = ingested_store(work, records, seed)
     db = work / f"rebuild-{records}-{seed}.db"
     for stale in db.parent.glob(db.name + "*"):               # a last run's write-ahead log would corrupt the copy
         stale.unlink()
