@@ -45,7 +45,7 @@ RECENT_TEXT = " · person in a recent incident"
 RECENT_DAYS = 7
 RECENT_EVENTS_SCANNED = 20_000
 INCIDENT_ACTIONS = ("briefing", "match", "fhir_match")
-#: Pairs read, joined, per window of a page (and persons per look-up of their records).
+#: Pairs per statement that names them.
 PAGE_WINDOW = 500
 STATUSES = ("open", "unsure", "decided", "all")
 _PERSON = re.compile(r'"person_id":"((?:[^"\\]|\\.)*)"')
@@ -115,23 +115,24 @@ def _first_seq_since(connection, since: str) -> int:
     return lo
 
 
-def _statement(filters: QueueFilters, counting: bool = False):
-    """The queue's rows under `filters`, joined to what an entry shows; `counting`: only the joins that filter
-    (a pair whose record was deleted drops out; the agency and the live decision), for `count`."""
+def _statement(filters: QueueFilters, keys: bool = False):
+    """The queue's rows under `filters`, joined to what an entry shows; `keys`: only what puts them in order (the
+    pair's id, records, persons, reason, probability and age), for every pair."""
     left, right = records.alias("rec_l"), records.alias("rec_r")
     person_l, person_r = clusters.alias("person_l"), clusters.alias("person_r")
     decision = review_decisions.alias("live")
-    columns = ([func.count()] if counting else
+    columns = ([review_pairs.c.pair_id, review_pairs.c.record_id_l, review_pairs.c.record_id_r,
+                person_l.c.person_id, person_r.c.person_id, review_pairs.c.reason, review_pairs.c.match_probability,
+                review_pairs.c.created_at] if keys else
                [review_pairs, left.c.agency.label("agency_l"), right.c.agency.label("agency_r"),
                 person_l.c.person_id.label("person_id_l"), person_r.c.person_id.label("person_id_r"),
                 decision.c.decision.label("live_decision")])
     statement = (select(*columns).select_from(review_pairs)
                  .join(left, left.c.record_id == review_pairs.c.record_id_l)
-                 .join(right, right.c.record_id == review_pairs.c.record_id_r))
-    if not counting:
-        statement = (statement.outerjoin(person_l, person_l.c.record_id == review_pairs.c.record_id_l)
-                     .outerjoin(person_r, person_r.c.record_id == review_pairs.c.record_id_r))
-    if not counting or filters.status == "unsure":
+                 .join(right, right.c.record_id == review_pairs.c.record_id_r)
+                 .outerjoin(person_l, person_l.c.record_id == review_pairs.c.record_id_l)
+                 .outerjoin(person_r, person_r.c.record_id == review_pairs.c.record_id_r))
+    if not keys or filters.status == "unsure":
         statement = statement.outerjoin(decision, decision.c.id == review_pairs.c.decision_id)
     statement = statement.where(*_pair_conditions(filters))
     if filters.status == "unsure":
@@ -192,57 +193,22 @@ def queue(store, filters: QueueFilters = QueueFilters(), limit: int = 50, offset
 
 def entries(connection, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,
             now: datetime | None = None) -> tuple[list[QueueEntry], int]:
-    """`queue` on an open connection."""
-    return page(connection, filters, limit, offset, now), count(connection, filters)
+    """`queue` on an open connection.
 
-
-def count(connection, filters: QueueFilters = QueueFilters()) -> int:
-    """How many pairs the queue holds under `filters`."""
-    return connection.execute(_statement(filters, counting=True)).scalar()
-
-
-def page(connection, filters: QueueFilters = QueueFilters(), limit: int = 50, offset: int = 0,
-         now: datetime | None = None) -> list[QueueEntry]:
-    """The entries at `offset` .. `offset + limit` of the queue in priority order.
-
-    Only the pairs' own columns are read for every pair (to put them in order); the joined rows an entry
-    shows are read a window at a time, in that order, until the page is full: a page near the front of a
-    county's queue of a hundred thousand pairs reads a few hundred of them, not all."""
+    Every pair under the filters is read with only what puts it in order (`_statement(keys=True)`), to order and
+    count them; only the page's pairs are then read with all an entry shows. A page of a county's queue of a
+    hundred thousand pairs makes 50 entries, not a hundred thousand."""
     now = now or datetime.now(timezone.utc)
-    limit, offset = max(limit, 0), max(offset, 0)
-    pairs = connection.execute(select(review_pairs.c.pair_id, review_pairs.c.record_id_l, review_pairs.c.record_id_r,
-                                      review_pairs.c.reason, review_pairs.c.match_probability,
-                                      review_pairs.c.created_at).where(*_pair_conditions(filters))).all()
-    if not pairs or limit == 0:
-        return []
-    recent = recent_incidents(connection, now)
-    touched = recent[1] | _records_of(connection, recent[0])
+    pairs = connection.execute(_statement(filters, keys=True)).all()
+    persons, record_ids = recent_incidents(connection, now) if pairs else (set(), set())
     ordered = [key[-1] for key in sorted(
-        _order(left not in touched and right not in touched, reason, probability, created_at, pair_id)
-        for pair_id, left, right, reason, probability, created_at in pairs)]
-    found: list[QueueEntry] = []
-    seen = 0
-    for start in range(0, len(ordered), PAGE_WINDOW):
-        window = ordered[start: start + PAGE_WINDOW]
-        rows = {row.pair_id: row for row in connection.execute(
-            _statement(filters).where(review_pairs.c.pair_id.in_(window)))}
-        for pair_id in window:
-            if pair_id in rows:
-                if seen >= offset:
-                    found.append(_entry(rows[pair_id], recent, now))
-                    if len(found) == limit:
-                        return found
-                seen += 1
-    return found
-
-
-def _records_of(connection, persons: set[str]) -> set[str]:
-    """The records that belong to `persons` now."""
-    ordered, found = sorted(persons), set()
-    for start in range(0, len(ordered), PAGE_WINDOW):
-        found.update(connection.execute(select(clusters.c.record_id).where(
-            clusters.c.person_id.in_(ordered[start: start + PAGE_WINDOW]))).scalars().all())
-    return found
+        _order(not (person_l in persons or person_r in persons or left in record_ids or right in record_ids),
+               reason, probability, created_at, pair_id)
+        for pair_id, left, right, person_l, person_r, reason, probability, created_at in pairs)]
+    chosen = ordered[max(offset, 0): max(offset, 0) + max(limit, 0)]
+    rows = {row.pair_id: row for start in range(0, len(chosen), PAGE_WINDOW) for row in connection.execute(
+        _statement(filters).where(review_pairs.c.pair_id.in_(chosen[start: start + PAGE_WINDOW])))}
+    return [_entry(rows[pair_id], (persons, record_ids), now) for pair_id in chosen if pair_id in rows], len(ordered)
 
 
 def entry(connection, pair_id: int, now: datetime | None = None) -> QueueEntry | None:
@@ -253,7 +219,7 @@ def entry(connection, pair_id: int, now: datetime | None = None) -> QueueEntry |
 
 
 def next_open_pair(connection, now: datetime | None = None) -> int | None:
-    found = page(connection, QueueFilters(), limit=1, now=now)
+    found, _ = entries(connection, QueueFilters(), limit=1, now=now)
     return found[0].pair_id if found else None
 
 
