@@ -174,11 +174,8 @@ def _entry(row, recent: tuple[set[str], set[str]], now: datetime) -> QueueEntry:
         decision_id=row.decision_id if row.status == "decided" else None)
 
 
-def _priority(entry: QueueEntry) -> tuple:
-    return _order(not entry.recent_incident, entry.reason, entry.match_probability, entry.created_at, entry.pair_id)
-
-
 def _order(not_recent: bool, reason: str, probability: float, created_at: str, pair_id: int) -> tuple:
+    """A pair's place in the queue (the module docstring's priority): the lower, the sooner."""
     doubt = 0.0 if reason == "held_apart" else abs(probability - 0.5)
     return (not_recent, doubt, created_at, pair_id)
 

@@ -53,7 +53,8 @@ def bench_review1m(work: Path) -> dict:
 def _whole_queue_sorted(connection, now: datetime) -> list:
     rows = connection.execute(review_queue._statement(review_queue.QueueFilters())).all()
     recent = review_queue.recent_incidents(connection, now)
-    return sorted((review_queue._entry(row, recent, now) for row in rows), key=review_queue._priority)
+    return sorted((review_queue._entry(row, recent, now) for row in rows), key=lambda e: review_queue._order(
+        not e.recent_incident, e.reason, e.match_probability, e.created_at, e.pair_id))
 
 
 def _median_seconds(run: Callable[[], object]) -> float:
