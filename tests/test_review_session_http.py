@@ -8,6 +8,7 @@ cookie changes nothing: the same status with it as without, and no answer sets a
 
 import http.client
 import itertools
+import json
 import re
 from urllib.parse import urlsplit
 
@@ -83,3 +84,39 @@ def test_the_review_cookie_changes_nothing_on_the_api(served, call, who):
     assert with_cookie == without
     assert with_cookie == {None: 401, "officer": 403 if "review" in path else 200, "steward": 200}[who]
     assert "Set-Cookie" not in headers
+
+
+FILTERS = {"status": (None, "open", "unsure", "decided", "all", "closed"),
+           "reason": (None, "batch_band", "held_apart", "new_record", "other"),
+           "agency": (None, "METRO_PD", "NO_SUCH_AGENCY"),
+           "min_probability": (None, "0.5", "2")}
+
+
+def test_the_queue_under_every_filter_answers_stewards_only_and_only_with_pairs_the_filter_keeps(served):
+    """Every combination of the queue's filters (bad values included) with an officer's and a steward's key, over
+    HTTP: the officer 403, the steward 200 with only pairs the filters keep (or 422 naming the bad field, never a
+    trace). Without a key it is 401 (once: repeated failures are throttled, 429, which refuses as well)."""
+    base, keys, _ = served
+    assert _send(base, "GET", "/v1/review/queue?status=all&agency=METRO_PD")[0] == 401
+    for values in itertools.product(*FILTERS.values()):
+        chosen = {name: value for name, value in zip(FILTERS, values) if value is not None}
+        query = "&".join(f"{name}={value}" for name, value in chosen.items())
+        bad = [name for name, value in chosen.items() if value in ("closed", "other", "2")]
+        for who in ("officer", "steward"):
+            status, _, body = _send(base, "GET", f"/v1/review/queue?limit=50&{query}", _headers(keys, who, None))
+            assert status == {"officer": 403, "steward": 422 if bad else 200}[who], (who, query, body)
+            assert b"Traceback" not in body
+            if who != "steward":
+                continue
+            answer = json.loads(body)
+            if bad:
+                assert all(name in body.decode() for name in bad), body
+                continue
+            assert answer["total"] >= len(answer["pairs"])
+            for pair in answer["pairs"]:
+                assert pair["reason"] == chosen.get("reason", pair["reason"])
+                assert "agency" not in chosen or chosen["agency"] in pair["agencies"]
+                assert pair["match_probability"] >= float(chosen.get("min_probability", 0))
+                wanted = chosen.get("status", "open")
+                assert wanted == "all" or pair["status"] == ("open" if wanted == "open" else "decided")
+                assert wanted != "unsure" or pair["decision"] == "unsure"

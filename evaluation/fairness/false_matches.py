@@ -89,19 +89,18 @@ def namesake_caveat(found: dict) -> str:
     and how often two persons of each sex share one in the county."""
     given = found["given_names"]
     total = sum(g["persons"] for g in given.values())
-    chance = "; ".join(f"{sex} {c['chance']:.2%} ({c['persons']:,} persons)"
-                       for sex, c in sorted(found["share_a_given_name"].items()))
+    share = "Two different persons of one sex share a given name in this county with chance " + "; ".join(
+        f"{sex} {c['chance']:.2%} ({c['persons']:,} persons)" for sex, c in sorted(found["share_a_given_name"].items()))
     if not total:
-        return f"Two different persons of one sex share a given name in this county with chance {chance}."
+        return share + "."
     parts = []
     for relation, text in GIVEN.items():
         if given[relation]["persons"]:
             by_sex = ", ".join(f"{sex} {n}" for sex, n in sorted(given[relation]["by_sex"].items()))
             parts.append(f"{text}: {given[relation]['persons']} ({by_sex})")
     return (f"Given names of the {total} persons merged into another person's cluster: " + "; ".join(parts)
-            + f". Two different persons of one sex share a given name in this county with chance {chance}: where a group's "
-            "names are more concentrated, unrelated namesakes, told apart only by a date of birth, a phone or an "
-            "address, are more common; parents and children named alike (Jr and Sr) add to its same-name count.")
+            + f". {share}: where a group's names are more concentrated, unrelated namesakes, told apart only by a date "
+            "of birth, a phone or an address, are more common; parents and children named alike (Jr and Sr) add to its same-name count.")
 
 
 def _merged(clusters: pd.DataFrame, truth: pd.DataFrame) -> list[tuple[str, str]]:
